@@ -465,7 +465,7 @@ def test_a_long_query_whose_statement_was_forgotten_still_counts(cut: bool, thou
         assert rep["slowest_single"][0]["count"] == 2  # pid 2's execute too
         return
     assert {k: v for k, v in st_["unpaired"].items() if k != "slowest"} == {
-        "count": 2, "forgotten": 2, "not_logged": 0, "counted_as": "(statement not in the log window)"}
+        "count": 2, "forgotten": 2, "not_logged": 0, "before_error": 0, "counted_as": "(statement not in the log window)"}
     assert st_["unpaired"]["slowest"] == [{"ms": 5000.0, "pid": "1", "time": "2024-03-01 10:00:05"},
                                           {"ms": 4000.0, "pid": "2", "time": "2024-03-01 10:00:05"}]
 

@@ -13,7 +13,8 @@ of all entries (the reference looked only at the first and last duration entry o
 generated logs have timestamps in order and keep log_statement/log_duration pairs to queries of their
 own, where both answers agree.  One semantic fix was made to the reference too (marked CHANGED there): a
 backend's remembered ``statement:`` is forgotten at its ERROR/FATAL/PANIC (a failed statement logs no
-duration).  The extended protocol's ``execute <name>:`` lines with log_duration (which the reference does
+duration); the bare durations a backend holds at its error, or at the end of the log, are counted unpaired
+(before_error, not_logged), never dropped.  The extended protocol's ``execute <name>:`` lines with log_duration (which the reference does
 not pair) are not generated here; tests/logs/test_pglog.py and tests/tasks/test_logs_postgres.py test them.
 """
 

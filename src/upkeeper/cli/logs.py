@@ -320,7 +320,8 @@ def postgres_cmd(
             "upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
             _units_of(found, b"", workers, pgstruct.RECORD_START if fmt == "csvlog" else None), workers=workers,
             min_parallel=pgstruct.MIN_PARALLEL, notes=notes)
-    resolve(partial, [lf.path for lf in found])  # statements and their durations paired in the files' order
+    # statements and their durations paired in the files' order; no later read: what still waits is counted
+    resolve(partial, [lf.path for lf in found], final=True)
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["format"] = fmt

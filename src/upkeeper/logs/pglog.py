@@ -7,7 +7,10 @@ Understood entries (``log_line_prefix`` configurable, PostgreSQL's default ``%m 
   every duration in a histogram for exact percentiles.  Bare ``duration:`` lines
   (``log_duration``) are paired with the session's last ``statement:`` or
   ``execute <name>:`` line (``log_statement``); with the extended protocol, the bare
-  durations logged just before an ``execute`` line are its Parse and Bind (prepare/bind time).
+  durations logged just before an ``execute`` line are its Parse and Bind (prepare/bind time).  With ``%i`` in
+  the prefix (the command tag: ``PARSE``, ``BIND``, then the statement's) each bare duration says what it is,
+  whatever ``log_statement`` logs.  A bare duration whose statement is not known is counted unpaired (with
+  why: :data:`ORPHAN_REASONS`), never dropped.
   The pairing does not depend on where the log is cut: each piece scanned on its own (a
   :class:`Segment`) keeps the bare durations of backends it saw no statement of yet and the
   statements still waiting at its end, and :func:`resolve` pairs them in log order — with
@@ -63,7 +66,9 @@ _ESCAPES: dict[str, bytes] = {
     "t": rb"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?: [^\s\]\[]+)?",
     "m": rb"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.\d+(?: [^\s\]\[]+)?",
     "n": rb"(?P<epoch>\d+(?:\.\d+)?)",
-    "i": rb"(?:[^\n]*?)",
+    # the command tag (the ps display): PARSE and BIND while the extended protocol's Parse and Bind run, then the
+    # statement's tag (SELECT …): what tells a bare duration's phase (empty with update_process_title = off)
+    "i": rb"(?P<tag>[^\n]*?)",
     "e": rb"(?P<sqlstate>[0-9A-Z]{5})",
     "c": rb"(?:[0-9a-f]+\.[0-9a-f]+)",
     "l": rb"(?:\d+)",
@@ -84,7 +89,7 @@ class PrefixError(UpkeeperError):
 
 
 def compile_prefix(prefix: str) -> bytes:
-    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch.
+    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch, tag.
 
     Padded escapes are understood as PostgreSQL writes them (``%-10u``, ``%5p``: the value, and spaces
     up to the width after it for a negative width, before it for a positive one; a longer value is not
@@ -273,8 +278,12 @@ _NO_POS: Pos = ("", -1, -1)
 _UNPAIRED: OpenStatement = (UNPAIRED_FP, UNPAIRED_FP, _NO_POS)
 #: why a bare duration was not paired: its statement was forgotten (more backends waited than are remembered:
 #: MAX_WAITING in a scan, MAX_CARRIED_PIDS across runs), or none was logged before it (before the log window,
-#: or log_statement does not log it)
-ORPHAN_REASONS = ("forgotten", "not_logged")
+#: or log_statement does not log it), or it was one of the (at most MAX_UNPAIRED) logged right before an error
+#: with no statement between them: the failed statement's Parse/Bind (extended protocol) or statements
+#: log_statement does not log — nothing in the log tells which, unless the prefix has %i (see _log)
+ORPHAN_REASONS = ("forgotten", "not_logged", "before_error")
+#: the command tags (%i) of the extended protocol's Parse and Bind: their bare durations are parse/bind time
+_PREPARE_TAGS = (b"PARSE", b"BIND")
 
 
 @dataclass
@@ -434,6 +443,7 @@ class PgAccumulator:
         self.g_db = gi.get("db")
         self.g_user = gi.get("user")
         self.g_sqlstate = gi.get("sqlstate")
+        self.g_tag = gi.get("tag")
         self.g_pid = gi["pid"]
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
@@ -448,7 +458,9 @@ class PgAccumulator:
         self.gone: dict[bytes, None] = {}
         # the current piece of the log (see Segment): backends whose pairing state is known in it (an ordered
         # set), and the bare durations (and what ended them) of the others
-        self.known: dict[bytes, str] = {}  # (-> what made it known: "statement", "execute", "error")
+        # (-> what made it known: "statement", "execute", "error", "end" (its session ended), "duration" (a bare
+        # duration that %i tells is a statement's own))
+        self.known: dict[bytes, str] = {}
         self.heads: dict[bytes, tuple[list[Dur], str | None]] = {}
         self.wait_known: dict[bytes, None] = {}  # the same for lock waits (see Segment)
         self.wait_heads: dict[bytes, list[Any]] = {}
@@ -569,13 +581,15 @@ class PgAccumulator:
         self._seg = self._unit_end = None
 
     def _knows(self, pid: bytes, closer: str) -> None:
-        """``pid`` logged a statement, an execute or an error: its state is known from here on."""
+        """``pid`` logged a statement, an execute, an error or its session's end: its state is known from here on."""
         if pid in self.known:
             return
         self.known[pid] = closer
         head = self.heads.get(pid)
         if head is not None:
             self.heads[pid] = (head[0], closer)
+        elif closer in ("error", "end"):  # the bare durations left waiting before this piece end here: resolve()
+            self.heads[pid] = ([], closer)  # counts them (a "statement:" line does it by stmt_first)
 
     def consume(self, rows: list[tuple[bytes, ...]], *, multiline: bool, in_order: bool) -> None:
         """Aggregate entries as ``entry_rx.findall`` returns them (one tuple of its groups each), in log order:
@@ -735,7 +749,10 @@ class PgAccumulator:
             self._knows(pid, "error")
             self.wait_known[pid] = None
             self.last_statement.pop(pid, None)
-            self.unpaired.pop(pid, None)
+            # the bare durations logged right before it (no statement between): the failed statement's Parse/Bind
+            # with the extended protocol, or statements log_statement does not log — counted, never dropped
+            for d in self.unpaired.pop(pid, ()):
+                _orphan(p, d, pid, "before_error")
             self.gone.pop(pid, None)
             self.waiting.pop(pid, None)
             if not code:
@@ -792,7 +809,12 @@ class PgAccumulator:
                 # log_duration line): not a statement, and the statement waiting for its duration still waits
                 return
             ms_b = bm.group(1)
-            float(ms_b)  # "1.2.3": ValueError, counted unparsed by the caller (before it is kept for later)
+            ms = float(ms_b)  # "1.2.3": ValueError, counted unparsed by the caller (before it is kept for later)
+            tag = r[self.g_tag - 1] if self.g_tag is not None else b""
+            if tag in _PREPARE_TAGS:  # %i says so: the extended protocol's Parse or Bind, never a statement's own
+                p.prepare_count += 1
+                p.prepare_ms += ms
+                return
             prev = self.last_statement.pop(pid, None)
             if prev is not None:  # log_duration + log_statement: pair them
                 self._durations_bare(ms_b, prev, ts, r)
@@ -801,6 +823,16 @@ class PgAccumulator:
                         r[self.g_user - 1] if self.g_user is not None else None)
             if self.gone.pop(pid, 0) is None:  # the duration of the statement _bound_state forgot
                 _orphan(p, dur, pid, "forgotten")
+            elif tag and pid in self.known:  # %i: a statement's own (its tag: SELECT …), of a statement not logged
+                _orphan(p, dur, pid, "not_logged")
+            elif tag:  # the same, but it may be the duration of a statement logged before this piece: resolve() tells
+                durs = self.heads.pop(pid, ([], None))[0]
+                if durs:  # (only the first duration of a piece can be that statement's)
+                    _orphan(p, dur, pid, "not_logged")
+                else:
+                    durs.append(dur)
+                self.heads[pid] = (durs, None)
+                self._knows(pid, "duration")
             elif pid in self.known:
                 # no statement waits: with the extended protocol, a Parse or Bind (logged before the Execute's
                 # "execute …:" line), else a statement log_statement does not log (counted unpaired when the
@@ -911,9 +943,11 @@ class PgAccumulator:
             # (log_disconnections) the session ended: nothing of it waits any longer — a statement logged without
             # a duration (log_statement logs them all, durations come only for slow ones) is no statement a later
             # duration belongs to, and must not crowd out one that waits (see _bound_state)
-            self._knows(pid, "error")
+            self._knows(pid, "end")
             self.wait_known[pid] = None
-            for pids in (self.last_statement, self.unpaired, self.waiting, self.gone):
+            for d in self.unpaired.pop(pid, ()):  # no "execute" line follows: durations of statements not logged
+                _orphan(p, d, pid, "not_logged")
+            for pids in (self.last_statement, self.waiting, self.gone):
                 pids.pop(pid, None)
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
@@ -1001,15 +1035,17 @@ def _by_log_order(order: Sequence[str] | None) -> Callable[[Segment], tuple[int,
 
 
 def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState | None = None,
-            carry: int | None = None) -> OpenState:
+            carry: int | None = None, *, final: bool = False) -> OpenState:
     """Pair the bare durations of ``p``'s pieces (:class:`Segment`) that came before any statement of their
     backend in their piece with what that backend left waiting before it, in log order: the sources in
     ``order`` (each by offset; others after them, by name), ``before`` what waited before the first one (the
     last run's: :func:`open_from_json`).  A lock wait a piece counted that was logged again for a wait of before
     is taken back.  The same figures as one scan of the whole log in one go.  Returns what waits after the last
     piece (for the next run), of at most ``carry`` backends (those that logged last) when given: the others'
-    bare durations are counted unpaired here, and their statements' durations will be in the next run.  ``p``
-    has no segments left."""
+    bare durations are counted unpaired here, and their statements' durations will be in the next run.
+    ``final``: no run reads on from here (a run that is not incremental, one read of files): the bare durations
+    still waiting for an ``execute`` line are counted unpaired here, as "not_logged" (the returned state keeps
+    only the statements waiting).  ``p`` has no segments left."""
     state: dict[bytes, PidState] = dict(before.pairs) if before is not None else {}
     waits: dict[bytes, bytes] = dict(before.waits) if before is not None else {}
     gone: dict[bytes, None] = dict(before.gone) if before is not None else {}
@@ -1031,7 +1067,10 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
             if closer == "execute" and unp:  # its Parse and Bind
                 p.prepare_count += len(unp)
                 p.prepare_ms += sum(float(d[0]) for d in unp)
-            elif closer == "statement":  # durations of statements log_statement did not log
+            elif closer == "error":  # the failed statement's Parse/Bind, or statements not logged (see _other)
+                for d in unp:
+                    _orphan(p, d, pid, "before_error")
+            elif closer in ("statement", "end", "duration"):  # durations of statements log_statement did not log
                 for d in unp:
                     _orphan(p, d, pid, "not_logged")
             elif closer is None and unp:
@@ -1064,6 +1103,14 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
         _forget(p, state, gone, carry)
         _bound(waits, carry)
         _bound(gone, MAX_CARRIED_GONE)
+    if final:  # no next run: what still waits for an "execute" line never gets one here
+        for pid, (stmt, unp) in list(state.items()):
+            for d in unp:
+                _orphan(p, d, pid, "not_logged")
+            if stmt is None:
+                del state[pid]
+            elif unp:
+                state[pid] = (stmt, [])
     p.segments = []
     return OpenState(state, waits, gone)
 
@@ -1239,8 +1286,8 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     redacted: ``ALTER ROLE … PASSWORD '…'`` and conninfo passwords never reach a report or a finding."""
     from upkeeper.logs.access import percentiles, top
 
-    if p.segments:  # not resolved by the caller (one file, or pieces of one): in order of offsets
-        resolve(p)
+    if p.segments:  # not resolved by the caller (one file, or pieces of one): in order of offsets, and nothing
+        resolve(p, final=True)  # carried to a next run
     hist: Counter[float] = Counter()
     for txt, c in p.durations.items():
         hist[float(txt)] += c

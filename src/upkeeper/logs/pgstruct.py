@@ -47,11 +47,13 @@ RECORD_START = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}(?: [^,\n\"]*)
 _LINE_START = re.compile(rb"(?m)^" + RECORD_START.pattern)
 _TS = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 _DURATION = re.compile(rb"duration: (\d+(?:\.\d+)?) ms  (statement|execute|parse|bind)(?: [^:\n]*)?: ", re.S)
-# the rows of PgAccumulator.entry_rx for this prefix carry ts, pid, user, db, sqlstate (the prefix is not
-# matched against anything: it only lays out the groups)
-_ROW_PREFIX = "%m [%p] %u %d %e "
+# the rows of PgAccumulator.entry_rx for this prefix carry ts, pid, user, db, sqlstate and the command tag (the
+# csvlog's command_tag column, the jsonlog's "ps": what %i writes — PARSE and BIND tell the extended protocol's
+# Parse and Bind durations from the statements' own) (the prefix is not matched against anything: it only lays
+# out the groups)
+_ROW_PREFIX = "%m [%p] %u %d %e %i "
 _LEVEL_BYTES = {name: name.encode() for name in ("DETAIL", "HINT", "QUERY", "CONTEXT", "STATEMENT")}
-_ROW = ("ts", "pid", "user", "db", "sqlstate", "ms", "kind", "q", "level", "msg")
+_ROW = ("ts", "pid", "user", "db", "sqlstate", "tag", "ms", "kind", "q", "level", "msg")
 # the entries after the primary message, in the order the stderr format writes them
 _CSV_EXTRA = ((14, "DETAIL"), (15, "HINT"), (16, "QUERY"), (18, "CONTEXT"), (19, "STATEMENT"))
 _JSON_EXTRA = (("detail", "DETAIL"), ("hint", "HINT"), ("internal_query", "QUERY"), ("context", "CONTEXT"),
@@ -241,7 +243,7 @@ def _record_rows(recs: list[tuple[list[str] | None, str]], first: int, rows: lis
             bad.append((i, raw))
             continue
         # (every column as bytes the way _b does it: a damaged record can hold any byte in any column)
-        ts, pid, user, db, code = rec[0][:19].encode(), _e(rec[3]), _b(rec[1]), _b(rec[2]), _e(rec[12])
+        ts, pid, user, db, code, tag = rec[0][:19].encode(), _e(rec[3]), _b(rec[1]), _b(rec[2]), _e(rec[12]), _e(rec[7])
         level = rec[11]
         msg = _b(rec[13])
         at = rec[20] or rec[17]  # the error's position in the statement (or internal query)
@@ -251,13 +253,13 @@ def _record_rows(recs: list[tuple[list[str] | None, str]], first: int, rows: lis
             multiline = True
         dm = duration(msg) if level == "LOG" and msg[:10] == b"duration: " else None
         if dm:
-            add((ts, pid, user, db, code, dm.group(1), dm.group(2), msg[dm.end():], b"", b""))
+            add((ts, pid, user, db, code, tag, dm.group(1), dm.group(2), msg[dm.end():], b"", b""))
         else:
-            add((ts, pid, user, db, code, b"", b"", b"", _e(level), msg))
+            add((ts, pid, user, db, code, tag, b"", b"", b"", _e(level), msg))
         for col, name in _CSV_EXTRA:
             text = rec[col]
             if text:
-                add((ts, pid, user, db, code, b"", b"", b"", _LEVEL_BYTES[name], _b(text)))
+                add((ts, pid, user, db, code, tag, b"", b"", b"", _LEVEL_BYTES[name], _b(text)))
                 if "\n" in text:
                     multiline = True
     return multiline
@@ -282,7 +284,8 @@ _TN = rb"(?:" + _Q + rb"|)"
 _EXTRA_EMPTY = b",,,,,,,"
 _EXTRA = re.compile(rb"," + _T + rb"," + _T + rb"," + _T + rb",(" + _U + rb")," + _T + rb"," + _T + rb",(" + _U + rb")")
 _FAST = re.compile(
-    rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)" + _U + rb"," + _T + rb"," + _T + rb",(" + _U + rb")" + (rb"," + _F) * 7
+    rb"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)" + _U + rb"," + _T + rb"," + _T + rb",(" + _U + rb")" + (rb"," + _F) * 3
+    + rb",(" + _F + rb")" + (rb"," + _F) * 3  # 8 command_tag
     + rb',([^,"\r\n\x00]+),(' + _U + rb"),"  # 11 severity, 12 SQLSTATE
     + _MSG + rb"(" + _EXTRA_EMPTY + rb"|," + _TN + rb"," + _TN + rb"," + _TN + rb"," + _U + rb"," + _TN + rb"," + _TN
     + rb"," + _U + rb")"
@@ -299,6 +302,14 @@ def _unquote(field: bytes) -> bytes:
     if b'"' in v:
         v = v.replace(b'""', b'"')
     return v.replace(b"\n", b"\n\t") if b"\n" in v else v
+
+
+def _plain(field: bytes) -> bytes:
+    """A field as the csv module reads it, quoted or not (no continuation-line indent: the command tag)."""
+    if field[:1] != b'"':
+        return field
+    v = field[1:-1]
+    return v.replace(b'""', b'"') if b'"' in v else v
 
 
 def csv_rows(buf: bytes) -> tuple[list[tuple[bytes, ...]], list[tuple[int, str]], bool, int]:
@@ -344,9 +355,11 @@ def _fast_rows(parts: list[bytes], n: int, rows: list[tuple[bytes, ...]]) -> boo
         c = parts[g::_K]
         return c[:n] if len(c) > n else c
 
-    ts, pids, levels, codes = col(1), col(4), col(5), col(6)
+    ts, pids, levels, codes = col(1), col(4), col(6), col(7)
     users, dbs = ([*map(m.__getitem__, c)] for c in (col(2), col(3)) for m in [{v: _unquote(v) for v in set(c)}])
-    pres, mss, kinds, bodies, extra = col(7), col(8), col(9), col(10), col(11)
+    c5 = col(5)
+    tags = [*map({v: _plain(v) for v in set(c5)}.__getitem__, c5)]
+    pres, mss, kinds, bodies, extra = col(8), col(9), col(10), col(11), col(12)
     if None in bodies:  # (an empty message)
         bodies = [b or b"" for b in bodies]
     joined = b"\x00".join(bodies)
@@ -358,7 +371,7 @@ def _fast_rows(parts: list[bytes], n: int, rows: list[tuple[bytes, ...]]) -> boo
             joined = joined.replace(b"\n", b"\n\t")
         bodies = joined.split(b"\x00")
     e = b""
-    prim = list(zip(ts, pids, users, dbs, codes, mss, kinds, bodies, repeat(e), repeat(e)))
+    prim = list(zip(ts, pids, users, dbs, codes, tags, mss, kinds, bodies, repeat(e), repeat(e)))
     # records with something in columns 14-20; records that are no duration entry
     with_extra = list(compress(range(n), map(ne, extra, repeat(_EXTRA_EMPTY))))
     odd = set(compress(range(n), map(not_, pres)))
@@ -380,9 +393,10 @@ def _fast_rows(parts: list[bytes], n: int, rows: list[tuple[bytes, ...]]) -> boo
             msg += b" at character " + at[i]
         dm = duration(msg) if levels[i] == b"LOG" and msg[:10] == b"duration: " else None
         if dm:
-            prim[i] = (ts[i], pids[i], users[i], dbs[i], codes[i], dm.group(1), dm.group(2), msg[dm.end():], e, e)
+            prim[i] = (ts[i], pids[i], users[i], dbs[i], codes[i], tags[i], dm.group(1), dm.group(2), msg[dm.end():],
+                       e, e)
         else:
-            prim[i] = (ts[i], pids[i], users[i], dbs[i], codes[i], e, e, e, levels[i], msg)
+            prim[i] = (ts[i], pids[i], users[i], dbs[i], codes[i], tags[i], e, e, e, levels[i], msg)
     if not with_extra:
         rows += prim
         return multiline
@@ -393,7 +407,7 @@ def _fast_rows(parts: list[bytes], n: int, rows: list[tuple[bytes, ...]]) -> boo
         for raw, level in zip(texts[i], _EXTRA_LEVELS, strict=True):
             text = _unquote(raw)
             if text:
-                rows.append((ts[i], pids[i], users[i], dbs[i], codes[i], e, e, e, level, text))
+                rows.append((ts[i], pids[i], users[i], dbs[i], codes[i], tags[i], e, e, e, level, text))
                 if b"\n" in text:
                     multiline = True
     rows += prim[prev:]
@@ -413,7 +427,7 @@ def _from_json(obj: dict[str, Any]) -> list[str] | None:
         return v if isinstance(v, str) else "" if v is None else str(v)
 
     rec = [""] * 21
-    rec[0], rec[1], rec[2], rec[3] = ts, text("user"), text("dbname"), str(pid)
+    rec[0], rec[1], rec[2], rec[3], rec[7] = ts, text("user"), text("dbname"), str(pid), text("ps")
     rec[11], rec[12], rec[13] = level, text("state_code"), text("message")
     for (col, _), (key, _) in zip(_CSV_EXTRA, _JSON_EXTRA, strict=True):
         rec[col] = text(key)

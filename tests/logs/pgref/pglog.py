@@ -386,7 +386,10 @@ class PgAccumulator:
             # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix, not an optimization): a failed
             # statement logs no duration, so the backend's remembered statement is forgotten at its error
             self.last_statement.pop(pid, None)
-            self.held.pop(pid, None)  # CHANGED: a failed statement's Parse/Bind are no statements
+            # CHANGED (a semantic fix): the bare durations held right before it (a failed statement's Parse/Bind, or
+            # statements log_statement did not log: nothing tells which) are counted unpaired, never dropped
+            for d in self.held.pop(pid, []):
+                self._orphan(pid, d, "before_error")
             self.waiting.pop(pid, None)  # CHANGED: a backend that failed waits no longer
             if not code:
                 code = infer_sqlstate(msg)
@@ -521,7 +524,8 @@ class PgAccumulator:
         elif _TRANSLATED_DURATION.match(msg):  # CHANGED: durations in another language than English, counted
             p.translated += 1
 
-    def _orphan(self, pid: bytes, d: tuple[bytes, bytes | None, bytes | None, bytes | None]) -> None:
+    def _orphan(self, pid: bytes, d: tuple[bytes, bytes | None, bytes | None, bytes | None],
+                why: str = "not_logged") -> None:
         """CHANGED: a bare duration whose statement was not logged, counted under a placeholder."""
         p = self.p
         ms_b, ts, db, user = d
@@ -530,7 +534,7 @@ class PgAccumulator:
             p.by_db[db] += 1
         if user is not None:
             p.by_user[user] += 1
-        p.orphans["not_logged"] += 1
+        p.orphans[why] += 1
         p.orphan_list.append((float(ms_b), ts or b"", pid))
 
     def _durations_bare(self, ms_b: bytes, q: bytes, ts: bytes | None, fp: bytes | None = None) -> None:
@@ -550,6 +554,12 @@ class PgAccumulator:
             p.by_hour[ts[:13]] += 1
 
     def partial(self) -> PgPartial:
+        # CHANGED (a semantic fix): the bare durations still held at the end of the log (no "execute" line came)
+        # are counted unpaired, never dropped
+        for pid, held in self.held.items():
+            for d in held:
+                self._orphan(pid, d)
+        self.held = {}
         return self.p
 
 
@@ -648,6 +658,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
                        # CHANGED: bare durations with no statement
                        "unpaired": {"count": sum(p.orphans.values()), "forgotten": 0,
                                     "not_logged": p.orphans["not_logged"],
+                                    "before_error": p.orphans["before_error"],  # CHANGED
                                     "counted_as": "(statement not in the log window)",
                                     "slowest": [{"ms": ms, "pid": _s(pid), "time": _s(ts) or None} for ms, ts, pid
                                                 in sorted(p.orphan_list, key=lambda o: (-o[0], o[1], o[2]))[:5]]}},

@@ -272,9 +272,11 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         last_open = ctx.state.get(OPEN_KEY) if options.incremental else None
         # (what waits is bounded to what the next run is told about before the report: the bare durations of the
         # backends left out are counted here, as unpaired)
+        # (a run that is not incremental has no next run: the bare durations still waiting for an "execute" line are
+        # counted in this one, as unpaired)
         waiting = pglog.resolve(partial, [r.file.path for r in plan.ranges],
                                 _open_before(last_open, files, plan) if last_open else None,
-                                carry=pglog.MAX_CARRIED_PIDS)
+                                carry=pglog.MAX_CARRIED_PIDS, final=not options.incremental)
         rep = pglog.summarize(partial, top_n=options.top)
         rep["format"] = fmt
         rep["log_line_prefix"] = prefix if fmt == "stderr" else None
@@ -428,7 +430,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                         f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) do not start with the "
                         f"log_line_prefix '{rep['log_line_prefix']}'",
                         "set log_line_prefix to the server's (SHOW log_line_prefix); for a csvlog or jsonlog file "
-                        "set format (a .csv or .json file name tells it)",
+                        "set format (a .csv or .json file name tells it); lines that are the rest of a long message "
+                        "(a sample starting in the middle of a statement) mean the server's stderr goes through a "
+                        "pipe (tee, svlogd, a container runtime), which cuts messages over 4 KB and interleaves "
+                        "them: let the server write the file (logging_collector = on, or pg_ctl -l)",
                         value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
                         data={"samples": rep["unparsed_samples"][:3]})]
 
@@ -477,6 +482,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if up.get("not_logged"):
             why.append(f"{up['not_logged']:,} with no statement logged before them (log_statement does not log "
                        "every statement, or it was logged before the part of the log read)")
+        if up.get("before_error"):
+            why.append(f"{up['before_error']:,} logged right before an error: the failed statement's Parse/Bind "
+                       "(extended protocol) or statements log_statement does not log, which the log does not tell "
+                       "apart without %i in log_line_prefix")
         slow = up.get("slowest") or []
         worst = (f"; slowest {slow[0]['ms']:,.1f} ms (pid {slow[0]['pid']}"
                  + (f" at {slow[0]['time']}" if slow[0].get("time") else "") + ")") if slow else ""
@@ -484,10 +493,12 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             "logs.postgres.unpaired_durations", Severity.INFO, path,
             f"{up['count']:,} statement duration(s) could not be paired with their statement: " + "; ".join(why)
             + f"; they count in the totals and percentiles as '{up['counted_as']}'{worst}",
-            "set log_disconnections = on (upkeeper then forgets ended sessions at once), or time statements with "
-            "log_min_duration_statement instead of log_statement + log_duration (the text is logged with each "
-            "duration)", value=up["count"], data={"forgotten": up.get("forgotten", 0),
-                                                 "not_logged": up.get("not_logged", 0), "slowest": slow})]
+            "set log_disconnections = on (upkeeper then forgets ended sessions at once), and add %i to "
+            "log_line_prefix (it tells the extended protocol's Parse and Bind durations from the statements' own), "
+            "or time statements with log_min_duration_statement instead of log_statement + log_duration (the text "
+            "is logged with each duration)", value=up["count"], data={"forgotten": up.get("forgotten", 0),
+                                                 "not_logged": up.get("not_logged", 0),
+                                                 "before_error": up.get("before_error", 0), "slowest": slow})]
 
     @staticmethod
     def _errors(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
