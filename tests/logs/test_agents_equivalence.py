@@ -12,6 +12,8 @@ pattern depends on upper case.
 from __future__ import annotations
 
 import re
+import re._constants as C  # CPython's own regex parser (Python 3.11+, the project's minimum)
+import re._parser as _parser
 from typing import Any
 
 import pytest
@@ -21,9 +23,6 @@ from hypothesis import strategies as st
 from logs import agent_corpus as ac
 from logs.agentref import classify as ref
 from upkeeper.logs import classify as new
-
-_parser: Any = pytest.importorskip("re._parser")  # CPython's own regex parser (sre_parse before 3.11)
-C: Any = _parser._constants if hasattr(_parser, "_constants") else pytest.importorskip("re._constants")
 
 AGENTS = ac.corpus(20000)
 
@@ -39,7 +38,8 @@ def test_the_corpus_is_realistic() -> None:
     bots = sum(map(ref.is_bot, AGENTS))
     assert 0.05 * len(AGENTS) < bots < 0.4 * len(AGENTS)
     names = {ref.scanner_name(a) for a in AGENTS}
-    assert {n for n, _rx in new.SCANNER_AGENTS} <= names
+    missing = {n for n, _rx in new.SCANNER_AGENTS} - names
+    assert not missing, f"add an agent of {missing} to tests/logs/agent_corpus.py's SCANNERS"
     assert {c + "_in_agent" for c in new._AGENT_ATTACKS} <= names
 
 
