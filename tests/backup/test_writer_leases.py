@@ -822,6 +822,16 @@ def test_a_release_never_deletes_the_lease_another_writer_took_over_after_it_loo
         assert [p.name for p in (Path(store["path"]) / prefix).iterdir() if "aside" in p.name] == []
 
 
+def _mirror_of(tmp_path: Path, src: Storage, bid: str) -> Storage:
+    """A local storage ``mirror`` holding a copy of ``bid`` from ``src`` (where rekey reads an intact copy)."""
+    (tmp_path / "mirror").mkdir()
+    mirror = open_storage("mirror", load_text(json.dumps({"storages": {"mirror": {
+        "kind": "local", "path": str(tmp_path / "mirror"), "fsync": False}}})).storages["mirror"])
+    assert copy_set([src], mirror, "web", "app", bid, recorded_sha256=None,
+                    allow_unencrypted_remote=False).action == COPIED
+    return mirror
+
+
 def _copy_paused_at_first_chunk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pause: float, src: Storage,
                                 dest: Storage, bid: str, **kw: Any) -> tuple[threading.Thread, list[Any]]:
     """A ``backups copy`` of ``bid`` from ``src`` to ``dest`` in a thread, once it waits ``pause`` seconds at its
@@ -856,12 +866,8 @@ def test_a_rekey_on_another_host_never_deletes_a_set_a_copy_is_repairing(
 
     old, _new, src, dest = _two_copied_one_damaged(tmp_path, store, age_key, opened)
     elsewhere = open_storage("dest", load_text(json.dumps({"storages": {"dest": store}})).storages["dest"])
-    (tmp_path / "mirror").mkdir()  # the rekeying host's other storage, with an intact copy: rekey reads it there
-    mirror = open_storage("mirror", load_text(json.dumps({"storages": {"mirror": {
-        "kind": "local", "path": str(tmp_path / "mirror"), "fsync": False}}})).storages["mirror"])
+    mirror = _mirror_of(tmp_path, src, old)  # the rekeying host's other storage, with an intact copy
     opened += [elsewhere, mirror]  # the rekeying host's own clients
-    assert copy_set([src], mirror, "web", "app", old, recorded_sha256=None,
-                    allow_unencrypted_remote=False).action == COPIED
     t, out = _copy_paused_at_first_chunk(monkeypatch, tmp_path, 2, src, dest, old, check_present=True)
     rep = rekey_set([elsewhere, mirror], "web", "app", old, recorded_sha256=None, catalog_storages=["dest"],
                     old_key=OldKey((str(age_key.identity),)), new=_new_recipient(tmp_path), age="age",
@@ -954,12 +960,8 @@ def test_a_copy_meeting_a_rekey_deleting_the_original_names_the_re_encryption(
                                                               "fsync": False}, age_key, opened)
     elsewhere = open_storage("dest", load_text(json.dumps({"storages": {"dest": {
         "kind": "local", "path": str(tmp_path / "dest"), "fsync": False}}})).storages["dest"])
-    (tmp_path / "mirror").mkdir()  # the rekeying host's other storage, with an intact copy: rekey reads it there
-    mirror = open_storage("mirror", load_text(json.dumps({"storages": {"mirror": {
-        "kind": "local", "path": str(tmp_path / "mirror"), "fsync": False}}})).storages["mirror"])
+    mirror = _mirror_of(tmp_path, src, old)  # the rekeying host's other storage, with an intact copy
     opened += [elsewhere, mirror]  # the rekeying host's own clients
-    assert copy_set([src], mirror, "web", "app", old, recorded_sha256=None,
-                    allow_unencrypted_remote=False).action == COPIED
     prefix = set_prefix("web", "app", old)
     marker = prefix + READING + "verify-elsewhere"
     put_bytes(dest, marker, json.dumps({"backup": old, "host": "third-host", "pid": 7, "command": "backups verify",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import subprocess
@@ -49,12 +50,18 @@ def test_run_imports_the_notification_engine_and_rich_progress_only_when_needed(
     """``upkeeper run`` builds the notification engine for planned and emergency runs, and for the runner
     when channels are configured; it shows a live progress display only on a terminal.  Loading the
     command imports neither (nor the modules only they need)."""
-    code = ("import sys\nfrom upkeeper.cli.main import load_commands\nload_commands(['--config', 'x', 'run', 'j'])\n"
-            "import upkeeper.cli._runs\n"
-            "print(sorted(m for m in ('upkeeper.notify.engine', 'upkeeper.notify.store', 'upkeeper.notify.transports',"
-            " 'rich.progress', 'rich.table') if m in sys.modules))")
+    assert _loaded(["--config", "x", "run", "j"], ("upkeeper.notify.engine", "upkeeper.notify.store",
+                                                   "upkeeper.notify.transports", "rich.progress", "rich.table"),
+                   also="import upkeeper.cli._runs") == []
+
+
+def _loaded(argv: list[str], modules: tuple[str, ...], also: str = "") -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported once the CLI loaded its commands for ``argv`` (and ran
+    the statement ``also``)."""
+    code = (f"import sys\nsys.argv = ['upkeeper', *{argv!r}]\nfrom upkeeper.cli.main import load_commands\n"
+            f"load_commands({argv!r})\n{also}\nprint(sorted(m for m in {modules!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    return list(ast.literal_eval(out.strip()))
 
 
 #: a well-formed age public key (the CLI checks its form only)
@@ -136,12 +143,8 @@ def test_version_imports_no_command() -> None:
 def test_version_loads_neither_the_config_nor_the_history_modules() -> None:
     """``upkeeper --version`` prints a constant: the CLI's shared module does not import pydantic, SQLAlchemy and
     the config models at its top (~0.25 s), only the commands that use them do."""
-    code = ("import sys\nsys.argv = ['upkeeper', '--version']\nfrom upkeeper.cli.main import load_commands\n"
-            "load_commands(['--version'])\n"
-            "print(sorted(m for m in ('sqlalchemy', 'pydantic', 'upkeeper.core.history', 'upkeeper.core.jobs', "
-            "'upkeeper.config.loader') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert _loaded(["--version"], ("sqlalchemy", "pydantic", "upkeeper.core.history", "upkeeper.core.jobs",
+                                   "upkeeper.config.loader")) == []
 
 
 def test_the_command_exits_at_once_with_its_status_and_output_flushed() -> None:

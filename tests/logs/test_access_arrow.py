@@ -629,12 +629,17 @@ def test_request_lines_learned_with_re2_equal_the_reference() -> None:
     """The pyarrow path learns most request lines with RE2 kernels (ArrowScanner._learn_requests) and takes
     GoAccess's keys from their tokens (request_keys): the same endpoints, static paths, login paths, front pages
     and keys as the reference (classify, goaccess.parse_requests), line by line."""
-    reference = _learned(TRICKY_REQUESTS, False)
-    assert _learned(TRICKY_REQUESTS, True) == reference
-    assert _learned(TRICKY_REQUESTS, True, native=False) == reference
-    keys = _ga_keys(TRICKY_REQUESTS, False)
-    assert _ga_keys(TRICKY_REQUESTS, True) == keys
-    assert _ga_keys(TRICKY_REQUESTS, True, native=False) == keys
+    _assert_learned_as_the_reference(TRICKY_REQUESTS)
+
+
+def _assert_learned_as_the_reference(raws: list[bytes]) -> None:
+    """The arrow path, in C and with kernels, learns ``raws`` and keys them as the reference does."""
+    reference = _learned(raws, False)
+    assert _learned(raws, True) == reference
+    assert _learned(raws, True, native=False) == reference
+    keys = _ga_keys(raws, False)
+    assert _ga_keys(raws, True) == keys
+    assert _ga_keys(raws, True, native=False) == keys
 
 
 _path_piece = st.sampled_from(["/", "1", "23", "0", ".", ";", ",", "-", "?", "#", "@", "a", "F", "x9", "deadbeef", "//",
@@ -652,12 +657,7 @@ _request = st.builds(lambda m, parts, proto: (m + "".join(parts) + proto).encode
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_request, min_size=1, max_size=40, unique=True))
 def test_fuzz_request_lines_learned_with_re2_equal_the_reference(raws: list[bytes]) -> None:
-    reference = _learned(raws, False)
-    assert _learned(raws, True) == reference
-    assert _learned(raws, True, native=False) == reference
-    keys = _ga_keys(raws, False)
-    assert _ga_keys(raws, True) == keys
-    assert _ga_keys(raws, True, native=False) == keys
+    _assert_learned_as_the_reference(raws)
 
 
 def test_static_extensions_re2_pattern() -> None:
