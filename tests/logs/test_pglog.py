@@ -99,6 +99,33 @@ def test_log_duration_pairs_with_execute_lines() -> None:
     assert rep["unparsed"] == 0
 
 
+def test_the_html_report_shows_parse_bind_time_and_durations_without_their_statement() -> None:
+    """Parse/Bind time and the durations whose statement is not known were only in the JSON report and a finding:
+    the HTML report a DBA reads showed neither (the unpaired ones only as a row named by their placeholder)."""
+    from upkeeper.logs.report_html import postgres_report
+
+    log = (
+        "2024-03-01 10:00:00.200 UTC [100] LOG:  duration: 0.200 ms\n"  # Parse
+        "2024-03-01 10:00:00.200 UTC [100] LOG:  duration: 0.050 ms\n"  # Bind
+        "2024-03-01 10:00:00.300 UTC [100] LOG:  execute <unnamed>: SELECT 1\n"
+        "2024-03-01 10:00:00.450 UTC [100] LOG:  duration: 150.000 ms\n"
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 9.000 ms\n"  # statements log_statement did not log
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 7.000 ms\n"
+        "2024-03-01 10:00:02.000 UTC [103] LOG:  duration: 5.000 ms\n"
+        "2024-03-01 10:00:02.100 UTC [103] LOG:  statement: DELETE FROM t\n"
+        "2024-03-01 10:00:02.200 UTC [103] LOG:  duration: 4.000 ms\n"
+    )
+    rep = scan(log)
+    page = postgres_report(rep, [], title="t", subtitle="s", trends={}, objectives={}, history=False)
+    assert "Durations that are no statement's run" in page
+    assert "Parse and Bind of the extended protocol" in page and ">0.25<" in page
+    assert "its statement was not logged (log_statement does not log it)" in page
+    assert ">3<" in page and ">9<" in page  # three of them, the slowest 9 ms
+    quiet = scan("2024-03-01 10:00:00.100 UTC [1] LOG:  duration: 1.000 ms  statement: SELECT 1\n")
+    assert "no statement's run" not in postgres_report(quiet, [], title="t", subtitle="s", trends={},
+                                                            objectives={}, history=False)
+
+
 def test_errors_by_sqlstate_from_prefix_verbose_and_inference() -> None:
     log = (
         "2024-03-01 10:00:00 UTC [1] 42P01 ERROR:  relation \"nope\" does not exist at character 15\n"

@@ -343,6 +343,33 @@ def _proxy_note(rep: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+#: why a duration's statement is not known, in words (pglog.ORPHAN_REASONS)
+_UNPAIRED_WHY = {"forgotten": "its statement was logged too long before (or in a part of the log not read)",
+                 "not_logged": "its statement was not logged (log_statement does not log it)",
+                 "before_error": "logged just before an error: the failed statement's Parse/Bind, or a statement "
+                                 "not logged (%i in log_line_prefix tells them apart)"}
+
+
+def _pairing(st: dict[str, Any]) -> str:
+    """The durations that are no statement's run: Parse/Bind time, and durations whose statement is not known
+    (counted in the figures above under their placeholder; nothing when there are none)."""
+    pb = st.get("prepare_bind") or {}
+    up = st.get("unpaired") or {}
+    if not pb.get("count") and not up.get("count"):
+        return ""
+    out = ["<h3>Durations that are no statement's run</h3>", table(
+        ["what", "durations", "total ms"],
+        [("Parse and Bind of the extended protocol (not counted as statements)", pb.get("count", 0),
+          pb.get("total_ms", 0.0))], numeric=(1, 2))]
+    if up.get("count"):
+        out.append(table(["durations without their statement (counted as " + str(up.get("counted_as", "")) + ")",
+                          "count"], [(why, up.get(reason, 0)) for reason, why in _UNPAIRED_WHY.items()
+                                     if up.get(reason)], numeric=(1,)))
+        out.append(table(["slowest of them: ms", "pid", "logged at"],
+                         [(d["ms"], d["pid"], d["time"] or "") for d in up.get("slowest", [])], numeric=(0,)))
+    return "".join(out)
+
+
 def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
                     trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
                     footer: str = "", history: bool = True) -> str:
@@ -375,6 +402,7 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
                               threshold_label=f"p95 objective {p95_obj:g} ms", label_width=60))
     body.append(bar_chart([(k, float(v)) for k, v in st.get("by_kind", {}).items()], width=520,
                           title="statements by kind", label_width=80))
+    body.append(_pairing(st))
 
     def qtable(rows: list[dict[str, Any]]) -> str:
         return table(["query (fingerprint)", "count", "total ms", "mean ms", "max ms", "% of time"],
