@@ -1,4 +1,4 @@
-"""The vectorized access-log path: a buffer of lines is cut and aggregated with pyarrow.
+"""The vectorized access-log path: a buffer of lines is cut (in C, or with pyarrow) and aggregated with pyarrow.
 
 :class:`~upkeeper.logs.access.Accumulator` hands large buffers (``MIN_BUFFER`` bytes or more)
 of a supported format to :class:`ArrowScanner`.  The scanner
@@ -9,7 +9,9 @@ of a supported format to :class:`ArrowScanner`.  The scanner
    without blanks, brackets, quotes or backslashes, ``$body_bytes_sent`` all digits);
 2. cuts the matching lines into columns with two more ``split_pattern`` calls (on ``"`` and
    on spaces), taking each field from the flattened pieces with ``take`` (every line cut the same
-   way: the pattern makes it so, :meth:`ArrowScanner._width` checks it);
+   way: the pattern makes it so, :meth:`ArrowScanner._width` checks it) — steps 1 and 2 are one pass of the C
+   extension :mod:`upkeeper.logs._cut` where it is built and the format's pattern can be said as its program
+   (:func:`cut_program`, :func:`cut_anchors`); without it the kernels named here do the same work;
 3. validates addresses, times and status codes once per *distinct* value (the same checks as
    the Python fast path, :meth:`Accumulator._columns`); the rejected lines and the rows that do
    not validate stay in the columns as null rows, which the aggregation passes by; times are keyed
@@ -17,7 +19,8 @@ of a supported format to :class:`ArrowScanner`.  The scanner
 4. aggregates with hash kernels (``value_counts``, ``dictionary_encode``, combined int64 keys): only
    distinct values — and the rare rows that feed per-row detail such as attacks or failed
    logins — ever become Python objects; the new distinct request lines of the common shape are
-   learned (endpoint, static file) with RE2 kernels (:meth:`ArrowScanner._learn_requests`).
+   learned (endpoint, static file) in one C pass or with RE2 kernels (:meth:`ArrowScanner._learn_requests`),
+   and their GoAccess keys made the same way (:meth:`ArrowScanner.request_keys`).
 
 Every line the pattern rejects or whose values do not validate goes to the line-by-line
 reference parser (:class:`~upkeeper.logs.goaccess.GoAccessLineParser`), so the numbers are the
