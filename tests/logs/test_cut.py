@@ -25,7 +25,7 @@ from logs.test_access_arrow import (
 from logs.test_access_parse import GOOD
 from upkeeper.logs import _cut
 from upkeeper.logs.access import Accumulator, ScanOptions
-from upkeeper.logs.arrowscan import ArrowPlan, arrow_plan, cut_program
+from upkeeper.logs.arrowscan import CUT_MAX_ELEMS, ArrowPlan, arrow_plan, cut_program
 from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, MAIN
 
 ISO_GOOD = [
@@ -146,6 +146,9 @@ def test_a_pattern_a_greedy_run_cannot_say_has_no_program() -> None:
     assert cut_program([("[a-z]", 1, 9, 0), (b"x",)]) is None
     assert cut_program([("[a-z]", 1, 9, 0), ("[0-9]", 1, 9, 0)]) is None
     assert cut_program([("[a-z]", 2, 2, 0), ("[a-z]", 1, 9, 0), (b" ",)]) is not None
+    # more elements than _cut.c takes: no program (the scan would fail on it)
+    assert cut_program([(b"x",)] * CUT_MAX_ELEMS) is not None
+    assert cut_program([(b"x",)] * (CUT_MAX_ELEMS + 1)) is None
 
 
 def test_a_bad_program_is_refused() -> None:

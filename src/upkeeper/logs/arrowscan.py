@@ -106,6 +106,8 @@ def _lit(text: str) -> str:
     return "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
 
 
+#: the most elements and fields _cut.c takes (its MAX_ELEMS, MAX_FIELDS): a longer format keeps the kernels
+CUT_MAX_ELEMS, CUT_MAX_FIELDS = 256, 32
 #: a run's longest match in a cut program (a longer value sends its line to the reference parser, as a
 #: line the pattern rejects: same figures)
 RUN_MAX = (1 << 32) - 1
@@ -160,6 +162,8 @@ def cut_program(elems: list[Elem]) -> bytes | None:
     line."""
     out = bytearray()
     elems = _kept(elems)
+    if len(elems) > CUT_MAX_ELEMS:
+        return None
     for k, el in enumerate(elems):
         if len(el) == 1:
             text = el[0]
@@ -321,7 +325,7 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             fields[f] = (si, ti)
     if time_spec is None or "h" not in fields or "r" not in fields:
         return None
-    program = cut_program(elems) if elems is not None else None
+    program = cut_program(elems) if elems is not None and len(fields) <= CUT_MAX_FIELDS else None
     anchors = cut_anchors(elems, fields) if elems is not None and program is not None else None
     return ArrowPlan(regex="^" + "".join(rx) + "$", quotes=len(segs) // 2, fields=fields, time_spec=time_spec,
                      time_var=plan.time_var, program=program if anchors is not None else None,
