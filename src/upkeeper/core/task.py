@@ -287,6 +287,14 @@ class Task(Generic[O_contra]):
         return []
 
     @classmethod
+    def head_start(cls, options: Mapping[str, Any], target: Mapping[str, Any]) -> None:
+        """Start what a run of this task will need and can begin before it is sent: called by ``upkeeper run``'s
+        worker while the CLI still loads the config (:func:`upkeeper.core.worker.head_start`), with the job's
+        ``options`` and its target as written in the config file — unvalidated: any key may be missing or hold
+        anything.  Best effort and invisible to the run: what it starts must be dismissed by the run when unused,
+        and an exception here is ignored.  Nothing by default."""
+
+    @classmethod
     def target_problems(cls, options: Any, target: Any) -> list[tuple[str, str, str]]:
         """``(option, message, hint)`` for valid options that cannot work on the job's ``target`` (its config),
         reported by config load and ``config check`` instead of failing every run."""

@@ -129,14 +129,17 @@ def hinted_modules(config: str, jobs: list[str]) -> list[str]:
     return _hinted(config, tuple(jobs))[0]
 
 
+#: a hinted job as written in the config file: its task's name, its ``options`` and its target's settings
+#: (unvalidated: empty when missing or not a mapping)
+HintedJob = tuple[str, dict[str, Any], dict[str, Any]]
 #: what :func:`_hinted` read, by (config, jobs): ``upkeeper run`` reads it before it forks its worker
 #: (:func:`preload`), which then need not read the file again
-_hints: dict[tuple[str, tuple[str, ...]], tuple[list[str], str | None]] = {}
+_hints: dict[tuple[str, tuple[str, ...]], tuple[list[str], str | None, list[HintedJob]]] = {}
 
 
-def _hinted(config: str, jobs: tuple[str, ...]) -> tuple[list[str], str | None]:
-    """:func:`hinted_modules`, and the config's ``history`` setting ("" when it has none: the default
-    SQLite file; None when the file could not be read)."""
+def _hinted(config: str, jobs: tuple[str, ...]) -> tuple[list[str], str | None, list[HintedJob]]:
+    """:func:`hinted_modules`, the config's ``history`` setting ("" when it has none: the default
+    SQLite file; None when the file could not be read), and the jobs of built-in tasks (:data:`HintedJob`)."""
     key = (config, jobs)
     got = _hints.get(key)
     if got is not None:
@@ -147,16 +150,36 @@ def _hinted(config: str, jobs: tuple[str, ...]) -> tuple[list[str], str | None]:
 
         path = find_config(config or None)
         if not path.is_file():  # a pipe (--config <(…), a FIFO) is the CLI's to read, once
-            return [], None
+            return [], None, []
         root, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path), locate=False)
         defined = root["jobs"]
-        tasks = {defined[j].get("task") for j in jobs if isinstance(defined.get(j), dict)}
+        targets = root.get("targets")
+        found: list[HintedJob] = []
+        for j in jobs:
+            job = defined.get(j)
+            if isinstance(job, dict) and isinstance(job.get("task"), str) and job["task"] in TASK_MODULES:
+                target = targets.get(job.get("target")) if isinstance(targets, dict) else None
+                options = job.get("options")
+                found.append((job["task"], options if isinstance(options, dict) else {},
+                              target if isinstance(target, dict) else {}))
         history = root.get("history") or ""
     except Exception:
-        return [], None
-    got = _hints[key] = (sorted({TASK_MODULES[t] for t in tasks if isinstance(t, str) and t in TASK_MODULES}),
-                         history if isinstance(history, str) else None)
+        return [], None, []
+    got = _hints[key] = (sorted({TASK_MODULES[t] for t, _o, _t in found}),
+                         history if isinstance(history, str) else None, found)
     return got
+
+
+def head_start(config: str, jobs: list[str]) -> None:
+    """Let the task of each of ``jobs`` start what its run will need (:meth:`~upkeeper.core.task.Task.head_start`),
+    while the CLI still loads the config.  Best effort: anything that fails is left to the run."""
+    from upkeeper.core.task import REGISTRY
+
+    for task_name, options, target in _hinted(config, tuple(jobs))[2]:
+        try:
+            REGISTRY.get(task_name).head_start(options, target)
+        except Exception:
+            continue
 
 
 def preload(hint: Sequence[str]) -> None:
@@ -168,7 +191,7 @@ def preload(hint: Sequence[str]) -> None:
 
     if len(hint) < 2:
         return
-    modules, history = _hinted(hint[0], tuple(hint[1:]))
+    modules, history, _jobs = _hinted(hint[0], tuple(hint[1:]))
     for name in modules:
         try:
             importlib.import_module(name)
@@ -228,6 +251,7 @@ def main(argv: list[str]) -> int:
     import upkeeper.core.history  # noqa: F401
 
     if len(argv) > 4:  # started by 'upkeeper run JOB…': those jobs' task modules (and psycopg…) too
+        head_start(argv[3], argv[4:])
         warm(hinted_modules(argv[3], argv[4:]), None)
     _resume_gc()
 

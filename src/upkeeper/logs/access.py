@@ -1852,3 +1852,12 @@ def _status_in(code: str, spec: str) -> bool:
 
 def make_accumulator(opts: ScanOptions) -> Accumulator:
     return Accumulator(opts)
+
+
+def warm() -> None:
+    """Import what a scan of large buffers needs (pyarrow, the C line cut): called ahead of a scan that is to come
+    (:func:`upkeeper.logs.parallel.prestart`, :meth:`upkeeper.tasks.logs.nginx.NginxLogs.head_start`), not on the
+    way of small reads, which never need pyarrow."""
+    from upkeeper.logs.arrowscan import preload
+
+    preload()

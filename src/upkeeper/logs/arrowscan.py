@@ -31,6 +31,7 @@ the Python path (:func:`arrow_plan` returns None).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import platform
 import re
@@ -1130,6 +1131,16 @@ def _scanner_name(a: bytes) -> str | None:
     from upkeeper.logs.classify import scanner_name
 
     return scanner_name(a)
+
+
+def preload() -> None:
+    """Import pyarrow's compute functions and the C extension now (:func:`upkeeper.logs.access.warm`): the first
+    :class:`ArrowScanner` otherwise imports them (~0.1 s) on the first large buffer.  Best effort (an install
+    without either reads its logs as :func:`make_scanner` says)."""
+    with contextlib.suppress(ImportError):
+        import pyarrow.compute  # noqa: F401
+    with contextlib.suppress(ImportError):
+        from upkeeper.logs import _cut  # noqa: F401
 
 
 def make_scanner(acc: Accumulator) -> ArrowScanner | None:

@@ -1,10 +1,11 @@
-"""A log-scanning helper process: ``python -m upkeeper.logs.scanworker``.
+"""A log-scanning helper process: ``python -m upkeeper.logs.scanworker [--warm KIND]``.
 
 Speaks pickle over stdin/stdout with :mod:`upkeeper.logs.parallel`:
 ``("init", kind, opts, continuation)``, then ``("unit", Unit)`` answered by
 ``("ok", bytes_read, notes)`` (:class:`~upkeeper.logs.parallel.ReadNote` items), then ``("finish", path)`` answered by ``("partial", path)`` once the
 reduced result is pickled in the file ``path`` (created by the parent, mode 0600); then it exits at once
-(:func:`_exit_now`).
+(:func:`_exit_now`).  ``--warm KIND``: import the accumulator module KIND (and what it scans with) before the
+first message: :func:`upkeeper.logs.parallel.prestart`.  End of input before ``finish``: it exits at once.
 Any exception is answered by ``("error", traceback)``.
 """
 
@@ -38,7 +39,21 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def main() -> int:
+def warm(kind: str) -> None:
+    """Import the accumulator module ``kind`` and what its scanning needs (its ``warm()``, when it has one) before
+    the first message comes (``--warm KIND``: a helper started ahead of its scan, see
+    :func:`upkeeper.logs.parallel.prestart`).  Best effort: what fails here fails again, and is reported, where the
+    scan needs it."""
+    with contextlib.suppress(Exception):
+        hook = getattr(importlib.import_module(kind), "warm", None)
+        if callable(hook):
+            hook()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--warm":
+        warm(args[1])
     recv = pickle.Unpickler(sys.stdin.buffer)
     out = sys.stdout.buffer
     send = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
@@ -49,8 +64,8 @@ def main() -> int:
     while True:
         try:
             msg = recv.load()
-        except EOFError:
-            return 0
+        except EOFError:  # dismissed before its first unit (or the parent is gone): nothing to clean up
+            _exit_now(0)
         try:
             if msg[0] == "init":
                 _, kind, opts, continuation = msg

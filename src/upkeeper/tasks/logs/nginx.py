@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
 import time
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -323,7 +327,42 @@ class NginxLogs(Task[NginxLogsOptions]):
     category = "monitoring"
     default_timeout = 3600
 
+    @classmethod
+    def head_start(cls, options: Mapping[str, Any], target: Mapping[str, Any]) -> None:
+        """Before the run is sent (see :meth:`Task.head_start <upkeeper.core.task.Task.head_start>`), on a machine
+        with more than one CPU: a log big enough for large buffers gets pyarrow imported now (~0.1 s the scan
+        would spend at its first buffer: :func:`upkeeper.logs.access.warm`), and a read of the whole log
+        (``incremental: false``) big enough for helper processes gets them started
+        (:func:`upkeeper.logs.parallel.prestart`), each importing the same while this process does.  An
+        incremental run does not know how much is new before it reads its cursors: it starts its helpers when it
+        scans.  On one CPU both would only slow the CLI down."""
+        from upkeeper.logs import access, parallel, sources  # (the modules: a lazy stand-in holds copies)
+
+        if _cpus() < 2:
+            return
+        path = options.get("access_log") or target.get("access_log")
+        if not isinstance(path, str) or not path or sources.is_glob(path):
+            return
+        rotated = options.get("rotated", True) is not False
+        files = sources.discover(path, rotated=rotated) if options.get("incremental") is False else []
+        size = sum(f.size * (8 if f.gz else 1) for f in files)  # (compressed text: ~8x, as parallel's units count)
+        workers = options.get("workers", 0)
+        procs = workers if isinstance(workers, int) and workers > 0 else parallel.default_workers()
+        if size >= parallel.MIN_PARALLEL and procs > 1:
+            parallel.prestart("upkeeper.logs.access", min(procs - 1, _cpus() - 1))
+        with contextlib.suppress(OSError):
+            size = max(size, os.stat(path).st_size)
+        if size >= access.ARROW_MIN_BUFFER:
+            access.warm()
+
     def run(self, ctx: TaskContext, options: NginxLogsOptions) -> Result:
+        try:
+            return self._run(ctx, options)
+        finally:
+            if "upkeeper.logs.parallel" in sys.modules:  # helpers head_start started and no scan took
+                parallel.dismiss_prestarted()
+
+    def _run(self, ctx: TaskContext, options: NginxLogsOptions) -> Result:
         target = ctx.require_target()
         assert isinstance(target, NginxTarget)
         check_report_dir(ctx, options.report_dir)
@@ -785,6 +824,14 @@ def _hour(h: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bool,
