@@ -114,3 +114,22 @@ def test_a_warm_helper_loads_pyarrow_before_it_is_sent_anything() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_warm_helper_nobody_takes_exits_on_its_own() -> None:
+    """A head start no scan took (the worker ran another job first) holds its memory for WARM_IDLE seconds at most,
+    even while its parent keeps the pipe open."""
+    code = ("import sys\nfrom upkeeper.logs import scanworker\n"
+            "sys.exit(scanworker.main(['--warm', 'upkeeper.logs.access'], idle=0.5))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.wait(timeout=60) == 0  # stdin still open: the idle limit ended it
+        assert proc.stderr is not None and proc.stderr.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -5,7 +5,8 @@ Speaks pickle over stdin/stdout with :mod:`upkeeper.logs.parallel`:
 ``("ok", bytes_read, notes)`` (:class:`~upkeeper.logs.parallel.ReadNote` items), then ``("finish", path)`` answered by ``("partial", path)`` once the
 reduced result is pickled in the file ``path`` (created by the parent, mode 0600); then it exits at once
 (:func:`_exit_now`).  ``--warm KIND``: import the accumulator module KIND (and what it scans with) before the
-first message: :func:`upkeeper.logs.parallel.prestart`.  End of input before ``finish``: it exits at once.
+first message (:func:`upkeeper.logs.parallel.prestart`), and exit when none comes within :data:`WARM_IDLE`
+seconds.  End of input before ``finish``: it exits at once.
 Any exception is answered by ``("error", traceback)``.
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import importlib
 import os
 import pickle
+import select
 import sys
 import traceback
 from typing import IO, Any, NoReturn
@@ -50,10 +52,19 @@ def warm(kind: str) -> None:
             hook()
 
 
-def main(argv: list[str] | None = None) -> int:
+#: seconds a helper started ahead of its scan (``--warm``) waits for its first message before it exits: no run
+#: that took longer to start its scan would miss it (it starts a new helper), and a head start nobody took (a
+#: worker that ran another job first) holds no memory for long
+WARM_IDLE = 120.0
+
+
+def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 2 and args[0] == "--warm":
         warm(args[1])
+        ready, _w, _x = select.select([sys.stdin.buffer], [], [], idle)
+        if not ready:
+            _exit_now(0)
     recv = pickle.Unpickler(sys.stdin.buffer)
     out = sys.stdout.buffer
     send = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
