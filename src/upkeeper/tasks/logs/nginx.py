@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
@@ -330,8 +331,9 @@ class NginxLogs(Task[NginxLogsOptions]):
     @classmethod
     def head_start(cls, options: Mapping[str, Any], target: Mapping[str, Any]) -> None:
         """Before the run is sent (see :meth:`Task.head_start <upkeeper.core.task.Task.head_start>`), on a machine
-        with more than one CPU: a log big enough for large buffers gets pyarrow imported now (~0.1 s the scan
-        would spend at its first buffer: :func:`upkeeper.logs.access.warm`), and a read of the whole log
+        with more than one CPU: a log big enough for large buffers gets pyarrow imported in a thread of its own
+        (~0.1 s the scan would spend at its first buffer: :func:`upkeeper.logs.access.warm`; the run's first steps
+        need not wait for it, the scan waits for what is left of it), and a read of the whole log
         (``incremental: false``) big enough for helper processes gets them started
         (:func:`upkeeper.logs.parallel.prestart`), each importing the same while this process does.  An
         incremental run does not know how much is new before it reads its cursors: it starts its helpers when it
@@ -352,8 +354,8 @@ class NginxLogs(Task[NginxLogsOptions]):
             parallel.prestart("upkeeper.logs.access", min(procs - 1, _cpus() - 1))
         with contextlib.suppress(OSError):
             size = max(size, os.stat(path).st_size)
-        if size >= access.ARROW_MIN_BUFFER:
-            access.warm()
+        if size >= access.ARROW_MIN_BUFFER:  # in the background: the run, when it comes, is not held up by it
+            threading.Thread(target=access.warm, daemon=True, name="warm-pyarrow").start()
 
     def run(self, ctx: TaskContext, options: NginxLogsOptions) -> Result:
         try:
