@@ -11,7 +11,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
-try:  # the same in C (~10x faster on a 200-byte referer): built with the access-log cut, optional
+_unquote: Callable[[bytes], bytes]
+try:  # the same in C (~30x faster on a 200-byte referer): built with the access-log cut, optional
     from upkeeper.logs._cut import unquote as _unquote
 except ImportError:  # pragma: no cover - an install without a C compiler
     _unquote = unquote_to_bytes
