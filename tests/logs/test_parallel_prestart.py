@@ -133,3 +133,12 @@ def test_a_warm_helper_nobody_takes_exits_on_its_own() -> None:
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_several_head_starts_share_the_helpers() -> None:
+    """``upkeeper run`` of three access-log jobs: one scan's worth of helpers, not three (a scan dismisses the
+    helpers it does not take)."""
+    assert parallel.prestart(ACCESS, 1) == 1
+    assert parallel.prestart(ACCESS, 1) == 0
+    assert parallel.prestart(ACCESS, 2) == 1
+    assert len(parallel._prestarted) == 2

@@ -398,7 +398,8 @@ _prestarted_lock = threading.Lock()
 
 
 def prestart(kind: str, count: int = 1) -> int:
-    """Start ``count`` helpers for a scan of ``kind`` that is to come, before it is planned; returns how many.
+    """Have ``count`` helpers for a scan of ``kind`` that is to come, before it is planned: starts those missing
+    (several jobs' head starts share them: one scan takes them); returns how many it started.
 
     A helper is a new interpreter that imports what the scanning needs (pyarrow for access logs: ~0.15 s of CPU,
     see ``warm`` in the accumulator module) before it can scan its first unit.  ``upkeeper run`` starts them while
@@ -407,7 +408,9 @@ def prestart(kind: str, count: int = 1) -> int:
     them first and dismisses the ones it does not need (a read below ``min_parallel``); so does
     :func:`dismiss_prestarted`."""
     started = 0
-    for _ in range(count):
+    with _prestarted_lock:
+        have = sum(1 for k, _sp in _prestarted if k == kind)
+    for _ in range(count - have):
         try:
             sp = _spawn_helper(kind)
         except Exception:  # the scan starts its own (and reports what is wrong there)
