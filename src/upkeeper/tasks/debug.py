@@ -65,12 +65,12 @@ class DebugSleep(Task[SleepOptions]):
         if options.subprocess:
             sp = proc.spawn(["sleep", str(options.seconds)], stdout=proc.DEVNULL)
             if options.pid_file:
-                Path(options.pid_file).write_text(f"{os.getpid()}\n{sp.popen.pid}\n")
+                _write_pids(options.pid_file, os.getpid(), sp.popen.pid)
             with sp:
                 sp.wait()
         else:
             if options.pid_file:
-                Path(options.pid_file).write_text(f"{os.getpid()}\n")
+                _write_pids(options.pid_file, os.getpid())
             time.sleep(options.seconds)
         return Result(summary=f"slept {options.seconds:g}s")
 
@@ -109,3 +109,10 @@ class DebugFail(Task[FailOptions]):
             findings=[Finding(options.check, sev, ctx.job, options.message, "nothing to fix: this is a test")],
             status=Status.FAIL if options.mode == "fail" else Status.WARN,
         )
+
+
+def _write_pids(path: str, *pids: int) -> None:
+    """The PIDs, one per line, in a file that appears whole (a test waiting for it never reads it empty)."""
+    from upkeeper.core.artifacts import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), "".join(f"{p}\n" for p in pids).encode())
