@@ -408,3 +408,33 @@ def test_an_empty_argument_is_refused_before_any_command_runs(cli, make_config) 
         assert r.code == 2 and ("is empty" in r.err or "an empty argument" in r.err), (argv, r.output)
         assert "Try: give " in r.err, r.output
     assert cli(["--config", cfg, "history", "--json"]).json() == []  # nothing ran
+
+
+def _help_text(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                          env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}).stdout
+
+
+def test_upkeeper_help_lists_the_commands_from_the_index_exactly_as_from_their_modules() -> None:
+    """``upkeeper --help`` (and ``upkeeper`` alone) list the commands from the generated index, importing no command
+    module (~0.3 s): the same text as from the modules themselves (docsgen keeps the index current)."""
+    run = ("import sys\nimport upkeeper.cli.main as m\nm.load_commands({args}, listing={listing})\n"
+           "m.reflow_help()\nloaded = sorted(n for n in sys.modules if n.startswith('upkeeper.cli.') and not "
+           "n.split('.')[-1].startswith('_'))\n"
+           "try:\n    m.app(args={args}, prog_name='upkeeper')\nexcept SystemExit:\n    pass\nprint(loaded)")
+    listed = _help_text(run.format(args="['--help']", listing=True))
+    imported = _help_text(run.format(args="['--help']", listing=False))
+    assert listed.splitlines()[-1] == "['upkeeper.cli.main']"  # no command module
+    assert listed.splitlines()[:-1] == imported.splitlines()[:-1]
+    assert "backups" in listed and "Run jobs now." in listed
+
+
+def test_a_command_line_after_the_listing_gets_the_real_commands() -> None:
+    """In one process (tests), a command run after ``--help`` is the command, not the listing's stand-in."""
+    code = ("import upkeeper.cli.main as m\nfrom upkeeper.cli._app import app\n"
+            "m.load_commands(['--help'])\nm.load_commands(['tasks'])\n"
+            "names = [c.name for c in app.registered_commands]\n"
+            "assert names.count('tasks') == 1 and all(c.callback is not m._listed_only for c in app.registered_commands), names\n"
+            "assert not [g for g in app.registered_groups if g.name == 'backups'], 'listing left behind'\n"
+            "print('ok')")
+    assert _help_text(code).strip() == "ok"

@@ -148,14 +148,53 @@ def command_modules() -> list[str]:
                   and m.name != "main")
 
 
-def load_commands(argv: list[str] | None = None) -> None:
-    """Register the command the command line names, or every command when that is unclear."""
+def load_commands(argv: list[str] | None = None, *, listing: bool = True) -> None:
+    """Register the command the command line names, or every command when that is unclear.
+
+    With no command named (``upkeeper --help``, ``upkeeper``), no command runs: the commands are only listed, from
+    :data:`upkeeper.cli._help_index.COMMANDS_HELP` (each command's help, written by ``upkeeper.docsgen``), without
+    importing their modules (~0.3 s); ``listing=False`` imports them instead (tests compare both)."""
     args = sys.argv[1:] if argv is None else argv
     word = command_word(args)
     if word is None and "--version" in args and not {"--help", "-h"} & set(args):
         return  # the version callback lives in _app: no command is needed
+    if word is None and listing and not (app.registered_commands or app.registered_groups):
+        _list_commands()
+        return
+    _unlist_commands()  # (a process that runs several command lines: tests)
     for name in [COMMANDS[word]] if word in COMMANDS else command_modules():
         importlib.import_module(f"upkeeper.cli.{name}")
+
+
+def _listed_only() -> None:  # pragma: no cover - never called: no command is named on such a command line
+    raise RuntimeError("a command registered only for the listing of upkeeper --help ran")
+
+
+_LISTED: list[object] = []  # the sub-apps _list_commands registered
+
+
+def _list_commands() -> None:
+    """Register each command as its help only (a command nothing can run)."""
+    import typer
+
+    from upkeeper.cli._help_index import COMMANDS_HELP
+
+    for kind, name, text in COMMANDS_HELP:
+        if kind == "group":
+            sub = typer.Typer(help=text)
+            _LISTED.append(sub)
+            app.add_typer(sub, name=name)
+        else:
+            app.command(name, help=text)(_listed_only)
+
+
+def _unlist_commands() -> None:
+    """Take back what :func:`_list_commands` registered, before the real commands are."""
+    if _LISTED or any(c.callback is _listed_only for c in app.registered_commands):
+        app.registered_commands[:] = [c for c in app.registered_commands if c.callback is not _listed_only]
+        app.registered_groups[:] = [g for g in app.registered_groups
+                                    if not any(g.typer_instance is sub for sub in _LISTED)]
+        _LISTED.clear()
 
 
 def empty_argument(args: list[str]) -> UsageError | None:
