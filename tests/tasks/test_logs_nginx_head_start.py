@@ -30,7 +30,7 @@ def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     path = tmp_path / "access.log"
     write_access_log(str(path), 1_500_000)
     monkeypatch.setattr(parallel, "MIN_PARALLEL", 1 << 20)
-    monkeypatch.setattr(nginx, "_cpus", lambda: 2)
+    monkeypatch.setattr(nginx, "cpus", lambda: 2)
     return str(path)
 
 
@@ -69,7 +69,7 @@ def test_a_small_log_or_one_cpu_gets_no_helper(log: str, tmp_path: Path, monkeyp
     NginxLogs.head_start({"incremental": False}, {"access_log": log})
     assert _started() == 0
     monkeypatch.setattr(parallel, "MIN_PARALLEL", 1 << 20)
-    monkeypatch.setattr(nginx, "_cpus", lambda: 1)
+    monkeypatch.setattr(nginx, "cpus", lambda: 1)
     NginxLogs.head_start({"incremental": False}, {"access_log": log})
     assert _started() == 0
 

@@ -347,3 +347,11 @@ def with_current(tr: dict[str, list[tuple[str, float]]], metrics: dict[str, floa
                  ) -> dict[str, list[tuple[str, float]]]:
     """Append this run's values so the trend charts end with it."""
     return {k: [*v, (_label(now) + " (now)", float(metrics[k]))] if k in metrics else v for k, v in tr.items()}
+
+
+def cpus() -> int:
+    """CPUs this process may run on (a head start needs a second one: see ``head_start`` of the log tasks)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

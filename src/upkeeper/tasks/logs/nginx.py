@@ -49,6 +49,7 @@ from upkeeper.tasks.logs._common import (
     RotatedDirs,
     check_report_dir,
     check_rotated_dirs,
+    cpus,
     not_a_log,
     nothing_read,
     plan_findings,
@@ -340,7 +341,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         scans.  On one CPU both would only slow the CLI down."""
         from upkeeper.logs import access, parallel, sources  # (the modules: a lazy stand-in holds copies)
 
-        if _cpus() < 2:
+        if cpus() < 2:
             return
         path = options.get("access_log") or target.get("access_log")
         if not isinstance(path, str) or not path or sources.is_glob(path):
@@ -351,7 +352,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         workers = options.get("workers", 0)
         procs = workers if isinstance(workers, int) and workers > 0 else parallel.default_workers()
         if size >= parallel.MIN_PARALLEL and procs > 1:
-            parallel.prestart("upkeeper.logs.access", min(procs - 1, _cpus() - 1))
+            parallel.prestart("upkeeper.logs.access", min(procs - 1, cpus() - 1))
         with contextlib.suppress(OSError):
             size = max(size, os.stat(path).st_size)
         if size >= access.ARROW_MIN_BUFFER:  # in the background: the run, when it comes, is not held up by it
@@ -826,14 +827,6 @@ def _hour(h: Any) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _cpus() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bool,

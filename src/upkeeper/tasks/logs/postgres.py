@@ -7,7 +7,9 @@ import fnmatch
 import glob
 import os
 import re
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +28,7 @@ from upkeeper.tasks.logs._common import (
     RotatedDirs,
     check_report_dir,
     check_rotated_dirs,
+    cpus,
     not_a_log,
     nothing_read,
     plan_findings,
@@ -194,7 +197,42 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     category = "monitoring"
     default_timeout = 3600
 
+    @classmethod
+    def head_start(cls, options: Mapping[str, Any], target: Mapping[str, Any]) -> None:
+        """Before the run is sent (see :meth:`Task.head_start <upkeeper.core.task.Task.head_start>`), on a machine
+        with more than one CPU: a read of the whole log (``incremental: false``) of a ``log_file`` big enough for
+        helper processes gets them started (:func:`upkeeper.logs.parallel.prestart`), importing the parser of the
+        format the option or the file's name tells while the CLI still loads the config.  A run that asks the
+        server where its log is, or an incremental one, starts its helpers when it scans."""
+        from upkeeper.logs import (  # (the modules: a lazy stand-in holds copies)
+            parallel,
+            pglog,
+            pgstruct,
+            sources,
+        )
+
+        path = options.get("log_file")
+        if cpus() < 2 or options.get("incremental") is not False or not isinstance(path, str) or not path \
+                or any(c in path for c in "*?["):
+            return
+        fmt = options.get("format")
+        fmt = fmt if fmt in ("stderr", "csvlog", "jsonlog") else format_of(path)  # (auto, or what the run refuses)
+        kind, minimum = (("upkeeper.logs.pglog", pglog.MIN_PARALLEL) if fmt == "stderr" else
+                         ("upkeeper.logs.pgstruct", pgstruct.MIN_PARALLEL))
+        files = sources.discover(path, rotated=options.get("rotated", True) is not False)
+        workers = options.get("workers", 0)
+        procs = workers if isinstance(workers, int) and workers > 0 else parallel.default_workers()
+        if procs > 1 and sum(f.size * (8 if f.gz else 1) for f in files) >= minimum:
+            parallel.prestart(kind, min(procs - 1, cpus() - 1))
+
     def run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
+        try:
+            return self._run(ctx, options)
+        finally:
+            if "upkeeper.logs.parallel" in sys.modules:  # helpers head_start started and no scan took
+                parallel.dismiss_prestarted()
+
+    def _run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
         target = ctx.require_target()
         assert isinstance(target, PostgresTarget)
         check_report_dir(ctx, options.report_dir)
