@@ -286,6 +286,40 @@ def test_unparsed_lines_warn_with_samples(cli: Any, make_config: Any, fresh_site
     assert r["metrics"]["invalid"] == 3 and r["metrics"]["requests"] == 50
 
 
+def test_lines_a_wrong_log_format_could_not_parse_are_read_again_once_it_is_fixed(
+        cli: Any, make_config: Any, fresh_site_log: NginxServer, tmp_path: Path) -> None:
+    # a first run with a log_format that is not the log's parses nothing; its cursors used to move past the lines
+    # all the same, so after the fix the next run said "no new log lines" and those requests were never analysed
+    wrong = '$remote_addr [$time_local] "$request" $status'
+    reqs = [Request("GET", f"/api/v1/items/{i}", "192.0.2.7", "Mozilla/5.0") for i in range(20)]
+    log = fresh_site_log.access_log
+    assert drive(fresh_site_log.url, TrafficPlan(reqs)).sent == 20
+    wait_for_log_lines(log, 20)
+    first = run(cli, config(make_config, fresh_site_log, tmp_path, log_format=wrong))
+    assert first["metrics"]["requests"] == 0 and first["metrics"]["invalid"] == 20
+    assert "the next run with another log_format reads these lines again" in checks(first)["logs.nginx.unparsed"][0][
+        "message"]
+    # more traffic, a second run with the same wrong format, then logrotate's rename before the fix
+    assert drive(fresh_site_log.url, TrafficPlan(reqs[:7])).sent == 7
+    wait_for_log_lines(log, 27)
+    assert run(cli, config(make_config, fresh_site_log, tmp_path, log_format=wrong))["metrics"]["invalid"] == 7
+    log.rename(log.with_name("access.log.1"))
+    nginx_reopen(fresh_site_log)
+    assert drive(fresh_site_log.url, TrafficPlan(reqs[:5])).sent == 5
+    wait_for_log_lines(log, 5)
+    third = run(cli, config(make_config, fresh_site_log, tmp_path))
+    assert third["metrics"]["requests"] == 32 and third["metrics"]["invalid"] == 0, third["summary"]
+    reread = checks(third)["logs.nginx.reread"][0]
+    assert reread["severity"] == "info" and "2 run(s)" in reread["message"] and "27 lines" in reread["message"]
+    # read once: the next run reads on from there; a wrong format again later loses nothing and re-counts nothing
+    assert run(cli, config(make_config, fresh_site_log, tmp_path))["metrics"]["requests"] == 0
+    assert drive(fresh_site_log.url, TrafficPlan(reqs[:3])).sent == 3
+    wait_for_log_lines(log, 8)
+    assert run(cli, config(make_config, fresh_site_log, tmp_path, log_format=wrong))["metrics"]["invalid"] == 3
+    assert run(cli, config(make_config, fresh_site_log, tmp_path))["metrics"]["requests"] == 3
+    assert run(cli, config(make_config, fresh_site_log, tmp_path))["metrics"]["requests"] == 0
+
+
 def test_missing_log_fails_clearly(cli: Any, make_config: Any, tmp_path: Path) -> None:
     cfg = make_config({
         "targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "nope" / "access.log")}},

@@ -347,3 +347,64 @@ def with_current(tr: dict[str, list[tuple[str, float]]], metrics: dict[str, floa
                  ) -> dict[str, list[tuple[str, float]]]:
     """Append this run's values so the trend charts end with it."""
     return {k: [*v, (_label(now) + " (now)", float(metrics[k]))] if k in metrics else v for k, v in tr.items()}
+
+
+# -- lines no run could parse ------------------------------------------------------------------------------
+# A run whose format (an nginx log_format, a PostgreSQL log_line_prefix) matches none of the lines it reads has
+# analysed nothing, yet its cursors move past those lines: once the format is fixed they would never be read.
+# So where such a run started is kept (with its format), and the first run under another format starts there.
+
+
+def unparsed_restart(ctx: TaskContext, key: str, fingerprint: str, cursors: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The cursors a run reads on from: ``cursors`` (the last run's), or, when the runs since
+    ``key``'s record could parse none of their lines and this run's ``fingerprint`` (its format) is another,
+    where the first of them started — with that record (``lines``, ``runs``, ``since``) to say so."""
+    saved = ctx.state.get(key)
+    if (isinstance(saved, dict) and isinstance(saved.get("cursors"), list)
+            and saved.get("format") != fingerprint):
+        return list(saved["cursors"]), saved
+    return cursors, None
+
+
+def remember_unparsed(ctx: TaskContext, key: str, fingerprint: str, started: list[dict[str, Any]],
+                      restarted: dict[str, Any] | None, *, parsed: int, unparsed: int) -> None:
+    """After a run that moved its cursors on from ``started`` (``restarted``: what :func:`unparsed_restart`
+    started it from, if anything): a run that parsed none of the lines it read keeps where the unparsed stretch
+    began (the first such run's start), a run that parsed any forgets it; a run that read nothing changes
+    nothing."""
+    saved = ctx.state.get(key)
+    if parsed:
+        if saved is not None:
+            ctx.state.set(key, None)
+        return
+    if not unparsed:
+        return
+    if isinstance(saved, dict) and isinstance(saved.get("cursors"), list):
+        # the same format again, or another that fared no better from the stretch's start (its lines were read
+        # again: they are counted once)
+        lines = unparsed if restarted is not None else int(saved.get("lines", 0)) + unparsed
+        ctx.state.set(key, {**saved, "format": fingerprint, "lines": lines, "runs": int(saved.get("runs", 0)) + 1})
+    else:
+        ctx.state.set(key, {"format": fingerprint, "cursors": started, "lines": unparsed, "runs": 1,
+                            "since": ctx.now().strftime("%Y-%m-%d %H:%M UTC")})
+
+
+def reread_message(option: str, restarted: dict[str, Any] | None) -> str | None:
+    """What a run says (a ``logs.<task>.reread`` info finding) when it read again the lines of runs that could parse
+    none of them (``restarted``: :func:`unparsed_restart`'s record), its ``option`` (the format) having changed
+    since; None when it did not."""
+    if restarted is None:
+        return None
+    return (f"{option} changed after {int(restarted.get('runs', 1))} run(s) (since {restarted.get('since', '?')}) "
+            f"that could parse none of their {int(restarted.get('lines', 0)):,} lines: this run read them again, "
+            f"with the new {option}")
+
+
+def unparsed_note(option: str, parsed: int, unparsed: int) -> str:
+    """What a run that parsed none of its lines adds to its unparsed warning: they are read again once
+    ``option`` is changed (:func:`unparsed_restart`)."""
+    if parsed or not unparsed:
+        return ""
+    return (f"; no line parsed, so nothing was analysed: the next run with another {option} reads these lines "
+            "again")
