@@ -326,6 +326,39 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     assert st_["unpaired"]["count"] == 0  # every statement logged: no duration left without its statement
 
 
+def test_lines_a_wrong_log_line_prefix_could_not_parse_are_read_again_once_it_is_fixed(
+        cli: Any, make_config: Any, logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
+    """A wrong log_line_prefix option parses none of the lines; its run used to move the cursor past them all the
+    same, so once the prefix was fixed those statements were never analysed."""
+    cluster, _done = logging_pg
+    text = (cluster.data / "log" / "postgresql.log").read_bytes()  # what the real server wrote, cut in two
+    cut = text.index(b"\n20", len(text) // 2) + 1
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(text[:cut])
+
+    def cfg(prefix: str, name: str, **options: Any) -> Path:
+        path: Path = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                                  "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                                      "log_file": str(log), "log_line_prefix": prefix, "rotated": False,
+                                      "report_dir": str(tmp_path / "r"), **options}}}}, name)
+        return path
+
+    wrong = cfg("%t %p %u ", "wrong.yaml")
+    first = run(cli, wrong)
+    assert first["metrics"]["unparsed_pct"] == 100
+    unparsed = next(f for f in first["findings"] if f["check"] == "logs.postgres.unparsed")
+    assert "the next run with another log_line_prefix reads these lines again" in unparsed["message"]
+    with open(log, "ab") as fh:
+        fh.write(text[cut:])
+    fixed = run(cli, cfg(pgworkload.LOG_LINE_PREFIX, "fixed.yaml"))
+    whole = run(cli, cfg(pgworkload.LOG_LINE_PREFIX, "whole.yaml", incremental=False))
+    assert whole["metrics"]["statements"] > 0 and whole["metrics"]["unparsed_pct"] == 0
+    for name in ("statements", "errors", "deadlocks", "lock_waits", "temp_files"):
+        assert fixed["metrics"][name] == whole["metrics"][name], name
+    assert any(f["check"] == "logs.postgres.reread" for f in fixed["findings"])
+    assert run(cli, cfg(pgworkload.LOG_LINE_PREFIX, "fixed.yaml"))["metrics"]["statements"] == 0
+
+
 def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any, services_dir: Path,
                                                      tmp_path: Path) -> None:
     """PostgreSQL documents padded escapes (%-10u: left-aligned in 10 characters, %5p: right-aligned); the
