@@ -36,16 +36,23 @@ REPORT_KEEP_DEFAULT = 12
 
 # the report options every log task declares (``report_dir: ReportDir = None`` …), described once
 ReportDir = Annotated[str | None, Field(
-    description="where HTML/JSON reports go, in a subdirectory named after the job (default: reports/<job> "
-    "beside the history database). Source: upkeeper (not set by default)")]
+    description="where HTML/JSON reports go, in a subdirectory named after the job; a relative path is relative "
+    "to the config file's directory (default: reports/<job> beside the history database). Source: upkeeper (not "
+    "set by default)")]
 KeepReports = Annotated[int, Field(ge=0, description="reports kept per job (0: keep all). Source: upkeeper default")]
 HtmlReport = Annotated[bool, Field(description="also write the standalone HTML report. Source: upkeeper default")]
 
 
 def report_dir(ctx: TaskContext, option: str | None) -> Path:
-    """``option`` if set; else ``reports/<job>`` beside the SQLite history (or in the data directory)."""
+    """``option`` if set (a relative one is relative to the config file's directory, as the history's path is:
+    not to wherever the run was started from, which cron and systemd make $HOME or /); else ``reports/<job>``
+    beside the SQLite history (or in the data directory)."""
     if option:
-        return Path(option).expanduser() / ctx.job
+        given = Path(option).expanduser()
+        cfg_source = ctx.config.source if ctx.config is not None else None
+        if not given.is_absolute() and cfg_source is not None:
+            given = cfg_source.absolute().parent / given
+        return given / ctx.job
     from upkeeper.core.history import default_history_path
 
     base = default_history_path().parent
