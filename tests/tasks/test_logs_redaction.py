@@ -300,6 +300,41 @@ def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Pa
     assert "ALTER ROLE upk_redact WITH PASSWORD ***" in html
 
 
+CRYPTO_SECRETS = ["PgCryptLogin", "PgCryptNew", "PgSymKey", "PgHmacKey", "PgCryptFailed"]
+
+
+def test_pgcrypto_passwords_and_keys_stay_out(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path) -> None:
+    """An application that checks its users' passwords in SQL, as pgcrypto's documentation shows
+    (crypt('entered password', pswhash)), had each user's password in plain text in the examples of the report,
+    --json and the HTML (log_min_duration_statement = 0 logs every statement); pgp_sym_encrypt's and hmac's keys
+    the same."""
+    cluster = PostgresCluster(services_dir / "pg-redact-crypto", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            c.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+            c.execute("CREATE TABLE IF NOT EXISTS upk_users (name text PRIMARY KEY, pswhash text, note bytea)")
+            c.execute("INSERT INTO upk_users VALUES ('bob', crypt('PgCryptNew', gen_salt('bf', 4)), "
+                      "pgp_sym_encrypt('note', 'PgSymKey')) ON CONFLICT (name) DO NOTHING")
+            c.execute("SELECT pswhash = crypt('PgCryptLogin', pswhash) AS ok FROM upk_users WHERE name = 'bob'")
+            c.execute("SELECT encode(hmac('payload', 'PgHmacKey', 'sha256'), 'hex')")
+            with pytest.raises(Exception, match="upk_nope"):
+                c.execute("SELECT crypt('PgCryptFailed', pswhash) FROM upk_nope")
+        cfg = make_config({"targets": {"db": cluster.target("postgres")},
+                           "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                               "log_file": str(cluster.log), "report_dir": str(tmp_path / "reports")}}}})
+        r, out = run(cli, cfg, "pg-logs")
+        cli_out = cli(["logs", "postgres", str(cluster.log), "--json", "--prefix", pgworkload.LOG_LINE_PREFIX]).output
+    finally:
+        cluster.stop()
+    assert all(s in cluster.log.read_text() for s in CRYPTO_SECRETS)  # the server did log them
+    data, jtext, html = reports(r)
+    assert_hidden(CRYPTO_SECRETS, json_report=jtext, html_report=html, run_json=out, cli_json=cli_out,
+                  history=history_text(tmp_path / "history.db"))
+    examples = {q["example"] for q in data["most_frequent"]}
+    assert "SELECT pswhash = crypt('***', pswhash) AS ok FROM upk_users WHERE name = 'bob'" in examples, examples
+
+
 STRUCT_SECRETS = ["PgStCreatePw", "PgStDollarPw", "PgStTagPw", "PgStUnicodePw", "PgStKvPw", "PgStDsnPw",
                   "PgStErrorPw", "PgStBadRecordPw"]
 STRUCT_CONF = pgworkload.LOGGING_CONF + (
