@@ -84,6 +84,11 @@ def _check_html(html: Path | None) -> None:
                          f"Try: give a file name, e.g. --html {shlex.quote(str(html).rstrip('/'))}/report.html")
     parent = html.parent
     if not parent.is_dir():
+        # a file on the way (--html access.log/report.html): no mkdir -p makes that a directory
+        blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise UsageError(f"--html {html}: {blocker} is a file, not a directory",
+                             f"Try: write the report elsewhere, e.g. --html {shlex.quote(str(blocker))}.html")
         raise UsageError(f"--html {html}: the directory {parent} does not exist",
                          f"Try: create it (mkdir -p {shlex.quote(str(parent))}) or write the report elsewhere")
 
