@@ -320,6 +320,34 @@ def test_lines_a_wrong_log_format_could_not_parse_are_read_again_once_it_is_fixe
     assert run(cli, config(make_config, fresh_site_log, tmp_path))["metrics"]["requests"] == 0
 
 
+def test_a_job_moved_to_another_log_does_not_say_the_old_one_is_gone(cli: Any, make_config: Any,
+                                                                     fresh_site_log: NginxServer,
+                                                                     tmp_path: Path) -> None:
+    """The job's access_log set to another file (the site's own vhost log instead of the default one): the next
+    run warned that the log the last run read 'is gone … whatever was written to it after the last run is
+    missing' although it was right there, unchanged.  Nothing is said of it now; a log still written to after the
+    last run read it (lines that are not read) is still a warning."""
+    drive(fresh_site_log.url, TrafficPlan([Request("GET", f"/p/{i}", "192.0.2.3", "Mozilla/5.0") for i in range(12)]))
+    wait_for_log_lines(fresh_site_log.access_log, 12)
+    first_log = tmp_path / "first-access.log"
+    # (another client: a copy of the same bytes would be taken for the same file, moved)
+    first_log.write_bytes(fresh_site_log.access_log.read_bytes().replace(b"192.0.2.3", b"192.0.2.4"))
+    assert run(cli, file_config(make_config, first_log, tmp_path))["metrics"]["requests"] == 12
+    moved = run(cli, config(make_config, fresh_site_log, tmp_path))
+    assert moved["metrics"]["requests"] == 12
+    assert "logs.nginx.lost_lines" not in checks(moved), checks(moved)["logs.nginx.lost_lines"][0]["message"]
+    # the other way round, and the log the last run read gets more lines before this run: those are not read
+    with first_log.open("ab") as fh:
+        fh.write(fresh_site_log.access_log.read_bytes().splitlines(keepends=True)[0])
+    drive(fresh_site_log.url, TrafficPlan([Request("GET", "/q", "192.0.2.3", "Mozilla/5.0")]))
+    wait_for_log_lines(fresh_site_log.access_log, 13)
+    back = run(cli, file_config(make_config, first_log, tmp_path))
+    assert back["metrics"]["requests"] == 13
+    left = checks(back)["logs.nginx.lost_lines"][0]
+    assert left["subject"] == str(fresh_site_log.access_log) and "is not among the files this run reads" in left[
+        "message"] and "is gone" not in left["message"], left
+
+
 def test_missing_log_fails_clearly(cli: Any, make_config: Any, tmp_path: Path) -> None:
     cfg = make_config({
         "targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "nope" / "access.log")}},
