@@ -290,6 +290,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         rep = pglog.summarize(partial, top_n=options.top)
         rep["format"] = fmt
         rep["log_line_prefix"] = prefix if fmt == "stderr" else None
+        # where the prefix came from: a wrong default is told apart from a wrong option or server setting
+        rep["log_line_prefix_from"] = (None if fmt != "stderr" else "option" if options.log_line_prefix
+                                       else "server" if server.get("prefix") else "default")
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
         reread = reread_message("log_line_prefix" if fmt == "stderr" else "format", restarted)
@@ -441,9 +444,13 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                                          else ""), "check that the file is the server's " + rep["format"] + " log (log_destination);"
                             " for a stderr log set format: stderr", value=rep["unparsed_pct"],
                             threshold=o.unparsed_warn_pct, data={"samples": rep["unparsed_samples"][:3]})]
+        default = ""
+        if rep.get("log_line_prefix_from") == "default":  # neither set in the job nor told by the server
+            default = (" (upkeeper's default: the server could not be asked for its own"
+                       + (f": {server['error']}" if server.get("error") else "") + ")")
         return [Finding("logs.postgres.unparsed", Severity.WARNING, path,
                         f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) do not start with the "
-                        f"log_line_prefix '{rep['log_line_prefix']}'"
+                        f"log_line_prefix '{rep['log_line_prefix']}'{default}"
                         + (unparsed_note("log_line_prefix", rep["entries"], rep["unparsed"]) if o.incremental else ""),
                         "set log_line_prefix to the server's (SHOW log_line_prefix); for a csvlog or jsonlog file "
                         "set format (a .csv or .json file name tells it); lines that are the rest of a long message "
@@ -457,7 +464,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _latency(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         st = rep["statements"]
         if not st["count"]:
-            if not rep["lines"]:
+            if not rep["lines"] or rep["unparsed_pct"] >= 50:  # (most not parsed: the unparsed warning says why)
                 return []
             return [Finding("logs.postgres.no_durations", Severity.INFO, path,
                             "the log has no statement durations, so query latency cannot be judged",
