@@ -366,14 +366,27 @@ def with_current(tr: dict[str, list[tuple[str, float]]], metrics: dict[str, floa
 # So where such a run started is kept (with its format), and the first run under another format starts there.
 
 
+def _record(saved: Any) -> dict[str, Any] | None:
+    """``key``'s record as :func:`remember_unparsed` writes it, or None: read back from history, it may be anything
+    (damaged, another version's) — a record that is not understood is dropped, never a run that fails."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("cursors"), list) or not isinstance(
+            saved.get("format"), str):
+        return None
+    return {"format": saved["format"], "cursors": saved["cursors"], "lines": _count(saved.get("lines")),
+            "runs": max(1, _count(saved.get("runs"))), "since": str(saved.get("since", "?"))[:40]}
+
+
+def _count(v: Any) -> int:
+    return v if type(v) is int and v >= 0 else 0
+
+
 def unparsed_restart(ctx: TaskContext, key: str, fingerprint: str, cursors: list[dict[str, Any]]
                      ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The cursors a run reads on from: ``cursors`` (the last run's), or, when the runs since
     ``key``'s record could parse none of their lines and this run's ``fingerprint`` (its format) is another,
     where the first of them started — with that record (``lines``, ``runs``, ``since``) to say so."""
-    saved = ctx.state.get(key)
-    if (isinstance(saved, dict) and isinstance(saved.get("cursors"), list)
-            and saved.get("format") != fingerprint):
+    saved = _record(ctx.state.get(key))
+    if saved is not None and saved["format"] != fingerprint:
         return list(saved["cursors"]), saved
     return cursors, None
 
@@ -384,18 +397,21 @@ def remember_unparsed(ctx: TaskContext, key: str, fingerprint: str, started: lis
     started it from, if anything): a run that parsed none of the lines it read keeps where the unparsed stretch
     began (the first such run's start), a run that parsed any forgets it; a run that read nothing changes
     nothing."""
-    saved = ctx.state.get(key)
+    raw = ctx.state.get(key)
+    saved = _record(raw)
     if parsed:
-        if saved is not None:
+        if raw is not None:
             ctx.state.set(key, None)
         return
     if not unparsed:
+        if raw is not None and saved is None:  # not understood: dropped
+            ctx.state.set(key, None)
         return
-    if isinstance(saved, dict) and isinstance(saved.get("cursors"), list):
+    if saved is not None:
         # the same format again, or another that fared no better from the stretch's start (its lines were read
         # again: they are counted once)
-        lines = unparsed if restarted is not None else int(saved.get("lines", 0)) + unparsed
-        ctx.state.set(key, {**saved, "format": fingerprint, "lines": lines, "runs": int(saved.get("runs", 0)) + 1})
+        lines = unparsed if restarted is not None else saved["lines"] + unparsed
+        ctx.state.set(key, {**saved, "format": fingerprint, "lines": lines, "runs": saved["runs"] + 1})
     else:
         ctx.state.set(key, {"format": fingerprint, "cursors": started, "lines": unparsed, "runs": 1,
                             "since": ctx.now().strftime("%Y-%m-%d %H:%M UTC")})
@@ -407,9 +423,8 @@ def reread_message(option: str, restarted: dict[str, Any] | None) -> str | None:
     since; None when it did not."""
     if restarted is None:
         return None
-    return (f"{option} changed after {int(restarted.get('runs', 1))} run(s) (since {restarted.get('since', '?')}) "
-            f"that could parse none of their {int(restarted.get('lines', 0)):,} lines: this run read them again, "
-            f"with the new {option}")
+    return (f"{option} changed after {restarted['runs']} run(s) (since {restarted['since']}) that could parse none "
+            f"of their {restarted['lines']:,} lines: this run read them again, with the new {option}")
 
 
 def unparsed_note(option: str, parsed: int, unparsed: int) -> str:
