@@ -348,6 +348,41 @@ def test_a_job_moved_to_another_log_does_not_say_the_old_one_is_gone(cli: Any, m
         "message"] and "is gone" not in left["message"], left
 
 
+LEAN = '$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time'  # no $http_user_agent
+
+
+def test_a_format_without_user_agents_reports_no_bot_share(cli: Any, make_config: Any, services_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """A lean log_format without $http_user_agent (common on APIs) made every request a bot: 'bots 100.0 %' in the
+    summary, the HTML and the bots_pct history metric, of traffic from browsers (and one crawler) alike. No agent
+    is logged, so there is no split to report: the JSON says bots.available false, the HTML and CLI 'n/a'."""
+    from upkeeper.sandbox._util import free_port
+    from upkeeper.sandbox.traffic import prepare_docroot
+
+    base, port = services_dir / "nginx-lean", free_port()  # (a directory nginx's workers may enter)
+    servers = (f"    log_format lean '{LEAN}';\n    server {{\n        listen 127.0.0.1:{port};\n"
+               f"        root {base}/www;\n        access_log {base}/access.log lean;\n    }}\n")
+    server = NginxServer(base, port=port, servers=servers)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    try:
+        reqs = [Request("GET", "/", f"192.0.2.{i}", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0") for i in range(9)]
+        reqs.append(Request("GET", "/", "192.0.2.99", "Googlebot/2.1 (+http://www.google.com/bot.html)"))
+        assert drive(server.url, TrafficPlan(reqs)).sent == 10
+        wait_for_log_lines(server.access_log, 10)
+        r = run(cli, file_config(make_config, server.access_log, tmp_path, log_format=LEAN, incremental=False))
+        cli_out = cli(["logs", "nginx", str(server.access_log), "--format", LEAN])
+        cli_json = cli(["logs", "nginx", str(server.access_log), "--format", LEAN, "--json"]).json()
+    finally:
+        server.stop()
+    assert r["metrics"]["requests"] == 10 and "bots_pct" not in r["metrics"], r["metrics"]
+    html = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "bot requests (the log format has no $http_user_agent)" in html
+    assert "n/a (no $http_user_agent in the format)" in cli_out.out and "bots 100.0 %" not in cli_out.out
+    assert cli_json["bots"] == {"requests": None, "humans": None, "bot_pct": None, "available": False}
+
+
 def test_missing_log_fails_clearly(cli: Any, make_config: Any, tmp_path: Path) -> None:
     cfg = make_config({
         "targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "nope" / "access.log")}},

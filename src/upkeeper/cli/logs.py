@@ -227,8 +227,10 @@ def nginx_cmd(
     console.print(f"[bold]{rep['requests']:,}[/] requests, [bold]{rep['visitors']:,}[/] unique visitors, "
                   f"{human_bytes(rep['bandwidth'])}, {rep['first'] or '-'} → {rep['last'] or '-'}, "
                   f"{len(found)} file(s)")
+    bots = rep["bots"]["bot_pct"]
     console.print(f"status 4xx {rep['rate_4xx_pct']:.2f} %, 5xx {rep['rate_5xx_pct']:.3f} %, bots "
-                  f"{rep['bots']['bot_pct']:.1f} %, unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
+                  + (f"{bots:.1f} %" if bots is not None else "n/a (no $http_user_agent in the format)")
+                  + f", unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
                   + (f", p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms" if lat else ""))
     console.print(_table("status codes", ["code", "hits"], [[k, v] for k, v in rep["status"].items()], (1,)))
     if len(rep["vhosts"]) > 1:

@@ -208,7 +208,8 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
          "warn" if rep["failed_pct"] > fail_obj else ""),
         (f"{p95:.0f} ms" if p95 is not None else "n/a", f"p95 latency (objective < {p95_obj:g} ms)",
          "warn" if p95 is not None and p95 > p95_obj else ""),
-        (f"{rep['bots']['bot_pct']:.1f} %", "bot requests", ""),
+        (f"{rep['bots']['bot_pct']:.1f} %", "bot requests", "") if rep["bots"]["bot_pct"] is not None else
+        ("n/a", "bot requests (the log format has no $http_user_agent)", ""),
         (f"{rep['unparsed_pct']:.2f} %", f"unparsed lines ({fmt_num(rep['invalid'])})",
          "warn" if rep["unparsed_pct"] > objectives.get("unparsed_pct", 1.0) else ""),
     ])]

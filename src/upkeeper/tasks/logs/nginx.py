@@ -462,13 +462,15 @@ class NginxLogs(Task[NginxLogsOptions]):
         m: dict[str, float] = {
             "lines": float(rep["lines"]), "requests": float(rep["requests"]), "invalid": float(rep["invalid"]),
             "unparsed_pct": float(rep["unparsed_pct"]), "visitors": float(rep["visitors"]),
-            "bandwidth_bytes": float(rep["bandwidth"]), "bots_pct": float(rep["bots"]["bot_pct"]),
+            "bandwidth_bytes": float(rep["bandwidth"]),
             "rate_4xx_pct": float(rep["rate_4xx_pct"]), "rate_5xx_pct": float(rep["rate_5xx_pct"]),
             "failed_pct": float(rep["failed_pct"]), "bytes_read": float(rep["bytes_read"]),
             "scan_seconds": round(seconds, 3),
             "attacks": float(sum(a["hits"] for a in rep["security"]["attacks"])),
             "failed_logins": float(rep["security"]["failed_logins"]),
         }
+        if rep["bots"]["bot_pct"] is not None:  # (None: the log_format has no $http_user_agent)
+            m["bots_pct"] = float(rep["bots"]["bot_pct"])
         if hours:
             m["requests_per_hour"] = round(sum(hours) / len(hours), 2)
         if whole:
