@@ -63,6 +63,13 @@ _TAG_CHAR = r"[^\x00-/:-@\[-\^`{-\x7f\U00010000-\U0010ffff]"
 _SQL_PASSWORD = re.compile(
     r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|\Z)"
     r"|(?P<tag>\$(?:" + _TAG_START + _TAG_CHAR + r"*)?\$)[\s\S]*?(?:(?P=tag)|\Z))", re.IGNORECASE)
+# SQL: pgcrypto's functions whose arguments are a password or a key — crypt('entered password', pswhash) as
+# pgcrypto's documentation checks a login, pgp_sym_encrypt(data, 'key'), hmac(data, 'key', 'sha256') …: every
+# string constant among the call's arguments (nested calls too: crypt('pw', gen_salt('bf'))) is masked
+_SQL_CRYPTO = re.compile(r"\b(?:crypt|pgp_sym_(?:en|de)crypt(?:_bytea)?|pgp_pub_decrypt(?:_bytea)?|hmac"
+                         r"|(?:en|de)crypt(?:_iv)?)\s*\(", re.IGNORECASE)
+_SQL_CRYPTO_WORDS = ("crypt", "hmac")
+_SQL_LITERAL = re.compile(r"(?:E|U&)?'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z)|[()]", re.IGNORECASE)
 # an age identity (X25519 "AGE-SECRET-KEY-1…", a plugin's "AGE-PLUGIN-YUBIKEY-1…") pasted where a public key
 # belongs, and a PEM private key block (an SSH or TLS key pasted into a path field): the kind stays, the key goes
 _AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")
@@ -228,10 +235,40 @@ def redact(text: str) -> str:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text or "$" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if "'" in text and "(" in text and any(w in low for w in _SQL_CRYPTO_WORDS):
+        text = _mask_crypto_args(text)
     if "'" in text and any(w in low for w in _PHP_CALL_WORDS):
         for rx in _PHP_FRAME_PASSWORD:
             text = rx.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     return text
+
+
+def _mask_crypto_args(text: str) -> str:
+    """The string constants among the arguments of each pgcrypto call that takes a password or key
+    (:data:`_SQL_CRYPTO`), up to its closing parenthesis (or the end: an example cut short), masked."""
+    out: list[str] = []
+    pos = 0
+    while (m := _SQL_CRYPTO.search(text, pos)) is not None:
+        out.append(text[pos:m.end()])
+        depth, i = 1, m.end()
+        while depth and (lit := _SQL_LITERAL.search(text, i)) is not None:
+            tok = lit.group()
+            out.append(text[i:lit.start()])
+            if tok == "(":
+                depth += 1
+                out.append(tok)
+            elif tok == ")":
+                depth -= 1
+                out.append(tok)
+            else:
+                out.append(tok[:tok.index("'")] + "'" + MASK + ("'" if len(tok) > 1 and tok.endswith("'") else ""))
+            i = lit.end()
+        if depth:  # cut short inside the call: no constant left (the last one ran to the end)
+            out.append(text[i:])
+            return "".join(out)
+        pos = i
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def sensitive_param(name: str, value: str = "") -> bool:

@@ -203,6 +203,11 @@ def test_html_path_and_directories_are_usage_errors(cli: Any, tmp_path: Path) ->
         assert f"the directory {missing} does not exist" in r.err.splitlines()[0]
         r = cli(["logs", cmd, str(f), "--html", str(tmp_path)])
         assert r.code == 2 and "internal error" not in r.err and "is a directory" in r.err, r.output
+        # a file on the way: "the directory … does not exist, Try: mkdir -p" named a file, and mkdir -p fails there
+        for under in (f / "x.html", f / "sub" / "x.html"):
+            r = cli(["logs", cmd, str(f), "--html", str(under)])
+            assert r.code == 2, r.output
+            assert f"{f} is a file, not a directory" in r.err.splitlines()[0] and "mkdir" not in r.err, r.err
         r = cli(["logs", cmd, str(tmp_path)])
         assert r.code == 2 and "is a directory" in r.err and "no such file" not in r.err, r.output
 

@@ -40,6 +40,15 @@ from upkeeper.redact import redact, redact_redis_command, redis_command_secrets,
     ("ALTER ROLE r PASSWORD $pw$s3$cret$pw$;", "ALTER ROLE r PASSWORD ***;"),
     ("ALTER ROLE r PASSWORD U&'s3\\0063ret'", "ALTER ROLE r PASSWORD ***"),
     ("could not connect postgresql://u:pw@h/db", "could not connect postgresql://u:***@h/db"),
+    # pgcrypto: every string constant among the arguments of a call that takes a password or a key
+    ("SELECT (pswhash = crypt('entered pw', pswhash)) AS ok FROM u WHERE name = 'bob'",
+     "SELECT (pswhash = crypt('***', pswhash)) AS ok FROM u WHERE name = 'bob'"),
+    ("UPDATE u SET h = CRYPT('new', gen_salt('bf', 8)) WHERE n = 'x'", "UPDATE u SET h = CRYPT('***', gen_salt('***', 8)) WHERE n = 'x'"),
+    ("SELECT pgp_sym_decrypt(c, 'k''ey', 'cipher-algo=aes256'), 'kept'", "SELECT pgp_sym_decrypt(c, '***', '***'), 'kept'"),
+    ("SELECT hmac('m', E'k\\'ey', 'sha256')", "SELECT hmac('***', E'***', '***')"),
+    ("SELECT encrypt_iv('d', 'k', 'iv', 'aes'), pgp_pub_decrypt_bytea(m, k, 'psw')",
+     "SELECT encrypt_iv('***', '***', '***', '***'), pgp_pub_decrypt_bytea(m, k, '***')"),
+    ("SELECT crypt('cut sho", "SELECT crypt('***"),  # an example cut off mid-literal
     # OAuth 2.0 authorization codes (RFC 6749 4.1.2) are credentials until redeemed
     ("GET /auth/callback?code=4/0AX4XfWhQ9p1Zk2bLm&state=af0ifjsldkj HTTP/1.1",
      "GET /auth/callback?code=***&state=af0ifjsldkj HTTP/1.1"),
@@ -126,6 +135,8 @@ def test_masks(text: str, expected: str) -> None:
     '{"err": {"type": "Error", "code": "ERR_HTTP_HEADERS_SENT"}}',  # an error's code under a key, however long
     "SQLSTATE[HY000] [1045] Access denied for user 'app'@'localhost' (using password: YES)",  # MySQL: no secret
     "Access denied for user 'root'@'localhost' (using password: NO)",
+    "SELECT crypt($1, pswhash) FROM u WHERE name = 'bob'",  # a parameter: no constant to mask
+    "decryption failed (wrong key?) for 'bob'",
 ])
 def test_leaves_alone(text: str) -> None:
     assert redact(text) == text

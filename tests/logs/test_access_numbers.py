@@ -117,7 +117,7 @@ def test_latency_percentiles_by_hand(crafted: Path, path: str) -> None:
                                          "max": 5500.0}
     # kube-probe's /health and curl's /missing.php are bots, and stay in the latency (and status) figures:
     # the server really answered them (docs/logs.md)
-    assert rep["bots"] == {"requests": 15, "humans": 85, "bot_pct": 15.0}
+    assert rep["bots"] == {"requests": 15, "humans": 85, "bot_pct": 15.0, "available": True}
     eps = {e["endpoint"]: e for e in rep["endpoints"]}
     assert eps["GET /api/v1/items/:id"] == {"endpoint": "GET /api/v1/items/:id", "hits": 20, "p50": 100.0,
                                             "p95": 200.0, "p99": 250.0, "mean": 108.0, "max": 250.0, "4xx": 0,

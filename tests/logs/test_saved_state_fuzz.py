@@ -154,3 +154,38 @@ def test_damaged_staged_report_names_remove_the_pending_reports(tmp_path_factory
               else saved)
     write_reports(TaskContext(job="errs", task="logs.errors", state=state), reports, "errors", {}, None, keep=0)
     assert not pending.exists() and not (reports / "errors-20300101T000000.000000Z.html").exists()
+
+
+NGINX_LINE = '192.0.2.{i} - - [01/Mar/2024:10:00:0{i} +0000] "GET /p/{i} HTTP/1.1" 200 5 "-" "curl/8"\n'
+WRONG_FORMAT = '$remote_addr [$time_local] "$request" $status'  # no '- -': none of these lines parses
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(json_values, st.booleans())
+@example({"format": "x", "cursors": [], "lines": "many", "runs": None}, False)  # int('many'): every run failed
+@example({"cursors": [], "lines": 1.5}, False)
+@example({"format": 5, "cursors": [1]}, True)
+def test_logs_nginx_runs_on_any_saved_unparsed_record(tmp_path_factory: pytest.TempPathFactory, saved: Any,
+                                                      parses: bool) -> None:
+    """Where the runs that could parse none of their lines began (logs.nginx's 'access_unparsed_from'), read back
+    as anything: the run reads and says what it read, and leaves a record it understands (or none)."""
+    from upkeeper.tasks.logs.nginx import UNPARSED_KEY
+
+    d = tmp_path_factory.mktemp("nginx")
+    log = d / "access.log"
+    log.write_text("".join(NGINX_LINE.format(i=i) for i in range(3)))
+    state = MemoryState()
+    state.set(UNPARSED_KEY, saved)
+    res = run_task("logs.nginx", {"kind": "nginx", "access_log": str(log)},
+                   {"log_format": "combined" if parses else WRONG_FORMAT, "report_dir": str(d / "reports")},
+                   state=state)
+    assert res.metrics["requests"] == (3 if parses else 0) and res.metrics["invalid"] == (0 if parses else 3)
+    after = state.get(UNPARSED_KEY)
+    if parses:
+        assert after is None
+    else:
+        assert after["format"].startswith(WRONG_FORMAT) and isinstance(after["cursors"], list)
+        assert type(after["lines"]) is int and type(after["runs"]) is int
+        fixed = run_task("logs.nginx", {"kind": "nginx", "access_log": str(log)},
+                         {"log_format": "combined", "report_dir": str(d / "reports")}, state=state)
+        assert fixed.metrics["requests"] == 3 and state.get(UNPARSED_KEY) is None

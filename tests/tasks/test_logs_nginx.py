@@ -286,6 +286,103 @@ def test_unparsed_lines_warn_with_samples(cli: Any, make_config: Any, fresh_site
     assert r["metrics"]["invalid"] == 3 and r["metrics"]["requests"] == 50
 
 
+def test_lines_a_wrong_log_format_could_not_parse_are_read_again_once_it_is_fixed(
+        cli: Any, make_config: Any, fresh_site_log: NginxServer, tmp_path: Path) -> None:
+    # a first run with a log_format that is not the log's parses nothing; its cursors used to move past the lines
+    # all the same, so after the fix the next run said "no new log lines" and those requests were never analysed
+    wrong = '$remote_addr [$time_local] "$request" $status'
+    reqs = [Request("GET", f"/api/v1/items/{i}", "192.0.2.7", "Mozilla/5.0") for i in range(20)]
+    log = fresh_site_log.access_log
+    assert drive(fresh_site_log.url, TrafficPlan(reqs)).sent == 20
+    wait_for_log_lines(log, 20)
+    first = run(cli, config(make_config, fresh_site_log, tmp_path, log_format=wrong))
+    assert first["metrics"]["requests"] == 0 and first["metrics"]["invalid"] == 20
+    assert "the next run with another log_format reads these lines again" in checks(first)["logs.nginx.unparsed"][0][
+        "message"]
+    # more traffic, a second run with the same wrong format, then logrotate's rename before the fix
+    assert drive(fresh_site_log.url, TrafficPlan(reqs[:7])).sent == 7
+    wait_for_log_lines(log, 27)
+    assert run(cli, config(make_config, fresh_site_log, tmp_path, log_format=wrong))["metrics"]["invalid"] == 7
+    log.rename(log.with_name("access.log.1"))
+    nginx_reopen(fresh_site_log)
+    assert drive(fresh_site_log.url, TrafficPlan(reqs[:5])).sent == 5
+    wait_for_log_lines(log, 5)
+    third = run(cli, config(make_config, fresh_site_log, tmp_path))
+    assert third["metrics"]["requests"] == 32 and third["metrics"]["invalid"] == 0, third["summary"]
+    reread = checks(third)["logs.nginx.reread"][0]
+    assert reread["severity"] == "info" and "2 run(s)" in reread["message"] and "27 lines" in reread["message"]
+    # read once: the next run reads on from there; a wrong format again later loses nothing and re-counts nothing
+    assert run(cli, config(make_config, fresh_site_log, tmp_path))["metrics"]["requests"] == 0
+    assert drive(fresh_site_log.url, TrafficPlan(reqs[:3])).sent == 3
+    wait_for_log_lines(log, 8)
+    assert run(cli, config(make_config, fresh_site_log, tmp_path, log_format=wrong))["metrics"]["invalid"] == 3
+    assert run(cli, config(make_config, fresh_site_log, tmp_path))["metrics"]["requests"] == 3
+    assert run(cli, config(make_config, fresh_site_log, tmp_path))["metrics"]["requests"] == 0
+
+
+def test_a_job_moved_to_another_log_does_not_say_the_old_one_is_gone(cli: Any, make_config: Any,
+                                                                     fresh_site_log: NginxServer,
+                                                                     tmp_path: Path) -> None:
+    """The job's access_log set to another file (the site's own vhost log instead of the default one): the next
+    run warned that the log the last run read 'is gone … whatever was written to it after the last run is
+    missing' although it was right there, unchanged.  Nothing is said of it now; a log still written to after the
+    last run read it (lines that are not read) is still a warning."""
+    drive(fresh_site_log.url, TrafficPlan([Request("GET", f"/p/{i}", "192.0.2.3", "Mozilla/5.0") for i in range(12)]))
+    wait_for_log_lines(fresh_site_log.access_log, 12)
+    first_log = tmp_path / "first-access.log"
+    # (another client: a copy of the same bytes would be taken for the same file, moved)
+    first_log.write_bytes(fresh_site_log.access_log.read_bytes().replace(b"192.0.2.3", b"192.0.2.4"))
+    assert run(cli, file_config(make_config, first_log, tmp_path))["metrics"]["requests"] == 12
+    moved = run(cli, config(make_config, fresh_site_log, tmp_path))
+    assert moved["metrics"]["requests"] == 12
+    assert "logs.nginx.lost_lines" not in checks(moved), checks(moved)["logs.nginx.lost_lines"][0]["message"]
+    # the other way round, and the log the last run read gets more lines before this run: those are not read
+    with first_log.open("ab") as fh:
+        fh.write(fresh_site_log.access_log.read_bytes().splitlines(keepends=True)[0])
+    drive(fresh_site_log.url, TrafficPlan([Request("GET", "/q", "192.0.2.3", "Mozilla/5.0")]))
+    wait_for_log_lines(fresh_site_log.access_log, 13)
+    back = run(cli, file_config(make_config, first_log, tmp_path))
+    assert back["metrics"]["requests"] == 13
+    left = checks(back)["logs.nginx.lost_lines"][0]
+    assert left["subject"] == str(fresh_site_log.access_log) and "is not among the files this run reads" in left[
+        "message"] and "is gone" not in left["message"], left
+
+
+LEAN = '$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time'  # no $http_user_agent
+
+
+def test_a_format_without_user_agents_reports_no_bot_share(cli: Any, make_config: Any, services_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """A lean log_format without $http_user_agent (common on APIs) made every request a bot: 'bots 100.0 %' in the
+    summary, the HTML and the bots_pct history metric, of traffic from browsers (and one crawler) alike. No agent
+    is logged, so there is no split to report: the JSON says bots.available false, the HTML and CLI 'n/a'."""
+    from upkeeper.sandbox._util import free_port
+    from upkeeper.sandbox.traffic import prepare_docroot
+
+    base, port = services_dir / "nginx-lean", free_port()  # (a directory nginx's workers may enter)
+    servers = (f"    log_format lean '{LEAN}';\n    server {{\n        listen 127.0.0.1:{port};\n"
+               f"        root {base}/www;\n        access_log {base}/access.log lean;\n    }}\n")
+    server = NginxServer(base, port=port, servers=servers)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    try:
+        reqs = [Request("GET", "/", f"192.0.2.{i}", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0") for i in range(9)]
+        reqs.append(Request("GET", "/", "192.0.2.99", "Googlebot/2.1 (+http://www.google.com/bot.html)"))
+        assert drive(server.url, TrafficPlan(reqs)).sent == 10
+        wait_for_log_lines(server.access_log, 10)
+        r = run(cli, file_config(make_config, server.access_log, tmp_path, log_format=LEAN, incremental=False))
+        cli_out = cli(["logs", "nginx", str(server.access_log), "--format", LEAN])
+        cli_json = cli(["logs", "nginx", str(server.access_log), "--format", LEAN, "--json"]).json()
+    finally:
+        server.stop()
+    assert r["metrics"]["requests"] == 10 and "bots_pct" not in r["metrics"], r["metrics"]
+    html = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "bot requests (the log format has no $http_user_agent)" in html
+    assert "n/a (no $http_user_agent in the format)" in cli_out.out and "bots 100.0 %" not in cli_out.out
+    assert cli_json["bots"] == {"requests": None, "humans": None, "bot_pct": None, "available": False}
+
+
 def test_missing_log_fails_clearly(cli: Any, make_config: Any, tmp_path: Path) -> None:
     cfg = make_config({
         "targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "nope" / "access.log")}},

@@ -326,6 +326,66 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     assert st_["unpaired"]["count"] == 0  # every statement logged: no duration left without its statement
 
 
+def test_lines_a_wrong_log_line_prefix_could_not_parse_are_read_again_once_it_is_fixed(
+        cli: Any, make_config: Any, logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
+    """A wrong log_line_prefix option parses none of the lines; its run used to move the cursor past them all the
+    same, so once the prefix was fixed those statements were never analysed."""
+    cluster, _done = logging_pg
+    text = (cluster.data / "log" / "postgresql.log").read_bytes()  # what the real server wrote, cut in two
+    cut = text.index(b"\n20", len(text) // 2) + 1
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(text[:cut])
+
+    def cfg(prefix: str, name: str, **options: Any) -> Path:
+        path: Path = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                                  "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                                      "log_file": str(log), "log_line_prefix": prefix, "rotated": False,
+                                      "report_dir": str(tmp_path / "r"), **options}}}}, name)
+        return path
+
+    wrong = cfg("%t %p %u ", "wrong.yaml")
+    first = run(cli, wrong)
+    assert first["metrics"]["unparsed_pct"] == 100
+    unparsed = next(f for f in first["findings"] if f["check"] == "logs.postgres.unparsed")
+    assert "the next run with another log_line_prefix reads these lines again" in unparsed["message"]
+    with open(log, "ab") as fh:
+        fh.write(text[cut:])
+    fixed = run(cli, cfg(pgworkload.LOG_LINE_PREFIX, "fixed.yaml"))
+    whole = run(cli, cfg(pgworkload.LOG_LINE_PREFIX, "whole.yaml", incremental=False))
+    assert whole["metrics"]["statements"] > 0 and whole["metrics"]["unparsed_pct"] == 0
+    for name in ("statements", "errors", "deadlocks", "lock_waits", "temp_files"):
+        assert fixed["metrics"][name] == whole["metrics"][name], name
+    assert any(f["check"] == "logs.postgres.reread" for f in fixed["findings"])
+    assert run(cli, cfg(pgworkload.LOG_LINE_PREFIX, "fixed.yaml"))["metrics"]["statements"] == 0
+
+
+def test_a_default_prefix_used_because_the_server_was_unreachable_is_said(
+        cli: Any, make_config: Any, logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
+    """log_file set, log_line_prefix not, and the server down: the log was read with upkeeper's default prefix and
+    the warning blamed 'the log_line_prefix' as if it were the job's or the server's; a second finding said the
+    log 'has no statement durations' — it has hundreds, hardly any of its lines was parsed."""
+    cluster, _done = logging_pg
+    log = tmp_path / "postgresql.log"
+    log.write_bytes((cluster.data / "log" / "postgresql.log").read_bytes())  # '%m [%p] %q%u@%d ' lines
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},  # nobody there
+                       "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                           "log_file": str(log), "report_dir": str(tmp_path / "r")}}}})
+    r = run(cli, cfg)
+    by = {f["check"]: f for f in r["findings"]}
+    assert r["metrics"]["unparsed_pct"] > 90  # (the background processes' lines, without user@db, do parse)
+    msg = by["logs.postgres.unparsed"]["message"]
+    assert "log_line_prefix '%m [%p] ' (upkeeper's default: the server could not be asked for its own: " in msg, msg
+    assert "port 1" in msg
+    assert "logs.postgres.no_durations" not in by
+    # the job's own prefix, wrong: no word of a default
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                           "log_file": str(log), "log_line_prefix": "%t [%p] ", "incremental": False,
+                           "report_dir": str(tmp_path / "r")}}}}, "own.yaml")
+    own = {f["check"]: f for f in run(cli, cfg)["findings"]}
+    assert "default" not in own["logs.postgres.unparsed"]["message"]
+
+
 def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any, services_dir: Path,
                                                      tmp_path: Path) -> None:
     """PostgreSQL documents padded escapes (%-10u: left-aligned in 10 characters, %5p: right-aligned); the
@@ -582,6 +642,7 @@ THREE_CONF = pgworkload.LOGGING_CONF + (
 THREE = ("postgresql.log", "postgresql.csv", "postgresql.json")
 #: report keys about the input itself (lines, bytes, where it was read, how long it took), not what it holds
 INPUT_KEYS = ("lines", "entries", "bytes_read", "unparsed_pct", "files", "scan_seconds", "format", "log_line_prefix",
+              "log_line_prefix_from",
               "findings", "metrics")
 INPUT_METRICS = ("lines", "bytes_read", "scan_seconds", "unparsed_pct")
 

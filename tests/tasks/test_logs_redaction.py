@@ -8,6 +8,7 @@ Python application's logging, PostgreSQL) and then looks for the secret values e
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -103,6 +104,29 @@ def test_access_log_secrets_stay_out_of_reports_json_and_history(
     assert {x["path"]: x["hits"] for x in data["top"]["paths"]}["/api/v1/reset"] == 3
     assert "https://partner.example/cb?access_token=***" in {x["referer"] for x in data["top"]["referers"]}
     assert "/api/v1/reset?token=***&amp;lang=en" in html and "/search?q=beach+house&amp;page=2" in html
+
+
+def test_urls_that_differ_only_in_a_masked_credential_are_one_row_of_the_html(
+        cli: Any, make_config: Any, fresh_site_log: NginxServer, tmp_path: Path) -> None:
+    """Five password-reset links (one token each) showed in the HTML's requested files as five identical rows
+    '/api/v1/reset?token=***&lang=en … 1' once masked; they are one row now, with its 5 hits and 5 URLs."""
+    ip, ua = "192.0.2.45", "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"
+    reqs = [Request("GET", f"/api/v1/reset?token=TOKrow{i}x&lang=en", ip, ua) for i in range(5)]
+    reqs += [Request("GET", "/about.html", ip, ua)] * 2
+    assert drive(fresh_site_log.url, TrafficPlan(reqs)).sent == len(reqs)
+    wait_for_log_lines(fresh_site_log.access_log, len(reqs))
+    cfg = make_config({"targets": {"web": fresh_site_log.target()},
+                       "jobs": {"log-analysis": {"task": "logs.nginx", "target": "web", "options": {
+                           "log_format": "combined_timed", "report_dir": str(tmp_path / "reports")}}}})
+    r, _out = run(cli, cfg, "log-analysis")
+    data, _jtext, html = reports(r)
+    assert len(data["goaccess"]["requests"]) == 6  # the JSON keeps GoAccess's rows (masked)
+    section = html[html.index("Requested files"):html.index("Security signals")]
+    rows = [re.sub(r"<[^>]+>", "|", row) for row in re.findall(r"<tr>(.*?)</tr>", section)]
+    reset = [row for row in rows if "/api/v1/reset?token=***&amp;lang=en" in row]
+    assert len(reset) == 1, rows
+    assert re.search(r"\|5\|+5\|", reset[0]), reset[0]  # 5 URLs, 5 hits
+    assert "5 URLs that differ only in a masked credential" in section
 
 
 # the format of a site that logs its clients' credentials: nginx escapes '"' inside values (\x22)
@@ -298,6 +322,41 @@ def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Pa
     dup = next(e for e in data["errors"]["classes"] if e["sqlstate"] == "42710")
     assert dup["statements"] == ["CREATE ROLE upk_redact PASSWORD ***"]
     assert "ALTER ROLE upk_redact WITH PASSWORD ***" in html
+
+
+CRYPTO_SECRETS = ["PgCryptLogin", "PgCryptNew", "PgSymKey", "PgHmacKey", "PgCryptFailed"]
+
+
+def test_pgcrypto_passwords_and_keys_stay_out(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path) -> None:
+    """An application that checks its users' passwords in SQL, as pgcrypto's documentation shows
+    (crypt('entered password', pswhash)), had each user's password in plain text in the examples of the report,
+    --json and the HTML (log_min_duration_statement = 0 logs every statement); pgp_sym_encrypt's and hmac's keys
+    the same."""
+    cluster = PostgresCluster(services_dir / "pg-redact-crypto", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            c.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+            c.execute("CREATE TABLE IF NOT EXISTS upk_users (name text PRIMARY KEY, pswhash text, note bytea)")
+            c.execute("INSERT INTO upk_users VALUES ('bob', crypt('PgCryptNew', gen_salt('bf', 4)), "
+                      "pgp_sym_encrypt('note', 'PgSymKey')) ON CONFLICT (name) DO NOTHING")
+            c.execute("SELECT pswhash = crypt('PgCryptLogin', pswhash) AS ok FROM upk_users WHERE name = 'bob'")
+            c.execute("SELECT encode(hmac('payload', 'PgHmacKey', 'sha256'), 'hex')")
+            with pytest.raises(Exception, match="upk_nope"):
+                c.execute("SELECT crypt('PgCryptFailed', pswhash) FROM upk_nope")
+        cfg = make_config({"targets": {"db": cluster.target("postgres")},
+                           "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                               "log_file": str(cluster.log), "report_dir": str(tmp_path / "reports")}}}})
+        r, out = run(cli, cfg, "pg-logs")
+        cli_out = cli(["logs", "postgres", str(cluster.log), "--json", "--prefix", pgworkload.LOG_LINE_PREFIX]).output
+    finally:
+        cluster.stop()
+    assert all(s in cluster.log.read_text() for s in CRYPTO_SECRETS)  # the server did log them
+    data, jtext, html = reports(r)
+    assert_hidden(CRYPTO_SECRETS, json_report=jtext, html_report=html, run_json=out, cli_json=cli_out,
+                  history=history_text(tmp_path / "history.db"))
+    examples = {q["example"] for q in data["most_frequent"]}
+    assert "SELECT pswhash = crypt('***', pswhash) AS ok FROM upk_users WHERE name = 'bob'" in examples, examples
 
 
 STRUCT_SECRETS = ["PgStCreatePw", "PgStDollarPw", "PgStTagPw", "PgStUnicodePw", "PgStKvPw", "PgStDsnPw",

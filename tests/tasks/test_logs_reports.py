@@ -254,6 +254,33 @@ def test_an_empty_first_run_is_not_said_to_follow_a_last_run(cli: Any, make_conf
     assert second["summary"].startswith("no new log lines since the last run"), second["summary"]
 
 
+@pytest.mark.parametrize("task", ["logs.nginx", "logs.postgres", "logs.errors"])
+def test_a_relative_report_dir_is_relative_to_the_config_file(cli: Any, make_config: Any, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, task: str) -> None:
+    """report_dir: reports went to a directory relative to wherever the run started (cron: $HOME, systemd: /),
+    so the same job's reports (and latest.html) were spread over several places, and keep_reports pruned each
+    apart; the history's path is relative to the config file, and so is report_dir now."""
+    log = tmp_path / "some.log"
+    log.write_text("")
+    target = {"logs.nginx": {"kind": "nginx", "access_log": str(log)},
+              "logs.errors": {"kind": "nginx", "error_log": str(log)},
+              "logs.postgres": {"kind": "postgres", "host": "127.0.0.1", "port": 1}}[task]  # never contacted
+    extra = {"log_file": str(log), "log_line_prefix": "%m [%p] "} if task == "logs.postgres" else {}
+    (tmp_path / "etc").mkdir()
+    cfg = make_config({"targets": {"t": target},
+                       "jobs": {"j": {"task": task, "target": "t", "options": {"report_dir": "reports", **extra}}}},
+                      "etc/upkeeper.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    res = cli(["--config", str(cfg), "run", "j", "--json"])
+    out = res.json()[0]
+    assert out["artifacts"], out["summary"]
+    for a in out["artifacts"]:
+        assert Path(a["path"]).parent == tmp_path / "etc" / "reports" / "j", a["path"]
+    assert not any(elsewhere.iterdir())
+
+
 def _settled(directory: Path, quiet: float = 0.5, timeout: float = 30.0) -> list[str]:
     """The names in ``directory`` once some exist and none changed for ``quiet`` seconds."""
     seen: list[str] | None = None

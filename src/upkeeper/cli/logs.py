@@ -84,6 +84,11 @@ def _check_html(html: Path | None) -> None:
                          f"Try: give a file name, e.g. --html {shlex.quote(str(html).rstrip('/'))}/report.html")
     parent = html.parent
     if not parent.is_dir():
+        # a file on the way (--html access.log/report.html): no mkdir -p makes that a directory
+        blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise UsageError(f"--html {html}: {blocker} is a file, not a directory",
+                             f"Try: write the report elsewhere, e.g. --html {shlex.quote(str(blocker))}.html")
         raise UsageError(f"--html {html}: the directory {parent} does not exist",
                          f"Try: create it (mkdir -p {shlex.quote(str(parent))}) or write the report elsewhere")
 
@@ -222,8 +227,10 @@ def nginx_cmd(
     console.print(f"[bold]{rep['requests']:,}[/] requests, [bold]{rep['visitors']:,}[/] unique visitors, "
                   f"{human_bytes(rep['bandwidth'])}, {rep['first'] or '-'} → {rep['last'] or '-'}, "
                   f"{len(found)} file(s)")
+    bots = rep["bots"]["bot_pct"]
     console.print(f"status 4xx {rep['rate_4xx_pct']:.2f} %, 5xx {rep['rate_5xx_pct']:.3f} %, bots "
-                  f"{rep['bots']['bot_pct']:.1f} %, unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
+                  + (f"{bots:.1f} %" if bots is not None else "n/a (no $http_user_agent in the format)")
+                  + f", unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
                   + (f", p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms" if lat else ""))
     console.print(_table("status codes", ["code", "hits"], [[k, v] for k, v in rep["status"].items()], (1,)))
     if len(rep["vhosts"]) > 1:

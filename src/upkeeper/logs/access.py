@@ -1641,7 +1641,9 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     hourly: Counter[str] = Counter()
     for (d, hh, _mm), c in p.minutes.items():
         hourly[f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:00"] += c
-    bots = sum(c for a, c in p.agents.items() if is_bot(a))
+    # a format without $http_user_agent: no request has an agent to tell a bot by (not "every request a bot")
+    agents_logged = has_variable(log_format, "http_user_agent") if log_format else True
+    bots = sum(c for a, c in p.agents.items() if is_bot(a)) if agents_logged else 0
     visitors_by_date: Counter[int] = Counter(d for d, _ip, _ua in p.visitors)
     lat_all: Counter[float] = Counter()
     per_ep: dict[bytes, Counter[float]] = {}
@@ -1701,7 +1703,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "visitors": len(p.visitors),
         "visitors_by_date": {f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d}": c
                              for d, c in sorted(visitors_by_date.items())},
-        "bots": {"requests": bots, "humans": valid - bots, "bot_pct": pct(bots)},
+        "bots": ({"requests": bots, "humans": valid - bots, "bot_pct": pct(bots), "available": True}
+                 if agents_logged else {"requests": None, "humans": None, "bot_pct": None, "available": False}),
         "status": dict(sorted(status.items())),
         "status_classes": dict(classes),
         "rate_4xx_pct": pct(classes["4xx"]),

@@ -92,6 +92,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, numeric: Seq
     return "".join(out)
 
 
+def _masked_together(requests: Sequence[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], int]:
+    """GoAccess's requested-files rows with the rows that read the same once their credentials are masked
+    (``/reset?token=***`` of several tokens) made one, hits added up, busiest first; and how many rows were
+    merged so.  Without that, the list showed the same line several times, each with a part of the hits."""
+    rows: dict[tuple[Any, Any, Any], list[int]] = {}
+    for x in requests:
+        row = rows.setdefault((x["data"], x["method"], x["protocol"]), [0, 0])
+        row[0] += 1
+        row[1] += int(x["hits"])
+    merged = sum(n for n, _h in rows.values() if n > 1)
+    ordered = sorted(rows.items(), key=lambda kv: -kv[1][1])  # (stable: ties keep GoAccess's order)
+    return [(*key, n, hits) for key, (n, hits) in ordered], merged
+
+
 def kpis(items: Sequence[tuple[str, str, str]]) -> str:
     """(value, label, state) cards; state is '', 'warn' or 'crit'."""
     return '<div class="kpis">' + "".join(
@@ -208,7 +222,8 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
          "warn" if rep["failed_pct"] > fail_obj else ""),
         (f"{p95:.0f} ms" if p95 is not None else "n/a", f"p95 latency (objective < {p95_obj:g} ms)",
          "warn" if p95 is not None and p95 > p95_obj else ""),
-        (f"{rep['bots']['bot_pct']:.1f} %", "bot requests", ""),
+        (f"{rep['bots']['bot_pct']:.1f} %", "bot requests", "") if rep["bots"]["bot_pct"] is not None else
+        ("n/a", "bot requests (the log format has no $http_user_agent)", ""),
         (f"{rep['unparsed_pct']:.2f} %", f"unparsed lines ({fmt_num(rep['invalid'])})",
          "warn" if rep["unparsed_pct"] > objectives.get("unparsed_pct", 1.0) else ""),
     ])]
@@ -269,9 +284,12 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                                                                      for x in top.get("referers", [])],
                                              numeric=(1,), code=(0,)))
     ga = rep.get("goaccess", {})
-    body.append("<h3>Requested files (GoAccess-compatible)</h3>" + table(
-        ["URL", "method", "protocol", "hits"], [(x["data"], x["method"], x["protocol"], x["hits"])
-                                               for x in ga.get("requests", [])], numeric=(3,), code=(0,)))
+    requested, masked = _masked_together(ga.get("requests", []))
+    body.append("<h3>Requested files (GoAccess-compatible)</h3>" + (
+        f'<p class="muted">{masked} URLs that differ only in a masked credential (***) are shown as one row, '
+        "with their hits added up (GoAccess lists each of them).</p>" if masked else "") + (table(
+            ["URL", "method", "protocol", "URLs", "hits"], requested, numeric=(3, 4), code=(0,)) if masked else table(
+            ["URL", "method", "protocol", "hits"], [(*r[:3], r[4]) for r in requested], numeric=(3,), code=(0,))))
     sec = rep.get("security", {})
     body.append("<h2>Security signals</h2>")
     body.append("<h3>Attack patterns</h3>" + table(

@@ -90,7 +90,7 @@ class PlanNote:
     is gone, with what was written to it since (``lost``)."""
 
     path: str
-    kind: Literal["unreadable", "rotated", "lost"]
+    kind: Literal["unreadable", "rotated", "lost", "left"]
     message: str
 
     def __str__(self) -> str:
@@ -583,7 +583,8 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
         if end > start:
             plan.ranges.append(ReadRange(lf, start, end, final=not lf.live, note=note))
         plan.cursors.append(_cursor(lf, head, head_len, end))
-    plan.notes += _lost(cursors, matched, read_whole=any(cur is None for *_x, cur in heads))
+    plan.notes += _lost(cursors, matched, read_whole=any(cur is None for *_x, cur in heads),
+                        looked_at={lf.path for lf in files})
     return plan
 
 
@@ -636,13 +637,17 @@ def _same_inode(lf: LogFile, c: dict[str, Any]) -> bool:
             and (born is None or lf.btime_ns is None or born == lf.btime_ns))
 
 
-def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool) -> list[PlanNote]:
+def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool,
+          looked_at: set[str] | None = None) -> list[PlanNote]:
     """``lost`` notes for the last run's live files that no file matches now.
 
     A rotated file the last run read to its end may go (logrotate's ``rotate N`` deletes the oldest); the
     live one may not: nginx went on writing to it after the last run, and those lines are gone with it.
     A live file that was empty at the last run has no first bytes to be recognised by: if some file is read
-    whole this run, it may be that one (renamed and compressed), and nothing is said."""
+    whole this run, it may be that one (renamed and compressed), and nothing is said.  A live file that is none
+    of the files looked at now (``looked_at``: the job's log path changed, a glob's ``max_files``) but is still
+    where it was (its inode) is not gone: nothing is said when no byte was written to it since the last run read
+    it, else a ``left`` note says how many bytes are not read."""
     out: list[PlanNote] = []
     for c in cursors:
         if id(c) in matched or not c.get("live"):
@@ -651,6 +656,14 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool)
         if offset <= 0 and read_whole:
             continue
         path = str(c.get("path", "?"))
+        if looked_at is not None and path not in looked_at and (there := _still_there(c)) is not None:
+            if there > offset:  # written to since, and not read now: not gone, left out
+                out.append(PlanNote(path, "left", (
+                    f"{path}, the live log the last run read (inode {c.get('inode')}, {offset:,} bytes read), is not "
+                    f"among the files this run reads (the job's log path changed, or a glob's max_files leaves it "
+                    f"out), yet {there - offset:,} bytes were written to it since: they are missing from this "
+                    "analysis")))
+            continue
         out.append(PlanNote(path, "lost", (
             f"{path} as the last run read it (the live log then: inode {c.get('inode')}, {offset:,} bytes read) "
             "is gone: no file here has its inode and first bytes any more. It was rotated away and deleted (or "
@@ -659,6 +672,20 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool)
             "named in the job's rotated_dirs option, a dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run is "
             "missing from this analysis")))
     return out
+
+
+def _still_there(c: dict[str, Any]) -> int | None:
+    """The size of the file of cursor ``c`` if it is still at its path — the same device and inode, born at the
+    same time where the cursor and the filesystem know it, not compressed —, else None."""
+    try:
+        st = os.stat(str(c.get("path")))
+    except (OSError, ValueError):
+        return None
+    if (st.st_dev, st.st_ino) != (c.get("dev"), c.get("inode")) or c.get("gz"):
+        return None
+    born = c.get("btime_ns")
+    btime = birth_time_ns(str(c["path"]), st) if born is not None else None
+    return st.st_size if born is None or btime is None or btime == born else None
 
 
 #: the subject of the note that the saved cursors could not be used

@@ -36,16 +36,23 @@ REPORT_KEEP_DEFAULT = 12
 
 # the report options every log task declares (``report_dir: ReportDir = None`` …), described once
 ReportDir = Annotated[str | None, Field(
-    description="where HTML/JSON reports go, in a subdirectory named after the job (default: reports/<job> "
-    "beside the history database). Source: upkeeper (not set by default)")]
+    description="where HTML/JSON reports go, in a subdirectory named after the job; a relative path is relative "
+    "to the config file's directory (default: reports/<job> beside the history database). Source: upkeeper (not "
+    "set by default)")]
 KeepReports = Annotated[int, Field(ge=0, description="reports kept per job (0: keep all). Source: upkeeper default")]
 HtmlReport = Annotated[bool, Field(description="also write the standalone HTML report. Source: upkeeper default")]
 
 
 def report_dir(ctx: TaskContext, option: str | None) -> Path:
-    """``option`` if set; else ``reports/<job>`` beside the SQLite history (or in the data directory)."""
+    """``option`` if set (a relative one is relative to the config file's directory, as the history's path is:
+    not to wherever the run was started from, which cron and systemd make $HOME or /); else ``reports/<job>``
+    beside the SQLite history (or in the data directory)."""
     if option:
-        return Path(option).expanduser() / ctx.job
+        given = Path(option).expanduser()
+        cfg_source = ctx.config.source if ctx.config is not None else None
+        if not given.is_absolute() and cfg_source is not None:
+            given = cfg_source.absolute().parent / given
+        return given / ctx.job
     from upkeeper.core.history import default_history_path
 
     base = default_history_path().parent
@@ -296,6 +303,10 @@ def plan_findings(task: str, notes: list[PlanNote], rotated_dirs: list[str] | No
         elif n.kind == "lost":
             out.append(Finding(f"logs.{task}.lost_lines", Severity.WARNING, n.path, n.message,
                                lost_fix(n.path, rotated_dirs)))
+        elif n.kind == "left":
+            out.append(Finding(f"logs.{task}.lost_lines", Severity.WARNING, n.path, n.message,
+                               "if the job now reads another log on purpose, nothing to do; else set its log path "
+                               "(or glob) back to include this file, or raise max_files"))
         else:
             out.append(Finding(f"logs.{task}.rotation", Severity.INFO, n.path, n.message))
     return out
@@ -347,6 +358,82 @@ def with_current(tr: dict[str, list[tuple[str, float]]], metrics: dict[str, floa
                  ) -> dict[str, list[tuple[str, float]]]:
     """Append this run's values so the trend charts end with it."""
     return {k: [*v, (_label(now) + " (now)", float(metrics[k]))] if k in metrics else v for k, v in tr.items()}
+
+
+# -- lines no run could parse ------------------------------------------------------------------------------
+# A run whose format (an nginx log_format, a PostgreSQL log_line_prefix) matches none of the lines it reads has
+# analysed nothing, yet its cursors move past those lines: once the format is fixed they would never be read.
+# So where such a run started is kept (with its format), and the first run under another format starts there.
+
+
+def _record(saved: Any) -> dict[str, Any] | None:
+    """``key``'s record as :func:`remember_unparsed` writes it, or None: read back from history, it may be anything
+    (damaged, another version's) — a record that is not understood is dropped, never a run that fails."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("cursors"), list) or not isinstance(
+            saved.get("format"), str):
+        return None
+    return {"format": saved["format"], "cursors": saved["cursors"], "lines": _count(saved.get("lines")),
+            "runs": max(1, _count(saved.get("runs"))), "since": str(saved.get("since", "?"))[:40]}
+
+
+def _count(v: Any) -> int:
+    return v if type(v) is int and v >= 0 else 0
+
+
+def unparsed_restart(ctx: TaskContext, key: str, fingerprint: str, cursors: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The cursors a run reads on from: ``cursors`` (the last run's), or, when the runs since
+    ``key``'s record could parse none of their lines and this run's ``fingerprint`` (its format) is another,
+    where the first of them started — with that record (``lines``, ``runs``, ``since``) to say so."""
+    saved = _record(ctx.state.get(key))
+    if saved is not None and saved["format"] != fingerprint:
+        return list(saved["cursors"]), saved
+    return cursors, None
+
+
+def remember_unparsed(ctx: TaskContext, key: str, fingerprint: str, started: list[dict[str, Any]],
+                      restarted: dict[str, Any] | None, *, parsed: int, unparsed: int) -> None:
+    """After a run that moved its cursors on from ``started`` (``restarted``: what :func:`unparsed_restart`
+    started it from, if anything): a run that parsed none of the lines it read keeps where the unparsed stretch
+    began (the first such run's start), a run that parsed any forgets it; a run that read nothing changes
+    nothing."""
+    raw = ctx.state.get(key)
+    saved = _record(raw)
+    if parsed:
+        if raw is not None:
+            ctx.state.set(key, None)
+        return
+    if not unparsed:
+        if raw is not None and saved is None:  # not understood: dropped
+            ctx.state.set(key, None)
+        return
+    if saved is not None:
+        # the same format again, or another that fared no better from the stretch's start (its lines were read
+        # again: they are counted once)
+        lines = unparsed if restarted is not None else saved["lines"] + unparsed
+        ctx.state.set(key, {**saved, "format": fingerprint, "lines": lines, "runs": saved["runs"] + 1})
+    else:
+        ctx.state.set(key, {"format": fingerprint, "cursors": started, "lines": unparsed, "runs": 1,
+                            "since": ctx.now().strftime("%Y-%m-%d %H:%M UTC")})
+
+
+def reread_message(option: str, restarted: dict[str, Any] | None) -> str | None:
+    """What a run says (a ``logs.<task>.reread`` info finding) when it read again the lines of runs that could parse
+    none of them (``restarted``: :func:`unparsed_restart`'s record), its ``option`` (the format) having changed
+    since; None when it did not."""
+    if restarted is None:
+        return None
+    return (f"{option} changed after {restarted['runs']} run(s) (since {restarted['since']}) that could parse none "
+            f"of their {restarted['lines']:,} lines: this run read them again, with the new {option}")
+
+
+def unparsed_note(option: str, parsed: int, unparsed: int) -> str:
+    """What a run that parsed none of its lines adds to its unparsed warning: they are read again once
+    ``option`` is changed (:func:`unparsed_restart`)."""
+    if parsed or not unparsed:
+        return ""
+    return (f"; no line parsed, so nothing was analysed: the next run with another {option} reads these lines "
+            "again")
 
 
 def cpus() -> int:

@@ -54,8 +54,12 @@ from upkeeper.tasks.logs._common import (
     nothing_read,
     plan_findings,
     read_findings,
+    remember_unparsed,
     report_dir,
+    reread_message,
     trends,
+    unparsed_note,
+    unparsed_restart,
     unread_text,
     with_current,
     write_reports,
@@ -92,6 +96,7 @@ PAGES_KEPT = 50
 #: the hosts the referers of several clients named (the site's own, without server_names), for the runs that read few
 HOSTS_KEY = "access_own_hosts"
 HOSTS_KEPT = 50
+UNPARSED_KEY = "access_unparsed_from"  # where the runs began that could parse none of their lines (their format)
 HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
 HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
 SPIKE_BASELINE_DAYS = 7  # a spike is judged against the busiest hours of this many earlier days
@@ -383,6 +388,10 @@ class NginxLogs(Task[NginxLogsOptions]):
                 "set the target's access_log (or the job's access_log option) to the file nginx writes, or to "
                 "a glob such as /var/log/nginx/*access.log")])
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
+        parsing = f"{options.log_format}\n{options.client_ip}"  # what decides which lines parse
+        restarted = None
+        if options.incremental:  # a format changed after runs that could parse none of their lines: read them again
+            cursors, restarted = unparsed_restart(ctx, UNPARSED_KEY, parsing, cursors)
         plan = sources.plan_reads(files, cursors, incremental=options.incremental)
         units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES)
         opts = options.scan_options()
@@ -428,7 +437,9 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["usual_peak_hour"] = usual_peak_hour(hours, rep["hourly_whole"])
         rep["log_format"] = options.log_format
         rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format, client_ip=options.client_ip).argv()
-        findings = read_findings("nginx", read_notes) + self._findings(ctx, options, rep, plan.notes, path)
+        reread = reread_message("log_format", restarted)
+        findings = ([Finding("logs.nginx.reread", Severity.INFO, path, reread)] if reread else []) \
+            + read_findings("nginx", read_notes) + self._findings(ctx, options, rep, plan.notes, path)
         if plan.unreadable and not plan.readable:
             findings = nothing_read("nginx", findings)
         metrics = self._metrics(rep, seconds)
@@ -450,6 +461,8 @@ class NginxLogs(Task[NginxLogsOptions]):
                                       options.keep_reports)
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
+                remember_unparsed(ctx, UNPARSED_KEY, parsing, cursors, restarted, parsed=rep["requests"],
+                                  unparsed=rep["invalid"])
                 ctx.state.set(TAIL_KEY, access.security_tail(partial, earlier, not_after=not_after).to_json())
                 # the front page's sizes, and those a catch-all answered to several probes of paths the site lacks
                 fresh = [sz for sz, _c in partial.page_sizes.most_common(PAGES_KEPT)] + sorted(access.shared_sizes(partial))
@@ -491,13 +504,15 @@ class NginxLogs(Task[NginxLogsOptions]):
         m: dict[str, float] = {
             "lines": float(rep["lines"]), "requests": float(rep["requests"]), "invalid": float(rep["invalid"]),
             "unparsed_pct": float(rep["unparsed_pct"]), "visitors": float(rep["visitors"]),
-            "bandwidth_bytes": float(rep["bandwidth"]), "bots_pct": float(rep["bots"]["bot_pct"]),
+            "bandwidth_bytes": float(rep["bandwidth"]),
             "rate_4xx_pct": float(rep["rate_4xx_pct"]), "rate_5xx_pct": float(rep["rate_5xx_pct"]),
             "failed_pct": float(rep["failed_pct"]), "bytes_read": float(rep["bytes_read"]),
             "scan_seconds": round(seconds, 3),
             "attacks": float(sum(a["hits"] for a in rep["security"]["attacks"])),
             "failed_logins": float(rep["security"]["failed_logins"]),
         }
+        if rep["bots"]["bot_pct"] is not None:  # (None: the log_format has no $http_user_agent)
+            m["bots_pct"] = float(rep["bots"]["bot_pct"])
         if hours:
             m["requests_per_hour"] = round(sum(hours) / len(hours), 2)
         if whole:
@@ -529,7 +544,8 @@ class NginxLogs(Task[NginxLogsOptions]):
         reasons = ", ".join(f"{k} ({v})" for k, v in rep["invalid_reasons"].items())
         sample = rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else ""
         return [Finding("logs.nginx.unparsed", Severity.WARNING, subject,
-                        f"{rep['unparsed_pct']:.2f} % of lines ({rep['invalid']:,}) could not be parsed: {reasons}",
+                        f"{rep['unparsed_pct']:.2f} % of lines ({rep['invalid']:,}) could not be parsed: {reasons}"
+                        + (unparsed_note("log_format", rep["requests"], rep["invalid"]) if o.incremental else ""),
                         "check that log_format matches the nginx 'log_format' of this log; the report lists samples",
                         value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
                         data={"reasons": rep["invalid_reasons"], "sample": sample})]

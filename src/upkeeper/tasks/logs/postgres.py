@@ -33,8 +33,12 @@ from upkeeper.tasks.logs._common import (
     nothing_read,
     plan_findings,
     read_findings,
+    remember_unparsed,
     report_dir,
+    reread_message,
     trends,
+    unparsed_note,
+    unparsed_restart,
     unread_text,
     with_current,
     write_reports,
@@ -55,6 +59,7 @@ else:
     sources = lazy.module("upkeeper.logs.sources")
 
 CURSORS_KEY = "pg_cursors"
+UNPARSED_KEY = "pg_unparsed_from"  # where the runs began that could parse none of their lines (their prefix)
 #: the statements left waiting for their bare duration (log_statement + log_duration) where the last run stopped
 OPEN_KEY = "pg_open_statements"
 TREND_METRICS = ["statements", "query_p95_ms", "errors", "temp_bytes"]
@@ -276,6 +281,11 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             except pglog.PrefixError as exc:
                 raise TaskError(exc.message, exc.hint) from None
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
+        parsing = f"{fmt}\n{prefix if fmt == 'stderr' else ''}"  # what decides which lines parse
+        restarted = None
+        if options.incremental:  # a prefix changed after runs that could parse none of their lines: read them again
+            cursors, restarted = unparsed_restart(ctx, UNPARSED_KEY, parsing, cursors)
+        started = cursors
         plan = sources.plan_reads(files, cursors, incremental=options.incremental)
         if fmt == "csvlog":
             _hold_back_open_record(plan)
@@ -318,9 +328,14 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         rep = pglog.summarize(partial, top_n=options.top)
         rep["format"] = fmt
         rep["log_line_prefix"] = prefix if fmt == "stderr" else None
+        # where the prefix came from: a wrong default is told apart from a wrong option or server setting
+        rep["log_line_prefix_from"] = (None if fmt != "stderr" else "option" if options.log_line_prefix
+                                       else "server" if server.get("prefix") else "default")
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
-        findings = (plan_findings("postgres", plan.notes, options.rotated_dirs) + read_findings("postgres", read_notes)
+        reread = reread_message("log_line_prefix" if fmt == "stderr" else "format", restarted)
+        findings = (([Finding("logs.postgres.reread", Severity.INFO, path, reread)] if reread else [])
+                    + plan_findings("postgres", plan.notes, options.rotated_dirs) + read_findings("postgres", read_notes)
                     + self._findings(options, rep, server, path))
         if plan.unreadable and not plan.readable:
             findings = nothing_read("postgres", findings)
@@ -341,6 +356,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             if options.incremental:
                 cursors = sources.finish_cursors(plan, gz_read)
                 ctx.state.set(CURSORS_KEY, cursors)
+                remember_unparsed(ctx, UNPARSED_KEY, parsing, started, restarted, parsed=rep["entries"],
+                                  unparsed=rep["unparsed"])
                 if plan.ranges:  # where this run stopped, and what waits there for the next run
                     end = next(c for c in cursors if c["path"] == plan.ranges[-1].file.path)
                     ctx.state.set(OPEN_KEY, {"cursor": end, "pids": pglog.open_to_json(waiting)})
@@ -461,12 +478,18 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if rep["format"] != "stderr":
             return [Finding("logs.postgres.unparsed", Severity.WARNING, path,
                             f"{rep['unparsed_pct']:.2f} % of records ({rep['unparsed']:,}) are not {rep['format']} "
-                            "records", "check that the file is the server's " + rep["format"] + " log (log_destination);"
+                            "records" + (unparsed_note("format", rep["entries"], rep["unparsed"]) if o.incremental
+                                         else ""), "check that the file is the server's " + rep["format"] + " log (log_destination);"
                             " for a stderr log set format: stderr", value=rep["unparsed_pct"],
                             threshold=o.unparsed_warn_pct, data={"samples": rep["unparsed_samples"][:3]})]
+        default = ""
+        if rep.get("log_line_prefix_from") == "default":  # neither set in the job nor told by the server
+            default = (" (upkeeper's default: the server could not be asked for its own"
+                       + (f": {server['error']}" if server.get("error") else "") + ")")
         return [Finding("logs.postgres.unparsed", Severity.WARNING, path,
                         f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) do not start with the "
-                        f"log_line_prefix '{rep['log_line_prefix']}'",
+                        f"log_line_prefix '{rep['log_line_prefix']}'{default}"
+                        + (unparsed_note("log_line_prefix", rep["entries"], rep["unparsed"]) if o.incremental else ""),
                         "set log_line_prefix to the server's (SHOW log_line_prefix); for a csvlog or jsonlog file "
                         "set format (a .csv or .json file name tells it); lines that are the rest of a long message "
                         "(a sample starting in the middle of a statement) mean the server's stderr goes through a "
@@ -479,7 +502,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _latency(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         st = rep["statements"]
         if not st["count"]:
-            if not rep["lines"]:
+            if not rep["lines"] or rep["unparsed_pct"] >= 50:  # (most not parsed: the unparsed warning says why)
                 return []
             return [Finding("logs.postgres.no_durations", Severity.INFO, path,
                             "the log has no statement durations, so query latency cannot be judged",
