@@ -383,6 +383,46 @@ def test_a_format_without_user_agents_reports_no_bot_share(cli: Any, make_config
     assert cli_json["bots"] == {"requests": None, "humans": None, "bot_pct": None, "available": False}
 
 
+NO_STATUS = '$remote_addr [$time_local] "$request" $request_time "$http_user_agent"'  # no $status, no bytes sent
+
+
+def test_a_format_without_status_measures_no_failed_rate(cli: Any, make_config: Any, services_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """A log_format without $status reported 'failed 0.000 %' (the 0.1 % objective met by nothing measured), 4xx
+    and 5xx rates of 0, and without $body_bytes_sent '0 B'. Nothing says whether a request failed: the rates are
+    null in the JSON and not recorded as metrics, the summary, the HTML and the CLI say n/a, and an info finding
+    says why — however many of the requests failed (here half of them were 404s)."""
+    from upkeeper.sandbox._util import free_port
+    from upkeeper.sandbox.traffic import prepare_docroot
+
+    base, port = services_dir / "nginx-nostatus", free_port()
+    servers = (f"    log_format nostatus '{NO_STATUS}';\n    server {{\n        listen 127.0.0.1:{port};\n"
+               f"        root {base}/www;\n        access_log {base}/access.log nostatus;\n    }}\n")
+    server = NginxServer(base, port=port, servers=servers)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    try:
+        reqs = [Request("GET", "/" if i % 2 else f"/missing-{i}", f"192.0.2.{i}", "Mozilla/5.0") for i in range(10)]
+        assert drive(server.url, TrafficPlan(reqs)).sent == 10
+        wait_for_log_lines(server.access_log, 10)
+        r = run(cli, file_config(make_config, server.access_log, tmp_path, log_format=NO_STATUS, incremental=False))
+        cli_out = cli(["logs", "nginx", str(server.access_log), "--format", NO_STATUS])
+        cli_json = cli(["logs", "nginx", str(server.access_log), "--format", NO_STATUS, "--json"]).json()
+    finally:
+        server.stop()
+    m = r["metrics"]
+    assert m["requests"] == 10 and not {"failed_pct", "rate_4xx_pct", "rate_5xx_pct", "bandwidth_bytes"} & set(m), m
+    assert "failed n/a (no $status in the format)" in r["summary"] and "0 B" not in r["summary"], r["summary"]
+    assert checks(r)["logs.nginx.no_status"][0]["severity"] == "info"
+    assert "logs.nginx.failed_rate" not in checks(r)
+    html = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    assert "failed (the log format has no $status)" in html and "bandwidth (the log format has no" in html
+    assert "status n/a (no $status in the format)" in cli_out.out and "0.000 %" not in cli_out.out, cli_out.out
+    assert (cli_json["failed_pct"], cli_json["rate_4xx_pct"], cli_json["status_available"]) == (None, None, False)
+    assert (cli_json["bandwidth"], cli_json["bandwidth_available"]) == (None, False)
+
+
 def test_missing_log_fails_clearly(cli: Any, make_config: Any, tmp_path: Path) -> None:
     cfg = make_config({
         "targets": {"web": {"kind": "nginx", "access_log": str(tmp_path / "nope" / "access.log")}},

@@ -157,8 +157,8 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
     for i, c in enumerate(cols):
         t.add_column(c, justify="right" if i in numeric else "left", overflow="fold")
     for r in rows:  # cells quote log lines (paths, user agents): text, never Rich markup nor terminal controls
-        t.add_row(*[Text(f"{v:,}" if isinstance(v, int) else (f"{v:,.1f}" if isinstance(v, float) else printable(str(v))))
-                    for v in r])
+        t.add_row(*[Text("-" if v is None else f"{v:,}" if isinstance(v, int) else
+                         (f"{v:,.1f}" if isinstance(v, float) else printable(str(v)))) for v in r])
     return t
 
 
@@ -225,10 +225,12 @@ def nginx_cmd(
         return
     lat = rep["latency"]["overall"]
     console.print(f"[bold]{rep['requests']:,}[/] requests, [bold]{rep['visitors']:,}[/] unique visitors, "
-                  f"{human_bytes(rep['bandwidth'])}, {rep['first'] or '-'} → {rep['last'] or '-'}, "
-                  f"{len(found)} file(s)")
+                  + (f"{human_bytes(rep['bandwidth'])}, " if rep["bandwidth"] is not None else
+                     "bandwidth n/a (no $body_bytes_sent in the format), ")
+                  + f"{rep['first'] or '-'} → {rep['last'] or '-'}, {len(found)} file(s)")
     bots = rep["bots"]["bot_pct"]
-    console.print(f"status 4xx {rep['rate_4xx_pct']:.2f} %, 5xx {rep['rate_5xx_pct']:.3f} %, bots "
+    console.print((f"status 4xx {rep['rate_4xx_pct']:.2f} %, 5xx {rep['rate_5xx_pct']:.3f} %, bots "
+                   if rep["rate_4xx_pct"] is not None else "status n/a (no $status in the format), bots ")
                   + (f"{bots:.1f} %" if bots is not None else "n/a (no $http_user_agent in the format)")
                   + f", unparsed {rep['invalid']:,} ({rep['unparsed_pct']:.2f} %)"
                   + (f", p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms" if lat else ""))

@@ -1643,6 +1643,11 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         hourly[f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:00"] += c
     # a format without $http_user_agent: no request has an agent to tell a bot by (not "every request a bot")
     agents_logged = has_variable(log_format, "http_user_agent") if log_format else True
+    # without $status no request failed or succeeded as far as the log tells (not "0 % failed": an objective met
+    # by nothing measured), without $body_bytes_sent or $bytes_sent no byte was counted (not "0 B")
+    status_logged = has_variable(log_format, "status") if log_format else True
+    bytes_logged = (has_variable(log_format, "body_bytes_sent") or has_variable(log_format, "bytes_sent")
+                    if log_format else True)
     bots = sum(c for a, c in p.agents.items() if is_bot(a)) if agents_logged else 0
     visitors_by_date: Counter[int] = Counter(d for d, _ip, _ua in p.visitors)
     lat_all: Counter[float] = Counter()
@@ -1697,7 +1702,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "invalid_samples": p.invalid_samples,
         "bytes_read": p.bytes_read,
         "fast_path_lines": p.fast_lines,
-        "bandwidth": p.bandwidth & ULL_MAX,  # GoAccess's uint64 total
+        "bandwidth": p.bandwidth & ULL_MAX if bytes_logged else None,  # GoAccess's uint64 total
+        "bandwidth_available": bytes_logged,
         "first": first,
         "last": last,
         "visitors": len(p.visitors),
@@ -1707,10 +1713,11 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
                  if agents_logged else {"requests": None, "humans": None, "bot_pct": None, "available": False}),
         "status": dict(sorted(status.items())),
         "status_classes": dict(classes),
-        "rate_4xx_pct": pct(classes["4xx"]),
-        "rate_5xx_pct": pct(classes["5xx"]),
-        "failed": failed,
-        "failed_pct": pct(failed),
+        "status_available": status_logged,
+        "rate_4xx_pct": pct(classes["4xx"]) if status_logged else None,
+        "rate_5xx_pct": pct(classes["5xx"]) if status_logged else None,
+        "failed": failed if status_logged else None,
+        "failed_pct": pct(failed) if status_logged else None,
         "hourly": dict(sorted(hourly.items())),
         "latency": {"overall": percentiles(lat_all.items()), "upstream": percentiles(ups_all.items()),
                     "available": has_variable(log_format, "request_time") if log_format else p.has_latency,
@@ -1718,7 +1725,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
         "endpoints": endpoints,
         "slowest_endpoints": slow[:top_n],
         "failing_endpoints": failing,
-        "vhosts": vhost_summary(p, top_n=top_n, failed_spec=failed_spec),
+        "vhosts": vhost_summary(p, top_n=top_n, failed_spec=failed_spec, status_logged=status_logged),
         "top": {
             # two sites' "/" are two paths: with several hosts in the log, each path is a host's
             "paths": ([{"host": _s(h), "path": _s(k), "hits": v} for (h, k), v in top(p.vhost_paths, top_n)]
@@ -1748,9 +1755,11 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     }
 
 
-def vhost_summary(p: AccessPartial, *, top_n: int, failed_spec: str) -> list[dict[str, Any]]:
+def vhost_summary(p: AccessPartial, *, top_n: int, failed_spec: str, status_logged: bool = True
+                  ) -> list[dict[str, Any]]:
     """Per site (``$host``, ``$server_name`` or ``$http_host`` in the format), the busiest ``top_n``: requests,
-    4xx, 5xx and failed counts, the failed rate, latency percentiles and the top paths."""
+    4xx, 5xx and failed counts, the failed rate (None each without ``$status`` in the format), latency percentiles
+    and the top paths."""
     if not p.vhosts:
         return []
     status: dict[bytes, Counter[str]] = {}
@@ -1772,8 +1781,9 @@ def vhost_summary(p: AccessPartial, *, top_n: int, failed_spec: str) -> list[dic
     for host, n in top(p.vhosts, top_n):
         counts = status.get(host, Counter())
         pst = percentiles(lat.get(host, Counter()).items())
-        out.append({"host": _s(host), "requests": n, "4xx": counts["4xx"], "5xx": counts["5xx"],
-                    "failed": counts["failed"], "failed_pct": round(100.0 * counts["failed"] / n, 4) if n else 0.0,
+        out.append({"host": _s(host), "requests": n, **({"4xx": counts["4xx"], "5xx": counts["5xx"],
+                    "failed": counts["failed"], "failed_pct": round(100.0 * counts["failed"] / n, 4) if n else 0.0}
+                    if status_logged else {"4xx": None, "5xx": None, "failed": None, "failed_pct": None}),
                     **{k: v for k, v in pst.items() if k in ("p50", "p95", "p99")}, "timed": int(pst.get("count", 0)),
                     "paths": [{"path": _s(k), "hits": v} for k, v in top(paths.get(host, Counter()), 5)]})
     return out

@@ -217,9 +217,11 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
     body = [kpis([
         (fmt_num(rep["requests"]), "requests", ""),
         (fmt_num(rep["visitors"]), "unique visitors", ""),
-        (fmt_bytes(rep["bandwidth"]), "bandwidth", ""),
+        (fmt_bytes(rep["bandwidth"]), "bandwidth", "") if rep["bandwidth"] is not None else
+        ("n/a", "bandwidth (the log format has no $body_bytes_sent)", ""),
         (f"{rep['failed_pct']:.3f} %", f"failed (objective < {fail_obj:g} %)",
-         "warn" if rep["failed_pct"] > fail_obj else ""),
+         "warn" if rep["failed_pct"] > fail_obj else "") if rep["failed_pct"] is not None else
+        ("n/a", "failed (the log format has no $status)", ""),
         (f"{p95:.0f} ms" if p95 is not None else "n/a", f"p95 latency (objective < {p95_obj:g} ms)",
          "warn" if p95 is not None and p95 > p95_obj else ""),
         (f"{rep['bots']['bot_pct']:.1f} %", "bot requests", "") if rep["bots"]["bot_pct"] is not None else

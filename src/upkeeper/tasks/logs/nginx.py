@@ -487,8 +487,10 @@ class NginxLogs(Task[NginxLogsOptions]):
             text = "no new log lines since the last run" if since_last else f"no log lines in {files} file(s)"
         else:
             p95 = rep["latency"]["overall"].get("p95")
+            failed = rep["failed_pct"]  # (None, as the bandwidth: the log_format has no $status / bytes sent)
             text = (f"{rep['requests']:,} requests, {rep['visitors']:,} visitors, "
-                    f"{human_bytes(rep['bandwidth'])}, failed {rep['failed_pct']:.3f} %"
+                    + (f"{human_bytes(rep['bandwidth'])}, " if rep["bandwidth"] is not None else "")
+                    + (f"failed {failed:.3f} %" if failed is not None else "failed n/a (no $status in the format)")
                     + (f", p95 {p95:.0f} ms" if p95 is not None else "")
                     + (f", {rep['invalid']:,} unparsed" if rep["invalid"] else ""))
         if unreadable and files:
@@ -504,15 +506,17 @@ class NginxLogs(Task[NginxLogsOptions]):
         m: dict[str, float] = {
             "lines": float(rep["lines"]), "requests": float(rep["requests"]), "invalid": float(rep["invalid"]),
             "unparsed_pct": float(rep["unparsed_pct"]), "visitors": float(rep["visitors"]),
-            "bandwidth_bytes": float(rep["bandwidth"]),
-            "rate_4xx_pct": float(rep["rate_4xx_pct"]), "rate_5xx_pct": float(rep["rate_5xx_pct"]),
-            "failed_pct": float(rep["failed_pct"]), "bytes_read": float(rep["bytes_read"]),
+            "bytes_read": float(rep["bytes_read"]),
             "scan_seconds": round(seconds, 3),
             "attacks": float(sum(a["hits"] for a in rep["security"]["attacks"])),
             "failed_logins": float(rep["security"]["failed_logins"]),
         }
         if rep["bots"]["bot_pct"] is not None:  # (None: the log_format has no $http_user_agent)
             m["bots_pct"] = float(rep["bots"]["bot_pct"])
+        for name, key in (("bandwidth_bytes", "bandwidth"), ("rate_4xx_pct", "rate_4xx_pct"),
+                          ("rate_5xx_pct", "rate_5xx_pct"), ("failed_pct", "failed_pct")):
+            if rep[key] is not None:  # (None: the log_format has no $status, or no bytes sent)
+                m[name] = float(rep[key])
         if hours:
             m["requests_per_hour"] = round(sum(hours) / len(hours), 2)
         if whole:
@@ -552,6 +556,13 @@ class NginxLogs(Task[NginxLogsOptions]):
 
     @staticmethod
     def _failed(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        if rep["failed_pct"] is None:
+            if not rep["requests"]:
+                return []
+            return [Finding("logs.nginx.no_status", Severity.INFO, subject,
+                            "the log format has no $status, so the failed-request rate (and the 4xx/5xx rates) "
+                            "cannot be checked",
+                            "add $status to the nginx log_format (and to the job's log_format)")]
         if rep["failed_pct"] <= o.failed_rate_pct:
             return []
         worst = rep["failing_endpoints"][:5]
@@ -606,7 +617,7 @@ class NginxLogs(Task[NginxLogsOptions]):
             if v["requests"] < o.min_endpoint_requests:
                 continue
             missed = []
-            if v["failed_pct"] > o.failed_rate_pct:
+            if v["failed_pct"] is not None and v["failed_pct"] > o.failed_rate_pct:
                 missed.append(f"{v['failed_pct']:.3f} % failed ({v['failed']:,}), objective < {o.failed_rate_pct:g} %")
             if v.get("p95", 0.0) > o.latency_p95_ms and v["timed"] >= o.min_endpoint_requests:
                 missed.append(f"p95 {v['p95']:.0f} ms, objective < {o.latency_p95_ms:g} ms")
