@@ -927,3 +927,19 @@ def test_scanner_finding_counts_every_client(cli: Any, make_config: Any, tmp_pat
     (f,) = checks(r)["logs.nginx.scanner_agent"]
     assert f["subject"] == "sqlmap"
     assert "12 request(s) with the sqlmap user agent from 12 client(s): 203.0.113." in f["message"], f["message"]
+
+
+def test_an_attack_finding_asks_to_look_at_the_application_only_for_what_it_answered_2xx() -> None:
+    """The hint said 'requests answered 2xx deserve a look at the application' of categories none of whose requests
+    was answered 2xx (h17's lead): it now names how many were, or says none was."""
+    from upkeeper.tasks.logs.nginx import NginxLogs
+
+    def attack(ok: int) -> dict[str, Any]:
+        return {"category": "sql_injection", "ok": ok, "hits": 12, "clients": 2, "samples": ["GET /?id=1' or '1'='1"],
+                "top_clients": []}
+
+    rep = {"security": {"attacks": [attack(0), attack(3)], "scanners": [], "not_found_bursts": [], "brute_force": [],
+                        "exposed": []}}
+    none, some = NginxLogs._security(None, NginxLogsOptions(), rep, "access.log")  # type: ignore[arg-type]
+    assert "deserve a look" not in none.remediation and "none was answered 2xx" in none.remediation, none.remediation
+    assert "the 3 request(s) answered 2xx deserve a look at the application" in some.remediation, some.remediation

@@ -642,8 +642,11 @@ class NginxLogs(Task[NginxLogsOptions]):
                 + (f" ({a['catch_all']} more with the site's catch-all page, its answer to any path)"
                    if a.get("catch_all") else "")
                 + f"; e.g. {a['samples'][0] if a['samples'] else ''}",
-                ATTACK_REMEDIATION.get(a["category"], "") + "requests answered 2xx deserve a look at the application; "
-                "block persistent clients (fail2ban, nginx deny, WAF)", value=a["hits"], data={"clients": a["top_clients"]}))
+                ATTACK_REMEDIATION.get(a["category"], "")
+                + (f"the {a['ok']} request(s) answered 2xx deserve a look at the application; " if a["ok"] else
+                   "none was answered 2xx; ")
+                + "block persistent clients (fail2ban, nginx deny, WAF)", value=a["hits"],
+                data={"clients": a["top_clients"]}))
         for s in sec["scanners"]:
             out.append(Finding("logs.nginx.scanner_agent", Severity.INFO, s["scanner"],
                                f"{s['hits']:,} request(s) with "
