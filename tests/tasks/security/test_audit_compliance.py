@@ -203,3 +203,17 @@ def test_compliance_findings_of_a_past_period_start_from_the_run_before_it(cli, 
     assert up_to, gap["message"]
     assert before <= datetime.strptime(up_to[1], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) <= after
     assert "possibly incomplete" in md
+
+
+def test_a_relative_output_dir_is_relative_to_the_config_file(cli, make_config, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              monkeypatch) -> None:
+    """A relative output_dir put the report under wherever the run started (cron's $HOME, systemd's /): it is
+    beside the config file now, as the default 'reports' and a log task's report_dir are."""
+    cfg = make_config({"jobs": {"compliance": {"task": "security.compliance", "options": {"output_dir": "evidence"}}}})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run = cli(["--config", str(cfg), "run", "compliance", "--json"]).json()[0]
+    paths = [Path(a["path"]) for a in run["artifacts"]]
+    assert paths and all(p.parent == tmp_path / "evidence" and p.is_file() for p in paths), paths
+    assert not (elsewhere / "evidence").exists()

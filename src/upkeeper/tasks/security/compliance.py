@@ -51,8 +51,8 @@ class ComplianceOptions(TaskOptions):
         "back up to 62 days (previous_month), 31 (current_month) or 30 (last_30_days), and history_retention -> runs "
         "must keep runs that long (config check error otherwise). Source: upkeeper default")
     output_dir: str | None = Field(
-        None, description="where the report files go (default: 'reports' beside the config file). "
-                "Source: upkeeper (not set by default)")
+        None, description="where the report files go; a relative path is relative to the config file's directory "
+                "(default: 'reports' beside the config file). Source: upkeeper (not set by default)")
     organization: str = Field("", description="name printed on the report. "
             "Source: upkeeper (not set by default)")
     frameworks: list[str] = Field(["PCI-DSS", "GDPR", "SOC 2"], description="frameworks the evidence is for. "
@@ -414,8 +414,9 @@ class SecurityCompliance(Task[ComplianceOptions]):
         finally:
             hist.close()
         assert ctx.config is not None
-        out_dir = Path(options.output_dir) if options.output_dir else (
-            (ctx.config.source.parent if ctx.config.source else Path.cwd()) / "reports")
+        # beside the config file: a relative output_dir too (not wherever the run started: cron's $HOME, systemd's /)
+        base = ctx.config.source.absolute().parent if ctx.config.source else Path.cwd()
+        out_dir = base / Path(options.output_dir).expanduser() if options.output_dir else base / "reports"
         make_report_dir(out_dir, "output_dir")
         stem = "compliance-" + doc.title.rsplit("— ", 1)[-1]
         md, htm = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
