@@ -669,8 +669,9 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool,
             "is gone: no file here has its inode and first bytes any more. It was rotated away and deleted (or "
             "truncated) before this run — rotated more times between two runs than rotated files are kept "
             "(logrotate's 'rotate'), or its rotated copy is where it is not looked for (logrotate's olddir not "
-            "named in the job's rotated_dirs option, a dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run is "
-            "missing from this analysis")))
+            "named in the job's rotated_dirs option, a dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run, if "
+            "anything, is missing from this analysis (with the file gone, this run cannot tell whether it was "
+            "written to after the last run read it)")))
     return out
 
 
