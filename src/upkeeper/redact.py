@@ -69,7 +69,8 @@ _SQL_PASSWORD = re.compile(
 _SQL_CRYPTO = re.compile(r"\b(?:crypt|pgp_sym_(?:en|de)crypt(?:_bytea)?|pgp_pub_decrypt(?:_bytea)?|hmac"
                          r"|(?:en|de)crypt(?:_iv)?)\s*\(", re.IGNORECASE)
 _SQL_CRYPTO_WORDS = ("crypt", "hmac")
-_SQL_LITERAL = re.compile(r"(?:E|U&)?'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z)|[()]", re.IGNORECASE)
+_SQL_LITERAL = re.compile(r"(?:E|U&)?'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z)|[()]"
+                          r"|(?P<tag>\$(?:" + _TAG_START + _TAG_CHAR + r"*)?\$)[\s\S]*?(?:(?P=tag)|\Z)", re.IGNORECASE)
 # an age identity (X25519 "AGE-SECRET-KEY-1…", a plugin's "AGE-PLUGIN-YUBIKEY-1…") pasted where a public key
 # belongs, and a PEM private key block (an SSH or TLS key pasted into a path field): the kind stays, the key goes
 _AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")
@@ -235,7 +236,7 @@ def redact(text: str) -> str:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text or "$" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
-    if "'" in text and "(" in text and any(w in low for w in _SQL_CRYPTO_WORDS):
+    if ("'" in text or "$" in text) and "(" in text and any(w in low for w in _SQL_CRYPTO_WORDS):
         text = _mask_crypto_args(text)
     if "'" in text and any(w in low for w in _PHP_CALL_WORDS):
         for rx in _PHP_FRAME_PASSWORD:
@@ -260,6 +261,8 @@ def _mask_crypto_args(text: str) -> str:
             elif tok == ")":
                 depth -= 1
                 out.append(tok)
+            elif (tag := lit.group("tag")) is not None:  # a dollar-quoted constant: crypt($$pw$$, …)
+                out.append(tag + MASK + (tag if len(tok) >= 2 * len(tag) and tok.endswith(tag) else ""))
             else:
                 out.append(tok[:tok.index("'")] + "'" + MASK + ("'" if len(tok) > 1 and tok.endswith("'") else ""))
             i = lit.end()

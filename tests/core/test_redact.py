@@ -49,6 +49,10 @@ from upkeeper.redact import redact, redact_redis_command, redis_command_secrets,
     ("SELECT encrypt_iv('d', 'k', 'iv', 'aes'), pgp_pub_decrypt_bytea(m, k, 'psw')",
      "SELECT encrypt_iv('***', '***', '***', '***'), pgp_pub_decrypt_bytea(m, k, '***')"),
     ("SELECT crypt('cut sho", "SELECT crypt('***"),  # an example cut off mid-literal
+    # dollar-quoted constants too (h17's lead: crypt($$…$$) kept the password); other dollar quotes stay
+    ("SELECT crypt($$entered pw$$, pswhash), $$kept$$", "SELECT crypt($$***$$, pswhash), $$kept$$"),
+    ("SELECT pgp_sym_encrypt(d, $k$the key$k$)", "SELECT pgp_sym_encrypt(d, $k$***$k$)"),
+    ("SELECT crypt($$cut sho", "SELECT crypt($$***"),
     # OAuth 2.0 authorization codes (RFC 6749 4.1.2) are credentials until redeemed
     ("GET /auth/callback?code=4/0AX4XfWhQ9p1Zk2bLm&state=af0ifjsldkj HTTP/1.1",
      "GET /auth/callback?code=***&state=af0ifjsldkj HTTP/1.1"),
