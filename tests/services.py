@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,10 +69,23 @@ def redis_server(services_dir: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_clean(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The session Redis with an empty key space."""
+    """The session Redis with an empty key space, and no background save or rewrite an earlier test started still
+    running (a SAVE or BGSAVE of the next test failed with 'Background save already in progress')."""
+    _redis_persistence_idle(redis_server)
     redis_server.client().flushall()
     yield redis_server
     redis_server.client().flushall()
+
+
+def _redis_persistence_idle(server: RedisServer, timeout: float = 120.0) -> None:
+    client = server.client()
+    deadline = time.monotonic() + timeout
+    while True:
+        info = client.info("persistence")
+        if not info.get("rdb_bgsave_in_progress") and not info.get("aof_rewrite_in_progress"):
+            return
+        assert time.monotonic() < deadline, f"Redis still saving after {timeout:g} s: {info}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
