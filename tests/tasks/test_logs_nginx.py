@@ -348,6 +348,31 @@ def test_a_job_moved_to_another_log_does_not_say_the_old_one_is_gone(cli: Any, m
         "message"] and "is gone" not in left["message"], left
 
 
+def _site_with_format(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path, name: str, fmt: str,
+                      reqs: list[Request]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """A real nginx writing its access log in ``fmt``, sent ``reqs``: the job's run over it (a whole read), and
+    ``upkeeper logs nginx`` over it as text and as JSON."""
+    from upkeeper.sandbox._util import free_port
+    from upkeeper.sandbox.traffic import prepare_docroot
+
+    base, port = services_dir / f"nginx-{name}", free_port()  # (a directory nginx's workers may enter)
+    servers = (f"    log_format {name} '{fmt}';\n    server {{\n        listen 127.0.0.1:{port};\n"
+               f"        root {base}/www;\n        access_log {base}/access.log {name};\n    }}\n")
+    server = NginxServer(base, port=port, servers=servers)
+    server.docroot.mkdir(parents=True, exist_ok=True)
+    prepare_docroot(server.docroot)
+    server.start()
+    try:
+        assert drive(server.url, TrafficPlan(reqs)).sent == len(reqs)
+        wait_for_log_lines(server.access_log, len(reqs))
+        r = run(cli, file_config(make_config, server.access_log, tmp_path, log_format=fmt, incremental=False))
+        cli_out = cli(["logs", "nginx", str(server.access_log), "--format", fmt])
+        cli_json = cli(["logs", "nginx", str(server.access_log), "--format", fmt, "--json"]).json()
+    finally:
+        server.stop()
+    return r, cli_out, cli_json
+
+
 LEAN = '$remote_addr [$time_local] "$request" $status $body_bytes_sent $request_time'  # no $http_user_agent
 
 
@@ -356,26 +381,9 @@ def test_a_format_without_user_agents_reports_no_bot_share(cli: Any, make_config
     """A lean log_format without $http_user_agent (common on APIs) made every request a bot: 'bots 100.0 %' in the
     summary, the HTML and the bots_pct history metric, of traffic from browsers (and one crawler) alike. No agent
     is logged, so there is no split to report: the JSON says bots.available false, the HTML and CLI 'n/a'."""
-    from upkeeper.sandbox._util import free_port
-    from upkeeper.sandbox.traffic import prepare_docroot
-
-    base, port = services_dir / "nginx-lean", free_port()  # (a directory nginx's workers may enter)
-    servers = (f"    log_format lean '{LEAN}';\n    server {{\n        listen 127.0.0.1:{port};\n"
-               f"        root {base}/www;\n        access_log {base}/access.log lean;\n    }}\n")
-    server = NginxServer(base, port=port, servers=servers)
-    server.docroot.mkdir(parents=True, exist_ok=True)
-    prepare_docroot(server.docroot)
-    server.start()
-    try:
-        reqs = [Request("GET", "/", f"192.0.2.{i}", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0") for i in range(9)]
-        reqs.append(Request("GET", "/", "192.0.2.99", "Googlebot/2.1 (+http://www.google.com/bot.html)"))
-        assert drive(server.url, TrafficPlan(reqs)).sent == 10
-        wait_for_log_lines(server.access_log, 10)
-        r = run(cli, file_config(make_config, server.access_log, tmp_path, log_format=LEAN, incremental=False))
-        cli_out = cli(["logs", "nginx", str(server.access_log), "--format", LEAN])
-        cli_json = cli(["logs", "nginx", str(server.access_log), "--format", LEAN, "--json"]).json()
-    finally:
-        server.stop()
+    reqs = [Request("GET", "/", f"192.0.2.{i}", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0") for i in range(9)]
+    reqs.append(Request("GET", "/", "192.0.2.99", "Googlebot/2.1 (+http://www.google.com/bot.html)"))
+    r, cli_out, cli_json = _site_with_format(cli, make_config, services_dir, tmp_path, "lean", LEAN, reqs)
     assert r["metrics"]["requests"] == 10 and "bots_pct" not in r["metrics"], r["metrics"]
     html = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
     assert "bot requests (the log format has no $http_user_agent)" in html
@@ -392,25 +400,8 @@ def test_a_format_without_status_measures_no_failed_rate(cli: Any, make_config: 
     and 5xx rates of 0, and without $body_bytes_sent '0 B'. Nothing says whether a request failed: the rates are
     null in the JSON and not recorded as metrics, the summary, the HTML and the CLI say n/a, and an info finding
     says why — however many of the requests failed (here half of them were 404s)."""
-    from upkeeper.sandbox._util import free_port
-    from upkeeper.sandbox.traffic import prepare_docroot
-
-    base, port = services_dir / "nginx-nostatus", free_port()
-    servers = (f"    log_format nostatus '{NO_STATUS}';\n    server {{\n        listen 127.0.0.1:{port};\n"
-               f"        root {base}/www;\n        access_log {base}/access.log nostatus;\n    }}\n")
-    server = NginxServer(base, port=port, servers=servers)
-    server.docroot.mkdir(parents=True, exist_ok=True)
-    prepare_docroot(server.docroot)
-    server.start()
-    try:
-        reqs = [Request("GET", "/" if i % 2 else f"/missing-{i}", f"192.0.2.{i}", "Mozilla/5.0") for i in range(10)]
-        assert drive(server.url, TrafficPlan(reqs)).sent == 10
-        wait_for_log_lines(server.access_log, 10)
-        r = run(cli, file_config(make_config, server.access_log, tmp_path, log_format=NO_STATUS, incremental=False))
-        cli_out = cli(["logs", "nginx", str(server.access_log), "--format", NO_STATUS])
-        cli_json = cli(["logs", "nginx", str(server.access_log), "--format", NO_STATUS, "--json"]).json()
-    finally:
-        server.stop()
+    reqs = [Request("GET", "/" if i % 2 else f"/missing-{i}", f"192.0.2.{i}", "Mozilla/5.0") for i in range(10)]
+    r, cli_out, cli_json = _site_with_format(cli, make_config, services_dir, tmp_path, "nostatus", NO_STATUS, reqs)
     m = r["metrics"]
     assert m["requests"] == 10 and not {"failed_pct", "rate_4xx_pct", "rate_5xx_pct", "bandwidth_bytes"} & set(m), m
     assert "failed n/a (no $status in the format)" in r["summary"] and "0 B" not in r["summary"], r["summary"]

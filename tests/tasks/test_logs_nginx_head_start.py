@@ -117,3 +117,22 @@ def test_a_failing_head_start_is_left_to_the_run(log: str, tmp_path: Path, monke
     cfg.write_text(f"jobs:\n  j:\n    task: logs.nginx\n    options: {{access_log: {log}, incremental: false}}\n")
     worker.head_start(str(cfg), ["j"])  # no exception
     assert _started() == 0
+
+
+def test_a_run_that_ends_before_it_scans_ends_the_helpers_started_for_it() -> None:
+    """A run that fails or finds no log before its scan (which would have taken or ended them) ends them itself."""
+    from upkeeper.tasks.logs._common import ends_head_start
+    from upkeeper.tasks.logs.postgres import PostgresLogs
+
+    assert parallel.prestart("upkeeper.logs.access", 1) == 1
+    sp = parallel._prestarted[0][1]
+
+    @ends_head_start
+    def failing(self: object, ctx: Any, options: Any) -> Any:
+        raise RuntimeError("no access log")
+
+    with pytest.raises(RuntimeError):
+        failing(None, None, None)
+    assert parallel._prestarted == [] and sp.popen.poll() is not None
+    # both log tasks' runs are wrapped so
+    assert all(getattr(cls.run, "__wrapped__", None) is not None for cls in (NginxLogs, PostgresLogs))

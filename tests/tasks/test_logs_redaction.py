@@ -289,6 +289,14 @@ def test_credentials_under_a_key_in_application_logs_stay_out(cli: Any, make_con
 PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw"]
 
 
+def _run_pg_logs(cli: Any, make_config: Any, cluster: PostgresCluster, tmp_path: Path) -> Any:
+    """A logs.postgres job over ``cluster``'s log, run: what :func:`run` returns."""
+    cfg = make_config({"targets": {"db": cluster.target("postgres")},
+                       "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                           "log_file": str(cluster.log), "report_dir": str(tmp_path / "reports")}}}})
+    return run(cli, cfg, "pg-logs")
+
+
 def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path) -> None:
     cluster = PostgresCluster(services_dir / "pg-redact", extra_conf=pgworkload.LOGGING_CONF)
     cluster.start()
@@ -305,10 +313,7 @@ def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Pa
                 assert "already exists" in str(exc)
             else:
                 raise AssertionError("CREATE ROLE of an existing role succeeded")
-        cfg = make_config({"targets": {"db": cluster.target("postgres")},
-                           "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
-                               "log_file": str(cluster.log), "report_dir": str(tmp_path / "reports")}}}})
-        r, out = run(cli, cfg, "pg-logs")
+        r, out = _run_pg_logs(cli, make_config, cluster, tmp_path)
     finally:
         cluster.stop()
     data, jtext, html = reports(r)
@@ -344,10 +349,7 @@ def test_pgcrypto_passwords_and_keys_stay_out(cli: Any, make_config: Any, servic
             c.execute("SELECT encode(hmac('payload', 'PgHmacKey', 'sha256'), 'hex')")
             with pytest.raises(Exception, match="upk_nope"):
                 c.execute("SELECT crypt('PgCryptFailed', pswhash) FROM upk_nope")
-        cfg = make_config({"targets": {"db": cluster.target("postgres")},
-                           "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
-                               "log_file": str(cluster.log), "report_dir": str(tmp_path / "reports")}}}})
-        r, out = run(cli, cfg, "pg-logs")
+        r, out = _run_pg_logs(cli, make_config, cluster, tmp_path)
         cli_out = cli(["logs", "postgres", str(cluster.log), "--json", "--prefix", pgworkload.LOG_LINE_PREFIX]).output
     finally:
         cluster.stop()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import stat
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import Field
 
@@ -24,13 +27,16 @@ from upkeeper.core.artifacts import (
     pending_name,
     report_dir_denied,
 )
-from upkeeper.core.task import Finding, Severity, TaskContext
+from upkeeper.core.task import Finding, Result, Severity, TaskContext
 from upkeeper.errors import TaskError
 from upkeeper.redact import redact_obj
 
 if TYPE_CHECKING:  # the readers are the worker's (the CLI imports the log tasks for their options)
     from upkeeper.logs.parallel import ReadNote
     from upkeeper.logs.sources import PlanNote
+
+_TaskT = TypeVar("_TaskT")
+_OptsT = TypeVar("_OptsT")
 
 REPORT_KEEP_DEFAULT = 12
 
@@ -442,3 +448,19 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def ends_head_start(run: Callable[[_TaskT, TaskContext, _OptsT], Result]) -> Callable[[_TaskT, TaskContext, _OptsT], Result]:
+    """A log task's ``run``, after which the scan helpers its head start started and no scan took are ended
+    (:func:`upkeeper.logs.parallel.dismiss_prestarted`; a run may fail or find no log before it scans)."""
+
+    @functools.wraps(run)
+    def wrapper(self: _TaskT, ctx: TaskContext, options: _OptsT) -> Result:
+        try:
+            return run(self, ctx, options)
+        finally:
+            parallel = sys.modules.get("upkeeper.logs.parallel")  # (not imported: nothing was started)
+            if parallel is not None:
+                parallel.dismiss_prestarted()
+
+    return wrapper

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -50,6 +49,7 @@ from upkeeper.tasks.logs._common import (
     check_report_dir,
     check_rotated_dirs,
     cpus,
+    ends_head_start,
     not_a_log,
     nothing_read,
     plan_findings,
@@ -363,14 +363,8 @@ class NginxLogs(Task[NginxLogsOptions]):
         if size >= access.ARROW_MIN_BUFFER:  # in the background: the run, when it comes, is not held up by it
             threading.Thread(target=access.warm, daemon=True, name="warm-pyarrow").start()
 
+    @ends_head_start
     def run(self, ctx: TaskContext, options: NginxLogsOptions) -> Result:
-        try:
-            return self._run(ctx, options)
-        finally:
-            if "upkeeper.logs.parallel" in sys.modules:  # helpers head_start started and no scan took
-                parallel.dismiss_prestarted()
-
-    def _run(self, ctx: TaskContext, options: NginxLogsOptions) -> Result:
         target = ctx.require_target()
         assert isinstance(target, NginxTarget)
         check_report_dir(ctx, options.report_dir)

@@ -7,7 +7,6 @@ import fnmatch
 import glob
 import os
 import re
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from upkeeper.tasks.logs._common import (
     check_report_dir,
     check_rotated_dirs,
     cpus,
+    ends_head_start,
     not_a_log,
     nothing_read,
     plan_findings,
@@ -230,14 +230,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if procs > 1 and sum(f.size * (8 if f.gz else 1) for f in files) >= minimum:
             parallel.prestart(kind, min(procs - 1, cpus() - 1))
 
+    @ends_head_start
     def run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
-        try:
-            return self._run(ctx, options)
-        finally:
-            if "upkeeper.logs.parallel" in sys.modules:  # helpers head_start started and no scan took
-                parallel.dismiss_prestarted()
-
-    def _run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
         target = ctx.require_target()
         assert isinstance(target, PostgresTarget)
         check_report_dir(ctx, options.report_dir)
