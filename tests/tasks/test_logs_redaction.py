@@ -7,10 +7,12 @@ Python application's logging, PostgreSQL) and then looks for the secret values e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +291,17 @@ def test_credentials_under_a_key_in_application_logs_stay_out(cli: Any, make_con
 PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw"]
 
 
+@contextlib.contextmanager
+def _running_cluster(path: Path, conf: str) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of its own, logging with ``conf``, stopped when the block ends."""
+    cluster = PostgresCluster(path, extra_conf=conf)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def _run_pg_logs(cli: Any, make_config: Any, cluster: PostgresCluster, tmp_path: Path) -> Any:
     """A logs.postgres job over ``cluster``'s log, run: what :func:`run` returns."""
     cfg = make_config({"targets": {"db": cluster.target("postgres")},
@@ -298,9 +311,7 @@ def _run_pg_logs(cli: Any, make_config: Any, cluster: PostgresCluster, tmp_path:
 
 
 def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Path, tmp_path: Path) -> None:
-    cluster = PostgresCluster(services_dir / "pg-redact", extra_conf=pgworkload.LOGGING_CONF)
-    cluster.start()
-    try:
+    with _running_cluster(services_dir / "pg-redact", pgworkload.LOGGING_CONF) as cluster:
         with cluster.connect() as c:
             c.execute("DROP ROLE IF EXISTS upk_redact")
             c.execute("CREATE ROLE upk_redact LOGIN PASSWORD 'PgCreatePw'")
@@ -314,8 +325,6 @@ def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Pa
             else:
                 raise AssertionError("CREATE ROLE of an existing role succeeded")
         r, out = _run_pg_logs(cli, make_config, cluster, tmp_path)
-    finally:
-        cluster.stop()
     data, jtext, html = reports(r)
     assert_hidden(PG_SECRETS, json_report=jtext, html_report=html, run_json=out,
                   history=history_text(tmp_path / "history.db"))
@@ -337,9 +346,7 @@ def test_pgcrypto_passwords_and_keys_stay_out(cli: Any, make_config: Any, servic
     (crypt('entered password', pswhash)), had each user's password in plain text in the examples of the report,
     --json and the HTML (log_min_duration_statement = 0 logs every statement); pgp_sym_encrypt's and hmac's keys
     the same."""
-    cluster = PostgresCluster(services_dir / "pg-redact-crypto", extra_conf=pgworkload.LOGGING_CONF)
-    cluster.start()
-    try:
+    with _running_cluster(services_dir / "pg-redact-crypto", pgworkload.LOGGING_CONF) as cluster:
         with cluster.connect() as c:
             c.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
             c.execute("CREATE TABLE IF NOT EXISTS upk_users (name text PRIMARY KEY, pswhash text, note bytea)")
@@ -351,8 +358,6 @@ def test_pgcrypto_passwords_and_keys_stay_out(cli: Any, make_config: Any, servic
                 c.execute("SELECT crypt('PgCryptFailed', pswhash) FROM upk_nope")
         r, out = _run_pg_logs(cli, make_config, cluster, tmp_path)
         cli_out = cli(["logs", "postgres", str(cluster.log), "--json", "--prefix", pgworkload.LOG_LINE_PREFIX]).output
-    finally:
-        cluster.stop()
     assert all(s in cluster.log.read_text() for s in CRYPTO_SECRETS)  # the server did log them
     data, jtext, html = reports(r)
     assert_hidden(CRYPTO_SECRETS, json_report=jtext, html_report=html, run_json=out, cli_json=cli_out,
@@ -374,21 +379,16 @@ def test_statement_secrets_stay_out_of_every_log_format(cli: Any, make_config: A
     """Every form of string constant PostgreSQL takes as a password — '…', E'…', U&'…', $$…$$, $tag$…$tag$ — and
     conninfo/URL passwords are masked in the report of each log format, also in an error's statement and in a
     damaged record kept as an unparsed sample."""
-    cluster = PostgresCluster(services_dir / f"pg-redact-{fmt}", extra_conf=STRUCT_CONF)
-    cluster.start()
-    try:
-        with cluster.connect() as c:
-            c.execute("DROP ROLE IF EXISTS upk_redact")
-            c.execute("CREATE ROLE upk_redact LOGIN PASSWORD E'PgStCreatePw'")
-            c.execute("ALTER ROLE upk_redact PASSWORD $$PgStDollarPw$$ VALID UNTIL 'infinity'")
-            c.execute("ALTER ROLE upk_redact PASSWORD $pw$PgStTagPw$pw$")
-            c.execute("ALTER ROLE upk_redact PASSWORD U&'PgStUnicodePw'")
-            c.execute("SELECT 'host=db user=app password=PgStKvPw' AS conninfo, "
-                      "'postgresql://app:PgStDsnPw@db.internal/app' AS dsn")
-            with pytest.raises(Exception, match="timestamp"):
-                c.execute("ALTER ROLE upk_redact PASSWORD $$PgStErrorPw$$ VALID UNTIL 'bogus'")
-    finally:
-        cluster.stop()
+    with _running_cluster(services_dir / f"pg-redact-{fmt}", STRUCT_CONF) as cluster, cluster.connect() as c:
+        c.execute("DROP ROLE IF EXISTS upk_redact")
+        c.execute("CREATE ROLE upk_redact LOGIN PASSWORD E'PgStCreatePw'")
+        c.execute("ALTER ROLE upk_redact PASSWORD $$PgStDollarPw$$ VALID UNTIL 'infinity'")
+        c.execute("ALTER ROLE upk_redact PASSWORD $pw$PgStTagPw$pw$")
+        c.execute("ALTER ROLE upk_redact PASSWORD U&'PgStUnicodePw'")
+        c.execute("SELECT 'host=db user=app password=PgStKvPw' AS conninfo, "
+                  "'postgresql://app:PgStDsnPw@db.internal/app' AS dsn")
+        with pytest.raises(Exception, match="timestamp"):
+            c.execute("ALTER ROLE upk_redact PASSWORD $$PgStErrorPw$$ VALID UNTIL 'bogus'")
     name = {"stderr": "postgresql.log", "csvlog": "postgresql.csv", "jsonlog": "postgresql.json"}[fmt]
     log = cluster.data / "log" / name
     with log.open("a") as fh:  # a record cut short (a crash while writing): kept as an unparsed sample
