@@ -71,6 +71,18 @@ _SQL_CRYPTO = re.compile(r"\b(?:crypt|pgp_sym_(?:en|de)crypt(?:_bytea)?|pgp_pub_
 _SQL_CRYPTO_WORDS = ("crypt", "hmac")
 _SQL_LITERAL = re.compile(r"(?:E|U&)?'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z)|[()]"
                           r"|(?P<tag>\$(?:" + _TAG_START + _TAG_CHAR + r"*)?\$)[\s\S]*?(?:(?P=tag)|\Z)", re.IGNORECASE)
+# SQL: a role statement (CREATE/ALTER ROLE, USER or GROUP, up to its ";") — its string constants are its
+# password, its VALID UNTIL time and the values it SETs; all but the last two are masked, so a password behind a
+# misspelt keyword (``ALTER ROLE app PASSWRD 'pw'``: PostgreSQL logs the failed statement whole) is masked too
+_SQL_ROLE = re.compile(r"\b(?:CREATE|ALTER)\s+(?:ROLE|USER|GROUP)\b", re.IGNORECASE)
+_SQL_ROLE_TOKEN = re.compile(r"(?:E|U&)?'(?:[^'\\]|\\[\s\S]|'')*(?:'|\Z)|;|\"(?:[^\"]|\"\")*(?:\"|\Z)"
+                             r"|(?P<tag>\$(?:" + _TAG_START + _TAG_CHAR + r"*)?\$)[\s\S]*?(?:(?P=tag)|\Z)",
+                             re.IGNORECASE)
+# what may stand before a constant of a role statement that is no secret: VALID UNTIL '…', SET name = '…' / TO '…', …
+_SQL_ROLE_KEPT = re.compile(r"\bVALID\s+UNTIL\s*\Z", re.IGNORECASE)
+_SQL_ROLE_SET = re.compile(r"\bSET\b", re.IGNORECASE)
+_SQL_MAPPING = re.compile(r"\s+MAPPING\b", re.IGNORECASE)
+_SQL_ROLE_WORDS = ("role", "user", "group")
 # an age identity (X25519 "AGE-SECRET-KEY-1…", a plugin's "AGE-PLUGIN-YUBIKEY-1…") pasted where a public key
 # belongs, and a PEM private key block (an SSH or TLS key pasted into a path field): the kind stays, the key goes
 _AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")
@@ -204,7 +216,8 @@ def redact(text: str) -> str:
     query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
     (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, the password
     argument of a PHP stack frame (``PDO->__construct('mysql:…', 'app', '…')``), age
-    identities (``AGE-SECRET-KEY-1…``) and PEM private keys in ``text``."""
+    identities (``AGE-SECRET-KEY-1…``) and PEM private keys in ``text``; the other constants of a role statement
+    (``ALTER ROLE app PASSWRD '…'``) and the arguments of pgcrypto's password and key functions too."""
     if not text:
         return text
     pat = _pattern
@@ -236,12 +249,46 @@ def redact(text: str) -> str:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text or "$" in text:
         text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if ("'" in text or "$" in text) and any(w in low for w in _SQL_ROLE_WORDS):
+        text = _mask_role_literals(text)
     if ("'" in text or "$" in text) and "(" in text and any(w in low for w in _SQL_CRYPTO_WORDS):
         text = _mask_crypto_args(text)
     if "'" in text and any(w in low for w in _PHP_CALL_WORDS):
         for rx in _PHP_FRAME_PASSWORD:
             text = rx.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     return text
+
+
+def _mask_role_literals(text: str) -> str:
+    """The string constants of each role statement (:data:`_SQL_ROLE`) up to its ``;`` (or the end: an example cut
+    short) masked, but VALID UNTIL's (:data:`_SQL_ROLE_KEPT`) and those after SET; quoted names stay."""
+    out: list[str] = []
+    pos = 0
+    while (m := _SQL_ROLE.search(text, pos)) is not None:
+        out.append(text[pos:m.end()])
+        i = m.end()
+        # past SET: the values of a setting (TO 'a', 'b'); a user mapping's options (SET password '…') are its credentials
+        setting, mapping = False, _SQL_MAPPING.match(text, i) is not None
+        while (lit := _SQL_ROLE_TOKEN.search(text, i)) is not None:
+            tok, before = lit.group(), text[i:lit.start()]
+            out.append(before)
+            i = lit.end()
+            if tok == ";":
+                out.append(tok)
+                break
+            setting = setting or (not mapping and _SQL_ROLE_SET.search(before) is not None)
+            if tok[:1] == '"' or setting or _SQL_ROLE_KEPT.search(before):  # a quoted name, or no secret
+                out.append(tok)
+            elif (tag := lit.group("tag")) is not None:
+                out.append(tag + MASK + (tag if len(tok) >= 2 * len(tag) and tok.endswith(tag) else ""))
+            else:
+                out.append(tok[:tok.index("'")] + "'" + MASK + ("'" if len(tok) > 1 and tok.endswith("'") else ""))
+        else:
+            out.append(text[i:])
+            return "".join(out)
+        pos = i
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _mask_crypto_args(text: str) -> str:

@@ -39,6 +39,15 @@ from upkeeper.redact import redact, redact_redis_command, redis_command_secrets,
     ("ALTER ROLE r PASSWORD $$s3cr'et$$ LOGIN", "ALTER ROLE r PASSWORD *** LOGIN"),
     ("ALTER ROLE r PASSWORD $pw$s3$cret$pw$;", "ALTER ROLE r PASSWORD ***;"),
     ("ALTER ROLE r PASSWORD U&'s3\\0063ret'", "ALTER ROLE r PASSWORD ***"),
+    # a role statement's other constants are its password too, behind a misspelt keyword (PostgreSQL logs the
+    # failed statement whole): all masked but VALID UNTIL's and a SET's values, up to the statement's end
+    ("ALTER ROLE app PASSWRD 'typo pw' VALID UNTIL '2030-01-01'", "ALTER ROLE app PASSWRD '***' VALID UNTIL '2030-01-01'"),
+    ("create user \"o'brien\" with encrypted pasword E'x\\'y' login; select 'kept'",
+     "create user \"o'brien\" with encrypted pasword E'***' login; select 'kept'"),
+    ("ALTER USER app WITH PASWORD $pw$s3cret$pw$ LOGIN", "ALTER USER app WITH PASWORD $pw$***$pw$ LOGIN"),
+    ("CREATE ROLE r PASSWRD 'cut sho", "CREATE ROLE r PASSWRD '***"),
+    ("ALTER USER MAPPING FOR app SERVER s OPTIONS (SET user 'u', ADD passwd 'pw')",
+     "ALTER USER MAPPING FOR app SERVER s OPTIONS (SET user '***', ADD passwd '***')"),
     ("could not connect postgresql://u:pw@h/db", "could not connect postgresql://u:***@h/db"),
     # pgcrypto: every string constant among the arguments of a call that takes a password or a key
     ("SELECT (pswhash = crypt('entered pw', pswhash)) AS ok FROM u WHERE name = 'bob'",
@@ -141,6 +150,10 @@ def test_masks(text: str, expected: str) -> None:
     "Access denied for user 'root'@'localhost' (using password: NO)",
     "SELECT crypt($1, pswhash) FROM u WHERE name = 'bob'",  # a parameter: no constant to mask
     "decryption failed (wrong key?) for 'bob'",
+    "ALTER ROLE app SET search_path TO 'public', 'shop'; ALTER ROLE app SET statement_timeout = '5s'",
+    "ALTER ROLE app VALID UNTIL 'infinity'",
+    "select * from users where role = 'admin' and name = 'bob'",  # no role statement
+    'STATEMENT:  CREATE ROLE "o\'brien" LOGIN',  # a quote inside a quoted name opens no constant
 ])
 def test_leaves_alone(text: str) -> None:
     assert redact(text) == text
@@ -260,6 +273,26 @@ def test_any_sql_password_literal_is_masked(password: str, form: str, tail: str,
     assume(password[:3] not in "ALTER ROLE app PASSWORD ")
     out = redact(text)
     assert out == f"ALTER ROLE app PASSWORD ***{tail}", out
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=30),
+       form=st.sampled_from(["plain", "escape", "dollar", "tag"]), word=st.sampled_from(["PASSWRD", "ENCRYPTED PASWORD"]),
+       tail=st.sampled_from(["", " LOGIN", "; SELECT 'kept'"]))
+def test_any_constant_of_a_misspelt_role_statement_is_masked(password: str, form: str, word: str, tail: str) -> None:
+    """A password behind a misspelt keyword (PostgreSQL logs the statement its syntax error failed whole) is
+    masked as a constant of the role statement; what follows the statement's end stays."""
+    if form == "plain":
+        lit, masked = "'" + password.replace("'", "''") + "'", "'***'"
+    elif form == "escape":
+        lit, masked = "E'" + password.replace("\\", "\\\\").replace("'", "\\'") + "'", "E'***'"
+    else:
+        tag = "$pw$" if form == "tag" else "$$"
+        assume(tag not in password and not password.endswith("$"))
+        lit, masked = tag + password + tag, tag + "***" + tag
+    assume(not any(w in password.lower() for w in ("://", "password", "passwd", "pwd", "token", "secret", "key")))
+    out = redact(f"ALTER ROLE app {word} {lit}{tail}")
+    assert out == f"ALTER ROLE app {word} {masked}{tail}", out
 
 
 @pytest.mark.parametrize("flags", [0, re.IGNORECASE])

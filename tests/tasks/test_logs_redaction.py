@@ -288,7 +288,7 @@ def test_credentials_under_a_key_in_application_logs_stay_out(cli: Any, make_con
 
 # -- logs.postgres -----------------------------------------------------------------------------
 
-PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw"]
+PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw", "PgTypoPw"]
 
 
 @contextlib.contextmanager
@@ -324,6 +324,9 @@ def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Pa
                 assert "already exists" in str(exc)
             else:
                 raise AssertionError("CREATE ROLE of an existing role succeeded")
+        with cluster.connect() as c, pytest.raises(Exception, match="unrecognized role option"):
+            c.execute("ALTER ROLE upk_redact PASSWRD 'PgTypoPw'")  # 42601: logged whole, with the password
+        assert "PgTypoPw" in cluster.log.read_text()
         r, out = _run_pg_logs(cli, make_config, cluster, tmp_path)
     data, jtext, html = reports(r)
     assert_hidden(PG_SECRETS, json_report=jtext, html_report=html, run_json=out,
@@ -335,6 +338,8 @@ def test_statement_secrets_stay_out(cli: Any, make_config: Any, services_dir: Pa
     assert fps["select ? as dsn"]["example"] == "SELECT 'postgresql://app:***@db.internal/app' AS dsn"
     dup = next(e for e in data["errors"]["classes"] if e["sqlstate"] == "42710")
     assert dup["statements"] == ["CREATE ROLE upk_redact PASSWORD ***"]
+    typo = next(e for e in data["errors"]["classes"] if e["message"].startswith("unrecognized role option"))
+    assert typo["statements"] == ["ALTER ROLE upk_redact PASSWRD '***'"]
     assert "ALTER ROLE upk_redact WITH PASSWORD ***" in html
 
 
