@@ -93,6 +93,7 @@ def test_the_native_cut_is_built_and_the_scanner_uses_it() -> None:
     acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
     acc.feed(b"\n".join(GOOD) + b"\n")
     assert acc.arrow is not None and acc.arrow.cutter is _cut.cut and acc.arrow.lines == len(GOOD)
+    assert acc.arrow.count_rows is _cut.count_rows
     off = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, native_cut=False))
     off.feed(b"\n".join(GOOD) + b"\n")
     assert off.arrow is not None and off.arrow.cutter is None and off.arrow.lines == len(GOOD)
@@ -211,6 +212,40 @@ def test_adding_counts_in_c_equals_counter_update(into: dict[Any, int], other: d
     twice = Counter(into)
     _cut.add_counts(twice, twice)  # (itself: every count doubled, as Counter.update does)
     assert twice == Counter({k: 2 * v for k, v in into.items()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=3)), min_size=1, max_size=8).flatmap(
+    lambda keys: st.tuples(st.just(keys), st.lists(st.one_of(st.none(), st.integers(0, len(keys) - 1)), max_size=40),
+                           st.integers(0, 5), st.integers(0, 5))),
+       st.dictionaries(st.binary(max_size=3), st.integers(-(2 ** 70), 2 ** 70), max_size=5))
+def test_counting_rows_in_c_equals_counter_update_of_the_rows_keys(case: tuple[list[bytes | None], list[int | None],
+                                                                                 int, int], into: dict[bytes, int]) -> None:
+    """_cut.count_rows (the arrow scan's per-row counting of request lines, static paths and 404s) counts what
+    Counter.update of each valid row's key counts, keys None left out, in the order of first appearance of the
+    indices (a dictionary encoding's order), for an array sliced anywhere."""
+    keys, rows, head, tail = case
+    col = pa.array(rows, pa.int32()).slice(min(head, len(rows)), max(0, len(rows) - head - tail))
+    want = Counter(into)
+    want.update(k for i in col.to_pylist() if i is not None and (k := keys[i]) is not None)
+    got = Counter(into)
+    validity, data = col.buffers()
+    _cut.count_rows(got, keys, data, col.offset, len(col), validity if col.null_count else None)
+    assert got == want
+    firsts = list(dict.fromkeys(i for i in col.to_pylist() if i is not None))
+    if firsts == sorted(firsts):  # (as dictionary_encode numbers them): the same order too
+        assert list(got.items()) == list(want.items())
+
+
+def test_counting_rows_refuses_short_buffers_and_indexes_out_of_range() -> None:
+    col = pa.array([0, 1, 2], pa.int32())
+    with pytest.raises(ValueError, match="shorter"):
+        _cut.count_rows({}, [b"a", b"b", b"c"], col.buffers()[1], 1, 3, None)
+    with pytest.raises(IndexError, match="range"):
+        _cut.count_rows({}, [b"a", b"b"], col.buffers()[1], 0, 3, None)
+    got: dict[bytes, int] = {}
+    _cut.count_rows(got, [b"a", b"b", b"c"], col.buffers()[1], 0, 3, None)
+    assert got == {b"a": 1, b"b": 1, b"c": 1}
 
 
 _pct_piece = st.sampled_from([b"%", b"%4", b"%41", b"%e4", b"%BD", b"%zz", b"%4g", b"%%", b"%0", b"a", b"+", b"\xff",

@@ -592,6 +592,82 @@ static PyObject *add_counts(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* count_rows(into, keys, indices, offset, length, validity): the rows of an Arrow int32 array (its data buffer
+ * ``indices``, ``offset`` and ``length`` as the array has them, ``validity`` its bitmap or None) counted per index,
+ * then into[keys[i]] += that count for each index i counted, in the order of the indices (a dictionary encoding's
+ * are in order of first appearance: the order Counter.update of the rows' keys inserts them); a key None is left
+ * out.  Counter.update(keys[i] for each row) without a Python object per row (a buffer has tens of thousands). */
+static PyObject *count_rows(PyObject *self, PyObject *args) {
+    PyObject *into, *keys, *validity;
+    Py_buffer data, bits;
+    Py_ssize_t offset, length;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!y*nnO", &PyDict_Type, &into, &PyList_Type, &keys, &data, &offset, &length,
+                          &validity))
+        return NULL;
+    int has_bits = validity != Py_None;
+    if (has_bits && PyObject_GetBuffer(validity, &bits, PyBUF_SIMPLE) != 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t nkeys = PyList_GET_SIZE(keys);
+    Py_ssize_t *counts = NULL;
+    if (offset < 0 || length < 0 || (offset + length) * 4 > data.len
+        || (has_bits && (offset + length + 7) / 8 > bits.len)) {
+        PyErr_SetString(PyExc_ValueError, "count_rows: the buffers are shorter than offset + length");
+        goto done;
+    }
+    counts = PyMem_Calloc((size_t)(nkeys ? nkeys : 1), sizeof(Py_ssize_t));
+    if (!counts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int32_t *idx = (const int32_t *)data.buf;
+    const unsigned char *vb = has_bits ? (const unsigned char *)bits.buf : NULL;
+    for (Py_ssize_t r = offset; r < offset + length; r++) {
+        if (vb && !((vb[r >> 3] >> (r & 7)) & 1)) continue;
+        int32_t i = idx[r];
+        if (i < 0 || i >= nkeys) {
+            PyErr_SetString(PyExc_IndexError, "count_rows: an index is out of the keys' range");
+            goto done;
+        }
+        counts[i]++;
+    }
+    for (Py_ssize_t i = 0; i < nkeys; i++) {
+        if (!counts[i]) continue;
+        PyObject *key = PyList_GET_ITEM(keys, i);  /* borrowed */
+        if (key == Py_None) continue;
+        Py_INCREF(key);  /* (the dict's hash or eq may run code that changes the list) */
+        PyObject *had = PyDict_GetItemWithError(into, key);  /* borrowed */
+        PyObject *sum = NULL;
+        if (had) {
+            PyObject *c = PyLong_FromSsize_t(counts[i]);
+            if (c) {
+                sum = PyNumber_Add(had, c);
+                Py_DECREF(c);
+            }
+        } else if (!PyErr_Occurred()) {
+            sum = PyLong_FromSsize_t(counts[i]);
+        }
+        int bad = !sum || PyDict_SetItem(into, key, sum) != 0;
+        Py_XDECREF(sum);
+        Py_DECREF(key);
+        if (bad) goto done;
+        if (PyList_GET_SIZE(keys) != nkeys) {
+            PyErr_SetString(PyExc_RuntimeError, "count_rows: the keys changed while counting");
+            goto done;
+        }
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_Free(counts);
+    if (has_bits) PyBuffer_Release(&bits);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 /* unquote(b) -> bytes: urllib.parse.unquote_to_bytes of a bytes-like object — '%' and two hex digits (either case)
  * become that byte, any other '%' stays — in one pass instead of a Python loop over the pieces between the '%'s
  * (classify.decode_request undoes percent-encoding of every new distinct referer and suspicious request line). */
@@ -645,6 +721,8 @@ static PyMethodDef methods[] = {
     {"request_keys", request_keys, METH_VARARGS, "request_keys(lines) -> (keys, canon, url_offsets, url_data)"},
     {"path_counts", path_counts, METH_VARARGS, "path_counts(counts) -> {path: hits}"},
     {"add_counts", add_counts, METH_VARARGS, "add_counts(into, other): Counter.update(other) of two dicts"},
+    {"count_rows", count_rows, METH_VARARGS,
+     "count_rows(into, keys, indices, offset, length, validity): Counter.update(keys[i] for each row's index i)"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

@@ -360,6 +360,10 @@ class ArrowScanner:
         self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int, int, int]]], CutResult] | None = None
         #: the endpoints of new request lines of the common shape in C (upkeeper.logs._cut.endpoints), or None
         self.endpoints: Callable[[Any, Any, int, int, int], EndpointsResult] | None = None
+        #: Counter.update of a dict (its loop in C: upkeeper.logs._cut.add_counts, when built)
+        self.add_counts: Callable[[Counter[Any], dict[Any, int]], None] = Counter.update
+        #: Counter.update of a key per row of an int32 column in C (upkeeper.logs._cut.count_rows), or None
+        self.count_rows: Callable[[dict[Any, int], list[Any], Any, int, int, Any], None] | None = None
         #: GoAccess's keys of request lines in C (upkeeper.logs._cut.request_keys), or None
         self.keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[int], bytes, bytes]] | None = None
         if acc.opts.native_cut:
@@ -371,6 +375,8 @@ class ArrowScanner:
                 self.cutter = _cut.cut if plan.program is not None else None
                 self.endpoints = _cut.endpoints
                 self.keys_of = _cut.request_keys
+                self.count_rows = getattr(_cut, "count_rows", None)  # (None: an extension built before it)
+                self.add_counts = _cut.add_counts
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -836,27 +842,38 @@ class ArrowScanner:
         # endpoint errors, 404s: the rows' request lines (or keys) fed to the Counters, which count them in C (a
         # Python step per distinct (line, status) cost more)
         static_of = acc.static_of
-        rows = pc.drop_null(ridx) if ridx.null_count else ridx
-        acc.c_req.update(map(rdict.__getitem__, rows.to_pylist()))
-        del rows
+        count_rows = self.count_rows
+        if count_rows is not None:
+            count_rows(acc.c_req, rdict, *_int32_buffers(ridx))
+        else:
+            rows = pc.drop_null(ridx) if ridx.null_count else ridx
+            acc.c_req.update(map(rdict.__getitem__, rows.to_pylist()))
+            del rows
         nf_text = [x for x in statuses if x[:3] == b"404"]
         nf_m = self._mask_in(s, nf_text) if nf_text else None
         sp_of = list(map(static_of.__getitem__, rdict))
-        static_path = {i: sp for i in compress(range(len(sp_of)), map(is_not, sp_of, repeat(None)))
-                       if (sp := sp_of[i]) is not None}
+        if count_rows is not None:
+            if any(map(is_not, sp_of, repeat(None))):
+                count_rows(p.static_paths, sp_of, *_int32_buffers(ridx if nf_m is None else ridx.filter(pc.invert(nf_m))))
+        else:
+            static_path = {i: sp for i in compress(range(len(sp_of)), map(is_not, sp_of, repeat(None)))
+                           if (sp := sp_of[i]) is not None}
+            if static_path:
+                m = pc.is_in(ridx, value_set=pa.array(list(static_path), ridx.type))
+                if nf_m is not None:
+                    m = pc.and_(m, pc.invert(nf_m))
+                p.static_paths.update(map(static_path.__getitem__, ridx.filter(m).to_pylist()))
         del sp_of
-        if static_path:
-            m = pc.is_in(ridx, value_set=pa.array(list(static_path), ridx.type))
-            if nf_m is not None:
-                m = pc.and_(m, pc.invert(nf_m))
-            p.static_paths.update(map(static_path.__getitem__, ridx.filter(m).to_pylist()))
         errs = [x for x in statuses if (code := code_of[x]) is not None and not 200 <= code < 300]
         if errs:
             m = self._mask_in(s, errs)
             p.endpoint_errors.update(zip(map(ep_list.__getitem__, row_ep.filter(m).to_pylist()),
                                          s.filter(m).to_pylist(), strict=True))
         if nf_m is not None:
-            acc.c_req404.update(map(rdict.__getitem__, ridx.filter(nf_m).to_pylist()))
+            if count_rows is not None:
+                count_rows(acc.c_req404, rdict, *_int32_buffers(ridx.filter(nf_m)))
+            else:
+                acc.c_req404.update(map(rdict.__getitem__, ridx.filter(nf_m).to_pylist()))
         # latency per endpoint; a 101 (a WebSocket) is timed until the connection closes: no response time
         upgraded = [x for x in statuses if code_of[x] == 101]
         if upgraded and (rt is not None or urt is not None):
@@ -966,9 +983,8 @@ class ArrowScanner:
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
         """Count the (endpoint, time token) pairs."""
         (es, toks), counts = self._combos([row_ep, times])
-        get = counter.get  # (no Counter.__missing__ call per new pair)
-        for key, c in zip(zip(map(self.ep_list.__getitem__, es), toks, strict=True), counts, strict=True):
-            counter[key] = get(key, 0) + c
+        self.add_counts(counter, dict(zip(zip(map(self.ep_list.__getitem__, es), toks, strict=True), counts,
+                                          strict=True)))
 
     def _route_sizes(self, row_ep: Any, sizes: Any, ok2: Any) -> None:
         """:meth:`Accumulator._route_size <upkeeper.logs.access.Accumulator._route_size>` of the distinct (endpoint,
@@ -1100,6 +1116,13 @@ def static_pattern(extensions: frozenset[bytes] | None) -> str | None:
     alts = ["".join(f"[{chr(c).upper()}{chr(c)}]" if chr(c).isalpha() else _lit(chr(c)) for c in e)
             for e in sorted(extensions)]
     return "(?s).(?:" + "|".join(alts) + ")$"  # (StaticMatcher: the dot not the URL's first character)
+
+
+def _int32_buffers(col: Any) -> tuple[Any, int, int, Any]:
+    """An int32 array's data buffer, offset, length and validity bitmap (None: no null), as
+    ``_cut.count_rows`` takes them."""
+    validity, data = col.buffers()
+    return data, col.offset, len(col), validity if col.null_count else None
 
 
 def _positions(values: list[bytes], known: Container[bytes]) -> list[int]:
