@@ -21,7 +21,9 @@ birth time (statx) tells it is a new one: the cursor's inode number born at anot
 file under another inode born after the cursor's file was last seen modified (a log deleted and created again,
 beginning with the same start-up lines); where birth times are unknown, a live file under another inode is read
 from its start rather than resumed (:func:`_other_file`).  The live file is read up
-to its last complete line; a half-written line waits for the next run.
+to its last complete line; a half-written line waits for the next run. So is a plain rotated file while its log
+has no byte in any newer file: the program may still be writing it, not having reopened its log yet
+(:func:`_maybe_still_written`).
 
 Rotated files that logrotate moves to another directory (its ``olddir``) are found there when that
 directory is given (``rotated_dirs``), but read only as the continuation of what the last run read: the
@@ -548,6 +550,7 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
         if kept is not None:
             matched.add(id(kept))
             plan.cursors.append(kept)
+    still_written = _maybe_still_written([lf for lf, *_x in heads])
     for lf, head, head_len, cur in heads:
         start = 0
         note = ""
@@ -577,15 +580,53 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
             plan.ranges.append(ReadRange(lf, start, None, final=True, note=note))
             plan.cursors.append(_cursor(lf, head, head_len, -1))  # offset filled in after reading
             continue
-        end = last_newline_end(lf.path, lf.size) if lf.live else lf.size
+        open_end = lf.live or id(lf) in still_written
+        end = last_newline_end(lf.path, lf.size) if open_end else lf.size
         if end < start:
             end = start
         if end > start:
-            plan.ranges.append(ReadRange(lf, start, end, final=not lf.live, note=note))
+            plan.ranges.append(ReadRange(lf, start, end, final=not open_end, note=note))
         plan.cursors.append(_cursor(lf, head, head_len, end))
     plan.notes += _lost(cursors, matched, read_whole=any(cur is None for *_x, cur in heads),
                         looked_at={lf.path for lf in files})
     return plan
+
+
+def _log_keys(lf: LogFile) -> set[str]:
+    """The live log a file of logrotate's naming belongs to (for the live file: its path, and the file a
+    symbolic link there points to, whose rotated files are beside it), as paths with their directory
+    resolved; empty for a file of another naming (a glob's match, the server's own rotation: PostgreSQL's
+    log_filename)."""
+
+    def norm(p: str) -> str:
+        return os.path.join(os.path.realpath(os.path.dirname(p) or "."), os.path.basename(p))
+
+    if lf.live:
+        return {norm(lf.path), os.path.realpath(lf.path)}
+    if lf.elsewhere:
+        chain = lf.elsewhere.split("\0")
+        return {norm(chain[0])} if chain[-1] in ("num", "date") else set()
+    base = live_log(lf.path)
+    return {norm(base)} if base != lf.path else set()
+
+
+def _maybe_still_written(files: list[LogFile]) -> set[int]:
+    """The plain (uncompressed) rotated files (ids) that their program may still be writing: logrotate renamed
+    the log, and the program goes on writing the renamed file until it reopens its log (nginx's USR1, a
+    postrotate script; ``delaycompress`` exists for this window) — a line may be half-written there as in the
+    live file.  It is so while no file of its log rotated after it (``files`` are oldest first), nor the
+    live one, holds a byte: the program has not written anywhere newer yet.  Such a file is read, as the live
+    one, up to its last complete line; the rest is read once the program has moved on (or from the file
+    compressed)."""
+    out: set[int] = set()
+    later_written: set[str] = set()  # logs a file rotated later (or the live one) has bytes in
+    for lf in reversed(files):
+        keys = _log_keys(lf)
+        if not lf.live and not lf.gz and keys and not keys & later_written:
+            out.add(id(lf))
+        if lf.size > 0:
+            later_written |= keys
+    return out
 
 
 def _continuations(files: list[LogFile], heads: list[tuple[LogFile, str, int, dict[str, Any] | None]],
