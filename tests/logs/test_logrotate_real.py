@@ -3,6 +3,7 @@ directory), with a program that goes on writing the renamed file until it reopen
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from logs.test_sources import read_plan
-from upkeeper.logs.sources import discover
+from upkeeper.logs.sources import discover, plan_reads
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 
@@ -102,3 +103,59 @@ def test_logs_nginx_counts_a_request_half_written_during_the_reopen_once(cli: An
     assert run() == (2, 0)
     logrotate(log, " rotate 5\n create\n compress\n delaycompress")  # access.log.1 → .2.gz
     assert run() == (0, 0)
+
+
+def logrotate_at(log: Path, directives: str, when: str) -> None:
+    """logrotate as if run at ``when`` (libfaketime, preloaded: its dateext stamps, without waiting for the clock;
+    not the faketime wrapper, whose sem_open name can clash with another test's)."""
+    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not libs:
+        pytest.skip("needs libfaketime (apt-get install faketime; scripts/ensure-system-deps.sh installs it)")
+    if not Path(LOGROTATE).exists():
+        pytest.skip("logrotate is not installed (scripts/ensure-system-deps.sh installs it)")
+    conf = log.parent.parent / f"logrotate-{log.name}.conf"
+    conf.write_text(f"{log} {{\n{directives}\n}}\n")
+    res = subprocess.run([LOGROTATE, "-f", "-s", str(conf.with_suffix(".state")), str(conf)],
+                         env={**os.environ, "LD_PRELOAD": libs[0], "FAKETIME": f"@{when}"},
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("dateformat", ["-%Y%m%d-%s", "-%Y-%m-%d", ".%Y%m%d%H", ".%Y-%m-%d_%H%M%S", "_%Y%m%d"])
+def test_every_dateformat_logrotate_takes_is_followed_line_for_line(tmp_path: Path, dateformat: str) -> None:
+    """dateext with a dateformat other than -%Y%m%d[%H[%M[%S]]] (-%Y%m%d-%s, to rotate more than once a day, and
+    -%Y-%m-%d are common): the rotated files were not taken for the log's, so the lines written between a run
+    and the rotation were lost — a lost_lines warning every rotation — and with a '.' before the date
+    (.%Y%m%d%H) the files were taken for numbered ones, newest as oldest. Now any stamp logrotate can write (the
+    year first, fields of two digits or %s, -, _ or . between them) is a rotated file of the log, in date order:
+    N lines written over rotations, twice between two runs, are read exactly once."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    directives = f" rotate 9\n create\n dateext\n dateformat {dateformat}\n compress\n delaycompress"
+    written = 0
+    total = b""
+    cur: list[Any] = []
+
+    def write(k: int) -> None:
+        nonlocal written
+        with open(log, "ab") as fh:
+            fh.write(b"".join(entry(i) for i in range(written, written + k)))
+        written += k
+
+    day = 1
+    for runs_between in (1, 2, 1, 2):
+        write(5)
+        got, cur = read_plan(discover(str(log)), cur)
+        total += got
+        for _ in range(runs_between):
+            write(3)
+            logrotate_at(log, directives, f"2026-12-{day:02d} 10:00:00")
+            day += 1
+            write(2)
+    plan_lost = plan_reads(discover(str(log)), cur, incremental=True).notes
+    assert [n.kind for n in plan_lost] == []
+    got, cur = read_plan(discover(str(log)), cur)
+    total += got
+    assert total == b"".join(entry(i) for i in range(written))  # each line once, in order
+    names = sorted(os.listdir(log.parent))
+    assert len(names) == 7 and [Path(f.path).name for f in discover(str(log))][-1] == "access.log", names

@@ -1,8 +1,9 @@
 """Log files on disk: the live file and its rotated siblings, and where to resume reading.
 
 Rotation schemes understood (logrotate's): ``access.log.1``, ``access.log.2.gz`` (or ``.zst``, ``.xz``, ``.bz2``)…
-and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``; a ``dateformat`` of
-``-%Y%m%d`` with ``%H``, ``%H%M`` or ``%H%M%S`` after it, or ``-%s``); and upkeeper's own ``app.cleanup``
+and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``; any ``dateformat`` logrotate takes: the
+year first, fields of two digits or %s, ``-``, ``_`` or ``.`` between them — ``-%Y%m%d-%s``, ``-%Y-%m-%d``,
+``.%Y%m%d%H`` …); and upkeeper's own ``app.cleanup``
 rotation (``app.log.20240301-031500.gz``, ``-1`` … after it should two rotations fall in one second).  Files are
 returned oldest first, the live file last.
 
@@ -51,9 +52,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 HEAD_BYTES = 4096
-#: logrotate's ``.N`` and dateext ``-DATE``, and upkeeper's own (app.cleanup's) ``.YYYYMMDD-HHMMSS[-N]``
-_ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2}){0,3})"
-                      r"|\.(?P<stamp>\d{8}-\d{6})(?:-(?P<dup>\d+))?)(?P<gz>\.(?:gz|zst|xz|bz2))?$")
+#: a dateext stamp as logrotate's ``dateformat`` writes it (only %Y %m %d %H %M %S %V and %s, which logrotate
+#: requires lexically sortable: the year first): after the separator the format begins with (``-``, ``.``,
+#: ``_``), digits — a year and two-digit fields, or %s's 10 — with ``-``, ``_`` or ``.`` between fields:
+#: ``-%Y%m%d`` (the default), ``-%Y%m%d%H``, ``-%Y%m%d-%s``, ``-%Y-%m-%d``, ``.%Y-%m-%d_%H%M%S``, ``-%s``
+_DATE = r"[-._](?P<date>\d{4}(?:[-_.]?\d{2})+)"
+#: logrotate's ``.N`` (up to 5 digits: more is a date) and dateext's stamp, and upkeeper's own (app.cleanup's)
+#: ``.YYYYMMDD-HHMMSS[-N]``
+_ROTATED = re.compile(r"^(?:\.(?P<num>\d{1,5})|\.(?P<stamp>\d{8}-\d{6})(?:-(?P<dup>\d+))?|" + _DATE
+                      + r")(?P<gz>\.(?:gz|zst|xz|bz2))?$")
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,8 @@ class ReadPlan:
         return sum((r.end if r.end is not None else r.file.size) - r.start for r in self.ranges)
 
 
-_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2}){0,3}|\.\d{8}-\d{6}(?:-\d+)?)(?:\.(?:gz|zst|xz|bz2))?$"
-                             r"|\.(?:gz|zst|xz|bz2)$")
+_ROTATED_SUFFIX = re.compile(r"(?:\.\d{1,5}|\.\d{8}-\d{6}(?:-\d+)?|" + _DATE.replace("?P<date>", "")
+                             + r")(?:\.(?:gz|zst|xz|bz2))?$|\.(?:gz|zst|xz|bz2)$")
 #: what logrotate's compresscmd may write (its compressext): gzip (the default), zstd, xz, bzip2
 COMPRESSED_SUFFIXES = (".gz", ".zst", ".xz", ".bz2")
 GLOB_CHARS = "*?["
@@ -179,8 +186,8 @@ def _rotated_in(directory: Path, name: str) -> list[tuple[tuple[int, str], Path,
         elif m.group("stamp"):
             key = (-(10**9), m.group("stamp").replace("-", "") + (f".{int(m.group('dup')):06d}" if m.group("dup")
                                                                     else ""))
-        else:
-            key = (-(10**9), m.group("date"))
+        else:  # (the stamp's digits: its separators, whatever the dateformat, do not change the order)
+            key = (-(10**9), re.sub(r"\D", "", m.group("date")))
         found.append((key, directory / entry, bool(m.group("gz"))))
     return found
 
@@ -710,7 +717,7 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool,
             "is gone: no file here has its inode and first bytes any more. It was rotated away and deleted (or "
             "truncated) before this run — rotated more times between two runs than rotated files are kept "
             "(logrotate's 'rotate'), or its rotated copy is where it is not looked for (logrotate's olddir not "
-            "named in the job's rotated_dirs option, a dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run, if "
+            "named in the job's rotated_dirs option, a dateformat that does not begin with the year); whatever was written to it after the last run, if "
             "anything, is missing from this analysis (with the file gone, this run cannot tell whether it was "
             "written to after the last run read it)")))
     return out

@@ -289,7 +289,7 @@ def lost_fix(path: str, rotated_dirs: list[str] | None = None) -> str:
             why = (f"no olddir for it found in {hint.source} (checked only as a hint"
                    + (f"; could not read {hint.problem}" if hint.problem else "") + ")")
     return ("run the job more often than the log rotates, keep more rotated files (logrotate's 'rotate'), keep "
-            "them next to the log under a name of the form log.N[.gz|.zst|.xz|.bz2] or log-YYYYMMDD[.gz|…], or " + advice
+            "them next to the log under a name of the form log.N[.gz|.zst|.xz|.bz2] or log-YYYYMMDD[.gz|…] (any dateformat beginning with the year), or " + advice
             + (f" — {why}" if why else ""))
 
 
