@@ -14,6 +14,7 @@ import pytest
 
 from logs.test_sources import read_plan
 from upkeeper.logs.sources import discover, plan_reads
+from upkeeper.tasks.logs._common import plan_findings
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
 
@@ -159,3 +160,32 @@ def test_every_dateformat_logrotate_takes_is_followed_line_for_line(tmp_path: Pa
     assert total == b"".join(entry(i) for i in range(written))  # each line once, in order
     names = sorted(os.listdir(log.parent))
     assert len(names) == 7 and [Path(f.path).name for f in discover(str(log))][-1] == "access.log", names
+
+
+@pytest.mark.parametrize("directives", [" rotate 40\n create", " rotate 40\n create\n compress\n delaycompress"])
+def test_a_last_file_beyond_max_files_is_named_not_said_deleted(tmp_path: Path, directives: str) -> None:
+    """More rotations between two runs than max_files keeps: the file the last run stopped in is still on disk,
+    only older than the files read. The warning said it was "gone … rotated away and deleted" and sent the user
+    to logrotate's 'rotate' and olddir; now it names the file (by inode, or by its first bytes once compressed)
+    and the job's max_files."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    log.write_bytes(b"".join(entry(i) for i in range(10)))
+    _, cur = read_plan(discover(str(log), max_files=4), [])
+    for i in range(6):
+        with open(log, "ab") as fh:
+            fh.write(entry(100 + i))
+        logrotate(log, directives)
+    notes = [n for n in plan_reads(discover(str(log), max_files=4), cur, incremental=True).notes
+             if n.kind != "rotated"]  # (the new live file may have the old one's inode number: read whole)
+    assert [n.kind for n in notes] == ["left"], notes
+    suffix = ".6" if "compress" not in directives else ".6.gz"
+    assert f"is {log}{suffix} now" in notes[0].message and "max_files" in notes[0].message, notes[0].message
+    assert "max_files" in plan_findings("nginx", notes)[0].remediation
+    # within max_files: read on, nothing said
+    _, cur = read_plan(discover(str(log), max_files=4), [])
+    with open(log, "ab") as fh:
+        fh.write(entry(200))
+    logrotate(log, directives)
+    got, _ = read_plan(discover(str(log), max_files=4), cur)
+    assert got == entry(200)

@@ -101,6 +101,8 @@ class PlanNote:
     path: str
     kind: Literal["unreadable", "rotated", "lost", "left"]
     message: str
+    #: how to fix it, where the note itself knows better than its kind
+    fix: str = ""
 
     def __str__(self) -> str:
         return self.message
@@ -712,6 +714,16 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool,
                     f"out), yet {there - offset:,} bytes were written to it since: they are missing from this "
                     "analysis")))
             continue
+        beyond = _left_out_rotation(c, looked_at) if looked_at is not None else None
+        if beyond is not None:
+            out.append(PlanNote(path, "left", (
+                f"{path} as the last run read it (the live log then: inode {c.get('inode')}, {offset:,} bytes read) "
+                f"is {beyond} now, rotated more times since the last run than the newest files this run reads "
+                "(the job's max_files): whatever was written to it after the last run is missing from this "
+                "analysis, as are the files rotated between it and those read"),
+                "raise the job's max_files above the number of rotations between two runs, or run the job more "
+                "often (later runs do not read these files either)"))
+            continue
         out.append(PlanNote(path, "lost", (
             f"{path} as the last run read it (the live log then: inode {c.get('inode')}, {offset:,} bytes read) "
             "is gone: no file here has its inode and first bytes any more. It was rotated away and deleted (or "
@@ -721,6 +733,35 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool,
             "anything, is missing from this analysis (with the file gone, this run cannot tell whether it was "
             "written to after the last run read it)")))
     return out
+
+
+def _left_out_rotation(c: dict[str, Any], looked_at: set[str]) -> str | None:
+    """The rotated file of the log at cursor ``c``'s path that is the file ``c`` was left on — the same inode (born
+    at the same time where known), or compressed since: the same first bytes — but none of the files looked at
+    (more rotations since the last run than ``max_files`` keeps), or None."""
+    path = Path(str(c.get("path")))
+    dirs = [(path.parent, path.name)]
+    real = Path(os.path.realpath(path))
+    if real != path:
+        dirs.append((real.parent, real.name))
+    head_len = int(c.get("head_len", 0))
+    for directory, name in dirs:
+        for _key, p, gz in sorted(_rotated_in(directory, name), key=lambda x: x[0], reverse=True):  # newest first
+            if str(p) in looked_at:
+                continue
+            lf = _stat(p, gz, live=False)
+            if lf is None:
+                continue
+            if not lf.gz and not c.get("gz"):
+                if _same_inode(lf, c) and lf.size >= int(c.get("offset", 0)):
+                    return str(p)
+            elif lf.gz and head_len > 0:
+                try:
+                    if head_digest(lf, head_len) == (c.get("head"), head_len):
+                        return str(p)
+                except OSError:
+                    continue
+    return None
 
 
 def _still_there(c: dict[str, Any]) -> int | None:

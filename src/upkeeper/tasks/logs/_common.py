@@ -311,8 +311,8 @@ def plan_findings(task: str, notes: list[PlanNote], rotated_dirs: list[str] | No
                                lost_fix(n.path, rotated_dirs)))
         elif n.kind == "left":
             out.append(Finding(f"logs.{task}.lost_lines", Severity.WARNING, n.path, n.message,
-                               "if the job now reads another log on purpose, nothing to do; else set its log path "
-                               "(or glob) back to include this file, or raise max_files"))
+                               n.fix or "if the job now reads another log on purpose, nothing to do; else set its "
+                               "log path (or glob) back to include this file, or raise max_files"))
         else:
             out.append(Finding(f"logs.{task}.rotation", Severity.INFO, n.path, n.message))
     return out
