@@ -910,6 +910,36 @@ def test_logrotates_hourly_dateext_copy_is_not_taken_for_a_live_log(tmp_path: Pa
     assert (logs / "app.log-2026112303").read_text() == "rotated by logrotate\n"
 
 
+@pytest.mark.parametrize("dateformat", ["-%Y-%m-%d", ".%Y-%m-%d", "-%Y%m%d%H%M%S", "_%Y%m%d"])
+def test_logrotates_dateext_copy_of_any_dateformat_is_not_taken_for_a_live_log(tmp_path: Path,
+                                                                             dateformat: str) -> None:
+    """The real logrotate (dateext, delaycompress) with a dateformat other than -%Y%m%d[%H]: app.cleanup with
+    logs: ['logs/*'] took its uncompressed copy (app.log-2026-12-07) for a log of its own and rotated it again
+    (app.log-2026-12-07.20261207-040346.gz), which log analysis then read as another log: its lines counted
+    twice."""
+    import shutil
+
+    binary = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    if not Path(binary).exists():
+        pytest.skip("logrotate is not installed (scripts/ensure-system-deps.sh installs it)")
+    root = tmp_path / "shop"
+    logs = root / "logs"
+    logs.mkdir(parents=True)
+    log = logs / "app.log"
+    log.write_text("before the rotation\n")
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(f"{log} {{\n rotate 5\n create\n dateext\n dateformat {dateformat}\n compress\n delaycompress\n}}\n")
+    res = subprocess.run([binary, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)], capture_output=True,
+                         text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    copy = next(p for p in logs.iterdir() if p.name != "app.log")
+    log.write_text("live\n")
+    result = run_task("app.cleanup", _target(root, releases_dir=None, logs=["logs/*"]), {"rotate_size": 1})
+    assert result.metrics["logs"] == 1 and result.metrics["rotated_logs"] == 1, result.summary
+    assert copy.read_text() == "before the rotation\n"
+    assert sorted(p.name for p in logs.iterdir() if p.name.startswith(copy.name)) == [copy.name]
+
+
 def test_a_pid_file_naming_another_program_is_not_signalled(app: AppServer) -> None:
     """The app died and came back without rewriting its pid file; the old number now belongs to another program,
     which reopen_signal: USR1 killed (USR1's default action) while the app was never told."""

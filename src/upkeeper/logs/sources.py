@@ -1,8 +1,9 @@
 """Log files on disk: the live file and its rotated siblings, and where to resume reading.
 
 Rotation schemes understood (logrotate's): ``access.log.1``, ``access.log.2.gz`` (or ``.zst``, ``.xz``, ``.bz2``)…
-and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``; a ``dateformat`` of
-``-%Y%m%d`` with ``%H``, ``%H%M`` or ``%H%M%S`` after it, or ``-%s``); and upkeeper's own ``app.cleanup``
+and ``dateext`` (``access.log-20240301``, ``access.log-20240301.gz``; any ``dateformat`` logrotate takes: the
+year first, fields of two digits or %s, ``-``, ``_`` or ``.`` between them — ``-%Y%m%d-%s``, ``-%Y-%m-%d``,
+``.%Y%m%d%H`` …); and upkeeper's own ``app.cleanup``
 rotation (``app.log.20240301-031500.gz``, ``-1`` … after it should two rotations fall in one second).  Files are
 returned oldest first, the live file last.
 
@@ -21,7 +22,9 @@ birth time (statx) tells it is a new one: the cursor's inode number born at anot
 file under another inode born after the cursor's file was last seen modified (a log deleted and created again,
 beginning with the same start-up lines); where birth times are unknown, a live file under another inode is read
 from its start rather than resumed (:func:`_other_file`).  The live file is read up
-to its last complete line; a half-written line waits for the next run.
+to its last complete line; a half-written line waits for the next run. So is a plain rotated file while its log
+has no byte in any newer file: the program may still be writing it, not having reopened its log yet
+(:func:`_maybe_still_written`).
 
 Rotated files that logrotate moves to another directory (its ``olddir``) are found there when that
 directory is given (``rotated_dirs``), but read only as the continuation of what the last run read: the
@@ -49,9 +52,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 HEAD_BYTES = 4096
-#: logrotate's ``.N`` and dateext ``-DATE``, and upkeeper's own (app.cleanup's) ``.YYYYMMDD-HHMMSS[-N]``
-_ROTATED = re.compile(r"^(?:\.(?P<num>\d+)|-(?P<date>\d{8}(?:\d{2}){0,3})"
-                      r"|\.(?P<stamp>\d{8}-\d{6})(?:-(?P<dup>\d+))?)(?P<gz>\.(?:gz|zst|xz|bz2))?$")
+#: a dateext stamp as logrotate's ``dateformat`` writes it (only %Y %m %d %H %M %S %V and %s, which logrotate
+#: requires lexically sortable: the year first): after the separator the format begins with (``-``, ``.``,
+#: ``_``), digits — a year and two-digit fields, or %s's 10 — with ``-``, ``_`` or ``.`` between fields:
+#: ``-%Y%m%d`` (the default), ``-%Y%m%d%H``, ``-%Y%m%d-%s``, ``-%Y-%m-%d``, ``.%Y-%m-%d_%H%M%S``, ``-%s``
+_DATE = r"[-._](?P<date>\d{4}(?:[-_.]?\d{2})+)"
+#: logrotate's ``.N`` (up to 5 digits: more is a date) and dateext's stamp, and upkeeper's own (app.cleanup's)
+#: ``.YYYYMMDD-HHMMSS[-N]``
+_ROTATED = re.compile(r"^(?:\.(?P<num>\d{1,5})|\.(?P<stamp>\d{8}-\d{6})(?:-(?P<dup>\d+))?|" + _DATE
+                      + r")(?P<gz>\.(?:gz|zst|xz|bz2))?$")
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class PlanNote:
     path: str
     kind: Literal["unreadable", "rotated", "lost", "left"]
     message: str
+    #: how to fix it, where the note itself knows better than its kind
+    fix: str = ""
 
     def __str__(self) -> str:
         return self.message
@@ -115,8 +126,8 @@ class ReadPlan:
         return sum((r.end if r.end is not None else r.file.size) - r.start for r in self.ranges)
 
 
-_ROTATED_SUFFIX = re.compile(r"(?:\.\d+|-\d{8}(?:\d{2}){0,3}|\.\d{8}-\d{6}(?:-\d+)?)(?:\.(?:gz|zst|xz|bz2))?$"
-                             r"|\.(?:gz|zst|xz|bz2)$")
+_ROTATED_SUFFIX = re.compile(r"(?:\.\d{1,5}|\.\d{8}-\d{6}(?:-\d+)?|" + _DATE.replace("?P<date>", "")
+                             + r")(?:\.(?:gz|zst|xz|bz2))?$|\.(?:gz|zst|xz|bz2)$")
 #: what logrotate's compresscmd may write (its compressext): gzip (the default), zstd, xz, bzip2
 COMPRESSED_SUFFIXES = (".gz", ".zst", ".xz", ".bz2")
 GLOB_CHARS = "*?["
@@ -177,8 +188,8 @@ def _rotated_in(directory: Path, name: str) -> list[tuple[tuple[int, str], Path,
         elif m.group("stamp"):
             key = (-(10**9), m.group("stamp").replace("-", "") + (f".{int(m.group('dup')):06d}" if m.group("dup")
                                                                     else ""))
-        else:
-            key = (-(10**9), m.group("date"))
+        else:  # (the stamp's digits: its separators, whatever the dateformat, do not change the order)
+            key = (-(10**9), re.sub(r"\D", "", m.group("date")))
         found.append((key, directory / entry, bool(m.group("gz"))))
     return found
 
@@ -548,6 +559,7 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
         if kept is not None:
             matched.add(id(kept))
             plan.cursors.append(kept)
+    still_written = _maybe_still_written([lf for lf, *_x in heads])
     for lf, head, head_len, cur in heads:
         start = 0
         note = ""
@@ -577,15 +589,53 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
             plan.ranges.append(ReadRange(lf, start, None, final=True, note=note))
             plan.cursors.append(_cursor(lf, head, head_len, -1))  # offset filled in after reading
             continue
-        end = last_newline_end(lf.path, lf.size) if lf.live else lf.size
+        open_end = lf.live or id(lf) in still_written
+        end = last_newline_end(lf.path, lf.size) if open_end else lf.size
         if end < start:
             end = start
         if end > start:
-            plan.ranges.append(ReadRange(lf, start, end, final=not lf.live, note=note))
+            plan.ranges.append(ReadRange(lf, start, end, final=not open_end, note=note))
         plan.cursors.append(_cursor(lf, head, head_len, end))
     plan.notes += _lost(cursors, matched, read_whole=any(cur is None for *_x, cur in heads),
                         looked_at={lf.path for lf in files})
     return plan
+
+
+def _log_keys(lf: LogFile) -> set[str]:
+    """The live log a file of logrotate's naming belongs to (for the live file: its path, and the file a
+    symbolic link there points to, whose rotated files are beside it), as paths with their directory
+    resolved; empty for a file of another naming (a glob's match, the server's own rotation: PostgreSQL's
+    log_filename)."""
+
+    def norm(p: str) -> str:
+        return os.path.join(os.path.realpath(os.path.dirname(p) or "."), os.path.basename(p))
+
+    if lf.live:
+        return {norm(lf.path), os.path.realpath(lf.path)}
+    if lf.elsewhere:
+        chain = lf.elsewhere.split("\0")
+        return {norm(chain[0])} if chain[-1] in ("num", "date") else set()
+    base = live_log(lf.path)
+    return {norm(base)} if base != lf.path else set()
+
+
+def _maybe_still_written(files: list[LogFile]) -> set[int]:
+    """The plain (uncompressed) rotated files (ids) that their program may still be writing: logrotate renamed
+    the log, and the program goes on writing the renamed file until it reopens its log (nginx's USR1, a
+    postrotate script; ``delaycompress`` exists for this window) — a line may be half-written there as in the
+    live file.  It is so while no file of its log rotated after it (``files`` are oldest first), nor the
+    live one, holds a byte: the program has not written anywhere newer yet.  Such a file is read, as the live
+    one, up to its last complete line; the rest is read once the program has moved on (or from the file
+    compressed)."""
+    out: set[int] = set()
+    later_written: set[str] = set()  # logs a file rotated later (or the live one) has bytes in
+    for lf in reversed(files):
+        keys = _log_keys(lf)
+        if not lf.live and not lf.gz and keys and not keys & later_written:
+            out.add(id(lf))
+        if lf.size > 0:
+            later_written |= keys
+    return out
 
 
 def _continuations(files: list[LogFile], heads: list[tuple[LogFile, str, int, dict[str, Any] | None]],
@@ -664,15 +714,54 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool,
                     f"out), yet {there - offset:,} bytes were written to it since: they are missing from this "
                     "analysis")))
             continue
+        beyond = _left_out_rotation(c, looked_at) if looked_at is not None else None
+        if beyond is not None:
+            out.append(PlanNote(path, "left", (
+                f"{path} as the last run read it (the live log then: inode {c.get('inode')}, {offset:,} bytes read) "
+                f"is {beyond} now, rotated more times since the last run than the newest files this run reads "
+                "(the job's max_files): whatever was written to it after the last run is missing from this "
+                "analysis, as are the files rotated between it and those read"),
+                "raise the job's max_files above the number of rotations between two runs, or run the job more "
+                "often (later runs do not read these files either)"))
+            continue
         out.append(PlanNote(path, "lost", (
             f"{path} as the last run read it (the live log then: inode {c.get('inode')}, {offset:,} bytes read) "
             "is gone: no file here has its inode and first bytes any more. It was rotated away and deleted (or "
             "truncated) before this run — rotated more times between two runs than rotated files are kept "
             "(logrotate's 'rotate'), or its rotated copy is where it is not looked for (logrotate's olddir not "
-            "named in the job's rotated_dirs option, a dateformat other than -YYYYMMDD[HH[MM[SS]]]); whatever was written to it after the last run, if "
+            "named in the job's rotated_dirs option, a dateformat that does not begin with the year); whatever was written to it after the last run, if "
             "anything, is missing from this analysis (with the file gone, this run cannot tell whether it was "
             "written to after the last run read it)")))
     return out
+
+
+def _left_out_rotation(c: dict[str, Any], looked_at: set[str]) -> str | None:
+    """The rotated file of the log at cursor ``c``'s path that is the file ``c`` was left on — the same inode (born
+    at the same time where known), or compressed since: the same first bytes — but none of the files looked at
+    (more rotations since the last run than ``max_files`` keeps), or None."""
+    path = Path(str(c.get("path")))
+    dirs = [(path.parent, path.name)]
+    real = Path(os.path.realpath(path))
+    if real != path:
+        dirs.append((real.parent, real.name))
+    head_len = int(c.get("head_len", 0))
+    for directory, name in dirs:
+        for _key, p, gz in sorted(_rotated_in(directory, name), key=lambda x: x[0], reverse=True):  # newest first
+            if str(p) in looked_at:
+                continue
+            lf = _stat(p, gz, live=False)
+            if lf is None:
+                continue
+            if not lf.gz and not c.get("gz"):
+                if _same_inode(lf, c) and lf.size >= int(c.get("offset", 0)):
+                    return str(p)
+            elif lf.gz and head_len > 0:
+                try:
+                    if head_digest(lf, head_len) == (c.get("head"), head_len):
+                        return str(p)
+                except OSError:
+                    continue
+    return None
 
 
 def _still_there(c: dict[str, Any]) -> int | None:

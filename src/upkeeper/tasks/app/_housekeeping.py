@@ -20,8 +20,9 @@ from upkeeper.fmt import human_bytes
 from upkeeper.tasks.app._rotate import mount_ns
 
 #: rotated siblings of a log: ours (app.log.20261123-031500[-1][.gz]) and logrotate's (app.log.1[.gz],
-#: app.log-20261123[.gz])
-ROTATED_SUFFIX = re.compile(r"^\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|^-\d{8}(\d{2})?(\.(gz|zst|bz2|xz))?$")
+#: app.log-20261123[.gz], and any other dateformat it takes: app.log-2026-11-23, app.log.20261123-1796615234 …)
+ROTATED_SUFFIX = re.compile(r"^\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$"
+                            r"|^[-._]\d{4}([-_.]?\d{2})+(\.(gz|zst|bz2|xz))?$")
 PARTIAL = ".partial"
 
 

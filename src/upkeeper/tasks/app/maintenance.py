@@ -42,7 +42,10 @@ from upkeeper.tasks.app._rotate import (
 
 #: files a log glob may also match that are rotated copies, not live logs (every name _housekeeping.ROTATED_SUFFIX
 #: takes for a rotated copy)
-NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$|-\d{8}(\d{2})?(\.gz)?$")
+#: (logrotate's dateext: any dateformat it takes, the year first — -%Y%m%d, -%Y-%m-%d, .%Y%m%d-%s …, as
+#: upkeeper.logs.sources reads them)
+NOT_A_LIVE_LOG = re.compile(r"\.(\d+|\d{8}-\d{6}(-\d+)?)(\.(gz|zst|bz2|xz))?$|\.(gz|zst|bz2|xz|partial)$"
+                            r"|[-._]\d{4}([-_.]?\d{2})+(\.(gz|zst|bz2|xz))?$")
 #: rotated files we made and may compress later (after the app let go of them)
 OURS_UNCOMPRESSED = re.compile(r"\.\d{8}-\d{6}(-\d+)?$")
 MAX_ARTIFACT_ACTIONS = 200

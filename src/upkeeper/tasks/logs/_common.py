@@ -289,7 +289,7 @@ def lost_fix(path: str, rotated_dirs: list[str] | None = None) -> str:
             why = (f"no olddir for it found in {hint.source} (checked only as a hint"
                    + (f"; could not read {hint.problem}" if hint.problem else "") + ")")
     return ("run the job more often than the log rotates, keep more rotated files (logrotate's 'rotate'), keep "
-            "them next to the log under a name of the form log.N[.gz|.zst|.xz|.bz2] or log-YYYYMMDD[.gz|…], or " + advice
+            "them next to the log under a name of the form log.N[.gz|.zst|.xz|.bz2] or log-YYYYMMDD[.gz|…] (any dateformat beginning with the year), or " + advice
             + (f" — {why}" if why else ""))
 
 
@@ -311,8 +311,8 @@ def plan_findings(task: str, notes: list[PlanNote], rotated_dirs: list[str] | No
                                lost_fix(n.path, rotated_dirs)))
         elif n.kind == "left":
             out.append(Finding(f"logs.{task}.lost_lines", Severity.WARNING, n.path, n.message,
-                               "if the job now reads another log on purpose, nothing to do; else set its log path "
-                               "(or glob) back to include this file, or raise max_files"))
+                               n.fix or "if the job now reads another log on purpose, nothing to do; else set its "
+                               "log path (or glob) back to include this file, or raise max_files"))
         else:
             out.append(Finding(f"logs.{task}.rotation", Severity.INFO, n.path, n.message))
     return out

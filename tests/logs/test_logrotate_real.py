@@ -1,0 +1,191 @@
+"""Incremental reading across rotations made by the real logrotate binary (``-f -s STATE CONF`` on a scratch
+directory), with a program that goes on writing the renamed file until it reopens its log."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logs.test_sources import read_plan
+from upkeeper.logs.sources import discover, plan_reads
+from upkeeper.tasks.logs._common import plan_findings
+
+LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"
+
+
+def logrotate(log: Path, directives: str) -> None:
+    if not Path(LOGROTATE).exists():
+        pytest.skip("logrotate is not installed (scripts/ensure-system-deps.sh installs it)")
+    conf = log.parent.parent / f"logrotate-{log.name}.conf"
+    conf.write_text(f"{log} {{\n{directives}\n}}\n")
+    res = subprocess.run([LOGROTATE, "-f", "-s", str(conf.with_suffix(".state")), str(conf)],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+
+
+def entry(i: int) -> bytes:
+    return f'192.0.2.{i % 250 + 1} - - [06/Dec/2026:10:00:00 +0000] "GET /item/{i} HTTP/1.1" 200 12 "-" "ua"\n'.encode()
+
+
+@pytest.mark.parametrize("directives", [
+    " rotate 5\n create\n compress\n delaycompress",
+    " rotate 5\n create\n dateext\n dateformat -%Y%m%d%H%M%S",
+    " rotate 5\n nocreate",
+])
+def test_a_line_half_written_to_the_renamed_file_before_the_reopen_is_read_once_whole(tmp_path: Path,
+                                                                                       directives: str) -> None:
+    """logrotate renames the log; the program writes the renamed file until it reopens its log (nginx's USR1 in
+    the postrotate script, a moment later). A run in that window read the renamed file to its very end, as a
+    rotated file is complete — a line half-written there was taken for a whole one (an unparsed line), its
+    cursor moved past it, and the next run read the rest as another: the request was lost, two bogus lines
+    counted. Now a plain rotated file is read, like the live one, up to its last complete line while its log
+    has no byte anywhere newer (the program has not reopened); the rest once it has, or from the file
+    compressed. A file of the program that moved on is still read to its end (a last line without newline)."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    log.write_bytes(b"".join(entry(i) for i in range(10)))
+    got, cur = read_plan(discover(str(log)), [])
+    assert got.count(b"\n") == 10
+    writer = open(log, "ab", buffering=0)  # noqa: SIM115 (the program's descriptor, kept across the rename)
+    try:
+        writer.write(entry(10) + entry(11))
+        logrotate(log, directives)
+        whole = entry(12)
+        writer.write(whole[:30])  # a write cut by the run: the rest comes a moment later
+        got, cur = read_plan(discover(str(log)), cur)
+        assert got == entry(10) + entry(11)
+        writer.write(whole[30:] + entry(13)[:20])
+        got2, cur = read_plan(discover(str(log)), cur)
+        assert got2 == whole  # the completed line, once; the next half still waits
+    finally:
+        writer.close()
+    # the program reopens its log (a new file: nocreate's too) and writes there: its old file is done, and a last
+    # line without newline in it is a line
+    with open(log, "ab") as fh:
+        fh.write(entry(14))
+    got3, cur = read_plan(discover(str(log)), cur)
+    assert got3 == entry(13)[:20] + entry(14)
+    got4, _ = read_plan(discover(str(log)), cur)
+    assert got4 == b""
+    assert sorted(os.listdir(log.parent))[0].startswith("access.log")
+
+
+def test_logs_nginx_counts_a_request_half_written_during_the_reopen_once(cli: Any, make_config: Any,
+                                                                          tmp_path: Path) -> None:
+    """The same window, end to end: the run's requests and unparsed lines over the runs."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": str(log)}},
+                       "jobs": {"j": {"task": "logs.nginx", "target": "web", "options": {
+                           "log_format": "combined", "report_dir": str(tmp_path / "r"), "html": False}}}})
+
+    def run() -> tuple[float, float]:
+        res = cli(["--config", str(cfg), "run", "j", "--json"])
+        assert res.code in (0, 1), res.output
+        m = res.json()[0]["metrics"]
+        return m.get("requests", 0.0), m.get("invalid", 0.0)
+
+    log.write_bytes(b"".join(entry(i) for i in range(10)))
+    assert run() == (10, 0)
+    with open(log, "ab", buffering=0) as writer:
+        writer.write(entry(10))
+        logrotate(log, " rotate 5\n create\n compress\n delaycompress")
+        writer.write(entry(11)[:25])
+        assert run() == (1, 0)
+        writer.write(entry(11)[25:])
+    with open(log, "ab") as fh:  # reopened
+        fh.write(entry(12))
+    assert run() == (2, 0)
+    logrotate(log, " rotate 5\n create\n compress\n delaycompress")  # access.log.1 → .2.gz
+    assert run() == (0, 0)
+
+
+def logrotate_at(log: Path, directives: str, when: str) -> None:
+    """logrotate as if run at ``when`` (libfaketime, preloaded: its dateext stamps, without waiting for the clock;
+    not the faketime wrapper, whose sem_open name can clash with another test's)."""
+    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not libs:
+        pytest.skip("needs libfaketime (apt-get install faketime; scripts/ensure-system-deps.sh installs it)")
+    if not Path(LOGROTATE).exists():
+        pytest.skip("logrotate is not installed (scripts/ensure-system-deps.sh installs it)")
+    conf = log.parent.parent / f"logrotate-{log.name}.conf"
+    conf.write_text(f"{log} {{\n{directives}\n}}\n")
+    res = subprocess.run([LOGROTATE, "-f", "-s", str(conf.with_suffix(".state")), str(conf)],
+                         env={**os.environ, "LD_PRELOAD": libs[0], "FAKETIME": f"@{when}"},
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("dateformat", ["-%Y%m%d-%s", "-%Y-%m-%d", ".%Y%m%d%H", ".%Y-%m-%d_%H%M%S", "_%Y%m%d"])
+def test_every_dateformat_logrotate_takes_is_followed_line_for_line(tmp_path: Path, dateformat: str) -> None:
+    """dateext with a dateformat other than -%Y%m%d[%H[%M[%S]]] (-%Y%m%d-%s, to rotate more than once a day, and
+    -%Y-%m-%d are common): the rotated files were not taken for the log's, so the lines written between a run
+    and the rotation were lost — a lost_lines warning every rotation — and with a '.' before the date
+    (.%Y%m%d%H) the files were taken for numbered ones, newest as oldest. Now any stamp logrotate can write (the
+    year first, fields of two digits or %s, -, _ or . between them) is a rotated file of the log, in date order:
+    N lines written over rotations, twice between two runs, are read exactly once."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    directives = f" rotate 9\n create\n dateext\n dateformat {dateformat}\n compress\n delaycompress"
+    written = 0
+    total = b""
+    cur: list[Any] = []
+
+    def write(k: int) -> None:
+        nonlocal written
+        with open(log, "ab") as fh:
+            fh.write(b"".join(entry(i) for i in range(written, written + k)))
+        written += k
+
+    day = 1
+    for runs_between in (1, 2, 1, 2):
+        write(5)
+        got, cur = read_plan(discover(str(log)), cur)
+        total += got
+        for _ in range(runs_between):
+            write(3)
+            logrotate_at(log, directives, f"2026-12-{day:02d} 10:00:00")
+            day += 1
+            write(2)
+    plan_lost = plan_reads(discover(str(log)), cur, incremental=True).notes
+    assert [n.kind for n in plan_lost] == []
+    got, cur = read_plan(discover(str(log)), cur)
+    total += got
+    assert total == b"".join(entry(i) for i in range(written))  # each line once, in order
+    names = sorted(os.listdir(log.parent))
+    assert len(names) == 7 and [Path(f.path).name for f in discover(str(log))][-1] == "access.log", names
+
+
+@pytest.mark.parametrize("directives", [" rotate 40\n create", " rotate 40\n create\n compress\n delaycompress"])
+def test_a_last_file_beyond_max_files_is_named_not_said_deleted(tmp_path: Path, directives: str) -> None:
+    """More rotations between two runs than max_files keeps: the file the last run stopped in is still on disk,
+    only older than the files read. The warning said it was "gone … rotated away and deleted" and sent the user
+    to logrotate's 'rotate' and olddir; now it names the file (by inode, or by its first bytes once compressed)
+    and the job's max_files."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    log.write_bytes(b"".join(entry(i) for i in range(10)))
+    _, cur = read_plan(discover(str(log), max_files=4), [])
+    for i in range(6):
+        with open(log, "ab") as fh:
+            fh.write(entry(100 + i))
+        logrotate(log, directives)
+    notes = [n for n in plan_reads(discover(str(log), max_files=4), cur, incremental=True).notes
+             if n.kind != "rotated"]  # (the new live file may have the old one's inode number: read whole)
+    assert [n.kind for n in notes] == ["left"], notes
+    suffix = ".6" if "compress" not in directives else ".6.gz"
+    assert f"is {log}{suffix} now" in notes[0].message and "max_files" in notes[0].message, notes[0].message
+    assert "max_files" in plan_findings("nginx", notes)[0].remediation
+    # within max_files: read on, nothing said
+    _, cur = read_plan(discover(str(log), max_files=4), [])
+    with open(log, "ab") as fh:
+        fh.write(entry(200))
+    logrotate(log, directives)
+    got, _ = read_plan(discover(str(log), max_files=4), cur)
+    assert got == entry(200)
