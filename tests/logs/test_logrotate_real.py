@@ -189,3 +189,61 @@ def test_a_last_file_beyond_max_files_is_named_not_said_deleted(tmp_path: Path, 
     logrotate(log, directives)
     got, _ = read_plan(discover(str(log), max_files=4), cur)
     assert got == entry(200)
+
+
+def test_a_run_between_copytruncates_copy_and_its_truncation_counts_each_line_once(tmp_path: Path) -> None:
+    """copytruncate copies the log, then truncates it. A run in between found the copy and the live file with the
+    same bytes; files are matched oldest first, so the copy took the live file's cursor and the live file was read
+    again from its start: 200 lines counted where 50 were new. Now the live file keeps its own cursor (same inode,
+    same bytes) and the copy is known as a copy (read from the live file); after the truncation nothing is lost or
+    counted twice, and no lost-lines warning is raised (logrotate truncated it)."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    log.write_bytes(b"".join(entry(i) for i in range(100)))
+    got, cur = read_plan(discover(str(log)), [])
+    assert got.count(b"\n") == 100
+    with open(log, "ab") as fh:
+        fh.write(b"".join(entry(i) for i in range(100, 150)))
+    shutil.copyfile(log, tmp_path / "logs" / "access.log.1")  # copytruncate's copy …
+    plan = plan_reads(discover(str(log)), cur, incremental=True)
+    got, cur = read_plan(discover(str(log)), cur)  # … a run here …
+    assert got == b"".join(entry(i) for i in range(100, 150))
+    assert [n.kind for n in plan.notes] == ["rotated"] and "is a copy of" in plan.notes[0].message
+    with open(log, "ab") as fh:
+        fh.write(entry(150))  # (written after the copy: logrotate's own loss, but this run read it)
+    got, cur = read_plan(discover(str(log)), cur)
+    assert got == entry(150)
+    with open(log, "r+b") as fh:  # … then the truncation
+        fh.truncate(0)
+    with open(log, "ab") as fh:
+        fh.write(b"".join(entry(i) for i in range(151, 161)))
+    plan = plan_reads(discover(str(log)), cur, incremental=True)
+    assert not [f for f in plan_findings("nginx", plan.notes) if f.check == "logs.nginx.lost_lines"]
+    got, cur = read_plan(discover(str(log)), cur)
+    assert got == b"".join(entry(i) for i in range(151, 161))
+    logrotate(log, " rotate 5\n copytruncate\n compress\n delaycompress")  # and the next rotations as ever
+    with open(log, "ab") as fh:
+        fh.write(entry(161))
+    got, _ = read_plan(discover(str(log)), cur)
+    assert got == entry(161)
+
+
+@pytest.mark.parametrize("directives", [" rotate 5\n copy", " rotate 5\n copy\n compress\n delaycompress",
+                                        " rotate 5\n copy\n compress"])
+def test_logrotates_copy_directive_counts_each_line_once(tmp_path: Path, directives: str) -> None:
+    """logrotate's ``copy`` leaves the live log as it is and keeps copies of it: each run after a rotation read the
+    live file again from its start (its copy had taken its cursor), 178 lines counted for 50 written over a few
+    rotations. Now the copies, plain or compressed, are known as such and each line is counted once."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    written, counted, cur = 0, 0, []
+    for batch in range(5):
+        with open(log, "ab") as fh:
+            fh.write(b"".join(entry(written + i) for i in range(10)))
+        written += 10
+        if batch:
+            logrotate(log, directives)
+        got, cur = read_plan(discover(str(log)), cur)
+        counted += got.count(b"\n")
+        assert counted == written, (batch, counted, written)
+    assert len(glob.glob(str(log) + ".*")) == 4

@@ -537,17 +537,24 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
     unreadable: list[tuple[LogFile, OSError]] = []
     claimed: set[int] = set()  # the cursors a file was matched to: each belongs to one file at most
     replaced: dict[str, str] = {}  # path → why a file whose bytes match a cursor is not that cursor's file
+    digests: list[tuple[LogFile, str, int]] = []
     for lf in files:
         try:
             head, head_len = head_digest(lf)
         except OSError as exc:
             unreadable.append((lf, exc))
             continue
-        cur = (_match(lf, head, head_len, [c for c in cursors if id(c) not in claimed], replaced)
-               if incremental else None)
-        if cur is not None:
-            claimed.add(id(cur))
+        digests.append((lf, head, head_len))
+    own = _own_cursors(digests, cursors) if incremental else {}
+    claimed.update(id(c) for c in own.values())
+    for lf, head, head_len in digests:
+        cur = own.get(id(lf))
+        if cur is None and incremental:
+            cur = _match(lf, head, head_len, [c for c in cursors if id(c) not in claimed], replaced)
+            if cur is not None:
+                claimed.add(id(cur))
         heads.append((lf, head, head_len, cur))
+    copies = _copies(heads, own)
     heads, unreadable = _continuations(files, heads, unreadable, cursors)
     plan.notes += [PlanNote(lf.path, "unreadable", f"{lf.path}: cannot read ({exc})") for lf, exc in unreadable]
     plan.readable = len(heads)
@@ -563,6 +570,13 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
     for lf, head, head_len, cur in heads:
         start = 0
         note = ""
+        if id(lf) in copies:  # its bytes are the live file's, read there: as if read to its end
+            live, c, size = copies[id(lf)]
+            plan.notes.append(PlanNote(lf.path, "rotated", (
+                f"{lf.path} is a copy of {live.path} (logrotate's copy, or copytruncate's before it truncated "
+                f"{live.path}): its lines are read from {live.path}, once")))
+            plan.cursors.append({**_cursor(lf, head, head_len, size), "copy_of": [c.get("dev"), c.get("inode")]})
+            continue
         if cur is not None:
             start = int(cur.get("offset", 0))
             if not lf.gz and lf.size < start:
@@ -584,10 +598,10 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
             # are no trailer) it was read as a compressed file of this very size
             if cur is not None and start > 0 and ((isize is not None and start % (1 << 32) == isize)
                                                   or (cur.get("gz") and cur.get("size") == lf.size)):
-                plan.cursors.append(_cursor(lf, head, head_len, start))
+                plan.cursors.append(_carried(_cursor(lf, head, head_len, start), cur))
                 continue  # nothing new in it
             plan.ranges.append(ReadRange(lf, start, None, final=True, note=note))
-            plan.cursors.append(_cursor(lf, head, head_len, -1))  # offset filled in after reading
+            plan.cursors.append(_carried(_cursor(lf, head, head_len, -1), cur))  # offset filled in after reading
             continue
         open_end = lf.live or id(lf) in still_written
         end = last_newline_end(lf.path, lf.size) if open_end else lf.size
@@ -595,10 +609,73 @@ def plan_reads(files: list[LogFile], cursors: list[dict[str, Any]] | None, *, in
             end = start
         if end > start:
             plan.ranges.append(ReadRange(lf, start, end, final=not open_end, note=note))
-        plan.cursors.append(_cursor(lf, head, head_len, end))
+        plan.cursors.append(_carried(_cursor(lf, head, head_len, end), cur))
     plan.notes += _lost(cursors, matched, read_whole=any(cur is None for *_x, cur in heads),
                         looked_at={lf.path for lf in files})
     return plan
+
+
+def _own_cursors(digests: list[tuple[LogFile, str, int]], cursors: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The live plain files (by id) that keep the cursor of their own inode — the same first bytes and the bytes the
+    last run read last — before any other file is matched by content: a rotated file that begins with the same
+    bytes (logrotate's ``copy``, ``copytruncate`` caught between its copy and its truncation) would take it (files
+    are matched oldest first) and the live file be read again from its start.  Not where the file's first lines are
+    all alike (a format without a time): there the bytes cannot tell such a copy from a file truncated and written
+    again with the same lines, which is the more likely."""
+    own: dict[int, dict[str, Any]] = {}
+    for lf, head, head_len in digests:
+        if not lf.live or lf.gz:
+            continue
+        mine = [c for c in cursors if c.get("dev") == lf.dev and c.get("inode") == lf.inode and not c.get("gz")
+                and id(c) not in {id(x) for x in own.values()}]
+        cur = _match(lf, head, head_len, mine) if mine else None
+        if cur is not None and int(cur.get("offset", 0)) > 0 and not _alike_lines(lf.path):
+            own[id(lf)] = cur
+    return own
+
+
+def _alike_lines(path: str, length: int = HEAD_BYTES) -> bool:
+    """Are the complete lines among the first ``length`` bytes of the file all the same (two or more)?"""
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read(length).split(b"\n")[:-1]
+    except OSError:
+        return False
+    return len(lines) >= 2 and lines.count(lines[0]) == len(lines)
+
+
+def _copies(heads: list[tuple[LogFile, str, int, dict[str, Any] | None]], own: dict[int, dict[str, Any]]
+            ) -> dict[int, tuple[LogFile, dict[str, Any], int]]:
+    """The rotated files (by id) without a cursor that are copies of a live file keeping its own cursor
+    (:func:`_own_cursors`), made since the last run by logrotate's ``copy`` or ``copytruncate`` (caught before it
+    truncated the live file): they begin with the bytes of that cursor and hold at least what the last run read of
+    the live file and at most what it holds now; a plain one ends with the bytes the live file has at the same
+    offset, a gzip one is as long as its trailer says (what else begins as the live file does and is that long,
+    while the live file still holds the bytes the last run read last?).  Each maps to the live file, its cursor
+    and the copy's (uncompressed) size."""
+    out: dict[int, tuple[LogFile, dict[str, Any], int]] = {}
+    lives = [(lf, own[id(lf)]) for lf, *_x in heads if id(lf) in own]
+    if not lives:
+        return out
+    for lf, _head, head_len, cur in heads:
+        if cur is not None or lf.live:
+            continue
+        size: int | None = lf.size
+        if lf.gz:
+            size = gzip_isize(lf.path)  # (modulo 2**32: taken as it is below 4 GiB only)
+        for live, c in lives:
+            n = int(c.get("head_len", 0))
+            if (size is None or not (0 < n <= head_len and int(c.get("offset", 0)) <= size <= live.size)
+                    or (lf.gz and live.size >= 1 << 32)):
+                continue
+            try:
+                if head_digest(lf, n) == (c.get("head"), n) and (
+                        lf.gz or tail_digest(lf.path, size) == tail_digest(live.path, size)):
+                    out[id(lf)] = (live, c, size)
+                    break
+            except OSError:
+                continue
+    return out
 
 
 def _log_keys(lf: LogFile) -> set[str]:
@@ -699,8 +776,14 @@ def _lost(cursors: list[dict[str, Any]], matched: set[int], *, read_whole: bool,
     where it was (its inode) is not gone: nothing is said when no byte was written to it since the last run read
     it, else a ``left`` note says how many bytes are not read."""
     out: list[PlanNote] = []
+    # the live files the last run found copied (copytruncate caught between its copy and its truncation): their
+    # truncation since is logrotate's, and their lines up to the copy are in the copy
+    # (the same first bytes as the copy: the cursor left on the live file before its truncation, not a later one)
+    copied = {(of[0], of[1], o.get("head"), o.get("head_len")) for o in cursors
+              if id(o) in matched and isinstance(of := o.get("copy_of"), list) and len(of) == 2}
     for c in cursors:
-        if id(c) in matched or not c.get("live"):
+        if id(c) in matched or not c.get("live") or (
+                (c.get("dev"), c.get("inode"), c.get("head"), c.get("head_len")) in copied):
             continue
         offset = int(c.get("offset", 0))
         if offset <= 0 and read_whole:
@@ -806,6 +889,14 @@ def _cursor(lf: LogFile, head: str, head_len: int, offset: int) -> dict[str, Any
     if not lf.gz and offset > head_len:
         c["tail"] = tail_digest(lf.path, offset)
     return c
+
+
+def _carried(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """``new`` with what the cursor ``old`` of the same file knew beyond its bytes: that it is a copy of a live
+    file (``copy_of``, see :func:`_copies`), for as long as the copy is kept."""
+    if old is not None and isinstance(old.get("copy_of"), list):
+        new["copy_of"] = old["copy_of"]
+    return new
 
 
 def move_cursor(c: dict[str, Any], offset: int) -> None:
