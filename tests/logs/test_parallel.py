@@ -214,3 +214,38 @@ def test_damaged_compressed_files_are_noted_by_helper_processes_too(tmp_path: Pa
         assert partial.lines == 2 * 6000 + 2 * complete.count(b"\n") and partial.invalid == 0
         assert [(n.path, n.damaged) for n in notes] == [(u.path, k % 2 == 1) for k, u in enumerate(units)]
         assert gz_read == {u.path: len(complete) if k % 2 else len(text) for k, u in enumerate(units)}
+
+
+_DYING_KIND = '''
+import os, signal, time
+from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
+
+def make_accumulator(opts):
+    acc = _make(opts)
+    if os.getpid() == int(os.environ["UPK_TEST_SCANNER"]):
+        feed = acc.feed
+        def slow(buf, source="", offset=0):  # (the helper surely gets a unit)
+            time.sleep(0.3)
+            feed(buf, source, offset)
+        acc.feed = slow
+    else:
+        acc.feed = lambda buf, source="", offset=0: os.kill(os.getpid(), signal.SIGKILL)
+    return acc
+'''
+
+
+def test_a_helper_killed_mid_scan_is_said_to_be_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scanning helper killed (the OOM killer, kill -9) failed the run with "a log scanning helper failed: Ran
+    out of input" (pickle's words for a pipe that closed); now it names the helper and how it ended."""
+    import os
+
+    (tmp_path / "dying_kind.py").write_text(_DYING_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("UPK_TEST_SCANNER", str(os.getpid()))
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(good(i) for i in range(20000)))
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=1 << 18)
+    with pytest.raises(RuntimeError, match=r"helper process \d+ killed by SIGKILL before it answered") as exc:
+        parallel.scan("dying_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2, min_parallel=0)
+    assert "Ran out of input" not in str(exc.value)

@@ -457,6 +457,8 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                   ready: Spawned | None = None) -> None:
     """Hand units to one helper process (``ready``: one :func:`prestart` started, else a new one) until none is
     left, then have it write its partial result to a file for :func:`scan` to merge."""
+    from upkeeper.core.proc import describe_exit
+
     try:
         sp = ready or _spawn_helper()
     except Exception:  # no helper: the main process does the work alone
@@ -500,9 +502,14 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
             with lock:
                 errors.insert(0, exc)
         except Exception as exc:
+            why = str(exc)
+            if isinstance(exc, EOFError | BrokenPipeError):  # (pickle's "Ran out of input": the helper is gone)
+                why = f"the helper process {sp.popen.pid} ended before it answered"
+                with contextlib.suppress(Exception):
+                    why = f"the helper process {sp.popen.pid} {describe_exit(sp.popen.wait(timeout=5))} before it answered"
             tail = sp.collector.text.strip().splitlines()[-3:] if sp.collector else []
             with lock:
-                errors.append(RuntimeError(f"{exc}{': ' + ' / '.join(tail) if tail else ''}"))
+                errors.append(RuntimeError(f"{why}{': ' + ' / '.join(tail) if tail else ''}"))
 
 
 def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
