@@ -247,3 +247,27 @@ def test_logrotates_copy_directive_counts_each_line_once(tmp_path: Path, directi
         counted += got.count(b"\n")
         assert counted == written, (batch, counted, written)
     assert len(glob.glob(str(log) + ".*")) == 4
+
+
+def test_a_half_line_left_by_a_program_that_never_wrote_again_is_read_once_the_file_is_old(tmp_path: Path) -> None:
+    """A rotated file's last line without a newline is held back while its program may still be writing it
+    (nothing written anywhere newer); a program that wrote half a line and died never writes again, and the line
+    waited for ever. Once the file was last written to STILL_WRITTEN_FOR ago, it is read."""
+    from upkeeper.logs import sources
+
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    log.write_bytes(entry(0))
+    got, cur = read_plan(discover(str(log)), [])
+    with open(log, "ab") as fh:
+        fh.write(entry(1) + entry(2)[:25])  # … and the program died mid-line
+    logrotate(log, " rotate 5\n create")
+    got, cur = read_plan(discover(str(log)), cur)
+    assert got == entry(1)  # (it may still be written: held back)
+    rotated = tmp_path / "logs" / "access.log.1"
+    old = rotated.stat().st_mtime - sources.STILL_WRITTEN_FOR - 60
+    os.utime(rotated, (old, old))
+    got, cur = read_plan(discover(str(log)), cur)
+    assert got == entry(2)[:25]
+    got, _ = read_plan(discover(str(log)), cur)
+    assert got == b""

@@ -45,6 +45,7 @@ import math
 import os
 import re
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -696,19 +697,26 @@ def _log_keys(lf: LogFile) -> set[str]:
     return {norm(base)} if base != lf.path else set()
 
 
+#: seconds after its last write that a rotated file whose program has written nowhere newer yet is taken as done
+#: (:func:`_maybe_still_written`): its last line, complete or not, is then read
+STILL_WRITTEN_FOR = 900.0
+
+
 def _maybe_still_written(files: list[LogFile]) -> set[int]:
     """The plain (uncompressed) rotated files (ids) that their program may still be writing: logrotate renamed
     the log, and the program goes on writing the renamed file until it reopens its log (nginx's USR1, a
     postrotate script; ``delaycompress`` exists for this window) — a line may be half-written there as in the
     live file.  It is so while no file of its log rotated after it (``files`` are oldest first), nor the
-    live one, holds a byte: the program has not written anywhere newer yet.  Such a file is read, as the live
-    one, up to its last complete line; the rest is read once the program has moved on (or from the file
-    compressed)."""
+    live one, holds a byte: the program has not written anywhere newer yet, and it was written to less than
+    :data:`STILL_WRITTEN_FOR` ago (a program reopens its log within seconds of the rotation; one that wrote half a
+    line and died never finishes it).  Such a file is read, as the live one, up to its last complete line; the
+    rest is read once the program has moved on (or from the file compressed, or once it is that old)."""
     out: set[int] = set()
     later_written: set[str] = set()  # logs a file rotated later (or the live one) has bytes in
+    recent = time.time() - STILL_WRITTEN_FOR
     for lf in reversed(files):
         keys = _log_keys(lf)
-        if not lf.live and not lf.gz and keys and not keys & later_written:
+        if not lf.live and not lf.gz and keys and not keys & later_written and lf.mtime >= recent:
             out.add(id(lf))
         if lf.size > 0:
             later_written |= keys
