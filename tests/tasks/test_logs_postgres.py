@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from upkeeper.logs.pglog import PgAccumulator, PgScanOptions, summarize
@@ -434,6 +435,45 @@ def test_a_log_in_another_language_says_so(cli: Any, make_config: Any, tmp_path:
     assert "logs.postgres.unparsed" not in checks
     f = checks["logs.postgres.lc_messages"]
     assert f["severity"] == "warning" and "2 durations" in f["message"] and "lc_messages = 'C'" in f["remediation"]
+
+
+@pytest.mark.parametrize("lang", ["ja_JP", "ru_RU"])
+def test_a_real_server_logging_in_japanese_or_russian_says_so(cli: Any, make_config: Any, services_dir: Path,
+                                                              tmp_path: Path, lang: str) -> None:
+    """A real PostgreSQL 15 with lc_messages in Japanese or Russian, every statement logged.  Japanese keeps LOG in
+    English but writes durations in ミリ秒 ("期間: 0.307 ミリ秒  文: SELECT 0"): the run said "no statement
+    durations: set log_min_duration_statement" — already set — and reported an idle server.  Russian translates the
+    severities too ("СООБЩЕНИЕ:  продолжительность: 0.036 мс, оператор: …"): every line unparsed, and the finding
+    blamed log_line_prefix, which is right; its csvlog's records were read as nothing at all.  Now each says that
+    the server logs in another language and to set lc_messages."""
+    locales = services_dir / "locales-logs"
+    locales.mkdir(exist_ok=True)
+    res = subprocess.run(["localedef", "-i", lang, "-f", "UTF-8", str(locales / f"{lang}.UTF-8")],
+                         capture_output=True, text=True)
+    assert (locales / f"{lang}.UTF-8" / "LC_MESSAGES").exists(), res.stderr
+    cluster = PostgresCluster(services_dir / f"pg-lang-{lang}",
+                              extra_conf=THREE_CONF + f"lc_messages = '{lang}.UTF-8'\n",
+                              extra_env={"LOCPATH": str(locales)})
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for i in range(20):
+                c.execute(f"SELECT {i}")
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                c.execute("SELECT 1/0")
+            c.execute("CHECKPOINT")
+    finally:
+        cluster.stop()
+    text = (cluster.data / "log" / "postgresql.log").read_text()
+    assert ("ミリ秒" if lang == "ja_JP" else "СООБЩЕНИЕ:  продолжительность") in text  # the server did translate
+    for name in ("postgresql.log", "postgresql.csv"):
+        out = run(cli, config(make_config, cluster, tmp_path / name, log_file=str(cluster.data / "log" / name),
+                              log_line_prefix=THREE_PREFIX, incremental=False))
+        checks = {f["check"]: f for f in out["findings"]}
+        assert "logs.postgres.lc_messages" in checks, (name, out["summary"], list(checks))
+        f = checks["logs.postgres.lc_messages"]
+        assert f["severity"] == "warning" and "lc_messages = 'C'" in f["remediation"], f
+        assert not {"logs.postgres.unparsed", "logs.postgres.no_durations"} & set(checks), (name, list(checks))
 
 
 def test_truncated_rotated_server_log_is_read_up_to_the_damage(cli: Any, make_config: Any, tmp_path: Path) -> None:

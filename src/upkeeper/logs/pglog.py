@@ -256,7 +256,40 @@ MAX_UNPAIRED = 2
 _AUTOVACUUM = re.compile(rb"automatic (?:aggressive )?vacuum (?:to prevent wraparound )?of table ")
 #: a duration in another language than English (lc_messages: "durée : 0.036 ms, instruction : …", "Dauer: 0.036 ms
 #: Anweisung: …"): nothing of such a log is recognized but its SQLSTATEs, so it is counted to say so
-_TRANSLATED_DURATION = re.compile(rb"[^\s:\d][^:\n]{0,40}?: \d+(?:[.,]\d+)? ms(?:[ ,]|$)")
+_TRANSLATED_DURATION = re.compile(
+    rb"[^\s:\d][^:\n]{0,40}?: \d+(?:[.,]\d+)? (?:ms|"
+    # its unit in the languages that translate it (PostgreSQL 15's catalogs: ru and uk, ja, zh_TW, ka)
+    + "|".join(("\u043c\u0441", "\u30df\u30ea\u79d2", "\u6beb\u79d2", "\u10db\u10ec\u10db")).encode()
+    + rb")(?:[ ,]|$)")
+#: the severities (and DETAIL, STATEMENT … labels) PostgreSQL 15 writes in another language than English (its
+#: catalogs: de es fr it ja ka ko ru sv uk zh_CN zh_TW) — where a translated LOG hides every entry of the log (ru,
+#: ko, zh_CN …: "СООБЩЕНИЕ:  продолжительность: 0.036 мс, оператор: …"), a line that starts with the prefix and
+#: one of them says the server logs in another language, not that log_line_prefix is wrong
+TRANSLATED_LEVELS: tuple[str, ...] = (
+    # de, es, fr, it, sv
+    "HINWEIS", "WARNUNG", "FEHLER", "PANIK", "TIPP", "ANFRAGE", "ZUSAMMENHANG", "ANWEISUNG", "ORT",
+    "DETALLE", "CONSULTA", "CONTEXTO", "SENTENCIA", "UBICACIÓN",
+    "ATTENTION", "ERREUR", "DÉTAIL", "ASTUCE", "REQUÊTE", "CONTEXTE", "INSTRUCTION", "EMPLACEMENT",
+    "NOTIFICA", "ATTENZIONE", "ERRORE", "FATALE", "PANICO", "DETTAGLI", "SUGGERIMENTO", "CONTESTO", "ISTRUZIONE",
+    "POSIZIONE",
+    "LOGG", "NOTIS", "VARNING", "FEL", "FATALT", "DETALJ", "TIPS", "FRÅGA", "KONTEXT", "SATS", "PLATS",
+    # ru, uk
+    "ОТЛАДКА", "СООБЩЕНИЕ", "ИНФОРМАЦИЯ", "ЗАМЕЧАНИЕ", "ПРЕДУПРЕЖДЕНИЕ", "ОШИБКА", "ВАЖНО", "ПАНИКА", "ПОДРОБНОСТИ",
+    "ПОДСКАЗКА", "ЗАПРОС", "КОНТЕКСТ", "ОПЕРАТОР", "ПОЛОЖЕНИЕ",
+    "НАЛАГОДЖЕННЯ", "ЗАПИСУВАННЯ", "ІНФОРМАЦІЯ", "ПОВІДОМЛЕННЯ", "ПОПЕРЕДЖЕННЯ", "ПОМИЛКА", "ФАТАЛЬНО", "ПАНІКА",
+    "ВІДОМОСТІ", "УКАЗІВКА", "ЗАПИТ", "ІНСТРУКЦІЯ", "РОЗТАШУВАННЯ",
+    # ja, ka, ko, zh_CN, zh_TW
+    "詳細", "ヒント", "問い合わせ", "文脈", "文", "場所",
+    "გამართვა", "ჟურნალი", "ინფორმაცია", "გაფრთხილება", "შეცდომა", "ფატალური", "პანიკა", "დეტალები", "მინიშნება",
+    "მოთხოვნა", "კონტექსტი", "ოპერატორი", "მდებარეობა",
+    "디버그", "로그", "정보", "알림", "경고", "오류", "치명적오류", "손상", "상세정보", "힌트", "쿼리", "내용", "명령 구문", "위치",
+    "调试", "日志", "信息", "注意", "警告", "错误", "致命错误", "灾难性错误", "详情", "提示", "查询", "上下文", "语句", "位置",
+    "除錯", "日誌", "資訊", "錯誤", "致命錯誤", "嚴重錯誤", "詳情", "查詢", "陳述式",
+)
+_TRANSLATED_LEVEL_SET = frozenset(TRANSLATED_LEVELS)
+#: (as PostgreSQL writes them: "ERREUR:  ", "INSTRUCTION :  " in French)
+_TRANSLATED_LEVEL_RX = rb"(?:" + b"|".join(re.escape(w.encode()) for w in sorted(TRANSLATED_LEVELS, key=len,
+                                                                                    reverse=True)) + rb") ?:  "
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
 
@@ -381,6 +414,8 @@ class PgPartial:
     connections: int = 0
     #: LOG entries with a duration in another language (lc_messages other than English): not understood
     translated: int = 0
+    #: lines (records) whose severity is in another language (ERREUR, СООБЩЕНИЕ …: TRANSLATED_LEVELS): not understood
+    translated_lines: int = 0
     first: bytes | None = None
     last: bytes | None = None
     #: pieces whose bare durations are not paired yet (see :func:`resolve`; none left in a resolved partial)
@@ -447,6 +482,8 @@ class PgAccumulator:
         self.g_pid = gi["pid"]
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
+        # an unparsed line whose severity is in another language (counted where lines are left unparsed only)
+        self.translated_rx = re.compile(rb"(?m)^" + pre + _TRANSLATED_LEVEL_RX)
         self.p = PgPartial(samples=opts.samples)
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
         # (a long text is kept as its first WAITING_TEXT bytes — all a report shows of it — and its fingerprint,
@@ -531,6 +568,10 @@ class PgAccumulator:
         unparsed = nlines - cont - len(rows)
         if unparsed > 0:
             p.unparsed += unparsed
+            # most lines of the buffer unparsed (a translated LOG leaves them all so): severities in another
+            # language?  (Looked for there only: that costs as much as the scan)
+            if 2 * unparsed > nlines - cont:
+                p.translated_lines += sum(1 for _ in self.translated_rx.finditer(buf))
             if len(p.unparsed_samples) < p.samples or (p.unparsed_pos and (source, offset, 0) < p.unparsed_pos[-1]):
                 self._sample_unparsed(buf, source, offset)
 
@@ -771,6 +812,8 @@ class PgAccumulator:
                 self.pending[pid] = ("lock_failure", key)
             else:
                 self.pending[pid] = ("error", key)
+        elif level in _TRANSLATED_LEVEL_SET:  # (a csvlog or jsonlog record: the stderr format leaves it unparsed)
+            p.translated_lines += 1
         elif level == "WARNING":
             key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",
                    normalize_message(msg))
@@ -1229,7 +1272,7 @@ def merge(parts: list[PgPartial]) -> PgPartial:
                      "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections",
-                     "translated"):
+                     "translated", "translated_lines"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
                      "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
@@ -1317,7 +1360,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
         "unparsed_pct": round(100.0 * p.unparsed / p.lines, 4) if p.lines else 0.0,
         "unparsed_samples": [redact(x) for x in p.unparsed_samples], "bytes_read": p.bytes_read,
-        "translated_durations": p.translated,
+        "translated_durations": p.translated, "translated_lines": p.translated_lines,
         "first": _s(p.first) or None, "last": _s(p.last) or None,
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),

@@ -59,6 +59,16 @@ else:
     sources = lazy.module("upkeeper.logs.sources")
 
 CURSORS_KEY = "pg_cursors"
+def _in_another_language(rep: dict[str, Any]) -> bool:
+    """The report is of a log in another language than English (lc_messages): more durations in another language
+    than in English (an application's own RAISE LOG 'took: 5 ms' looks like one), or lines whose severity is in
+    another language (a translated LOG, "СООБЩЕНИЕ:", hides every entry) make at least half of the unparsed ones
+    (a csvlog or jsonlog record is never unparsed for it)."""
+    lines = rep.get("translated_lines", 0)
+    return bool(rep.get("translated_durations", 0) > rep["statements"]["count"]
+                or (lines and 2 * lines >= rep["unparsed"]))
+
+
 UNPARSED_KEY = "pg_unparsed_from"  # where the runs began that could parse none of their lines (their prefix)
 #: the statements left waiting for their bare duration (log_statement + log_duration) where the last run stopped
 OPEN_KEY = "pg_open_statements"
@@ -458,13 +468,14 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     @staticmethod
     def _unparsed(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         translated = rep.get("translated_durations", 0)
-        # more durations in another language than in English (an application's own RAISE LOG 'took: 5 ms' looks
-        # like one): the prefix matched, so the unparsed lines are translated severities (ERREUR, DÉTAIL …)
-        if translated > rep["statements"]["count"]:
+        lines = rep.get("translated_lines", 0)
+        # (the prefix matched: the unparsed lines are translated severities, ERREUR, DÉTAIL …, not a wrong prefix)
+        if _in_another_language(rep):
             return [Finding("logs.postgres.lc_messages", Severity.WARNING, path,
-                            f"the server logs in another language than English: {translated:,} durations (and "
-                            f"{rep['unparsed']:,} unparsed lines) not understood, so statements, lock waits, "
-                            "checkpoints, temporary files and autovacuum runs are missing from the report",
+                            f"the server logs in another language than English: {translated:,} durations and "
+                            f"{lines:,} lines with a severity in another language (of {rep['unparsed']:,} unparsed "
+                            "lines) not understood, so statements, errors, lock waits, checkpoints, temporary files "
+                            "and autovacuum runs are missing from the report",
                             "set lc_messages = 'C' in postgresql.conf and reload (pgBadger needs it too)",
                             value=translated, data={"samples": rep["unparsed_samples"][:3]})]
         if rep["unparsed_pct"] <= o.unparsed_warn_pct:
@@ -496,7 +507,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _latency(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         st = rep["statements"]
         if not st["count"]:
-            if not rep["lines"] or rep["unparsed_pct"] >= 50:  # (most not parsed: the unparsed warning says why)
+            # (most not parsed: the unparsed warning says why; in another language: the lc_messages one does)
+            if not rep["lines"] or rep["unparsed_pct"] >= 50 or _in_another_language(rep):
                 return []
             return [Finding("logs.postgres.no_durations", Severity.INFO, path,
                             "the log has no statement durations, so query latency cannot be judged",
