@@ -239,6 +239,8 @@ def test_prefixes() -> None:
     assert rep["by_database"] == {"app": 1} and rep["by_user"] == {"bob": 1}
     with pytest.raises(PrefixError, match="%p"):
         compile_prefix("%m ")
+    with pytest.raises(PrefixError, match="%p"):  # %x is no backend's key
+        compile_prefix("%m %x ")
     with pytest.raises(PrefixError, match="unknown escape"):
         compile_prefix("%m [%p] %Z")
 

@@ -327,6 +327,44 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     assert st_["unpaired"]["count"] == 0  # every statement logged: no duration left without its statement
 
 
+def test_azure_prefix_with_the_session_id_and_no_pid(cli: Any, make_config: Any, services_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """Azure Database for PostgreSQL's default log_line_prefix is '%t-%c-': no %p, the session id %c
+    ("6b162e3c.47a6": start time and pid in hex) instead.  The run failed: "log_line_prefix '%t-%c-' has no %p".
+    %c tells backends apart as well: with log_statement = 'all' + log_duration and three pgbench clients at once
+    (their statement and duration lines interleaved), every statement is paired with its own duration."""
+    prefix = "%t-%c-"
+    cluster = PostgresCluster(services_dir / "pg-azure-prefix",
+                              extra_conf=f"log_statement = 'all'\nlog_duration = on\nlc_messages = 'C'\n"
+                                         f"log_line_prefix = '{prefix}'\n")
+    cluster.start()
+    try:
+        env = {**os.environ, **cluster.env()}
+        pgbench = str(cluster.bin / "pgbench")
+        subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        start = cluster.log.stat().st_size
+        for mode in ("simple", "extended", "prepared"):
+            subprocess.run([pgbench, "-n", "-M", mode, "-c", "3", "-t", "10", "postgres"], env=env, check=True,
+                           capture_output=True)
+    finally:
+        cluster.stop()
+    log = tmp_path / "pg.log"
+    log.write_bytes(cluster.log.read_bytes()[start:])
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC-[0-9a-f]+\.[0-9a-f]+-LOG:  execute P_1: ", log.read_text(), re.M)
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(log), log_line_prefix=prefix,
+                        incremental=False))
+    assert r["status"] != "error", r["summary"]
+    rep = report_of(r)
+    assert rep["unparsed"] == 0 and rep["statements"]["unpaired"]["count"] == 0, rep["statements"]["unpaired"]
+    counts = {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}
+    for fp in ("begin", "end", "select abalance from pgbench_accounts where aid = ?",
+               "update pgbench_accounts set abalance = abalance + ? where aid = ?",
+               "update pgbench_tellers set tbalance = tbalance + ? where tid = ?",
+               "update pgbench_branches set bbalance = bbalance + ? where bid = ?",
+               "insert into pgbench_history (tid, bid, aid, delta, mtime) values (?, ?, ?, ?, current_timestamp)"):
+        assert counts[fp] == 3 * 3 * 10, fp  # three modes, three clients, ten transactions each
+
+
 def test_lines_a_wrong_log_line_prefix_could_not_parse_are_read_again_once_it_is_fixed(
         cli: Any, make_config: Any, logging_pg: tuple[PostgresCluster, dict[str, int]], tmp_path: Path) -> None:
     """A wrong log_line_prefix option parses none of the lines; its run used to move the cursor past them all the

@@ -79,6 +79,10 @@ _ESCAPES: dict[str, bytes] = {
 }
 
 
+#: %c (the session id: start time and pid, in hex) as the backend's key, in a prefix without %p
+_SESSION_PID = rb"(?P<pid>[0-9a-f]+\.[0-9a-f]+)"
+
+
 # a padded escape (PostgreSQL's process_log_prefix_padding): "%-10u" pads the user name with spaces on the
 # right to 10 characters, "%5p" the pid on the left; "%-u" is no padding at all
 _PADDING = re.compile(r"-?\d*")
@@ -97,6 +101,9 @@ def compile_prefix(prefix: str) -> bytes:
     out: list[bytes] = []
     seen: set[str] = set()
     optional_from: int | None = None
+    # without %p, the session id %c ("65e1a0b1.1f2c": the backend's start time and pid, in hex) tells backends
+    # apart as well (Azure's default prefix is '%t-%c-'): it is the backend's key then
+    session_key = re.search(r"%-?\d*p", prefix) is None
     i = 0
     while i < len(prefix):
         c = prefix[i]
@@ -114,7 +121,7 @@ def compile_prefix(prefix: str) -> bytes:
             elif e == "q":
                 optional_from = len(out)  # non-session processes stop printing here
             elif e in _ESCAPES:
-                pat = _ESCAPES[e]
+                pat = _SESSION_PID if e == "c" and session_key else _ESCAPES[e]
                 name = re.search(rb"\?P<(\w+)>", pat)
                 if name and name.group(1).decode() in seen:
                     pat = re.sub(rb"\?P<\w+>", b"?:", pat)  # a field printed twice: capture it once
@@ -132,7 +139,7 @@ def compile_prefix(prefix: str) -> bytes:
     if optional_from is not None:
         out = out[:optional_from] + [b"(?:" + b"".join(out[optional_from:]) + b")?"]
     if "pid" not in seen:
-        raise PrefixError(f"log_line_prefix {prefix!r} has no %p (process id)",
+        raise PrefixError(f"log_line_prefix {prefix!r} has no %p (process id) nor %c (session id)",
                           "Try: add [%p] to log_line_prefix in postgresql.conf; without it entries cannot be "
                           "paired with their statements")
     if "ts" not in seen and "epoch" not in seen:
