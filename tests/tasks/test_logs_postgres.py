@@ -1084,3 +1084,44 @@ def test_the_p95_says_only_slow_statements_are_timed_only_when_they_are(cli: Any
         assert got is not None and int(got[1]) >= 21 and "slower than" not in message, message
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize(("conf", "sampled"), [
+    ("log_min_duration_statement = 250\nlog_min_duration_sample = 0\nlog_statement_sample_rate = 0.5\n",
+     "log_statement_sample_rate = 0.5"),
+    ("log_min_duration_statement = 250\nlog_transaction_sample_rate = 0.5\n", "log_transaction_sample_rate = 0.5"),
+    ("log_min_duration_statement = 0\nlog_min_duration_sample = 0\nlog_statement_sample_rate = 0.5\n", ""),
+])
+def test_a_server_that_logs_a_sample_of_its_statements_is_said_to(cli: Any, make_config: Any, services_dir: Path,
+                                                                   tmp_path: Path, conf: str, sampled: str) -> None:
+    """log_min_duration_sample + log_statement_sample_rate, or log_transaction_sample_rate, make a real server log
+    about half of 200 fast statements: the report counted ~100 runs and said nothing — a DBA read a sample as the
+    whole.  Now an INFO finding names the sampling settings (and the p95 note says it is over a sample).  With
+    log_min_duration_statement = 0 every statement is logged whatever the sampling: nothing is said."""
+    cluster = PostgresCluster(services_dir / f"pg-sampled-{len(sampled)}", extra_conf=(
+        conf + f"lc_messages = 'C'\nlog_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\n"))
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for i in range(200):
+                c.execute(f"SELECT {i} AS upk_sampled")
+            c.execute("SELECT pg_sleep(0.3) AS upk_marker")  # slower than every threshold: always logged
+        deadline = time.monotonic() + 15
+        while b"upk_marker" not in cluster.log.read_bytes():
+            assert time.monotonic() < deadline, "the marker statement never reached the log"
+            time.sleep(0.05)
+        r = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), html=False, incremental=False,
+                            query_p95_ms=0.001))
+    finally:
+        cluster.stop()
+    counts = {q["fingerprint"]: q["count"] for q in report_of(r)["most_frequent"]}
+    checks = {f["check"]: f for f in r["findings"]}
+    p95 = checks["logs.postgres.query_p95"]["message"]
+    if not sampled:
+        assert counts["select ? as upk_sampled"] == 200
+        assert "logs.postgres.sampled" not in checks and "sample" not in p95, p95
+        return
+    assert 0 < counts.get("select ? as upk_sampled", 0) < 200  # the server did log a sample (P(all 200) = 2^-200)
+    f = checks["logs.postgres.sampled"]
+    assert f["severity"] == "info" and sampled in f["message"], f["message"]
+    assert "only a sample of the statements is logged" in p95 and sampled in p95, p95

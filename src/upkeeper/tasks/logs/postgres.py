@@ -80,8 +80,50 @@ SELECT current_setting('log_line_prefix') AS prefix,
        current_setting('data_directory') AS datadir,
        current_setting('log_min_duration_statement') AS min_duration,
        current_setting('log_filename') AS log_filename,
-       current_setting('log_duration') AS log_duration
+       current_setting('log_duration') AS log_duration,
+       current_setting('log_min_duration_sample', true) AS min_duration_sample,
+       current_setting('log_statement_sample_rate', true) AS sample_rate,
+       current_setting('log_transaction_sample_rate', true) AS xact_sample_rate
 """
+#: a duration setting as SHOW writes it ("-1", "0", "250ms", "1s", "2min") in ms; None if it is none of these
+_UNITS_MS = {"ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
+
+
+def _ms(setting: str) -> float | None:
+    m = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?", setting.strip())
+    return float(m[1]) * _UNITS_MS[m[2] or "ms"] if m else None
+
+
+def sampling(server: dict[str, str]) -> str:
+    """What of the statements the server logs only a sample of (log_min_duration_sample with
+    log_statement_sample_rate, log_transaction_sample_rate), as PostgreSQL's check_log_duration decides; "" when it
+    logs each statement it times (or cannot be asked)."""
+    if server.get("log_duration") == "on":  # every statement's duration is logged, a bare one at least
+        return ""
+    md = _ms(server.get("min_duration", "")) if server.get("min_duration") else None
+    out = []
+    sample, rate = server.get("min_duration_sample") or "", server.get("sample_rate") or ""
+    smd, r = _ms(sample) if sample else None, _number(rate)
+    if smd is not None and smd >= 0 and r is not None and 0 < r < 1 and (md is None or md < 0 or smd < md):
+        band = [f"of {sample} or more"] if smd > 0 else []
+        if md is not None and md >= 0:
+            band.append(f"faster than {server['min_duration']}")
+        out.append(f"statements {' and '.join(band) or 'of any duration'} are logged at log_statement_sample_rate = "
+                   f"{rate} only (log_min_duration_sample = {sample})")
+    xr = _number(server.get("xact_sample_rate") or "")
+    if xr is not None and 0 < xr < 1 and (md is None or md != 0):
+        out.append(f"log_transaction_sample_rate = {server['xact_sample_rate']} logs every statement of that share of "
+                   "transactions" + (f", the others' only when slower than {server['min_duration']}"
+                                     if md is not None and md > 0 else ""))
+    return "; ".join(out)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
 
 LOGFILE_SQL = "SELECT pg_current_logfile(%s)"
 LogFormat = Literal["auto", "stderr", "csvlog", "jsonlog"]
@@ -405,7 +447,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if row is None:
             return {}
         return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3],
-                "log_filename": row[4] or "", "log_duration": row[5] or ""}
+                "log_filename": row[4] or "", "log_duration": row[5] or "", "min_duration_sample": row[6] or "",
+                "sample_rate": row[7] or "", "xact_sample_rate": row[8] or ""}
 
     @staticmethod
     def _format(option: str, files: list[LogFile], path: str) -> str:
@@ -518,13 +561,24 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         md = server.get("min_duration", "")
         # only the slow statements are timed, unless log_duration times every one (its bare "duration:" lines)
         biased = md not in ("", "0", "-1") and server.get("log_duration") != "on"
+        sampled = sampling(server)
         if p95 > o.query_p95_ms:
             out.append(Finding(
                 "logs.postgres.query_p95", Severity.WARNING, path,
                 f"p95 statement duration {p95:.1f} ms over {st['count']:,} statements, objective < "
-                f"{o.query_p95_ms:g} ms" + (f" (only statements slower than {md} are logged)" if biased else ""),
+                f"{o.query_p95_ms:g} ms" + (f" (only a sample of the statements is logged: {sampled})" if sampled
+                                           else f" (only statements slower than {md} are logged)" if biased else ""),
                 "see the most time-consuming queries in the report; EXPLAIN (ANALYZE, BUFFERS) them",
                 value=p95, threshold=o.query_p95_ms))
+        if sampled:
+            out.append(Finding(
+                "logs.postgres.sampled", Severity.INFO, path,
+                f"the server logs a sample of its statements: {sampled} — counts and total times are those of the "
+                "sample, not of every statement that ran, and the percentiles lean toward the statements logged "
+                "every time", "for exact counts set log_min_duration_statement = 0 (or log_duration = on); else read "
+                "the report as a sample", data={"log_min_duration_sample": server.get("min_duration_sample"),
+                                                 "log_statement_sample_rate": server.get("sample_rate"),
+                                                 "log_transaction_sample_rate": server.get("xact_sample_rate")}))
         slow = [q for q in rep["slowest_total"] if q["mean_ms"] > o.slow_query_mean_ms][:5]
         for q in slow:
             out.append(Finding(
