@@ -224,6 +224,34 @@ def test_agrees_with_pgbadger(logging_pg: tuple[PostgresCluster, dict[str, int]]
     assert_locks_and_deadlocks_agree(mine, badger)
 
 
+def test_do_blocks_are_told_apart_as_pgbadger_does(services_dir: Path, tmp_path: Path) -> None:
+    """A DO block's code was taken for a string literal: every anonymous block of a server — a migration's, a
+    cron job's — was one fingerprint, "do ?", their runs and time summed.  pgBadger keeps each block's code (its
+    literals made ?): so do we now, with the same fingerprints."""
+    cluster = PostgresCluster(services_dir / "pg-do-blocks", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for s in (0.01, 0.02):
+                c.execute(f"DO $$BEGIN PERFORM pg_sleep({s}); END$$")
+            c.execute("DO $$\nBEGIN\n  PERFORM count(*) FROM pg_class WHERE relname = 'x';\nEND\n$$;")
+            c.execute("DO $$\nBEGIN\n  PERFORM count(*) FROM pg_class WHERE relname = 'y';\nEND\n$$;")
+            c.execute("/* migration 42 */ DO LANGUAGE plpgsql $m$ BEGIN CREATE TEMP TABLE upk_do (id int); END $m$")
+    finally:
+        cluster.stop()
+    log = tmp_path / "pg.log"
+    shutil.copy(cluster.log, log)
+    mine = {q["fingerprint"]: q["count"] for q in ours(log, pgworkload.LOG_LINE_PREFIX)["most_frequent"]
+            if q["fingerprint"].startswith("do ")}
+    assert mine == {"do $$begin perform pg_sleep(?); end$$": 2,
+                    "do $$ begin perform count(*) from pg_class where relname = ?; end $$": 2,
+                    "do language plpgsql $$ begin create temp table upk_do (id int); end $$": 1}
+    badger = pgbadger(log, pgworkload.LOG_LINE_PREFIX, tmp_path)
+    theirs = {k.rstrip(";").replace("?.?", "?"): v["count"] for k, v in badger["normalyzed_info"]["postgres"].items()
+              if k.startswith("do $$")}
+    assert theirs == {k: v for k, v in mine.items() if k.startswith("do $$")}
+
+
 def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Path) -> None:
     """With %e in log_line_prefix pgBadger reports each error's SQLSTATE: ours must be the same counts."""
     prefix = "%m [%p] %e %q%u@%d "
