@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from upkeeper.logs import pgstruct
 from upkeeper.logs.pglog import PgAccumulator, PgScanOptions, summarize
 from upkeeper.sandbox import pgworkload
 from upkeeper.sandbox.postgres import PostgresCluster
@@ -274,6 +275,61 @@ def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Pa
     assert mine["errors"]["by_sqlstate"] == theirs
     assert mine["errors"]["inferred_sqlstates"] == 0  # every one read from the log, none guessed
     assert_locks_and_deadlocks_agree(mine, badger)
+
+
+#: statements that fail (or warn) with SQLSTATEs a log without %e must tell from the message
+INFERRED_ERRORS = (
+    "COMMIT", "BEGIN", "BEGIN", "ROLLBACK",  # warnings: 25P01, then 25001
+    "SELECT (SELECT g FROM generate_series(1, 2) g)", "EXECUTE upk_nope", "PREPARE upk_p AS SELECT 1",
+    "PREPARE upk_p AS SELECT 1", "SELECT 12345.678::numeric(5,2)", "SELECT 'z'::upk_mood",
+    "INSERT INTO upk_oc VALUES (1) ON CONFLICT (id) DO NOTHING", "SELECT E'\\xff'", "FETCH 1 FROM upk_nocursor",
+    "CREATE TABLE upk_dup (a int, a int)", "SELECT 1 LIMIT -1", "SELECT $1", "SELECT 1::int::bool::date",
+    "SELECT 'x'::timestamp", "SELECT '2024-02-30'::date", "SELECT to_timestamp(1e20)", "DROP TABLE upk_oc",
+    "CREATE SCHEMA public", "DO $$DECLARE x int; BEGIN SELECT g INTO STRICT x FROM generate_series(1, 2) g; END$$",
+    "DO $$DECLARE x int; BEGIN SELECT 1 INTO STRICT x WHERE false; END$$",
+    "SET default_transaction_read_only = on", "CREATE TABLE upk_ro ()", "SET default_transaction_read_only = off",
+)
+
+
+def test_sqlstates_told_by_the_message_are_the_servers(services_dir: Path, tmp_path: Path) -> None:
+    """Without %e (and log_error_verbosity = default) an error's SQLSTATE is told by its message.  A real server's
+    common ones — a failed parallel query's workers ('terminating background worker "parallel worker" due to
+    administrator command', 57P01), 'prepared statement "S_1" already exists' (42P05: pgbouncer's transaction
+    pooling), 'cannot execute … in a read-only transaction' (25006: a standby), a date out of range (22008, was
+    counted 22003), … — were '-----', and every warning 01000 ('there is no transaction in progress' is 25P01).
+    The stderr log's SQLSTATEs must be those the same server wrote in its csvlog."""
+    cluster = PostgresCluster(services_dir / "pg-inferred", extra_conf=pgworkload.LOGGING_CONF + (
+        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            c.execute("CREATE TYPE upk_mood AS ENUM ('a')")
+            c.execute("CREATE TABLE upk_oc (id int)")
+            c.execute("CREATE VIEW upk_ocv AS SELECT * FROM upk_oc")
+            c.execute("CREATE TABLE upk_big AS SELECT g FROM generate_series(1, 300000) g")
+            c.execute("ANALYZE upk_big")
+            for sql in INFERRED_ERRORS:
+                try:
+                    c.execute(sql.encode())
+                except psycopg.Error:
+                    pass
+            c.execute("SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; "
+                      "SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0")
+            with pytest.raises(psycopg.errors.DivisionByZero):  # a parallel query fails: its workers are ended
+                c.execute("SELECT sum(1 / (g % 100000)) FROM upk_big")
+    finally:
+        cluster.stop()
+    stderr = ours(cluster.data / "log" / "postgresql.log", pgworkload.LOG_LINE_PREFIX)
+    acc = pgstruct.make_accumulator(pgstruct.PgStructOptions(format="csvlog"))
+    acc.feed((cluster.data / "log" / "postgresql.csv").read_bytes())
+    truth = summarize(acc.partial(), top_n=1000)["errors"]
+    mine = stderr["errors"]
+    assert truth["inferred_sqlstates"] == 0 and len(truth["by_sqlstate"]) >= 20, truth["by_sqlstate"]
+    assert mine["by_sqlstate"] == truth["by_sqlstate"], (
+        sorted({(e["sqlstate"], e["message"]) for e in mine["classes"]}
+               ^ {(e["sqlstate"], e["message"]) for e in truth["classes"]}))
+    assert mine["inferred_sqlstates"] == truth["total"]  # every one told by its message
 
 
 LOG_DURATION_CONF = f"""

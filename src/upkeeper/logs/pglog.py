@@ -167,11 +167,17 @@ def message_start(prefix: str) -> re.Pattern[bytes]:
 _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("40P01", r"^deadlock detected"),
     ("40001", r"^could not serialize access"),
-    ("57014", r"^canceling statement due to (?:statement timeout|user request)"),
+    ("57014", r"^canceling statement due to (?:statement timeout|user request)|^canceling autovacuum task"),
     ("55P03", r"^canceling statement due to lock timeout|^could not obtain lock"),
     ("25P03", r"^terminating connection due to idle-in-transaction timeout"),
-    ("57P01", r"^terminating connection due to administrator command"),
-    ("57P03", r"^the database system is (?:starting up|shutting down|in recovery mode)"),
+    # (a parallel worker's too, when its leader's statement failed: 'terminating background worker "parallel
+    # worker" due to administrator command'; an autovacuum worker's, a walsender's …)
+    ("57P01", r"^terminating .* due to administrator command"),
+    ("57P02", r"^terminating connection because of crash of another server process"),
+    ("57P05", r"^terminating connection due to idle-session timeout"),
+    ("40001", r"^(?:canceling statement|terminating connection) due to conflict with recovery"),
+    ("57P03", r"^the database system is (?:starting up|shutting down|in recovery mode|not (?:yet )?accepting "
+              r"connections)"),
     ("53300", r"^(?:sorry, )?too many clients|^remaining connection slots are reserved"),
     ("53100", r"^could not (?:extend|write to) file|no space left on device"),
     ("53200", r"^out of memory"),
@@ -179,6 +185,27 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("28000", r"^(?:role \".*\" does not exist|no pg_hba\.conf entry|Peer authentication failed)"),
     ("3D000", r"^database \".*\" does not exist"),
     ("42P01", r"^relation \".*\" does not exist|^missing FROM-clause entry"),
+    ("26000", r"^prepared statement \".*\" does not exist"),
+    ("42P05", r"^prepared statement \".*\" already exists"),
+    ("34000", r"^cursor \".*\" does not exist"),
+    ("42P10", r"^there is no unique or exclusion constraint matching the ON CONFLICT"),
+    ("42701", r"^column \".*\" specified more than once"),
+    ("42P02", r"^there is no parameter \$"),
+    ("42846", r"^cannot cast type"),
+    ("42P04", r"^database \".*\" already exists"),
+    ("42P06", r"^schema \".*\" already exists"),
+    ("2BP01", r"^cannot drop .* because other objects depend on it"),
+    ("55006", r"is being accessed by other users"),
+    ("25006", r"^cannot execute .* in a read-only transaction"),
+    ("25P01", r"^there is no transaction in progress"),
+    ("25001", r"^there is already a transaction in progress"),
+    ("21000", r"^more than one row returned by a subquery"),
+    ("P0002", r"^query returned no rows"),
+    ("P0003", r"^query returned more than one row"),
+    ("22021", r"^invalid byte sequence for encoding"),
+    ("2201W", r"^LIMIT must not be negative"),
+    ("2201X", r"^OFFSET must not be negative"),
+    ("54000", r"^index row (?:size .* exceeds|requires)"),
     ("42703", r"^column \".*\" (?:of relation \".*\" )?does not exist"),
     ("42883", r"^(?:function|operator) (?:.* )?does not exist"),
     ("42601", r"^syntax error at|^unterminated quoted string|^zero-length delimited identifier"),
@@ -193,18 +220,22 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("23502", r"violates not-null constraint"),
     ("23514", r"violates check constraint"),
     ("23P01", r"violates exclusion constraint"),
-    ("22P02", r"^invalid input syntax for"),
+    ("22007", r"^invalid input syntax for type (?:date|time|timestamp)"),
+    ("22P02", r"^invalid input syntax for|^invalid input value for enum"),
     ("22001", r"^value too long for type"),
-    ("22003", r"out of range"),
+    ("22008", r"^date/time field value out of range|^(?:timestamp|date) out of range"),
+    ("22003", r"out of range|^numeric field overflow"),
     ("22012", r"^division by zero"),
     ("22007", r"^invalid (?:value for|input syntax for type (?:date|time|timestamp))"),
-    ("22008", r"^date/time field value out of range"),
     ("25P02", r"^current transaction is aborted"),
     ("25001", r"cannot be executed (?:from a function|inside a transaction block)"),
     ("0A000", r"^cannot .* (?:is not supported|not supported)"),
     ("08P01", r"^unexpected EOF|^invalid frontend message|^unsupported frontend protocol"),
     ("08006", r"^could not receive data from client|^connection to client lost"),
     ("XX000", r"^could not read block|^invalid page in block|^unexpected data beyond EOF"),
+    # a parallel worker whose leader's statement failed as it started
+    ("55000", r"^could not (?:attach to dynamic shared area|map dynamic shared memory segment)|^invalid magic number in "
+              r"dynamic shared memory segment"),
 )
 _SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _SQLSTATE_PATTERNS]
 _VERBOSE_CODE = re.compile(rb"^([0-9A-Z]{5}): ")
@@ -822,6 +853,10 @@ class PgAccumulator:
         elif level in _TRANSLATED_LEVEL_SET:  # (a csvlog or jsonlog record: the stderr format leaves it unparsed)
             p.translated_lines += 1
         elif level == "WARNING":
+            if not code:  # its own when the message tells it ("there is no transaction in progress": 25P01)
+                code = infer_sqlstate(msg)
+                if code:
+                    p.inferred_codes += 1
             key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",
                    normalize_message(msg))
             p.errors[key] += 1

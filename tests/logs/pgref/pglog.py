@@ -29,6 +29,7 @@ from logs.pgref.sqlfp import fingerprints, statement_kind
 from upkeeper.errors import UpkeeperError
 
 # CHANGED: durations (their unit too: мс, ミリ秒 …) and severities in another language, as upkeeper reads them
+from upkeeper.logs.pglog import _SQLSTATE_PATTERNS as _NEW_SQLSTATE_PATTERNS
 from upkeeper.logs.pglog import _TRANSLATED_DURATION, _TRANSLATED_LEVEL_RX
 
 DEFAULT_PREFIX = "%m [%p] "  # PostgreSQL 13+ default
@@ -148,7 +149,8 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("08006", r"^could not receive data from client|^connection to client lost"),
     ("XX000", r"^could not read block|^invalid page in block|^unexpected data beyond EOF"),
 )
-_SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _SQLSTATE_PATTERNS]
+# CHANGED: upkeeper's patterns (more SQLSTATEs told by their messages, warnings' too), not the frozen ones
+_SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _NEW_SQLSTATE_PATTERNS]
 _VERBOSE_CODE = re.compile(rb"^([0-9A-Z]{5}): ")
 
 
@@ -414,6 +416,10 @@ class PgAccumulator:
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
+            if not code:  # CHANGED: a warning's code told by its message too
+                code = infer_sqlstate(msg)
+                if code:
+                    p.inferred_codes += 1
             key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",  # CHANGED: its code
                    normalize_message(msg))
             p.errors[key] += 1
