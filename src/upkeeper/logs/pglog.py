@@ -60,6 +60,7 @@ _ESCAPES: dict[str, bytes] = {
     "d": rb"(?P<db>[^\n]*?)",
     "r": rb"(?:[^\n]*?)",
     "h": rb"(?:[^\n]*?)",
+    "L": rb"(?:[^\n]*?)",  # PostgreSQL 16+: the server address the client connected to
     "b": rb"(?:[^\n]*?)",
     "p": rb"(?P<pid>\d+)",
     "P": rb"(?:\d*)",
