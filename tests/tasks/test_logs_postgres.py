@@ -598,6 +598,36 @@ def test_a_real_server_logging_in_japanese_or_russian_says_so(cli: Any, make_con
         assert not {"logs.postgres.unparsed", "logs.postgres.no_durations"} & set(checks), (name, list(checks))
 
 
+def test_a_german_server_logging_errors_only_is_said_to_log_in_german(cli: Any, make_config: Any,
+                                                                     services_dir: Path, tmp_path: Path) -> None:
+    """lc_messages = 'de_DE.UTF-8' keeps LOG in English; a server that logs no durations leaves its errors
+    ("FEHLER:  Division durch Null") as the only unparsed lines, too few in the log for the scan to look at them:
+    the warning blamed log_line_prefix (right), not the language.  The earliest unparsed lines, sampled, tell."""
+    locales = services_dir / "locales-logs"
+    locales.mkdir(exist_ok=True)
+    res = subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", str(locales / "de_DE.UTF-8")],
+                         capture_output=True, text=True)
+    assert (locales / "de_DE.UTF-8" / "LC_MESSAGES").exists(), res.stderr
+    cluster = PostgresCluster(services_dir / "pg-lang-de-errors", extra_conf=(
+        "log_checkpoints = on\nlc_messages = 'de_DE.UTF-8'\n"
+        f"log_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\n"), extra_env={"LOCPATH": str(locales)})
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for _ in range(5):
+                with pytest.raises(psycopg.errors.DivisionByZero):
+                    c.execute("SELECT 1/0")
+            c.execute("CHECKPOINT")
+    finally:
+        cluster.stop()
+    assert "FEHLER:  Division durch Null" in cluster.log.read_text()  # the server did write German
+    out = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), incremental=False,
+                          log_line_prefix=pgworkload.LOG_LINE_PREFIX))
+    checks = {f["check"]: f for f in out["findings"]}
+    assert "logs.postgres.lc_messages" in checks and "logs.postgres.unparsed" not in checks, list(checks)
+    assert "logs.postgres.no_durations" in checks  # (right: this server logs none, in any language)
+
+
 def test_truncated_rotated_server_log_is_read_up_to_the_damage(cli: Any, make_config: Any, tmp_path: Path) -> None:
     """A truncated postgresql.log.1.gz failed every run ('cannot read …: None', the cursor never saved);
     now its entries before the damage count, the file is named in a warning, and it is not read twice."""

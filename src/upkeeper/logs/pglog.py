@@ -327,7 +327,7 @@ TRANSLATED_LEVELS: tuple[str, ...] = (
 )
 _TRANSLATED_LEVEL_SET = frozenset(TRANSLATED_LEVELS)
 #: (as PostgreSQL writes them: "ERREUR:  ", "INSTRUCTION :  " in French)
-_TRANSLATED_LEVEL_RX = rb"(?:" + b"|".join(re.escape(w.encode()) for w in sorted(TRANSLATED_LEVELS, key=len,
+TRANSLATED_LEVEL_RX = rb"(?:" + b"|".join(re.escape(w.encode()) for w in sorted(TRANSLATED_LEVELS, key=len,
                                                                                     reverse=True)) + rb") ?:  "
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
@@ -522,7 +522,7 @@ class PgAccumulator:
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
         # an unparsed line whose severity is in another language (counted where lines are left unparsed only)
-        self.translated_rx = re.compile(rb"(?m)^" + pre + _TRANSLATED_LEVEL_RX)
+        self.translated_rx = re.compile(rb"(?m)^" + pre + TRANSLATED_LEVEL_RX)
         self.p = PgPartial(samples=opts.samples)
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
         # (a long text is kept as its first WAITING_TEXT bytes — all a report shows of it — and its fingerprint,
@@ -853,6 +853,8 @@ class PgAccumulator:
                 self.pending[pid] = ("error", key)
         elif level in _TRANSLATED_LEVEL_SET:  # (a csvlog or jsonlog record: the stderr format leaves it unparsed)
             p.translated_lines += 1
+            if _TRANSLATED_DURATION.match(msg):  # a translated LOG's duration ("продолжительность: 0.036 мс")
+                p.translated += 1
         elif level == "WARNING":
             if not code:  # its own when the message tells it ("there is no transaction in progress": 25P01)
                 code = infer_sqlstate(msg)

@@ -30,7 +30,7 @@ from upkeeper.errors import UpkeeperError
 
 # CHANGED: durations (their unit too: мс, ミリ秒 …) and severities in another language, as upkeeper reads them
 from upkeeper.logs.pglog import _SQLSTATE_PATTERNS as _NEW_SQLSTATE_PATTERNS
-from upkeeper.logs.pglog import _TRANSLATED_DURATION, _TRANSLATED_LEVEL_RX
+from upkeeper.logs.pglog import _TRANSLATED_DURATION, TRANSLATED_LEVEL_RX
 
 DEFAULT_PREFIX = "%m [%p] "  # PostgreSQL 13+ default
 LEVELS = rb"DEBUG[1-5]|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC|DETAIL|HINT|QUERY|CONTEXT|STATEMENT|LOCATION"
@@ -273,7 +273,7 @@ class PgAccumulator:
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
         self.p = PgPartial()
-        self.translated_rx = re.compile(rb"(?m)^" + pre + _TRANSLATED_LEVEL_RX)  # CHANGED
+        self.translated_rx = re.compile(rb"(?m)^" + pre + TRANSLATED_LEVEL_RX)  # CHANGED
         self.last_statement: dict[bytes, bytes] = {}  # pid -> last "statement:" text (log_statement)
         # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): pid -> its bare durations with no
         # statement (the last 2: a Parse and a Bind, would an "execute" follow); the others, and these when the

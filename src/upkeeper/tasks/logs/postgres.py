@@ -66,7 +66,21 @@ def _in_another_language(rep: dict[str, Any]) -> bool:
     (a csvlog or jsonlog record is never unparsed for it)."""
     lines = rep.get("translated_lines", 0)
     return bool(rep.get("translated_durations", 0) > rep["statements"]["count"]
-                or (lines and 2 * lines >= rep["unparsed"]))
+                or (lines and 2 * lines >= rep["unparsed"]) or _translated_samples(rep))
+
+
+def _translated_samples(rep: dict[str, Any]) -> bool:
+    """Most of the unparsed lines sampled (the earliest) start with the prefix and a severity in another language:
+    a log whose LOG stays English (de, es, fr, it, ja) and that holds no durations — its errors ("FEHLER:  …") are
+    the lines left unparsed, too few in a buffer for the scan to look for them (see PgAccumulator.feed)."""
+    samples = rep.get("unparsed_samples") or []
+    if not samples or rep.get("format") != "stderr" or not rep.get("log_line_prefix"):
+        return False
+    try:
+        rx = re.compile(rb": " + pglog.compile_prefix(rep["log_line_prefix"]) + pglog.TRANSLATED_LEVEL_RX)
+    except pglog.PrefixError:
+        return False
+    return 2 * sum(1 for x in samples if rx.search(str(x).encode())) > len(samples)
 
 
 UNPARSED_KEY = "pg_unparsed_from"  # where the runs began that could parse none of their lines (their prefix)
@@ -550,8 +564,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _latency(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         st = rep["statements"]
         if not st["count"]:
-            # (most not parsed: the unparsed warning says why; in another language: the lc_messages one does)
-            if not rep["lines"] or rep["unparsed_pct"] >= 50 or _in_another_language(rep):
+            # (most not parsed: the unparsed warning says why; durations in another language: the lc_messages one)
+            if not rep["lines"] or rep["unparsed_pct"] >= 50 or rep.get("translated_durations", 0):
                 return []
             return [Finding("logs.postgres.no_durations", Severity.INFO, path,
                             "the log has no statement durations, so query latency cannot be judged",
