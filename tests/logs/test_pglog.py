@@ -230,6 +230,8 @@ def test_prefixes() -> None:
                                                              "app=psql,client=10.0.0.1 "),
         ("%m [%p] %q%u@%d ", "2024-03-01 10:00:00.123 UTC [42] "),  # %q: background processes stop here
         ("%n [%p] ", "1709287200.123 [42] "),
+        ("%m [%p] %L ", "2024-03-01 10:00:00.123 UTC [42] 10.0.0.5 "),  # PostgreSQL 16's %L (local address)
+        ("%m [%p] %L ", "2024-03-01 10:00:00.123 UTC [42] [local] "),
     ):
         rep = scan(line + "LOG:  duration: 5.000 ms  statement: SELECT 1\n", prefix)
         assert rep["statements"]["count"] == 1, prefix
@@ -239,6 +241,8 @@ def test_prefixes() -> None:
     assert rep["by_database"] == {"app": 1} and rep["by_user"] == {"bob": 1}
     with pytest.raises(PrefixError, match="%p"):
         compile_prefix("%m ")
+    with pytest.raises(PrefixError, match="%p"):  # %x is no backend's key
+        compile_prefix("%m %x ")
     with pytest.raises(PrefixError, match="unknown escape"):
         compile_prefix("%m [%p] %Z")
 

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from upkeeper.logs import pgstruct
 from upkeeper.logs.pglog import PgAccumulator, PgScanOptions, summarize
 from upkeeper.sandbox import pgworkload
 from upkeeper.sandbox.postgres import PostgresCluster
@@ -223,6 +225,34 @@ def test_agrees_with_pgbadger(logging_pg: tuple[PostgresCluster, dict[str, int]]
     assert_locks_and_deadlocks_agree(mine, badger)
 
 
+def test_do_blocks_are_told_apart_as_pgbadger_does(services_dir: Path, tmp_path: Path) -> None:
+    """A DO block's code was taken for a string literal: every anonymous block of a server — a migration's, a
+    cron job's — was one fingerprint, "do ?", their runs and time summed.  pgBadger keeps each block's code (its
+    literals made ?): so do we now, with the same fingerprints."""
+    cluster = PostgresCluster(services_dir / "pg-do-blocks", extra_conf=pgworkload.LOGGING_CONF)
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for s in (0.01, 0.02):
+                c.execute(f"DO $$BEGIN PERFORM pg_sleep({s}); END$$")
+            c.execute("DO $$\nBEGIN\n  PERFORM count(*) FROM pg_class WHERE relname = 'x';\nEND\n$$;")
+            c.execute("DO $$\nBEGIN\n  PERFORM count(*) FROM pg_class WHERE relname = 'y';\nEND\n$$;")
+            c.execute("/* migration 42 */ DO LANGUAGE plpgsql $m$ BEGIN CREATE TEMP TABLE upk_do (id int); END $m$")
+    finally:
+        cluster.stop()
+    log = tmp_path / "pg.log"
+    shutil.copy(cluster.log, log)
+    mine = {q["fingerprint"]: q["count"] for q in ours(log, pgworkload.LOG_LINE_PREFIX)["most_frequent"]
+            if q["fingerprint"].startswith("do ")}
+    assert mine == {"do $$begin perform pg_sleep(?); end$$": 2,
+                    "do $$ begin perform count(*) from pg_class where relname = ?; end $$": 2,
+                    "do language plpgsql $$ begin create temp table upk_do (id int); end $$": 1}
+    badger = pgbadger(log, pgworkload.LOG_LINE_PREFIX, tmp_path)
+    theirs = {k.rstrip(";").replace("?.?", "?"): v["count"] for k, v in badger["normalyzed_info"]["postgres"].items()
+              if k.startswith("do $$")}
+    assert theirs == {k: v for k, v in mine.items() if k.startswith("do $$")}
+
+
 def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Path) -> None:
     """With %e in log_line_prefix pgBadger reports each error's SQLSTATE: ours must be the same counts."""
     prefix = "%m [%p] %e %q%u@%d "
@@ -245,6 +275,61 @@ def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Pa
     assert mine["errors"]["by_sqlstate"] == theirs
     assert mine["errors"]["inferred_sqlstates"] == 0  # every one read from the log, none guessed
     assert_locks_and_deadlocks_agree(mine, badger)
+
+
+#: statements that fail (or warn) with SQLSTATEs a log without %e must tell from the message
+INFERRED_ERRORS = (
+    "COMMIT", "BEGIN", "BEGIN", "ROLLBACK",  # warnings: 25P01, then 25001
+    "SELECT (SELECT g FROM generate_series(1, 2) g)", "EXECUTE upk_nope", "PREPARE upk_p AS SELECT 1",
+    "PREPARE upk_p AS SELECT 1", "SELECT 12345.678::numeric(5,2)", "SELECT 'z'::upk_mood",
+    "INSERT INTO upk_oc VALUES (1) ON CONFLICT (id) DO NOTHING", "SELECT E'\\xff'", "FETCH 1 FROM upk_nocursor",
+    "CREATE TABLE upk_dup (a int, a int)", "SELECT 1 LIMIT -1", "SELECT $1", "SELECT 1::int::bool::date",
+    "SELECT 'x'::timestamp", "SELECT '2024-02-30'::date", "SELECT to_timestamp(1e20)", "DROP TABLE upk_oc",
+    "CREATE SCHEMA public", "DO $$DECLARE x int; BEGIN SELECT g INTO STRICT x FROM generate_series(1, 2) g; END$$",
+    "DO $$DECLARE x int; BEGIN SELECT 1 INTO STRICT x WHERE false; END$$",
+    "SET default_transaction_read_only = on", "CREATE TABLE upk_ro ()", "SET default_transaction_read_only = off",
+)
+
+
+def test_sqlstates_told_by_the_message_are_the_servers(services_dir: Path, tmp_path: Path) -> None:
+    """Without %e (and log_error_verbosity = default) an error's SQLSTATE is told by its message.  A real server's
+    common ones — a failed parallel query's workers ('terminating background worker "parallel worker" due to
+    administrator command', 57P01), 'prepared statement "S_1" already exists' (42P05: pgbouncer's transaction
+    pooling), 'cannot execute … in a read-only transaction' (25006: a standby), a date out of range (22008, was
+    counted 22003), … — were '-----', and every warning 01000 ('there is no transaction in progress' is 25P01).
+    The stderr log's SQLSTATEs must be those the same server wrote in its csvlog."""
+    cluster = PostgresCluster(services_dir / "pg-inferred", extra_conf=pgworkload.LOGGING_CONF + (
+        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            c.execute("CREATE TYPE upk_mood AS ENUM ('a')")
+            c.execute("CREATE TABLE upk_oc (id int)")
+            c.execute("CREATE VIEW upk_ocv AS SELECT * FROM upk_oc")
+            c.execute("CREATE TABLE upk_big AS SELECT g FROM generate_series(1, 300000) g")
+            c.execute("ANALYZE upk_big")
+            for sql in INFERRED_ERRORS:
+                try:
+                    c.execute(sql.encode())
+                except psycopg.Error:
+                    pass
+            c.execute("SET max_parallel_workers_per_gather = 2; SET parallel_setup_cost = 0; "
+                      "SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0")
+            with pytest.raises(psycopg.errors.DivisionByZero):  # a parallel query fails: its workers are ended
+                c.execute("SELECT sum(1 / (g % 100000)) FROM upk_big")
+    finally:
+        cluster.stop()
+    stderr = ours(cluster.data / "log" / "postgresql.log", pgworkload.LOG_LINE_PREFIX)
+    acc = pgstruct.make_accumulator(pgstruct.PgStructOptions(format="csvlog"))
+    acc.feed((cluster.data / "log" / "postgresql.csv").read_bytes())
+    truth = summarize(acc.partial(), top_n=1000)["errors"]
+    mine = stderr["errors"]
+    assert truth["inferred_sqlstates"] == 0 and len(truth["by_sqlstate"]) >= 20, truth["by_sqlstate"]
+    assert mine["by_sqlstate"] == truth["by_sqlstate"], (
+        sorted({(e["sqlstate"], e["message"]) for e in mine["classes"]}
+               ^ {(e["sqlstate"], e["message"]) for e in truth["classes"]}))
+    assert mine["inferred_sqlstates"] == truth["total"]  # every one told by its message
 
 
 LOG_DURATION_CONF = f"""
@@ -324,6 +409,44 @@ def test_log_duration_pairs_with_extended_protocol_executes(services_dir: Path, 
     assert st_["total_ms"] + st_["prepare_bind"]["total_ms"] == pytest.approx(sum(bare), abs=0.01)
     assert st_["prepare_bind"]["total_ms"] < 200
     assert st_["unpaired"]["count"] == 0  # every statement logged: no duration left without its statement
+
+
+def test_azure_prefix_with_the_session_id_and_no_pid(cli: Any, make_config: Any, services_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """Azure Database for PostgreSQL's default log_line_prefix is '%t-%c-': no %p, the session id %c
+    ("6b162e3c.47a6": start time and pid in hex) instead.  The run failed: "log_line_prefix '%t-%c-' has no %p".
+    %c tells backends apart as well: with log_statement = 'all' + log_duration and three pgbench clients at once
+    (their statement and duration lines interleaved), every statement is paired with its own duration."""
+    prefix = "%t-%c-"
+    cluster = PostgresCluster(services_dir / "pg-azure-prefix",
+                              extra_conf=f"log_statement = 'all'\nlog_duration = on\nlc_messages = 'C'\n"
+                                         f"log_line_prefix = '{prefix}'\n")
+    cluster.start()
+    try:
+        env = {**os.environ, **cluster.env()}
+        pgbench = str(cluster.bin / "pgbench")
+        subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        start = cluster.log.stat().st_size
+        for mode in ("simple", "extended", "prepared"):
+            subprocess.run([pgbench, "-n", "-M", mode, "-c", "3", "-t", "10", "postgres"], env=env, check=True,
+                           capture_output=True)
+    finally:
+        cluster.stop()
+    log = tmp_path / "pg.log"
+    log.write_bytes(cluster.log.read_bytes()[start:])
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC-[0-9a-f]+\.[0-9a-f]+-LOG:  execute P_1: ", log.read_text(), re.M)
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(log), log_line_prefix=prefix,
+                        incremental=False))
+    assert r["status"] != "error", r["summary"]
+    rep = report_of(r)
+    assert rep["unparsed"] == 0 and rep["statements"]["unpaired"]["count"] == 0, rep["statements"]["unpaired"]
+    counts = {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}
+    for fp in ("begin", "end", "select abalance from pgbench_accounts where aid = ?",
+               "update pgbench_accounts set abalance = abalance + ? where aid = ?",
+               "update pgbench_tellers set tbalance = tbalance + ? where tid = ?",
+               "update pgbench_branches set bbalance = bbalance + ? where bid = ?",
+               "insert into pgbench_history (tid, bid, aid, delta, mtime) values (?, ?, ?, ?, current_timestamp)"):
+        assert counts[fp] == 3 * 3 * 10, fp  # three modes, three clients, ten transactions each
 
 
 def test_lines_a_wrong_log_line_prefix_could_not_parse_are_read_again_once_it_is_fixed(
@@ -434,6 +557,75 @@ def test_a_log_in_another_language_says_so(cli: Any, make_config: Any, tmp_path:
     assert "logs.postgres.unparsed" not in checks
     f = checks["logs.postgres.lc_messages"]
     assert f["severity"] == "warning" and "2 durations" in f["message"] and "lc_messages = 'C'" in f["remediation"]
+
+
+@pytest.mark.parametrize("lang", ["ja_JP", "ru_RU"])
+def test_a_real_server_logging_in_japanese_or_russian_says_so(cli: Any, make_config: Any, services_dir: Path,
+                                                              tmp_path: Path, lang: str) -> None:
+    """A real PostgreSQL 15 with lc_messages in Japanese or Russian, every statement logged.  Japanese keeps LOG in
+    English but writes durations in ミリ秒 ("期間: 0.307 ミリ秒  文: SELECT 0"): the run said "no statement
+    durations: set log_min_duration_statement" — already set — and reported an idle server.  Russian translates the
+    severities too ("СООБЩЕНИЕ:  продолжительность: 0.036 мс, оператор: …"): every line unparsed, and the finding
+    blamed log_line_prefix, which is right; its csvlog's records were read as nothing at all.  Now each says that
+    the server logs in another language and to set lc_messages."""
+    locales = services_dir / "locales-logs"
+    locales.mkdir(exist_ok=True)
+    res = subprocess.run(["localedef", "-i", lang, "-f", "UTF-8", str(locales / f"{lang}.UTF-8")],
+                         capture_output=True, text=True)
+    assert (locales / f"{lang}.UTF-8" / "LC_MESSAGES").exists(), res.stderr
+    cluster = PostgresCluster(services_dir / f"pg-lang-{lang}",
+                              extra_conf=THREE_CONF + f"lc_messages = '{lang}.UTF-8'\n",
+                              extra_env={"LOCPATH": str(locales)})
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for i in range(20):
+                c.execute(f"SELECT {i}")
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                c.execute("SELECT 1/0")
+            c.execute("CHECKPOINT")
+    finally:
+        cluster.stop()
+    text = (cluster.data / "log" / "postgresql.log").read_text()
+    assert ("ミリ秒" if lang == "ja_JP" else "СООБЩЕНИЕ:  продолжительность") in text  # the server did translate
+    for name in ("postgresql.log", "postgresql.csv"):
+        out = run(cli, config(make_config, cluster, tmp_path / name, log_file=str(cluster.data / "log" / name),
+                              log_line_prefix=THREE_PREFIX, incremental=False))
+        checks = {f["check"]: f for f in out["findings"]}
+        assert "logs.postgres.lc_messages" in checks, (name, out["summary"], list(checks))
+        f = checks["logs.postgres.lc_messages"]
+        assert f["severity"] == "warning" and "lc_messages = 'C'" in f["remediation"], f
+        assert not {"logs.postgres.unparsed", "logs.postgres.no_durations"} & set(checks), (name, list(checks))
+
+
+def test_a_german_server_logging_errors_only_is_said_to_log_in_german(cli: Any, make_config: Any,
+                                                                     services_dir: Path, tmp_path: Path) -> None:
+    """lc_messages = 'de_DE.UTF-8' keeps LOG in English; a server that logs no durations leaves its errors
+    ("FEHLER:  Division durch Null") as the only unparsed lines, too few in the log for the scan to look at them:
+    the warning blamed log_line_prefix (right), not the language.  The earliest unparsed lines, sampled, tell."""
+    locales = services_dir / "locales-logs"
+    locales.mkdir(exist_ok=True)
+    res = subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", str(locales / "de_DE.UTF-8")],
+                         capture_output=True, text=True)
+    assert (locales / "de_DE.UTF-8" / "LC_MESSAGES").exists(), res.stderr
+    cluster = PostgresCluster(services_dir / "pg-lang-de-errors", extra_conf=(
+        "log_checkpoints = on\nlc_messages = 'de_DE.UTF-8'\n"
+        f"log_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\n"), extra_env={"LOCPATH": str(locales)})
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for _ in range(5):
+                with pytest.raises(psycopg.errors.DivisionByZero):
+                    c.execute("SELECT 1/0")
+            c.execute("CHECKPOINT")
+    finally:
+        cluster.stop()
+    assert "FEHLER:  Division durch Null" in cluster.log.read_text()  # the server did write German
+    out = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), incremental=False,
+                          log_line_prefix=pgworkload.LOG_LINE_PREFIX))
+    checks = {f["check"]: f for f in out["findings"]}
+    assert "logs.postgres.lc_messages" in checks and "logs.postgres.unparsed" not in checks, list(checks)
+    assert "logs.postgres.no_durations" in checks  # (right: this server logs none, in any language)
 
 
 def test_truncated_rotated_server_log_is_read_up_to_the_damage(cli: Any, make_config: Any, tmp_path: Path) -> None:
@@ -1006,3 +1198,44 @@ def test_the_p95_says_only_slow_statements_are_timed_only_when_they_are(cli: Any
         assert got is not None and int(got[1]) >= 21 and "slower than" not in message, message
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize(("conf", "sampled"), [
+    ("log_min_duration_statement = 250\nlog_min_duration_sample = 0\nlog_statement_sample_rate = 0.5\n",
+     "log_statement_sample_rate = 0.5"),
+    ("log_min_duration_statement = 250\nlog_transaction_sample_rate = 0.5\n", "log_transaction_sample_rate = 0.5"),
+    ("log_min_duration_statement = 0\nlog_min_duration_sample = 0\nlog_statement_sample_rate = 0.5\n", ""),
+])
+def test_a_server_that_logs_a_sample_of_its_statements_is_said_to(cli: Any, make_config: Any, services_dir: Path,
+                                                                   tmp_path: Path, conf: str, sampled: str) -> None:
+    """log_min_duration_sample + log_statement_sample_rate, or log_transaction_sample_rate, make a real server log
+    about half of 200 fast statements: the report counted ~100 runs and said nothing — a DBA read a sample as the
+    whole.  Now an INFO finding names the sampling settings (and the p95 note says it is over a sample).  With
+    log_min_duration_statement = 0 every statement is logged whatever the sampling: nothing is said."""
+    cluster = PostgresCluster(services_dir / f"pg-sampled-{len(sampled)}", extra_conf=(
+        conf + f"lc_messages = 'C'\nlog_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\n"))
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            for i in range(200):
+                c.execute(f"SELECT {i} AS upk_sampled")
+            c.execute("SELECT pg_sleep(0.3) AS upk_marker")  # slower than every threshold: always logged
+        deadline = time.monotonic() + 15
+        while b"upk_marker" not in cluster.log.read_bytes():
+            assert time.monotonic() < deadline, "the marker statement never reached the log"
+            time.sleep(0.05)
+        r = run(cli, config(make_config, cluster, tmp_path, log_file=str(cluster.log), html=False, incremental=False,
+                            query_p95_ms=0.001))
+    finally:
+        cluster.stop()
+    counts = {q["fingerprint"]: q["count"] for q in report_of(r)["most_frequent"]}
+    checks = {f["check"]: f for f in r["findings"]}
+    p95 = checks["logs.postgres.query_p95"]["message"]
+    if not sampled:
+        assert counts["select ? as upk_sampled"] == 200
+        assert "logs.postgres.sampled" not in checks and "sample" not in p95, p95
+        return
+    assert 0 < counts.get("select ? as upk_sampled", 0) < 200  # the server did log a sample (P(all 200) = 2^-200)
+    f = checks["logs.postgres.sampled"]
+    assert f["severity"] == "info" and sampled in f["message"], f["message"]
+    assert "only a sample of the statements is logged" in p95 and sampled in p95, p95

@@ -60,6 +60,7 @@ _ESCAPES: dict[str, bytes] = {
     "d": rb"(?P<db>[^\n]*?)",
     "r": rb"(?:[^\n]*?)",
     "h": rb"(?:[^\n]*?)",
+    "L": rb"(?:[^\n]*?)",  # PostgreSQL 16+: the server address the client connected to
     "b": rb"(?:[^\n]*?)",
     "p": rb"(?P<pid>\d+)",
     "P": rb"(?:\d*)",
@@ -77,6 +78,10 @@ _ESCAPES: dict[str, bytes] = {
     "x": rb"(?:\d+)",
     "Q": rb"(?:-?\d+)",
 }
+
+
+#: %c (the session id: start time and pid, in hex) as the backend's key, in a prefix without %p
+_SESSION_PID = rb"(?P<pid>[0-9a-f]+\.[0-9a-f]+)"
 
 
 # a padded escape (PostgreSQL's process_log_prefix_padding): "%-10u" pads the user name with spaces on the
@@ -97,6 +102,9 @@ def compile_prefix(prefix: str) -> bytes:
     out: list[bytes] = []
     seen: set[str] = set()
     optional_from: int | None = None
+    # without %p, the session id %c ("65e1a0b1.1f2c": the backend's start time and pid, in hex) tells backends
+    # apart as well (Azure's default prefix is '%t-%c-'): it is the backend's key then
+    session_key = re.search(r"%-?\d*p", prefix) is None
     i = 0
     while i < len(prefix):
         c = prefix[i]
@@ -114,7 +122,7 @@ def compile_prefix(prefix: str) -> bytes:
             elif e == "q":
                 optional_from = len(out)  # non-session processes stop printing here
             elif e in _ESCAPES:
-                pat = _ESCAPES[e]
+                pat = _SESSION_PID if e == "c" and session_key else _ESCAPES[e]
                 name = re.search(rb"\?P<(\w+)>", pat)
                 if name and name.group(1).decode() in seen:
                     pat = re.sub(rb"\?P<\w+>", b"?:", pat)  # a field printed twice: capture it once
@@ -132,7 +140,7 @@ def compile_prefix(prefix: str) -> bytes:
     if optional_from is not None:
         out = out[:optional_from] + [b"(?:" + b"".join(out[optional_from:]) + b")?"]
     if "pid" not in seen:
-        raise PrefixError(f"log_line_prefix {prefix!r} has no %p (process id)",
+        raise PrefixError(f"log_line_prefix {prefix!r} has no %p (process id) nor %c (session id)",
                           "Try: add [%p] to log_line_prefix in postgresql.conf; without it entries cannot be "
                           "paired with their statements")
     if "ts" not in seen and "epoch" not in seen:
@@ -160,11 +168,17 @@ def message_start(prefix: str) -> re.Pattern[bytes]:
 _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("40P01", r"^deadlock detected"),
     ("40001", r"^could not serialize access"),
-    ("57014", r"^canceling statement due to (?:statement timeout|user request)"),
+    ("57014", r"^canceling statement due to (?:statement timeout|user request)|^canceling autovacuum task"),
     ("55P03", r"^canceling statement due to lock timeout|^could not obtain lock"),
     ("25P03", r"^terminating connection due to idle-in-transaction timeout"),
-    ("57P01", r"^terminating connection due to administrator command"),
-    ("57P03", r"^the database system is (?:starting up|shutting down|in recovery mode)"),
+    # (a parallel worker's too, when its leader's statement failed: 'terminating background worker "parallel
+    # worker" due to administrator command'; an autovacuum worker's, a walsender's …)
+    ("57P01", r"^terminating .* due to administrator command"),
+    ("57P02", r"^terminating connection because of crash of another server process"),
+    ("57P05", r"^terminating connection due to idle-session timeout"),
+    ("40001", r"^(?:canceling statement|terminating connection) due to conflict with recovery"),
+    ("57P03", r"^the database system is (?:starting up|shutting down|in recovery mode|not (?:yet )?accepting "
+              r"connections)"),
     ("53300", r"^(?:sorry, )?too many clients|^remaining connection slots are reserved"),
     ("53100", r"^could not (?:extend|write to) file|no space left on device"),
     ("53200", r"^out of memory"),
@@ -172,6 +186,27 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("28000", r"^(?:role \".*\" does not exist|no pg_hba\.conf entry|Peer authentication failed)"),
     ("3D000", r"^database \".*\" does not exist"),
     ("42P01", r"^relation \".*\" does not exist|^missing FROM-clause entry"),
+    ("26000", r"^prepared statement \".*\" does not exist"),
+    ("42P05", r"^prepared statement \".*\" already exists"),
+    ("34000", r"^cursor \".*\" does not exist"),
+    ("42P10", r"^there is no unique or exclusion constraint matching the ON CONFLICT"),
+    ("42701", r"^column \".*\" specified more than once"),
+    ("42P02", r"^there is no parameter \$"),
+    ("42846", r"^cannot cast type"),
+    ("42P04", r"^database \".*\" already exists"),
+    ("42P06", r"^schema \".*\" already exists"),
+    ("2BP01", r"^cannot drop .* because other objects depend on it"),
+    ("55006", r"is being accessed by other users"),
+    ("25006", r"^cannot execute .* in a read-only transaction"),
+    ("25P01", r"^there is no transaction in progress"),
+    ("25001", r"^there is already a transaction in progress"),
+    ("21000", r"^more than one row returned by a subquery"),
+    ("P0002", r"^query returned no rows"),
+    ("P0003", r"^query returned more than one row"),
+    ("22021", r"^invalid byte sequence for encoding"),
+    ("2201W", r"^LIMIT must not be negative"),
+    ("2201X", r"^OFFSET must not be negative"),
+    ("54000", r"^index row (?:size .* exceeds|requires)"),
     ("42703", r"^column \".*\" (?:of relation \".*\" )?does not exist"),
     ("42883", r"^(?:function|operator) (?:.* )?does not exist"),
     ("42601", r"^syntax error at|^unterminated quoted string|^zero-length delimited identifier"),
@@ -186,18 +221,22 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("23502", r"violates not-null constraint"),
     ("23514", r"violates check constraint"),
     ("23P01", r"violates exclusion constraint"),
-    ("22P02", r"^invalid input syntax for"),
+    ("22007", r"^invalid input syntax for type (?:date|time|timestamp)"),
+    ("22P02", r"^invalid input syntax for|^invalid input value for enum"),
     ("22001", r"^value too long for type"),
-    ("22003", r"out of range"),
+    ("22008", r"^date/time field value out of range|^(?:timestamp|date) out of range"),
+    ("22003", r"out of range|^numeric field overflow"),
     ("22012", r"^division by zero"),
     ("22007", r"^invalid (?:value for|input syntax for type (?:date|time|timestamp))"),
-    ("22008", r"^date/time field value out of range"),
     ("25P02", r"^current transaction is aborted"),
     ("25001", r"cannot be executed (?:from a function|inside a transaction block)"),
     ("0A000", r"^cannot .* (?:is not supported|not supported)"),
     ("08P01", r"^unexpected EOF|^invalid frontend message|^unsupported frontend protocol"),
     ("08006", r"^could not receive data from client|^connection to client lost"),
     ("XX000", r"^could not read block|^invalid page in block|^unexpected data beyond EOF"),
+    # a parallel worker whose leader's statement failed as it started
+    ("55000", r"^could not (?:attach to dynamic shared area|map dynamic shared memory segment)|^invalid magic number in "
+              r"dynamic shared memory segment"),
 )
 _SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _SQLSTATE_PATTERNS]
 _VERBOSE_CODE = re.compile(rb"^([0-9A-Z]{5}): ")
@@ -256,7 +295,40 @@ MAX_UNPAIRED = 2
 _AUTOVACUUM = re.compile(rb"automatic (?:aggressive )?vacuum (?:to prevent wraparound )?of table ")
 #: a duration in another language than English (lc_messages: "durée : 0.036 ms, instruction : …", "Dauer: 0.036 ms
 #: Anweisung: …"): nothing of such a log is recognized but its SQLSTATEs, so it is counted to say so
-_TRANSLATED_DURATION = re.compile(rb"[^\s:\d][^:\n]{0,40}?: \d+(?:[.,]\d+)? ms(?:[ ,]|$)")
+_TRANSLATED_DURATION = re.compile(
+    rb"[^\s:\d][^:\n]{0,40}?: \d+(?:[.,]\d+)? (?:ms|"
+    # its unit in the languages that translate it (PostgreSQL 15's catalogs: ru and uk, ja, zh_TW, ka)
+    + "|".join(("\u043c\u0441", "\u30df\u30ea\u79d2", "\u6beb\u79d2", "\u10db\u10ec\u10db")).encode()
+    + rb")(?:[ ,]|$)")
+#: the severities (and DETAIL, STATEMENT … labels) PostgreSQL 15 writes in another language than English (its
+#: catalogs: de es fr it ja ka ko ru sv uk zh_CN zh_TW) — where a translated LOG hides every entry of the log (ru,
+#: ko, zh_CN …: "СООБЩЕНИЕ:  продолжительность: 0.036 мс, оператор: …"), a line that starts with the prefix and
+#: one of them says the server logs in another language, not that log_line_prefix is wrong
+TRANSLATED_LEVELS: tuple[str, ...] = (
+    # de, es, fr, it, sv
+    "HINWEIS", "WARNUNG", "FEHLER", "PANIK", "TIPP", "ANFRAGE", "ZUSAMMENHANG", "ANWEISUNG", "ORT",
+    "DETALLE", "CONSULTA", "CONTEXTO", "SENTENCIA", "UBICACIÓN",
+    "ATTENTION", "ERREUR", "DÉTAIL", "ASTUCE", "REQUÊTE", "CONTEXTE", "INSTRUCTION", "EMPLACEMENT",
+    "NOTIFICA", "ATTENZIONE", "ERRORE", "FATALE", "PANICO", "DETTAGLI", "SUGGERIMENTO", "CONTESTO", "ISTRUZIONE",
+    "POSIZIONE",
+    "LOGG", "NOTIS", "VARNING", "FEL", "FATALT", "DETALJ", "TIPS", "FRÅGA", "KONTEXT", "SATS", "PLATS",
+    # ru, uk
+    "ОТЛАДКА", "СООБЩЕНИЕ", "ИНФОРМАЦИЯ", "ЗАМЕЧАНИЕ", "ПРЕДУПРЕЖДЕНИЕ", "ОШИБКА", "ВАЖНО", "ПАНИКА", "ПОДРОБНОСТИ",
+    "ПОДСКАЗКА", "ЗАПРОС", "КОНТЕКСТ", "ОПЕРАТОР", "ПОЛОЖЕНИЕ",
+    "НАЛАГОДЖЕННЯ", "ЗАПИСУВАННЯ", "ІНФОРМАЦІЯ", "ПОВІДОМЛЕННЯ", "ПОПЕРЕДЖЕННЯ", "ПОМИЛКА", "ФАТАЛЬНО", "ПАНІКА",
+    "ВІДОМОСТІ", "УКАЗІВКА", "ЗАПИТ", "ІНСТРУКЦІЯ", "РОЗТАШУВАННЯ",
+    # ja, ka, ko, zh_CN, zh_TW
+    "詳細", "ヒント", "問い合わせ", "文脈", "文", "場所",
+    "გამართვა", "ჟურნალი", "ინფორმაცია", "გაფრთხილება", "შეცდომა", "ფატალური", "პანიკა", "დეტალები", "მინიშნება",
+    "მოთხოვნა", "კონტექსტი", "ოპერატორი", "მდებარეობა",
+    "디버그", "로그", "정보", "알림", "경고", "오류", "치명적오류", "손상", "상세정보", "힌트", "쿼리", "내용", "명령 구문", "위치",
+    "调试", "日志", "信息", "注意", "警告", "错误", "致命错误", "灾难性错误", "详情", "提示", "查询", "上下文", "语句", "位置",
+    "除錯", "日誌", "資訊", "錯誤", "致命錯誤", "嚴重錯誤", "詳情", "查詢", "陳述式",
+)
+_TRANSLATED_LEVEL_SET = frozenset(TRANSLATED_LEVELS)
+#: (as PostgreSQL writes them: "ERREUR:  ", "INSTRUCTION :  " in French)
+TRANSLATED_LEVEL_RX = rb"(?:" + b"|".join(re.escape(w.encode()) for w in sorted(TRANSLATED_LEVELS, key=len,
+                                                                                    reverse=True)) + rb") ?:  "
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
 
@@ -381,6 +453,8 @@ class PgPartial:
     connections: int = 0
     #: LOG entries with a duration in another language (lc_messages other than English): not understood
     translated: int = 0
+    #: lines (records) whose severity is in another language (ERREUR, СООБЩЕНИЕ …: TRANSLATED_LEVELS): not understood
+    translated_lines: int = 0
     first: bytes | None = None
     last: bytes | None = None
     #: pieces whose bare durations are not paired yet (see :func:`resolve`; none left in a resolved partial)
@@ -447,6 +521,8 @@ class PgAccumulator:
         self.g_pid = gi["pid"]
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
+        # an unparsed line whose severity is in another language (counted where lines are left unparsed only)
+        self.translated_rx = re.compile(rb"(?m)^" + pre + TRANSLATED_LEVEL_RX)
         self.p = PgPartial(samples=opts.samples)
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
         # (a long text is kept as its first WAITING_TEXT bytes — all a report shows of it — and its fingerprint,
@@ -531,6 +607,10 @@ class PgAccumulator:
         unparsed = nlines - cont - len(rows)
         if unparsed > 0:
             p.unparsed += unparsed
+            # most lines of the buffer unparsed (a translated LOG leaves them all so): severities in another
+            # language?  (Looked for there only: that costs as much as the scan)
+            if 2 * unparsed > nlines - cont:
+                p.translated_lines += sum(1 for _ in self.translated_rx.finditer(buf))
             if len(p.unparsed_samples) < p.samples or (p.unparsed_pos and (source, offset, 0) < p.unparsed_pos[-1]):
                 self._sample_unparsed(buf, source, offset)
 
@@ -771,7 +851,15 @@ class PgAccumulator:
                 self.pending[pid] = ("lock_failure", key)
             else:
                 self.pending[pid] = ("error", key)
+        elif level in _TRANSLATED_LEVEL_SET:  # (a csvlog or jsonlog record: the stderr format leaves it unparsed)
+            p.translated_lines += 1
+            if _TRANSLATED_DURATION.match(msg):  # a translated LOG's duration ("продолжительность: 0.036 мс")
+                p.translated += 1
         elif level == "WARNING":
+            if not code:  # its own when the message tells it ("there is no transaction in progress": 25P01)
+                code = infer_sqlstate(msg)
+                if code:
+                    p.inferred_codes += 1
             key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",
                    normalize_message(msg))
             p.errors[key] += 1
@@ -1229,7 +1317,7 @@ def merge(parts: list[PgPartial]) -> PgPartial:
                      "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections",
-                     "translated"):
+                     "translated", "translated_lines"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
                      "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
@@ -1317,7 +1405,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
         "unparsed_pct": round(100.0 * p.unparsed / p.lines, 4) if p.lines else 0.0,
         "unparsed_samples": [redact(x) for x in p.unparsed_samples], "bytes_read": p.bytes_read,
-        "translated_durations": p.translated,
+        "translated_durations": p.translated, "translated_lines": p.translated_lines,
         "first": _s(p.first) or None, "last": _s(p.last) or None,
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),

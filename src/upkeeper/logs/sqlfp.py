@@ -165,6 +165,26 @@ def _shape(buf: bytes) -> bytes:
     return _unmark(_apply(_protect(buf, names), _SHAPE_RULES).lower(), names)
 
 
+#: a DO block (after any comments) whose code is dollar-quoted: the code is no literal — two blocks that do different
+#: things are two fingerprints, its own literals made ``?`` (as pgBadger keeps it: ``do $$begin … end$$``)
+_DO_BLOCK = re.compile(rb"(?is)\s*(?:(?:/\*.*?\*/|--[^\n]*(?:\n|\Z))\s*)*do\s+(?:language\s+(\w+)\s+)?"
+                       rb"\$((?:[A-Za-z_]\w*)?)\$((?:(?!\$\2\$).)*)\$\2\$\s*(?:language\s+(\w+))?[\s;]*")
+
+
+def _do_block(query: bytes) -> bytes | None:
+    """The fingerprint of a DO block: its code's between ``$$``, white space around it kept as one blank, as pgBadger
+    writes it (None: not a dollar-quoted DO block)."""
+    m = _DO_BLOCK.fullmatch(query)
+    if m is None:
+        return None
+    lang1, _tag, body, lang2 = m.groups()
+    return (b"do " + (b"language " + lang1.lower() + b" " if lang1 else b"") + b"$$" + _shape(_literals(body.replace(SEP, b" ").replace(MARK, b" "))) + b"$$"
+            + (b" language " + lang2.lower() if lang2 else b""))
+
+
+_DO_WORD = re.compile(rb"(?i)\bdo\b")
+
+
 CACHE_MAX = 200_000  # statement texts a cache keeps (then it starts over): bounded memory
 CACHE_TEXT_MAX = 4096  # longer statements are not kept (seldom repeated, and they would take the memory)
 
@@ -202,9 +222,16 @@ def fingerprints(queries: list[bytes], cache: dict[bytes, bytes] | None = None) 
         if len(cache) + len(todo) > CACHE_MAX:  # start over (with every text of this call to do)
             cache.clear()
             todo = list(dict.fromkeys(queries))
-        out = _normalize_many(todo)
-        if out is None:  # a statement holds NUL itself: one at a time
-            out = [fingerprint(q) for q in todo]
+        blocks = {q for q in todo if b"$" in q and _DO_WORD.search(q[:200]) and _DO_BLOCK.fullmatch(q)}
+        rest = [q for q in todo if q not in blocks] if blocks else todo  # (DO blocks, few: one at a time)
+        many = _normalize_many(rest) if rest else []
+        if many is None:  # a statement holds NUL itself: one at a time
+            many = [fingerprint(q) for q in rest]
+        if blocks:
+            by_text = dict(zip(rest, many, strict=True))
+            out = [by_text[q] if q in by_text else fingerprint(q) for q in todo]
+        else:
+            out = many
         if len(todo) == len(queries):
             if len(cache) + len(todo) <= CACHE_MAX:
                 cache.update((q, fp) for q, fp in zip(todo, out, strict=True) if len(q) <= CACHE_TEXT_MAX)
@@ -219,6 +246,10 @@ def fingerprints(queries: list[bytes], cache: dict[bytes, bytes] | None = None) 
 
 
 def fingerprint(query: bytes) -> bytes:
+    if b"$" in query and _DO_WORD.search(query[:200]):
+        block = _do_block(query)
+        if block is not None:
+            return block
     return _shape(_literals(query.replace(SEP, b" ").replace(MARK, b" "))).strip(_TRIM)
 
 

@@ -28,6 +28,10 @@ from typing import Any
 from logs.pgref.sqlfp import fingerprints, statement_kind
 from upkeeper.errors import UpkeeperError
 
+# CHANGED: durations (their unit too: мс, ミリ秒 …) and severities in another language, as upkeeper reads them
+from upkeeper.logs.pglog import _SQLSTATE_PATTERNS as _NEW_SQLSTATE_PATTERNS
+from upkeeper.logs.pglog import _TRANSLATED_DURATION, TRANSLATED_LEVEL_RX
+
 DEFAULT_PREFIX = "%m [%p] "  # PostgreSQL 13+ default
 LEVELS = rb"DEBUG[1-5]|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC|DETAIL|HINT|QUERY|CONTEXT|STATEMENT|LOCATION"
 
@@ -145,7 +149,8 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
     ("08006", r"^could not receive data from client|^connection to client lost"),
     ("XX000", r"^could not read block|^invalid page in block|^unexpected data beyond EOF"),
 )
-_SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _SQLSTATE_PATTERNS]
+# CHANGED: upkeeper's patterns (more SQLSTATEs told by their messages, warnings' too), not the frozen ones
+_SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _NEW_SQLSTATE_PATTERNS]
 _VERBOSE_CODE = re.compile(rb"^([0-9A-Z]{5}): ")
 
 
@@ -192,7 +197,6 @@ _TEMP_FILE = re.compile(rb'temporary file: path "([^"]*)", size (\d+)')
 _BARE_DURATION = re.compile(rb"duration: ([\d.]+) ms$")
 _STATEMENT = re.compile(rb"statement: ")
 _AUTOVACUUM = re.compile(rb"automatic (?:aggressive )?vacuum (?:to prevent wraparound )?of table ")  # CHANGED
-_TRANSLATED_DURATION = re.compile(rb"[^\s:\d][^:\n]{0,40}?: \d+(?:[.,]\d+)? ms(?:[ ,]|$)")  # CHANGED
 _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) seconds? apart\)")
 
 
@@ -246,6 +250,7 @@ class PgPartial:
     autoanalyze: int = 0
     connections: int = 0
     translated: int = 0  # CHANGED after freezing, as in upkeeper.logs.pglog: durations in another language
+    translated_lines: int = 0  # CHANGED: lines with a severity in another language
     first: bytes | None = None
     last: bytes | None = None
 
@@ -268,6 +273,7 @@ class PgAccumulator:
         self.g_ms, self.g_kind, self.g_q = gi["ms"], gi["kind"], gi["q"]
         self.g_level, self.g_msg = gi["level"], gi["msg"]
         self.p = PgPartial()
+        self.translated_rx = re.compile(rb"(?m)^" + pre + TRANSLATED_LEVEL_RX)  # CHANGED
         self.last_statement: dict[bytes, bytes] = {}  # pid -> last "statement:" text (log_statement)
         # CHANGED after freezing, as in upkeeper.logs.pglog (a semantic fix): pid -> its bare durations with no
         # statement (the last 2: a Parse and a Bind, would an "execute" follow); the others, and these when the
@@ -303,6 +309,8 @@ class PgAccumulator:
         unparsed = nlines - cont - ndur - nother
         if unparsed > 0:
             p.unparsed += unparsed
+            if 2 * unparsed > nlines - cont:  # CHANGED
+                p.translated_lines += sum(1 for _ in self.translated_rx.finditer(buf))  # CHANGED
             if len(p.unparsed_samples) < self.opts.samples:
                 self._sample_unparsed(buf, source)
 
@@ -408,6 +416,10 @@ class PgAccumulator:
             else:
                 self.pending[pid] = ("error", key)
         elif level == "WARNING":
+            if not code:  # CHANGED: a warning's code told by its message too
+                code = infer_sqlstate(msg)
+                if code:
+                    p.inferred_codes += 1
             key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",  # CHANGED: its code
                    normalize_message(msg))
             p.errors[key] += 1
@@ -575,7 +587,8 @@ def merge(parts: list[PgPartial]) -> PgPartial:
         for name in ("lines", "entries", "unparsed", "bytes_read", "prepare_ms", "prepare_count", "inferred_codes",
                      "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
-                     "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections", "translated"):  # CHANGED
+                     "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections", "translated",
+                     "translated_lines"):  # CHANGED
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
                      "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
@@ -649,7 +662,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
         "unparsed_pct": round(100.0 * p.unparsed / p.lines, 4) if p.lines else 0.0,
         "unparsed_samples": p.unparsed_samples, "bytes_read": p.bytes_read,
-        "translated_durations": p.translated,  # CHANGED
+        "translated_durations": p.translated, "translated_lines": p.translated_lines,  # CHANGED
         "first": _s(p.first) or None, "last": _s(p.last) or None,
         "statements": {"count": total_n, "total_ms": round(total_ms, 3), "fingerprints": len(p.queries),
                        "percentiles": percentiles(hist.items(), (50, 90, 95, 99)),

@@ -59,6 +59,30 @@ else:
     sources = lazy.module("upkeeper.logs.sources")
 
 CURSORS_KEY = "pg_cursors"
+def _in_another_language(rep: dict[str, Any]) -> bool:
+    """The report is of a log in another language than English (lc_messages): more durations in another language
+    than in English (an application's own RAISE LOG 'took: 5 ms' looks like one), or lines whose severity is in
+    another language (a translated LOG, "СООБЩЕНИЕ:", hides every entry) make at least half of the unparsed ones
+    (a csvlog or jsonlog record is never unparsed for it)."""
+    lines = rep.get("translated_lines", 0)
+    return bool(rep.get("translated_durations", 0) > rep["statements"]["count"]
+                or (lines and 2 * lines >= rep["unparsed"]) or _translated_samples(rep))
+
+
+def _translated_samples(rep: dict[str, Any]) -> bool:
+    """Most of the unparsed lines sampled (the earliest) start with the prefix and a severity in another language:
+    a log whose LOG stays English (de, es, fr, it, ja) and that holds no durations — its errors ("FEHLER:  …") are
+    the lines left unparsed, too few in a buffer for the scan to look for them (see PgAccumulator.feed)."""
+    samples = rep.get("unparsed_samples") or []
+    if not samples or rep.get("format") != "stderr" or not rep.get("log_line_prefix"):
+        return False
+    try:
+        rx = re.compile(rb": " + pglog.compile_prefix(rep["log_line_prefix"]) + pglog.TRANSLATED_LEVEL_RX)
+    except pglog.PrefixError:
+        return False
+    return 2 * sum(1 for x in samples if rx.search(str(x).encode())) > len(samples)
+
+
 UNPARSED_KEY = "pg_unparsed_from"  # where the runs began that could parse none of their lines (their prefix)
 #: the statements left waiting for their bare duration (log_statement + log_duration) where the last run stopped
 OPEN_KEY = "pg_open_statements"
@@ -70,8 +94,50 @@ SELECT current_setting('log_line_prefix') AS prefix,
        current_setting('data_directory') AS datadir,
        current_setting('log_min_duration_statement') AS min_duration,
        current_setting('log_filename') AS log_filename,
-       current_setting('log_duration') AS log_duration
+       current_setting('log_duration') AS log_duration,
+       current_setting('log_min_duration_sample', true) AS min_duration_sample,
+       current_setting('log_statement_sample_rate', true) AS sample_rate,
+       current_setting('log_transaction_sample_rate', true) AS xact_sample_rate
 """
+#: a duration setting as SHOW writes it ("-1", "0", "250ms", "1s", "2min") in ms; None if it is none of these
+_UNITS_MS = {"ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
+
+
+def _ms(setting: str) -> float | None:
+    m = re.fullmatch(r"(-?\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?", setting.strip())
+    return float(m[1]) * _UNITS_MS[m[2] or "ms"] if m else None
+
+
+def sampling(server: dict[str, str]) -> str:
+    """What of the statements the server logs only a sample of (log_min_duration_sample with
+    log_statement_sample_rate, log_transaction_sample_rate), as PostgreSQL's check_log_duration decides; "" when it
+    logs each statement it times (or cannot be asked)."""
+    if server.get("log_duration") == "on":  # every statement's duration is logged, a bare one at least
+        return ""
+    md = _ms(server.get("min_duration", "")) if server.get("min_duration") else None
+    out = []
+    sample, rate = server.get("min_duration_sample") or "", server.get("sample_rate") or ""
+    smd, r = _ms(sample) if sample else None, _number(rate)
+    if smd is not None and smd >= 0 and r is not None and 0 < r < 1 and (md is None or md < 0 or smd < md):
+        band = [f"of {sample} or more"] if smd > 0 else []
+        if md is not None and md >= 0:
+            band.append(f"faster than {server['min_duration']}")
+        out.append(f"statements {' and '.join(band) or 'of any duration'} are logged at log_statement_sample_rate = "
+                   f"{rate} only (log_min_duration_sample = {sample})")
+    xr = _number(server.get("xact_sample_rate") or "")
+    if xr is not None and 0 < xr < 1 and (md is None or md != 0):
+        out.append(f"log_transaction_sample_rate = {server['xact_sample_rate']} logs every statement of that share of "
+                   "transactions" + (f", the others' only when slower than {server['min_duration']}"
+                                     if md is not None and md > 0 else ""))
+    return "; ".join(out)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
 
 LOGFILE_SQL = "SELECT pg_current_logfile(%s)"
 LogFormat = Literal["auto", "stderr", "csvlog", "jsonlog"]
@@ -395,7 +461,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         if row is None:
             return {}
         return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3],
-                "log_filename": row[4] or "", "log_duration": row[5] or ""}
+                "log_filename": row[4] or "", "log_duration": row[5] or "", "min_duration_sample": row[6] or "",
+                "sample_rate": row[7] or "", "xact_sample_rate": row[8] or ""}
 
     @staticmethod
     def _format(option: str, files: list[LogFile], path: str) -> str:
@@ -458,13 +525,14 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     @staticmethod
     def _unparsed(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         translated = rep.get("translated_durations", 0)
-        # more durations in another language than in English (an application's own RAISE LOG 'took: 5 ms' looks
-        # like one): the prefix matched, so the unparsed lines are translated severities (ERREUR, DÉTAIL …)
-        if translated > rep["statements"]["count"]:
+        lines = rep.get("translated_lines", 0)
+        # (the prefix matched: the unparsed lines are translated severities, ERREUR, DÉTAIL …, not a wrong prefix)
+        if _in_another_language(rep):
             return [Finding("logs.postgres.lc_messages", Severity.WARNING, path,
-                            f"the server logs in another language than English: {translated:,} durations (and "
-                            f"{rep['unparsed']:,} unparsed lines) not understood, so statements, lock waits, "
-                            "checkpoints, temporary files and autovacuum runs are missing from the report",
+                            f"the server logs in another language than English: {translated:,} durations and "
+                            f"{lines:,} lines with a severity in another language (of {rep['unparsed']:,} unparsed "
+                            "lines) not understood, so statements, errors, lock waits, checkpoints, temporary files "
+                            "and autovacuum runs are missing from the report",
                             "set lc_messages = 'C' in postgresql.conf and reload (pgBadger needs it too)",
                             value=translated, data={"samples": rep["unparsed_samples"][:3]})]
         if rep["unparsed_pct"] <= o.unparsed_warn_pct:
@@ -496,7 +564,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
     def _latency(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
         st = rep["statements"]
         if not st["count"]:
-            if not rep["lines"] or rep["unparsed_pct"] >= 50:  # (most not parsed: the unparsed warning says why)
+            # (most not parsed: the unparsed warning says why; durations in another language: the lc_messages one)
+            if not rep["lines"] or rep["unparsed_pct"] >= 50 or rep.get("translated_durations", 0):
                 return []
             return [Finding("logs.postgres.no_durations", Severity.INFO, path,
                             "the log has no statement durations, so query latency cannot be judged",
@@ -506,13 +575,24 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         md = server.get("min_duration", "")
         # only the slow statements are timed, unless log_duration times every one (its bare "duration:" lines)
         biased = md not in ("", "0", "-1") and server.get("log_duration") != "on"
+        sampled = sampling(server)
         if p95 > o.query_p95_ms:
             out.append(Finding(
                 "logs.postgres.query_p95", Severity.WARNING, path,
                 f"p95 statement duration {p95:.1f} ms over {st['count']:,} statements, objective < "
-                f"{o.query_p95_ms:g} ms" + (f" (only statements slower than {md} are logged)" if biased else ""),
+                f"{o.query_p95_ms:g} ms" + (f" (only a sample of the statements is logged: {sampled})" if sampled
+                                           else f" (only statements slower than {md} are logged)" if biased else ""),
                 "see the most time-consuming queries in the report; EXPLAIN (ANALYZE, BUFFERS) them",
                 value=p95, threshold=o.query_p95_ms))
+        if sampled:
+            out.append(Finding(
+                "logs.postgres.sampled", Severity.INFO, path,
+                f"the server logs a sample of its statements: {sampled} — counts and total times are those of the "
+                "sample, not of every statement that ran, and the percentiles lean toward the statements logged "
+                "every time", "for exact counts set log_min_duration_statement = 0 (or log_duration = on); else read "
+                "the report as a sample", data={"log_min_duration_sample": server.get("min_duration_sample"),
+                                                 "log_statement_sample_rate": server.get("sample_rate"),
+                                                 "log_transaction_sample_rate": server.get("xact_sample_rate")}))
         slow = [q for q in rep["slowest_total"] if q["mean_ms"] > o.slow_query_mean_ms][:5]
         for q in slow:
             out.append(Finding(
