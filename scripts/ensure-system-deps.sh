@@ -16,6 +16,7 @@ declare -A NEED=(
   [/usr/sbin/nft]=nftables          # security.firewall reads the real ruleset (its tests)
   [npm]=npm                         # security.dependencies runs npm audit (its tests too); pulls in nodejs
   [faketime]=faketime               # libfaketime: the lease tests run a node whose clock is minutes off
+  [/usr/share/i18n/locales/ja_JP]=locales  # localedef's sources: the logs.postgres tests of a server logging in Japanese, Russian, German
 )
 
 missing=()
