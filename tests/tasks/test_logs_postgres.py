@@ -509,6 +509,37 @@ def test_a_default_prefix_used_because_the_server_was_unreachable_is_said(
     assert "default" not in own["logs.postgres.unparsed"]["message"]
 
 
+def test_a_log_written_through_syslog_is_said_to_be(cli: Any, make_config: Any,
+                                                    logging_pg: tuple[PostgresCluster, dict[str, int]],
+                                                    tmp_path: Path) -> None:
+    """log_destination = syslog: the daemon writes each message after its own time, host and "postgres[PID]:"
+    (with syslog_sequence_numbers, "[N-1]" and then the log_line_prefix). Every line was unparsed and the warning
+    blamed log_line_prefix, whose fix (set it to the server's) cannot help. Now the warning says it is syslog's form
+    and how to have the server write a log logs.postgres reads. (The server's own log, written as rsyslog writes
+    what PostgreSQL sends it: no syslog daemon runs here.)"""
+    cluster, _done = logging_pg
+    lines = (cluster.data / "log" / "postgresql.log").read_text().splitlines()
+    log = tmp_path / "postgresql"
+    with open(log, "w") as fh:
+        for i, line in enumerate(lines[:400], 1):
+            fh.write(f"Dec  7 04:{i // 60 % 60:02d}:{i % 60:02d} db1 postgres[{4000 + i % 7}]: [{i}-1] {line}\n")
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                           "log_file": str(log), "log_line_prefix": pgworkload.LOG_LINE_PREFIX,
+                           "report_dir": str(tmp_path / "r")}}}})
+    by = {f["check"]: f for f in run(cli, cfg)["findings"]}
+    assert "logs.postgres.syslog" in by and "logs.postgres.unparsed" not in by, list(by)
+    assert "log_destination = 'stderr'" in by["logs.postgres.syslog"]["remediation"]
+    # the same lines as the server writes them: no word of syslog
+    (tmp_path / "plain.log").write_text("".join(x + "\n" for x in lines[:400]))
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                           "log_file": str(tmp_path / "plain.log"), "log_line_prefix": "%t [%p] ",
+                           "report_dir": str(tmp_path / "r")}}}}, "plain.yaml")
+    by = {f["check"]: f for f in run(cli, cfg)["findings"]}
+    assert "logs.postgres.unparsed" in by and "logs.postgres.syslog" not in by, list(by)
+
+
 def test_padded_log_line_prefix_read_from_the_server(cli: Any, make_config: Any, services_dir: Path,
                                                      tmp_path: Path) -> None:
     """PostgreSQL documents padded escapes (%-10u: left-aligned in 10 characters, %5p: right-aligned); the

@@ -69,6 +69,20 @@ def _in_another_language(rep: dict[str, Any]) -> bool:
                 or (lines and 2 * lines >= rep["unparsed"]) or _translated_samples(rep))
 
 
+#: a line as syslog daemons write a program's message (rsyslog's and syslog-ng's traditional and RFC 3339 time
+#: stamps): the time, the host, then PostgreSQL's ident (syslog_ident, "postgres" by default) with its PID
+_SYSLOG_LINE = re.compile(r"(?:^|: )(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ "
+                          r"[\w.-]*postgres[\w.-]*\[\d+\]: ")
+
+
+def _syslog_samples(rep: dict[str, Any]) -> bool:
+    """Are most of the report's unparsed samples (its first unparsed lines) PostgreSQL's messages as a syslog daemon
+    writes them (log_destination = syslog)?"""
+    samples = [x for x in rep.get("unparsed_samples") or [] if isinstance(x, str)]
+    # (a sample is "file: line")
+    return bool(samples) and 2 * sum(_SYSLOG_LINE.search(x) is not None for x in samples) > len(samples)
+
+
 def _translated_samples(rep: dict[str, Any]) -> bool:
     """Most of the unparsed lines sampled (the earliest) start with the prefix and a severity in another language:
     a log whose LOG stays English (de, es, fr, it, ja) and that holds no durations — its errors ("FEHLER:  …") are
@@ -544,6 +558,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                                          else ""), "check that the file is the server's " + rep["format"] + " log (log_destination);"
                             " for a stderr log set format: stderr", value=rep["unparsed_pct"],
                             threshold=o.unparsed_warn_pct, data={"samples": rep["unparsed_samples"][:3]})]
+        if _syslog_samples(rep):
+            return [Finding("logs.postgres.syslog", Severity.WARNING, path,
+                            f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) are PostgreSQL's messages as "
+                            "syslog writes them (its own date, host and 'postgres[PID]:' before each), which "
+                            "logs.postgres does not read, so the report misses them",
+                            "let the server write its own log file: log_destination = 'stderr' (or 'csvlog', "
+                            "'jsonlog') with logging_collector = on, and point log_file at it (or leave log_file "
+                            "unset: the server says where it writes)",
+                            value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
+                            data={"samples": rep["unparsed_samples"][:3]})]
         default = ""
         if rep.get("log_line_prefix_from") == "default":  # neither set in the job nor told by the server
             default = (" (upkeeper's default: the server could not be asked for its own"
