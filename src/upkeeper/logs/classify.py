@@ -314,7 +314,10 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
         r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
         r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
-        r"['\"]\s*\)*\s*(?:--(?:[^a-z0-9_\x80-\xff]|$)|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
+        # a quote closed by a comment (``admin'--``, ``1'#``); a ``#`` running to a newline is a blank by then
+        # (decode_request), so one before a word is no comment of a payload but jQuery's ``$('#main')``, a CSS
+        # selector searched for
+        r"['\"]\s*\)*\s*(?:(?:--|#)(?:[^a-z0-9_\x80-\xff]|$)|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
         r"\b(?:pg_)?sleep\s*\(\s*(?:\d+(?:\.\d+)?\s*[-+*/)]|\(|if\s*\(|select\b)|\bbenchmark\s*\(\s*\d+\s*,|"
         r"\b(?:extractvalue|updatexml|xmltype|generate_series|randomblob|"
         r"raise_error|load_file|group_concat|concat_ws|make_set|iif)\s*\(|\(\s*case\s+when\b|\bch(?:a)?r\s*\(\s*\d|\bconcat\s*\(\s*0x|"
@@ -347,7 +350,11 @@ ATTACK_PATTERNS: dict[str, str] = {
         r";\s*(?:wget|curl)\s+\S|;\s*(?:cat|nc|bash|sh)\s+[-/.~$'\"\d]|"
         r";\s*(?:id|uname|whoami)\b(?:\s*[;|&`]|\s*$|\s+-a\b|\s+http/)|"
         r"\|\s*(?:sh|bash)\b|`\s*(?:id|whoami|uname|cat|ls|wget|curl|sleep|ping|nslookup|echo|sh|bash)\b[^`]*`|"
-        r"\$\((?:[^)]+)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|"
+        # a shell's command substitution with a command in it (commix's and exploit kits' ``$(echo …)``, ``$(id)``,
+        # ``$((87+42))``): not jQuery's ``$(document)``, ``$(this)``, ``$('#id')``, which developers search for
+        r"\$\(\s*(?:(?:/usr)?/bin/)?(?:id|whoami|uname|cat|ls|pwd|wget|curl|sleep|ping|nslookup|dig|echo|printf|"
+        r"expr|sh|bash|nc|ncat|busybox|tftp|rm|touch|chmod|python[0-9.]*|perl|php|ruby|base64|hostname|ifconfig)\b|"
+        r"\$\(\(\s*\d+\s*[-+*/]\s*\d+\s*\)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|"
         # Windows shells only with a command: a page, tag or download named after them (/blog/powershell-tips,
         # ?l=PowerShell, /downloads/PowerShell-7.4.2-win-x64.msi, /wiki/Cmd.exe) is no attack
         r"cmd\.exe(?:\?|\s+)/[ck]\b|[\\/]system32[\\/]cmd\.exe|[;|`]\s*cmd(?:\.exe)?\s+/[ck]\b|"
