@@ -498,6 +498,57 @@ def test_brute_force_across_runs_and_workers_is_the_same_on_every_path(tmp_path:
     assert sec2["failed_logins"] == 25 + 1
 
 
+def shared_address_traffic() -> list[bytes]:
+    """Over 20 minutes: an office behind one address (NAT) whose people log in 40 times and mistype 12 times, a
+    brute force (15 failures), credential stuffing with one hit (30 failures, 1 success), among page views."""
+
+    def line(ip: str, minute: int, second: int, request: str, status: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{minute:02d}:{second:02d} +0000] "{request}" {status} 5 "-" '
+                f'"Mozilla/5.0" 0.050').encode()
+
+    out: list[bytes] = []
+    for k in range(40):
+        m, sec = k // 2, 30 * (k % 2)
+        out += [line("198.51.100.20", m, sec, "POST /login HTTP/1.1", 302), line("198.51.100.20", m, sec, "GET /home "
+                "HTTP/1.1", 200), line(f"10.0.0.{k % 5}", m, sec, f"GET /p/{k} HTTP/1.1", 200)]
+        if k % 10 < 3:  # 12 mistyped passwords
+            out.append(line("198.51.100.20", m, sec + 1, "POST /login HTTP/1.1", 401))
+        if k < 15:
+            out.append(line("203.0.113.30", m, sec + 2, "POST /login HTTP/1.1", 401))
+        if k < 30:
+            out += [line("203.0.113.31", m, sec + 3, "POST /users/sign_in HTTP/1.1", 200),
+                    line("203.0.113.31", m, sec + 4, "POST /users/sign_in HTTP/1.1", 422)]
+    out.append(line("203.0.113.31", 19, 50, "POST /users/sign_in HTTP/1.1", 302))
+    return out
+
+
+def test_failed_logins_among_many_successful_ones_are_a_shared_address_on_every_path(tmp_path: Path) -> None:
+    """Many people behind one address (a NAT, an office, a carrier's CGNAT) who mistype now and then made 10 failed
+    logins in 20 minutes like a brute force did: the logins that succeeded are now counted per client, on every scan
+    path and across runs, so that such a client is told apart from a brute force or credential stuffing."""
+    data = b"\n".join(shared_address_traffic()) + b"\n"
+    for chunk in (1 << 20, 1500):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        brute = {b["ip"]: (b["max_per_window"], b["succeeded"], b["shared"]) for b in rep["security"]["brute_force"]}
+        assert brute == {"198.51.100.20": (12, 40, True), "203.0.113.30": (15, 0, False),
+                         "203.0.113.31": (60, 1, False)}
+    # a run that begins at 10:10 counts the earlier run's successes of its last two 10-minute periods (the job state)
+    lines = shared_address_traffic()
+    cut = next(i for i, x in enumerate(lines) if b"10:10:" in x)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc, b"\n".join(lines[:cut]) + b"\n", 1000)
+    tail = SecurityTail.from_json(security_tail(acc.partial()).to_json())
+    acc2 = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc2, b"\n".join(lines[cut:]) + b"\n", 1000)
+    brute = {b["ip"]: (b["max_per_window"], b["succeeded"], b["shared"])
+             for b in summarize(acc2.partial(), earlier=tail)["security"]["brute_force"]}
+    assert brute["198.51.100.20"] == (12, 40, True)
+    # a tail kept by an older version (no successes in it) still reads
+    assert SecurityTail.from_json({"not_found": [], "logins": [["192.0.2.1", "/login", 20240301, 10, 0, 3]]}
+                                  ).auth_failures[(b"192.0.2.1", b"/login", (20240301, 10, 0))] == 3
+
+
 def exposure_traffic() -> list[bytes]:
     """Sensitive files answered 200 (a leak), 404 (a probe), by a catch-all (the front page's size) and to HEAD."""
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from logs.test_access_arrow import shared_address_traffic
 from logs.test_access_numbers import crafted_log
 from services import nginx_reopen, wait_for_log_lines
 from upkeeper.config.loader import load_text
@@ -934,3 +935,24 @@ def test_an_attack_finding_asks_to_look_at_the_application_only_for_what_it_answ
     none, some = NginxLogs._security(None, NginxLogsOptions(), rep, "access.log")  # type: ignore[arg-type]
     assert "deserve a look" not in none.remediation and "none was answered 2xx" in none.remediation, none.remediation
     assert "the 3 request(s) answered 2xx deserve a look at the application" in some.remediation, some.remediation
+
+
+def test_failed_logins_of_many_people_behind_one_address_are_no_brute_force_warning(cli: Any, make_config: Any,
+                                                                                        tmp_path: Path) -> None:
+    """An office or a mobile carrier's CGNAT puts many users behind one address: 12 mistyped passwords among 40
+    logins that succeeded, in 20 minutes, were a logs.nginx.brute_force warning like a real brute force's. Such a
+    client is now an info that says why; the brute force and the credential stuffing (one hit in 61 tries) stay
+    warnings."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(shared_address_traffic()) + b"\n")
+    by = checks(run(cli, file_config(make_config, log, tmp_path)))
+    brute = {f["subject"]: f for f in by["logs.nginx.brute_force"]}
+    assert {ip: f["severity"] for ip, f in brute.items()} == {
+        "198.51.100.20": "info", "203.0.113.30": "warning", "203.0.113.31": "warning"}
+    assert "12 failed logins" in brute["198.51.100.20"]["message"]
+    assert "40 login(s) from the same address succeeded" in brute["198.51.100.20"]["message"]
+    assert "many users behind one address" in brute["198.51.100.20"]["message"]
+    assert "1 login(s) from the same address succeeded" in brute["203.0.113.31"]["message"]
+    assert "behind one address" not in brute["203.0.113.31"]["message"]
+    assert "succeeded" not in brute["203.0.113.30"]["message"]
+    assert any("198.51.100.20 (shared address?)" in page.read_text() for page in (tmp_path / "reports").rglob("*.html"))

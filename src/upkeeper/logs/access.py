@@ -221,6 +221,9 @@ class AccessPartial:
     endpoint_errors: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)  # (endpoint, status) not 2xx
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, minute) 404s
     auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, path, 10-min)
+    #: (ip, 10-min) logins that succeeded: POSTs to a login path answered 2xx or 3xx but none of its failure
+    #: statuses (a client with as many as its failures is many people behind one address, see security_summary)
+    auth_successes: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
     attacks: Counter[tuple[str, bytes, bytes | None]] = field(default_factory=Counter)  # (category, ip, status)
     #: per (learned) category, its first ``samples`` distinct request lines in byte order (samples.keep_first)
     attack_samples: dict[str, list[bytes]] = field(default_factory=dict)
@@ -686,9 +689,13 @@ class Accumulator:
             login_of = self.login_of
             for i in compress(range(n), map(logins.__contains__, r)):
                 path, fails = login_of[r[i]]
-                if code[s[i]] in fails:
+                answer = code[s[i]]
+                if answer in fails:
                     d, hh, mm = tinfo[tk[i]]
                     p.auth_failures[(h[i], path, (d, hh, mm - mm % 10))] += 1
+                elif answer is not None and 200 <= answer < 400:  # a login that succeeded
+                    d, hh, mm = tinfo[tk[i]]
+                    p.auth_successes[(h[i], (d, hh, mm - mm % 10))] += 1
         # attacks
         sus = rs.intersection(self.attack_of)
         if sus:
@@ -1255,7 +1262,7 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
-                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
+                     "nf_bursts", "auth_failures", "auth_successes", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             add(getattr(out, name), getattr(p, name))
         for host, ips in p.referer_clients.items():
@@ -1362,11 +1369,14 @@ class SecurityTail:
 
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
     auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)
+    auth_successes: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, list[list[Any]]]:
         return {"not_found": [[ip.decode("latin-1"), *t, c] for (ip, t), c in sorted(self.nf_bursts.items())],
                 "logins": [[ip.decode("latin-1"), path.decode("latin-1"), *t, c]
-                           for (ip, path, t), c in sorted(self.auth_failures.items())]}
+                           for (ip, path, t), c in sorted(self.auth_failures.items())],
+                "login_successes": [[ip.decode("latin-1"), *t, c]
+                                    for (ip, t), c in sorted(self.auth_successes.items())]}
 
     @classmethod
     def from_json(cls, data: Any) -> SecurityTail:
@@ -1379,6 +1389,8 @@ class SecurityTail:
                 out.nf_bursts[(ip.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
             for ip, path, d, hh, mm, c in data.get("logins", []):
                 out.auth_failures[(ip.encode("latin-1"), path.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
+            for ip, d, hh, mm, c in data.get("login_successes", []):  # (a tail an older version kept has none)
+                out.auth_successes[(ip.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
         except (TypeError, ValueError, AttributeError):
             return cls()
         return out
@@ -1393,6 +1405,7 @@ def security_tail(p: AccessPartial, earlier: SecurityTail | None = None, *,
     earlier = earlier or SecurityTail()
     nf = p.nf_bursts + earlier.nf_bursts
     auth = p.auth_failures + earlier.auth_failures
+    ok = p.auth_successes + earlier.auth_successes
     limit = None if not_after is None else _minute_number(
         (not_after.year * 10000 + not_after.month * 100 + not_after.day, not_after.hour, not_after.minute))
     times = [n for n in map(_minute_number, [*p.minutes, *(t for _ip, t in nf), *(t for _i, _p, t in auth)])
@@ -1402,7 +1415,8 @@ def security_tail(p: AccessPartial, earlier: SecurityTail | None = None, *,
     last = max(times)
     return SecurityTail(
         Counter({k: c for k, c in nf.items() if last - 1 <= (_minute_number(k[1]) or 0) <= last}),
-        Counter({k: c for k, c in auth.items() if last - last % 10 - 10 <= (_minute_number(k[2]) or 0) <= last}))
+        Counter({k: c for k, c in auth.items() if last - last % 10 - 10 <= (_minute_number(k[2]) or 0) <= last}),
+        Counter({k: c for k, c in ok.items() if last - last % 10 - 10 <= (_minute_number(k[1]) or 0) <= last}))
 
 
 def _periods(events: Iterable[tuple[bytes, TimeInfo, int, bool]]) -> dict[bytes, Periods]:
@@ -1544,6 +1558,11 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
     return {"exposed": out, "catch_all_sizes": sorted(catch_all)[:20]}
 
 
+#: a client with at least one successful login for this many failed ones in its worst 20 minutes is many people
+#: behind one address, not a brute force (see security_summary)
+SHARED_LOGIN_RATIO = 2
+
+
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
                      top_n: int = 10, earlier: SecurityTail | None = None, page_sizes: Iterable[int] = (),
                      public_paths: Iterable[str] = (), server_names: Iterable[str] = (),
@@ -1600,13 +1619,23 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     paths: dict[bytes, Counter[bytes]] = {}
     for (ip, path, _w10), c in (p.auth_failures + earlier.auth_failures).items():
         paths.setdefault(ip, Counter())[path] += c
+    # the logins that succeeded from each client in its worst 20 minutes: a brute force or credential stuffing
+    # succeeds for a few tries in a hundred at most, while many people behind one address (a NAT, an office, a
+    # mobile carrier's CGNAT) log in far more often than they mistype their password
+    succeeded: Counter[tuple[bytes, int]] = Counter()
+    for (ip, w10), c in (p.auth_successes + earlier.auth_successes).items():
+        if (n := _minute_number(w10)) is not None:
+            succeeded[(ip, n)] += c
     brute: list[dict[str, Any]] = []
     for ip, by_window in logins.items():
         worst = _worst_pair(by_window, 10)
         if worst is not None and worst[0] >= brute_force:
+            start = _minute_number(worst[1]) or 0
+            ok = succeeded[(ip, start)] + succeeded[(ip, start + 10)]
             brute.append({"ip": _s(ip), "path": _s(paths[ip].most_common(1)[0][0]),
                           "paths": [_s(x) for x, _c in paths[ip].most_common(5)], "max_per_window": worst[0],
-                          "from": _minute_text(worst[1]), "total": sum(f for _c, f, _w in by_window.values())})
+                          "from": _minute_text(worst[1]), "total": sum(f for _c, f, _w in by_window.values()),
+                          "succeeded": ok, "shared": ok * SHARED_LOGIN_RATIO >= worst[0]})
     brute.sort(key=lambda x: (-int(x["max_per_window"]), str(x["ip"])))
     return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
             "brute_force": brute[:top_n * 5],

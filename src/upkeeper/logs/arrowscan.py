@@ -890,7 +890,8 @@ class ArrowScanner:
             for (ip, t), c in self._pair_counts(h.filter(m), tk.filter(m)):
                 bursts[(ip, tinfo[t])] += c
             p.nf_bursts.update(bursts)
-        # failed logins (a POST to a login path answered one of its failure statuses): rare, per row
+        # failed logins (a POST to a login path answered one of its failure statuses) and the logins that
+        # succeeded: rare, per row
         login_of = acc.login_of
         lg = _positions(rdict, login_of) if login_of else []
         if lg:
@@ -898,9 +899,13 @@ class ArrowScanner:
             for ip, ri, t, st in zip(h.filter(m).to_pylist(), ridx.filter(m).to_pylist(), tk.filter(m).to_pylist(),
                                      s.filter(m).to_pylist(), strict=True):
                 path, fails = login_of[rdict[ri]]
-                if code_of[st] in fails:
+                answer = code_of[st]
+                if answer in fails:
                     d, hh, mm = tinfo[t]
                     p.auth_failures[(ip, path, (d, hh, mm - mm % 10))] += 1
+                elif answer is not None and 200 <= answer < 400:  # a login that succeeded (access.AccessPartial)
+                    d, hh, mm = tinfo[t]
+                    p.auth_successes[(ip, (d, hh, mm - mm % 10))] += 1
         # attacks: per row (samples: the first distinct request lines in byte order)
         attack_of = acc.attack_of
         sus = _positions(rdict, attack_of) if attack_of else []
