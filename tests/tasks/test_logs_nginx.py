@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from logs.test_access_arrow import shared_address_traffic
+from logs.test_access_arrow import shared_address_traffic, slow_login_traffic
 from logs.test_access_numbers import crafted_log
 from services import nginx_reopen, wait_for_log_lines
 from upkeeper.config.loader import load_text
@@ -956,3 +956,30 @@ def test_failed_logins_of_many_people_behind_one_address_are_no_brute_force_warn
     assert "behind one address" not in brute["203.0.113.31"]["message"]
     assert "succeeded" not in brute["203.0.113.30"]["message"]
     assert any("198.51.100.20 (shared address?)" in page.read_text() for page in (tmp_path / "reports").rglob("*.html"))
+
+
+def test_a_slow_brute_force_is_caught_across_runs_every_quarter_of_an_hour(cli: Any, make_config: Any,
+                                                                           tmp_path: Path) -> None:
+    """Credential stuffing at one try every 150 s, read by a run every 15 minutes: no run saw 10 failed logins in 20
+    minutes, and none was reported. The job's state now carries the last hour's logins, so the run that completes
+    an hour of 20 failures reports it (a warning, with the hour's threshold), and a run after it that brings no new
+    try from that client does not report it again."""
+    lines = [x for x in slow_login_traffic() if b"203.0.113.41" not in x]
+    log = tmp_path / "access.log"
+    log.write_bytes(b"")
+    cfg = file_config(make_config, log, tmp_path)
+    found = []
+    for quarter in range(4):
+        with open(log, "ab") as fh:
+            fh.write(b"".join(x + b"\n" for x in lines if f"10:{15 * quarter:02d}:".encode() <= x.split(b"[", 1)[1][12:18]
+                              < f"10:{15 * quarter + 15:02d}:".encode()))
+        found.append(checks(run(cli, cfg)).get("logs.nginx.brute_force", []))
+    assert found[:3] == [[], [], []]  # at most 8 in any 20 minutes; 18 in the 45 minutes up to 10:44
+    (last,) = found[3]  # the hour: 24 failed logins, the previous runs' carried in the job's state
+    assert (last["subject"], last["severity"], last["value"], last["threshold"]) == ("203.0.113.40", "warning", 24, 20)
+    assert "within 60 minutes" in last["message"] and "slow brute force or credential stuffing" in last["message"]
+    assert "6 in the lines this run read" in last["message"]
+    # a run that brings no new try from that client does not report the hour again
+    with open(log, "ab") as fh:
+        fh.write(b'10.0.0.1 - - [01/Mar/2024:11:00:05 +0000] "GET / HTTP/1.1" 200 5 "-" "Mozilla/5.0" 0.050\n')
+    assert "logs.nginx.brute_force" not in checks(run(cli, cfg))

@@ -1363,8 +1363,8 @@ Periods = dict[int, tuple[int, int, TimeInfo]]  # period number -> (events, of w
 
 @dataclass
 class SecurityTail:
-    """The 404s per (client, minute) and failed logins per (client, path, 10-minute period) of the last two
-    periods of the data an earlier run read.  A run adds them to its own (incremental mode), so that a 404
+    """The 404s per (client, minute) of the last two minutes, and the failed and successful logins per (client,
+    path, 10-minute period) of the last hour (:data:`SLOW_LOGIN_PERIODS`), of the data an earlier run read.  A run adds them to its own (incremental mode), so that a 404
     burst or a brute force split by the boundary between two runs is counted whole."""
 
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
@@ -1398,8 +1398,8 @@ class SecurityTail:
 
 def security_tail(p: AccessPartial, earlier: SecurityTail | None = None, *,
                   not_after: datetime | None = None) -> SecurityTail:
-    """What the next run needs of this one's 404s and failed logins (see :class:`SecurityTail`): those of
-    the last two minutes, and of the last two 10-minute periods, of the data (``earlier`` included).  Log
+    """What the next run needs of this one's 404s and logins (see :class:`SecurityTail`): those of the last two
+    minutes, and of the last six 10-minute periods, of the data (``earlier`` included).  Log
     times after ``not_after`` (a wrong clock, forged lines) do not count as the end of the data: a line
     dated 2099 would otherwise drop the whole tail."""
     earlier = earlier or SecurityTail()
@@ -1413,10 +1413,11 @@ def security_tail(p: AccessPartial, earlier: SecurityTail | None = None, *,
     if not times:
         return SecurityTail()
     last = max(times)
+    first = 10 * (SLOW_LOGIN_PERIODS - 1)  # the logins of the last hour: a slow brute force's window
     return SecurityTail(
         Counter({k: c for k, c in nf.items() if last - 1 <= (_minute_number(k[1]) or 0) <= last}),
-        Counter({k: c for k, c in auth.items() if last - last % 10 - 10 <= (_minute_number(k[2]) or 0) <= last}),
-        Counter({k: c for k, c in ok.items() if last - last % 10 - 10 <= (_minute_number(k[1]) or 0) <= last}))
+        Counter({k: c for k, c in auth.items() if last - last % 10 - first <= (_minute_number(k[2]) or 0) <= last}),
+        Counter({k: c for k, c in ok.items() if last - last % 10 - first <= (_minute_number(k[1]) or 0) <= last}))
 
 
 def _periods(events: Iterable[tuple[bytes, TimeInfo, int, bool]]) -> dict[bytes, Periods]:
@@ -1431,9 +1432,9 @@ def _periods(events: Iterable[tuple[bytes, TimeInfo, int, bool]]) -> dict[bytes,
     return out
 
 
-def _worst_pair(counts: Periods, step: int) -> tuple[int, TimeInfo] | None:
-    """The most events in two consecutive periods (``step`` minutes apart) holding a new event, and where that
-    pair begins (None: no new event).
+def _worst_pair(counts: Periods, step: int, periods: int = 2) -> tuple[int, TimeInfo] | None:
+    """The most events in two (or ``periods``) consecutive periods (``step`` minutes apart) holding a new event,
+    and where they begin (None: no new event).
 
     Periods are clock-aligned buckets; counting pairs means a burst is never split in two by a
     bucket boundary (25 probes at 10:00:50–10:01:10 count 25, not 13 + 12).  Pairs of events an earlier run
@@ -1441,10 +1442,11 @@ def _worst_pair(counts: Periods, step: int) -> tuple[int, TimeInfo] | None:
     """
     best: tuple[int, TimeInfo] | None = None
     for k in sorted(counts):
-        c, fresh, when = counts[k]
-        c2, fresh2, _w = counts.get(k + step, (0, 0, when))
-        if (fresh or fresh2) and (best is None or c + c2 > best[0]):
-            best = (c + c2, when)
+        when = counts[k][2]
+        got = [counts.get(k + i * step, (0, 0, when)) for i in range(periods)]
+        c = sum(x[0] for x in got)
+        if any(x[1] for x in got) and (best is None or c > best[0]):
+            best = (c, when)
     return best
 
 
@@ -1561,6 +1563,11 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
 #: a client with at least one successful login for this many failed ones in its worst 20 minutes is many people
 #: behind one address, not a brute force (see security_summary)
 SHARED_LOGIN_RATIO = 2
+#: a client below the brute-force threshold in every 20 minutes is judged over this many 10-minute periods (an hour)
+#: too, against this many times the threshold: a slow brute force or credential stuffing paced at one try every
+#: two or three minutes (fail2ban's findtime is 10 minutes) makes 20-30 in an hour, never 10 in 20 minutes
+SLOW_LOGIN_PERIODS = 6
+SLOW_LOGIN_FACTOR = 2
 
 
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
@@ -1628,14 +1635,19 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
             succeeded[(ip, n)] += c
     brute: list[dict[str, Any]] = []
     for ip, by_window in logins.items():
-        worst = _worst_pair(by_window, 10)
-        if worst is not None and worst[0] >= brute_force:
-            start = _minute_number(worst[1]) or 0
-            ok = succeeded[(ip, start)] + succeeded[(ip, start + 10)]
-            brute.append({"ip": _s(ip), "path": _s(paths[ip].most_common(1)[0][0]),
-                          "paths": [_s(x) for x, _c in paths[ip].most_common(5)], "max_per_window": worst[0],
-                          "from": _minute_text(worst[1]), "total": sum(f for _c, f, _w in by_window.values()),
-                          "succeeded": ok, "shared": ok * SHARED_LOGIN_RATIO >= worst[0]})
+        # 20 minutes (two periods), or, for a brute force or credential stuffing paced under that threshold, an hour
+        worst, minutes = _worst_pair(by_window, 10), 20
+        if worst is None or worst[0] < brute_force:
+            worst, minutes = _worst_pair(by_window, 10, SLOW_LOGIN_PERIODS), 10 * SLOW_LOGIN_PERIODS
+            if worst is None or worst[0] < brute_force * SLOW_LOGIN_FACTOR:
+                continue
+        start = _minute_number(worst[1]) or 0
+        ok = sum(succeeded[(ip, start + 10 * i)] for i in range(minutes // 10))
+        brute.append({"ip": _s(ip), "path": _s(paths[ip].most_common(1)[0][0]),
+                      "paths": [_s(x) for x, _c in paths[ip].most_common(5)], "max_per_window": worst[0],
+                      "window_minutes": minutes, "from": _minute_text(worst[1]),
+                      "total": sum(f for _c, f, _w in by_window.values()),
+                      "succeeded": ok, "shared": ok * SHARED_LOGIN_RATIO >= worst[0]})
     brute.sort(key=lambda x: (-int(x["max_per_window"]), str(x["ip"])))
     return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
             "brute_force": brute[:top_n * 5],

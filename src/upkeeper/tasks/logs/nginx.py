@@ -666,22 +666,27 @@ class NginxLogs(Task[NginxLogsOptions]):
                    "can try hundreds of passwords" if attempts else "")
             ok = int(b.get("succeeded", 0))
             shared = bool(b.get("shared")) and not attempts
+            minutes = int(b.get("window_minutes", 20))
+            slow = minutes > 20  # under the threshold in every 20 minutes, over twice it in an hour
             # many people behind one address (a NAT, an office, a carrier's CGNAT) who now and then mistype: their
             # logins mostly succeed, a brute force's or credential stuffing's almost never — an info, not a page
             out.append(Finding("logs.nginx.brute_force", Severity.INFO if shared else Severity.WARNING, b["ip"],
                                f"{b['max_per_window']} {noun} (POST {', '.join(b['paths'])} answered "
-                               f"{answered}{why}) within 20 minutes (from {b['from']}), {b['total']} in the lines "
-                               "this run read"
-                               + (f"; {ok} login(s) from the same address succeeded in those 20 minutes: likely "
-                                  "many users behind one address (NAT, office, mobile carrier) mistyping, not a "
-                                  "brute force" if shared else
-                                  f"; {ok} login(s) from the same address succeeded in those 20 minutes" if ok
+                               f"{answered}{why}) within {minutes} minutes (from {b['from']}), {b['total']} in the "
+                               "lines this run read"
+                               + (f", paced under {o.brute_force_threshold} in 20 minutes: a slow brute force or "
+                                  "credential stuffing" if slow else "")
+                               + (f"; {ok} login(s) from the same address succeeded in those {minutes} minutes: "
+                                  "likely many users behind one address (NAT, office, mobile carrier) mistyping, not "
+                                  "a brute force" if shared else
+                                  f"; {ok} login(s) from the same address succeeded in those {minutes} minutes" if ok
                                   else ""),
                                "if that address is a shared one (a NAT, an office, a proxy), nothing to do; else "
                                "rate-limit the login (nginx limit_req) and check the accounts it tried" if shared else
                                "rate-limit the login (nginx limit_req), ban the client (fail2ban), check the "
-                               "accounts it tried", value=b["max_per_window"], threshold=o.brute_force_threshold,
-                               data={"succeeded": ok}))
+                               "accounts it tried", value=b["max_per_window"],
+                               threshold=o.brute_force_threshold * (access.SLOW_LOGIN_FACTOR if slow else 1),
+                               data={"succeeded": ok, "window_minutes": minutes}))
         return out
 
     @staticmethod
