@@ -211,6 +211,13 @@ CATEGORIES = [
     (b"GET /items?id=1 OR 1=1 HTTP/1.1", "sql_injection"),
     (b"GET /items?id=1+OR+2+=+2 HTTP/1.1", "sql_injection"),
     (b"GET /login?user=admin' OR '1'='1 HTTP/1.1", "sql_injection"),
+    # Acunetix's blind SQL injection: a tautology written as arithmetic (plain, after a quote, percent-encoded)
+    (b"GET /?id=-1%20OR%202%2B552-552-1%3D0%2B0%2B0%2B1%20--%20 HTTP/1.1", "sql_injection"),
+    (b"GET /?id=-1%27%20OR%202%2B552-552-1%3D0%2B0%2B0%2B1%20--%20 HTTP/1.1", "sql_injection"),
+    (b"GET /?id=%27%20AND%203*2*1%3D6%20AND%20%27000m1Gd%27%3D%27000m1Gd HTTP/1.1", "sql_injection"),
+    (b"GET /?id=1%20AND%203*2%3D6 HTTP/1.1", "sql_injection"),
+    (b"GET /search?q=pages+1-10+or+2-5 HTTP/1.1", None),
+    (b"GET /search?q=%22rock%22+and+roll&sort-by=date HTTP/1.1", None),
     (b"GET /login?user=admin'+or+'1'='1 HTTP/1.1", "sql_injection"),
     (b"GET /search?q=1%27%20OR%201%3D1-- HTTP/1.1", "sql_injection"),
     (b"GET /items?id=1%2520or%25201%253D1 HTTP/1.1", "sql_injection"),  # encoded twice

@@ -311,8 +311,12 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"(?:[\d'\"(*@`-]|null\b|top\s+\d|[\w.$]+\s*(?:[(,|]|--|#|;|/\*|\bfrom\b))|"
         r"['\"]\)*\s*union(?:\s|\()+(?:all\s+)?\(?select\b|"
         r"\bselect\s+(?:\*|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+[\w.$]+.{0,80}\bwhere\b|"
-        r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
-        r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
+        # a tautology, its number written as arithmetic too (Acunetix's ``-1 OR 2+552-552-1=0+0+0+1 --`` and
+        # ``' AND 3*2*1=6 AND '000m1Gd'='000m1Gd``)
+        r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+(?:\s*[-+*/]\s*\d+)*\s*\)*\s*"
+        r"(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
+        r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*(?:\s*[-+*/]\s*\w+)*['\"]?\s*"
+        r"(?:[=<>]|!=|r?like\s)|"
         r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
         # a quote closed by a comment (``admin'--``, ``1'#``); a ``#`` running to a newline is a blank by then
         # (decode_request), so one before a word is no comment of a payload but jQuery's ``$('#main')``, a CSS
