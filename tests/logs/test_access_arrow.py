@@ -580,6 +580,43 @@ def test_a_brute_force_paced_under_the_threshold_is_caught_over_an_hour_on_every
         assert brute == {"203.0.113.40": (24, 60)}  # 15 in an hour (203.0.113.41) and the user's 6 are not
 
 
+def missing_assets_traffic() -> list[bytes]:
+    """A catalogue page whose 30 product images are gone, loaded by two visitors (each browser asks for all 30 within
+    a second, 404 after 404, and for the page's script, also gone); a directory scanner's 30 paths in the same minute,
+    some of them asset-like, and its probes of source maps and archives."""
+
+    def line(ip: str, second: int, request: str, status: int, referer: str = "-") -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{second // 60:02d}:{second % 60:02d} +0000] "{request}" {status} 5 '
+                f'"{referer}" "Mozilla/5.0" 0.010').encode()
+
+    out: list[bytes] = []
+    for ip, at in (("198.51.100.30", 5), ("198.51.100.31", 70)):
+        out.append(line(ip, at, "GET /catalogue?page=2 HTTP/1.1", 200))
+        out += [line(ip, at + 1, f"GET /media/products/{k}.JPG?w=300 HTTP/1.1", 404, "https://shop.example/catalogue")
+                for k in range(30)]
+        out.append(line(ip, at + 1, "GET /static/gallery.js HTTP/1.1", 404, "https://shop.example/catalogue"))
+        out.append(line(ip, at + 2, "HEAD /favicon.ico HTTP/1.1", 404))
+    words = ["admin", "backup", "old", "test", "api/v1", "cgi-bin/", "config", "db", "dev", "private"]
+    for k in range(30):
+        out.append(line("203.0.113.50", 10 + k, f"GET /{words[k % 10]}{k // 10 or ''} HTTP/1.1", 404))
+    out += [line("203.0.113.50", 45, f"GET /{x} HTTP/1.1", 404) for x in ("app.js.map", "site.zip", "logo.png")]
+    return out
+
+
+def test_a_page_with_missing_images_is_no_404_burst_on_every_path() -> None:
+    """Every visitor of a page whose images are gone asked for 30 of them within a second: a
+    logs.nginx.not_found_burst warning ("probing for files") per visitor. 404s for page assets (images, styles,
+    scripts, fonts, media) are no longer counted in a burst, on every scan path; a scanner's paths still are, and
+    its source maps and archives too."""
+    data = b"\n".join(missing_assets_traffic()) + b"\n"
+    for chunk in (1 << 20, 1500):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        bursts = {b["ip"]: b["max_in_window"] for b in rep["security"]["not_found_bursts"]}
+        assert bursts == {"203.0.113.50": 32}  # its 30 paths and its .js.map and .zip, not its logo.png
+        assert rep["status"]["404"] == 2 * 32 + 33  # (every 404 is still counted as one)
+
+
 def exposure_traffic() -> list[bytes]:
     """Sensitive files answered 200 (a leak), 404 (a probe), by a catch-all (the front page's size) and to HEAD."""
 

@@ -983,3 +983,27 @@ def test_a_slow_brute_force_is_caught_across_runs_every_quarter_of_an_hour(cli: 
     with open(log, "ab") as fh:
         fh.write(b'10.0.0.1 - - [01/Mar/2024:11:00:05 +0000] "GET / HTTP/1.1" 200 5 "-" "Mozilla/5.0" 0.050\n')
     assert "logs.nginx.brute_force" not in checks(run(cli, cfg))
+
+
+def test_visitors_of_a_page_with_missing_images_are_no_404_burst(cli: Any, make_config: Any,
+                                                                 fresh_site_log: NginxServer, tmp_path: Path) -> None:
+    """Real nginx, real 404s: three browsers load a page whose 25 images and stylesheet are gone (each asks for all of
+    them at once), and a directory scanner tries 25 paths. Each visitor was a logs.nginx.not_found_burst warning
+    ("probing for files"); now only the scanner is."""
+    page = "http://127.0.0.1/about.html"
+    reqs: list[Request] = []
+    for ip in ("198.51.100.41", "198.51.100.42", "2001:db8::43"):
+        reqs.append(Request("GET", "/about.html", ip, "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"))
+        reqs += [Request("GET", f"/img/gone/photo-{k}.webp?v=3", ip, "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0",
+                         page) for k in range(25)]
+        reqs.append(Request("GET", "/static/gone.css", ip, "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0", page))
+    reqs += [Request("GET", f"/{w}", "203.0.113.77", "Mozilla/5.0 (compatible; gobuster-like)")
+             for w in ("admin", "backup", "oldsite", "dev", "test", "wp", "api", "private", "config", "db",
+                       "uploads", "tmp", "logs", "data", "panel", "manager", "console", "staging", "beta", "v1",
+                       "v2", "cms", "shop", "login.bak", "site.tar.gz")]
+    sent = drive(fresh_site_log.url, TrafficPlan(reqs), concurrency=1)
+    assert not sent.errors and sent.status[404] == 3 * 26 + 25, sent.status
+    wait_for_log_lines(fresh_site_log.access_log, sent.sent)
+    r = run(cli, config(make_config, fresh_site_log, tmp_path))
+    bursts = checks(r)["logs.nginx.not_found_burst"]
+    assert [(f["subject"], f["value"]) for f in bursts] == [("203.0.113.77", 25)]

@@ -52,6 +52,7 @@ from upkeeper.logs.classify import (
     endpoints_and_paths,
     is_bot,
     nginx_uri,
+    page_assets,
     path_matcher,
     referer_exploit,
     request_method,
@@ -680,9 +681,10 @@ class Accumulator:
             if any(nf.values()):
                 self.c_req404.update(compress(r, map(nf.__getitem__, s)))
             burst = {x: code[x] == 404 for x in ss}
-            if any(burst.values()):
-                p.nf_bursts.update(compress(zip(h, map(tinfo.__getitem__, tk), strict=True),
-                                            map(burst.__getitem__, s)))
+            if any(burst.values()):  # 404s per (client, minute), but for a page's missing images, styles, scripts
+                rows = list(compress(range(n), map(burst.__getitem__, s)))
+                assets = page_assets(list({r[i] for i in rows}))
+                p.nf_bursts.update((h[i], tinfo[tk[i]]) for i in rows if r[i] not in assets)
         # failed logins: POSTs to a login path answered one of its failure statuses (rare lines, per row)
         logins = rs.intersection(self.login_of)
         if logins:

@@ -43,7 +43,7 @@ from itertools import compress, repeat
 from operator import is_not, not_
 from typing import TYPE_CHECKING, Any
 
-from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category
+from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category, page_assets
 from upkeeper.logs.goaccess import status_code, trim
 from upkeeper.logs.nginx_format import (
     LISTS,
@@ -882,10 +882,15 @@ class ArrowScanner:
             p.vhost_status.update(dict(self._pair_counts(vh, s)))
             if rt is not None:
                 acc.c_vlat.update(dict(self._pair_counts(vh, rt)))
-        # 404 bursts per (client, minute)
+        # 404 bursts per (client, minute), but for a page's missing images, styles, scripts (classify.page_assets)
         nfs = [x for x in statuses if code_of[x] == 404]
         if nfs:
             m = self._mask_in(s, nfs)
+            seen = pc.unique(ridx.filter(m)).to_pylist()
+            assets = page_assets([rdict[i] for i in seen])
+            if assets:
+                skip = [i for i in seen if rdict[i] in assets]
+                m = pc.and_(m, pc.invert(pc.is_in(ridx, value_set=pa.array(skip, ridx.type))))
             bursts: Counter[tuple[bytes, TimeInfo]] = Counter()
             for (ip, t), c in self._pair_counts(h.filter(m), tk.filter(m)):
                 bursts[(ip, tinfo[t])] += c

@@ -734,6 +734,25 @@ def _lines_with(raws: list[bytes], patterns: tuple[re.Pattern[bytes], ...]) -> s
 FRONT_PAGES = frozenset({b"/", b"/index.html", b"/index.htm"})
 
 
+#: what a browser loads for a page — styles, scripts, images, fonts, media: a page whose images are gone makes each
+#: visitor's browser ask for all of them at once, 404 after 404 (CrowdSec's http-probing scenario leaves static
+#: resources out for that reason).  Not archives, documents or source maps, which scanners look for.
+PAGE_ASSET_EXTENSIONS = (
+    b".css", b".js", b".mjs", b".jpg", b".jpeg", b".png", b".gif", b".ico", b".svg", b".webp", b".avif", b".bmp",
+    b".tif", b".tiff", b".woff", b".woff2", b".ttf", b".otf", b".eot", b".mp4", b".webm", b".mp3", b".ogg",
+)  # fmt: skip
+
+
+def page_assets(raws: list[bytes]) -> set[bytes]:
+    """The request lines of ``raws`` that ask (GET or HEAD) for a page asset (:data:`PAGE_ASSET_EXTENSIONS`, by the
+    path without its query): never counted in a client's 404 burst."""
+    out: set[bytes] = set()
+    for raw, path in zip(raws, request_paths(raws), strict=True):
+        if request_method(raw) in (b"GET", b"HEAD") and path.lower().endswith(PAGE_ASSET_EXTENSIONS):
+            out.add(raw)
+    return out
+
+
 def path_matcher(patterns: list[str] | tuple[str, ...]) -> re.Pattern[bytes]:
     """Login paths: exact paths, ``*`` wildcards (``/auth/*``); the query string is ignored, and a trailing slash
     does not matter (``/admin/login`` is Django's ``/admin/login/`` too, and the other way round)."""
