@@ -221,12 +221,15 @@ class NginxLogsOptions(TaskOptions):
     top: int = Field(10, ge=1, le=1000, description="length of the top lists. Source: upkeeper default")
     not_found_burst: int = Field(
         20, ge=1, description="flag a client with at least this many 404s within two consecutive clock minutes "
-        "(scanning; a burst is never split by a minute boundary). "
+        "(scanning; a burst is never split by a minute boundary; 404s for page assets — styles, scripts, images, "
+        "fonts, media — do not count: a page's missing images are asked for by every visitor at once). "
         "Source: upkeeper default; fail2ban's nginx-botsearch is stricter (2 probes)")
     brute_force_threshold: int = Field(
         10, ge=1, description="flag a client with at least this many failed logins (POSTs to any login path "
         "answered one of that path's failure statuses; on /xmlrpc.php every POST, an attempt) within two "
-        "consecutive 10-minute periods. Source: fail2ban "
+        "consecutive 10-minute periods, or twice as many within an hour (a brute force paced under the threshold); "
+        "a client with a successful login for every two failed ones is reported as an info (many users behind one "
+        "address). Source: fail2ban "
         "nginx-http-auth uses 5 in 10 minutes")
     login_paths: list[LoginPathEntry] = Field(
         default_factory=lambda: list[LoginPathEntry](DEFAULT_LOGIN_PATHS),
