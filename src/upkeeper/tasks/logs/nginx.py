@@ -262,7 +262,8 @@ class NginxLogsOptions(TaskOptions):
         "GoAccess 1.7 goaccess.conf")
     spike_factor: float = Field(
         3.0, gt=1, description="warn when an hour the run read has this many times the requests of the usual "
-        "busiest hour of a day (the median of the 7 days before; hours split between runs are counted whole). "
+        "busiest hour of a day (the median of the 7 days before, the busiest of them while fewer are known; hours "
+        "split between runs are counted whole). "
                 "Source: upkeeper default")
     spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged (and a whole "
             "earlier day of counts). "
@@ -749,7 +750,9 @@ class NginxLogs(Task[NginxLogsOptions]):
             return []
         return [Finding("logs.nginx.traffic_spike", Severity.WARNING, peak_hour,
                         f"{peak:,} requests in the hour {peak_hour}, {peak / usual:.1f}x the usual {usual:,.0f} in "
-                        f"the busiest hour of a day (median of the {days} day(s) before)",
+                        f"the busiest hour of a day ("
+                        + (f"the busiest of the {days} day(s) before: fewer than {SPIKE_BASELINE_DAYS} known yet"
+                           if usual_peak.get("of") == "busiest" else f"median of the {days} day(s) before") + ")",
                         "check the top clients and paths of that hour: a crawler, an attack or a campaign?",
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]
 
@@ -894,7 +897,9 @@ def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bo
 def usual_peak_hour(hours: dict[str, int], judged: dict[str, int]) -> dict[str, Any] | None:
     """The median of the busiest hour of each of the :data:`SPIKE_BASELINE_DAYS` days before the date of the
     busiest ``judged`` hour, and how many days that is (None if there is none).  The first date of ``hours``
-    is left out: the log, or the kept counts, may begin in the middle of it."""
+    is left out: the log, or the kept counts, may begin in the middle of it.  With fewer days known than that
+    (a job's first week) the busiest of them instead: the median of a Friday, a Saturday and a Sunday is a weekend
+    day's, and an ordinary Monday of a site busy on weekdays was three or four times that, a spike."""
     if not judged:
         return None
     day = max(judged.items(), key=lambda kv: kv[1])[0][:10]
@@ -906,4 +911,6 @@ def usual_peak_hour(hours: dict[str, int], judged: dict[str, int]) -> dict[str, 
     recent = [peaks[d] for d in sorted(peaks)[-SPIKE_BASELINE_DAYS:]]
     if not recent:
         return None
-    return {"requests": statistics.median(recent), "days": len(recent)}
+    if len(recent) < SPIKE_BASELINE_DAYS:
+        return {"requests": max(recent), "days": len(recent), "of": "busiest"}
+    return {"requests": statistics.median(recent), "days": len(recent), "of": "median"}
