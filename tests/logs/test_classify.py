@@ -254,6 +254,17 @@ CATEGORIES = [
     (b"GET /x?ip=1;id HTTP/1.1", "command_injection"),
     (b"GET /x?ip=`id` HTTP/1.1", "command_injection"),
     (b"GET /x?ip=$(whoami) HTTP/1.1", "command_injection"),
+    # a command chained after a value (ZAP's and Burp's OS command injection payloads), and what is none
+    (b"GET /x?ip=127.0.0.1|id HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=127.0.0.1%26%26id HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1&&whoami HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1%7C%7Cuname%20-a HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=x%26sleep%2015%26 HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=x;sleep+15; HTTP/1.1", "command_injection"),
+    (b"GET /api?fields=name|id HTTP/1.1", None),
+    (b"GET /w/api.php?prop=info|id&x=1 HTTP/1.1", None),
+    (b"GET /search?q=tom+%26%26+jerry HTTP/1.1", None),
+    (b"GET /search?q=baby+sleep;sleep+12+hours HTTP/1.1", None),
     (b"GET /x?ip=%24%28sleep%205%29 HTTP/1.1", "command_injection"),
     (b"GET /x?ip=$(/bin/id) HTTP/1.1", "command_injection"),
     (b"GET /x?ip=1;echo+abc$((87%2B42))$(echo+abc)abc HTTP/1.1", "command_injection"),  # commix

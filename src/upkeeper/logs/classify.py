@@ -354,6 +354,11 @@ ATTACK_PATTERNS: dict[str, str] = {
         r";\s*(?:wget|curl)\s+\S|;\s*(?:cat|nc|bash|sh)\s+[-/.~$'\"\d]|"
         r";\s*(?:id|uname|whoami)\b(?:\s*[;|&`]|\s*$|\s+-a\b|\s+http/)|"
         r"\|\s*(?:sh|bash)\b|`\s*(?:id|whoami|uname|cat|ls|wget|curl|sleep|ping|nslookup|echo|sh|bash)\b[^`]*`|"
+        # a command chained after a value (ZAP's, Burp's and commix's ``127.0.0.1|id``, ``1&&whoami``, ``&sleep 15&``):
+        # after a single pipe only when a number or a quote ends the value — ``fields=name|id`` is a field list
+        r"[\d'\"]\|\|?\s*(?:id|whoami|uname)\b(?:\s*[;|&`#]|\s*$|\s+-a\b|\s+http/)|"
+        r"(?:&&|\|\|)\s*(?:id|whoami|uname)\b(?:\s*[;|&`#]|\s*$|\s+-a\b|\s+http/)|"
+        r"(?:[;|&`]|&&|\|\|)\s*sleep\s+\d+(?:\s*[;|&`#]|\s*$|\s+http/)|"
         # a shell's command substitution with a command in it (commix's and exploit kits' ``$(echo …)``, ``$(id)``,
         # ``$((87+42))``): not jQuery's ``$(document)``, ``$(this)``, ``$('#id')``, which developers search for
         r"\$\(\s*(?:(?:/usr)?/bin/)?(?:id|whoami|uname|cat|ls|pwd|wget|curl|sleep|ping|nslookup|dig|echo|printf|"
@@ -490,7 +495,7 @@ _BLANK_HINT = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f\xa0]")
 #: lines one of them finds are classified.  A cheap first pass over all distinct request lines
 #: joined together and lower-cased; literal searches run at memchr speed, unlike one big
 #: alternation.  It runs on the raw line, where the patterns see the decoded one: every line with
-#: a ``%`` or a ``\\`` is kept (anything may be encoded or escaped), so it is enough that each
+#: a ``%`` or a ``\\`` is kept (anything may be encoded or escaped; ``&&`` too: a command chained after a value), so it is enough that each
 #: alternative of each pattern needs, in a line without them whose ``+`` became spaces, a character
 #: or word below without blanks in it (``+`` and blanks differ between both forms).
 #: ``_PREFILTER_OR`` and ``_PREFILTER_ORDER`` are the alternatives without such a literal: ``or 1=1``,
@@ -498,7 +503,7 @@ _BLANK_HINT = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f\xa0]")
 #: pattern texts must stay valid RE2 too (arrowscan runs them as one pattern, case-insensitive, on
 #: the raw line), hence no ``\s`` (RE2's lacks ``\x0b``).  A hypothesis test checks all this
 #: against every alternative of every pattern.
-_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|~]|\.\.|/\.|/\*")
+_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|~]|\.\.|/\.|/\*|&&")
 _PREFILTER_OR = re.compile(rb"(?:(?:or|and|having)[\t\n\x0b\x0c\r +]+|&&[\t\n\x0b\x0c\r +]*)"
                            rb"(?:not[\t\n\x0b\x0c\r +]+)?-?[0-9]")
 _PREFILTER_ORDER = re.compile(rb"order[\t\n\x0b\x0c\r +]+by")
