@@ -617,6 +617,41 @@ def test_a_page_with_missing_images_is_no_404_burst_on_every_path() -> None:
         assert rep["status"]["404"] == 2 * 32 + 33  # (every 404 is still counted as one)
 
 
+def distributed_login_traffic(failures: int, successes: int, *, path: str = "/login", status: int = 401) -> list[bytes]:
+    """``failures`` failed logins from as many addresses (one each: none near the brute-force threshold) and
+    ``successes`` logins that succeeded, spread over 15 minutes from 10:00, among page views."""
+
+    def line(ip: str, second: int, request: str, status: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{second // 60:02d}:{second % 60:02d} +0000] "{request}" {status} 5 "-" '
+                f'"Mozilla/5.0" 0.050').encode()
+
+    out = [line(f"10.1.{k // 250}.{k % 250}", k * 900 // max(failures, 1), f"POST {path} HTTP/1.1", status)
+           for k in range(failures)]
+    out += [line(f"10.2.{k // 250}.{k % 250}", k * 900 // max(successes, 1), f"POST {path} HTTP/1.1", 302)
+            for k in range(successes)]
+    out += [line(f"10.3.0.{k % 50}", k * 9, f"GET /p/{k} HTTP/1.1", 200) for k in range(100)]
+    return sorted(out, key=lambda x: x.split(b"[", 1)[1][:26])
+
+
+def test_credential_stuffing_spread_over_many_addresses_is_caught_on_every_path() -> None:
+    """150 failed logins in 15 minutes, one from each of 150 addresses (residential proxies), were no finding: no
+    client came near the brute-force threshold. All clients' failed logins together now are, when they are ten times
+    the threshold in 20 minutes, from 10 clients or more, and outnumber the logins that succeeded three to one — a
+    busy site whose users mistype now and then is none, nor are XML-RPC's attempts (a pingback flood)."""
+    data = b"\n".join(distributed_login_traffic(150, 5)) + b"\n"
+    for chunk in (1 << 20, 1500):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        assert rep["security"]["brute_force"] == []
+        assert rep["security"]["distributed_logins"] == {"failed": 150, "succeeded": 5, "clients": 150,
+                                                         "from": "2024-03-01 10:00"}
+    for failures, successes, path, status in ((120, 800, "/login", 401), (90, 5, "/login", 401),
+                                              (300, 0, "/xmlrpc.php", 200)):  # (XML-RPC: 300 attempts)
+        rep = scan(b"\n".join(distributed_login_traffic(failures, successes, path=path, status=status)) + b"\n")[0]
+        assert rep["security"]["distributed_logins"] is None, (failures, successes, path)
+        assert rep["security"]["failed_logins"] == failures
+
+
 def exposure_traffic() -> list[bytes]:
     """Sensitive files answered 200 (a leak), 404 (a probe), by a catch-all (the front page's size) and to HEAD."""
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from logs.test_access_arrow import shared_address_traffic, slow_login_traffic
+from logs.test_access_arrow import distributed_login_traffic, shared_address_traffic, slow_login_traffic
 from logs.test_access_numbers import crafted_log
 from services import nginx_reopen, wait_for_log_lines
 from upkeeper.config.loader import load_text
@@ -1007,3 +1007,15 @@ def test_visitors_of_a_page_with_missing_images_are_no_404_burst(cli: Any, make_
     r = run(cli, config(make_config, fresh_site_log, tmp_path))
     bursts = checks(r)["logs.nginx.not_found_burst"]
     assert [(f["subject"], f["value"]) for f in bursts] == [("203.0.113.77", 25)]
+
+
+def test_credential_stuffing_from_many_addresses_is_a_warning(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """One failed login from each of 150 addresses in 15 minutes (5 logins succeeded) was no finding at all."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(distributed_login_traffic(150, 5)) + b"\n")
+    by = checks(run(cli, file_config(make_config, log, tmp_path)))
+    assert "logs.nginx.brute_force" not in by
+    (f,) = by["logs.nginx.credential_stuffing"]
+    assert (f["severity"], f["value"], f["threshold"]) == ("warning", 150, 100)
+    assert f["message"].startswith("150 failed logins from 150 clients within 20 minutes (from 2024-03-01 10:00), "
+                                   "5 login(s) succeeded")

@@ -1572,6 +1572,46 @@ SLOW_LOGIN_PERIODS = 6
 SLOW_LOGIN_FACTOR = 2
 
 
+#: failed logins of all clients together in 20 minutes, as a multiple of the brute-force threshold, that are credential
+#: stuffing spread over many addresses (each under the threshold) when they come from DISTRIBUTED_CLIENTS clients or
+#: more and outnumber the logins that succeeded DISTRIBUTED_RATIO to one: a site's own users mistype far less often
+#: than they log in
+DISTRIBUTED_FACTOR = 10
+DISTRIBUTED_CLIENTS = 10
+DISTRIBUTED_RATIO = 3
+
+
+def distributed_logins(p: AccessPartial, earlier: SecurityTail, brute_force: int) -> dict[str, Any] | None:
+    """The worst 20 minutes (two consecutive 10-minute periods holding a new failed login) of the failed logins of
+    all clients together, when they are credential stuffing spread over many addresses (see
+    :data:`DISTRIBUTED_FACTOR`), else None.  The login paths where every POST counts (XML-RPC's attempts, a
+    pingback flood among them) are left out: there a failure cannot be told from a success."""
+    fails: Counter[int] = Counter()
+    fresh: Counter[int] = Counter()
+    clients: dict[int, set[bytes]] = {}
+    ok: Counter[int] = Counter()
+    starts: dict[int, TimeInfo] = {}
+    for counts, new in ((p.auth_failures, True), (earlier.auth_failures, False)):
+        for (ip, path, w10), c in counts.items():
+            if attempts_only(path.decode("latin-1")) or (n := _minute_number(w10)) is None:
+                continue
+            fails[n] += c
+            fresh[n] += c if new else 0
+            clients.setdefault(n, set()).add(ip)
+            starts.setdefault(n, w10)
+    for (_ip, w10), c in (p.auth_successes + earlier.auth_successes).items():
+        if (n := _minute_number(w10)) is not None:
+            ok[n] += c
+    best: dict[str, Any] | None = None
+    for k in sorted(fails):
+        f, succeeded = fails[k] + fails[k + 10], ok[k] + ok[k + 10]
+        who = clients[k] | clients.get(k + 10, set())
+        if (fresh[k] or fresh[k + 10]) and f >= DISTRIBUTED_FACTOR * brute_force and len(who) >= DISTRIBUTED_CLIENTS \
+                and f >= DISTRIBUTED_RATIO * succeeded and (best is None or f > best["failed"]):
+            best = {"failed": f, "succeeded": succeeded, "clients": len(who), "from": _minute_text(starts[k])}
+    return best
+
+
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
                      top_n: int = 10, earlier: SecurityTail | None = None, page_sizes: Iterable[int] = (),
                      public_paths: Iterable[str] = (), server_names: Iterable[str] = (),
@@ -1653,6 +1693,7 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     brute.sort(key=lambda x: (-int(x["max_per_window"]), str(x["ip"])))
     return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
             "brute_force": brute[:top_n * 5],
+            "distributed_logins": distributed_logins(p, earlier, brute_force),
             "failed_logins": sum(p.auth_failures.values()),
             **exposure_summary(p, page_sizes=page_sizes, public_paths=public_paths, catch_all=catch_all)}
 

@@ -660,6 +660,18 @@ class NginxLogs(Task[NginxLogsOptions]):
                                f"{b['from']}), {b['total']} in the lines this run read — probing for files",
                                "block the client (fail2ban nginx-botsearch, nginx deny)",
                                value=b["max_in_window"], threshold=o.not_found_burst))
+        if (d := sec.get("distributed_logins")) is not None:
+            out.append(Finding(
+                "logs.nginx.credential_stuffing", Severity.WARNING, "logins",
+                f"{d['failed']:,} failed logins from {d['clients']:,} clients within 20 minutes (from {d['from']}), "
+                f"{d['succeeded']:,} login(s) succeeded: credential stuffing spread over many addresses (each under "
+                "the brute-force threshold), or a login that fails for everyone",
+                "if the application's logins work, rate-limit the login path globally (nginx limit_req on the path, "
+                "a CAPTCHA or a WAF rule), watch for accounts taken over, and block the networks most of the "
+                "attempts come from; if they fail for everyone, check the application",
+                value=float(d["failed"]),
+                threshold=float(o.brute_force_threshold * access.DISTRIBUTED_FACTOR),
+                data={k: d[k] for k in ("clients", "succeeded", "from")}))
         logins = access.LoginMatcher(o.login_entries())
         for b in sec["brute_force"][:o.top]:
             answered = _either(set().union(*(logins.failure_codes(x.encode()) or () for x in b["paths"])))
