@@ -1366,8 +1366,9 @@ Periods = dict[int, tuple[int, int, TimeInfo]]  # period number -> (events, of w
 @dataclass
 class SecurityTail:
     """The 404s per (client, minute) of the last two minutes, and the failed and successful logins per (client,
-    path, 10-minute period) of the last hour (:data:`SLOW_LOGIN_PERIODS`), of the data an earlier run read.  A run adds them to its own (incremental mode), so that a 404
-    burst or a brute force split by the boundary between two runs is counted whole."""
+    path, 10-minute period) of the last hour (:data:`SLOW_LOGIN_PERIODS`), of the data an earlier run read.  A
+    run adds them to its own (incremental mode), so that a 404 burst or a brute force split by the boundary
+    between two runs is counted whole."""
 
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
     auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)
