@@ -229,7 +229,8 @@ class NginxLogsOptions(TaskOptions):
         "answered one of that path's failure statuses; on /xmlrpc.php every POST, an attempt) within two "
         "consecutive 10-minute periods, or twice as many within an hour (a brute force paced under the threshold); "
         "a client with a successful login for every two failed ones is reported as an info (many users behind one "
-        "address). Source: fail2ban "
+        "address); all clients together with 10 times this many within 20 minutes, from 10 clients or more and 3 "
+        "times the logins that succeeded, are credential stuffing. Source: fail2ban "
         "nginx-http-auth uses 5 in 10 minutes")
     login_paths: list[LoginPathEntry] = Field(
         default_factory=lambda: list[LoginPathEntry](DEFAULT_LOGIN_PATHS),
