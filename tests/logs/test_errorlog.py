@@ -723,3 +723,40 @@ def test_each_unhandled_rejection_node_warned_of_is_one_exception_and_its_traile
     a = feed_app(text)
     assert groups(a) == dict(expected)
     assert (a.levels, a.messages) == (levels, messages)
+
+
+def test_opaque_ids_and_named_dates_do_not_make_a_group_per_occurrence() -> None:
+    """A request, payment or customer id of letters and digits (``req_8f3a2b1c9d``, Stripe's ``cus_NffrFeUfNV2Hib``,
+    ``pi_3MtwBwLkdIwHu7ix28a3tqPa``), a token, or a date-time with a month's name (Java's Date.toString(), RFC 1123)
+    stayed in the normalized message: each occurrence was a group of its own, so the same failure was a "new
+    exception" finding on every run. Names with digits still tell exceptions apart."""
+    def tb(line: str) -> str:
+        return f'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n{line}\n'
+    a = feed_app(tb("PaymentError: payment pi_3MtwBwLkdIwHu7ix28a3tqPa declined for customer cus_NffrFeUfNV2Hib")
+                 + tb("PaymentError: payment pi_3NuxCxMleJxIv8jy39b4urQb declined for customer cus_OggsGfVgOW3Ijc")
+                 + tb("RuntimeError: request req_8f3a2b1c9d failed")
+                 + tb("RuntimeError: request req_1a2b3c4d5e failed")
+                 + tb("PermissionError: token abc123XYZdef456ghi789 revoked")
+                 + tb("PermissionError: token zzz999YYYxxx888www777 revoked")
+                 + tb("TimeoutError: lock held since Mon Dec  7 03:46:35 UTC 2026")
+                 + tb("TimeoutError: lock held since Tue Dec  8 11:02:09 UTC 2026")
+                 + tb("ValueError: stale since Mon, 07 Dec 2026 03:46:35 GMT")
+                 + tb("ValueError: stale since Wed, 09 Dec 2026 23:59:01 GMT")
+                 + tb("ModuleNotFoundError: No module named 'psycopg2'")
+                 + tb("LookupError: no handler for Http2ServerException")
+                 + tb("LookupError: no handler for OAuth2Client"))
+    assert groups(a) == {
+        ("PaymentError", "payment pi_<id> declined for customer cus_<id>"): 2,
+        ("RuntimeError", "request req_<id> failed"): 2,
+        ("PermissionError", "token <id> revoked"): 2,
+        ("TimeoutError", "lock held since <time>"): 2,
+        ("ValueError", "stale since <time>"): 2,
+        ("ModuleNotFoundError", "No module named 'psycopg2'"): 1,
+        ("LookupError", "no handler for Http2ServerException"): 1,
+        ("LookupError", "no handler for OAuth2Client"): 1,
+    }
+    assert normalize("at 07/Dec/2026:03:46:35 +0000 the cache missed") == "at <time> the cache missed"
+    assert normalize("Dec  7 03:46:35 db1 postgres: gone") == "<time> db1 postgres: gone"
+    for name in ("sha256sum", "x86_64", "ubuntu2204", "getUTF8String()", "G1YoungGen", "Uint8ClampedArray",
+                 "AES256GCM"):
+        assert normalize(f"unsupported {name}") == f"unsupported {name}"

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from logs.test_access_arrow import distributed_login_traffic, shared_address_traffic, slow_login_traffic
 from logs.test_access_numbers import crafted_log
 from services import nginx_reopen, wait_for_log_lines
 from upkeeper.config.loader import load_text
@@ -934,3 +935,87 @@ def test_an_attack_finding_asks_to_look_at_the_application_only_for_what_it_answ
     none, some = NginxLogs._security(None, NginxLogsOptions(), rep, "access.log")  # type: ignore[arg-type]
     assert "deserve a look" not in none.remediation and "none was answered 2xx" in none.remediation, none.remediation
     assert "the 3 request(s) answered 2xx deserve a look at the application" in some.remediation, some.remediation
+
+
+def test_failed_logins_of_many_people_behind_one_address_are_no_brute_force_warning(cli: Any, make_config: Any,
+                                                                                        tmp_path: Path) -> None:
+    """An office or a mobile carrier's CGNAT puts many users behind one address: 12 mistyped passwords among 40
+    logins that succeeded, in 20 minutes, were a logs.nginx.brute_force warning like a real brute force's. Such a
+    client is now an info that says why; the brute force and the credential stuffing (one hit in 61 tries) stay
+    warnings."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(shared_address_traffic()) + b"\n")
+    by = checks(run(cli, file_config(make_config, log, tmp_path)))
+    brute = {f["subject"]: f for f in by["logs.nginx.brute_force"]}
+    assert {ip: f["severity"] for ip, f in brute.items()} == {
+        "198.51.100.20": "info", "203.0.113.30": "warning", "203.0.113.31": "warning"}
+    assert "12 failed logins" in brute["198.51.100.20"]["message"]
+    assert "40 login(s) from the same address succeeded" in brute["198.51.100.20"]["message"]
+    assert "many users behind one address" in brute["198.51.100.20"]["message"]
+    assert "1 login(s) from the same address succeeded" in brute["203.0.113.31"]["message"]
+    assert "behind one address" not in brute["203.0.113.31"]["message"]
+    assert "succeeded" not in brute["203.0.113.30"]["message"]
+    assert any("198.51.100.20 (shared address?)" in page.read_text() for page in (tmp_path / "reports").rglob("*.html"))
+
+
+def test_a_slow_brute_force_is_caught_across_runs_every_quarter_of_an_hour(cli: Any, make_config: Any,
+                                                                           tmp_path: Path) -> None:
+    """Credential stuffing at one try every 150 s, read by a run every 15 minutes: no run saw 10 failed logins in 20
+    minutes, and none was reported. The job's state now carries the last hour's logins, so the run that completes
+    an hour of 20 failures reports it (a warning, with the hour's threshold), and a run after it that brings no new
+    try from that client does not report it again."""
+    lines = [x for x in slow_login_traffic() if b"203.0.113.41" not in x]
+    log = tmp_path / "access.log"
+    log.write_bytes(b"")
+    cfg = file_config(make_config, log, tmp_path)
+    found = []
+    for quarter in range(4):
+        with open(log, "ab") as fh:
+            fh.write(b"".join(x + b"\n" for x in lines if f"10:{15 * quarter:02d}:".encode() <= x.split(b"[", 1)[1][12:18]
+                              < f"10:{15 * quarter + 15:02d}:".encode()))
+        found.append(checks(run(cli, cfg)).get("logs.nginx.brute_force", []))
+    assert found[:3] == [[], [], []]  # at most 8 in any 20 minutes; 18 in the 45 minutes up to 10:44
+    (last,) = found[3]  # the hour: 24 failed logins, the previous runs' carried in the job's state
+    assert (last["subject"], last["severity"], last["value"], last["threshold"]) == ("203.0.113.40", "warning", 24, 20)
+    assert "within 60 minutes" in last["message"] and "slow brute force or credential stuffing" in last["message"]
+    assert "6 in the lines this run read" in last["message"]
+    # a run that brings no new try from that client does not report the hour again
+    with open(log, "ab") as fh:
+        fh.write(b'10.0.0.1 - - [01/Mar/2024:11:00:05 +0000] "GET / HTTP/1.1" 200 5 "-" "Mozilla/5.0" 0.050\n')
+    assert "logs.nginx.brute_force" not in checks(run(cli, cfg))
+
+
+def test_visitors_of_a_page_with_missing_images_are_no_404_burst(cli: Any, make_config: Any,
+                                                                 fresh_site_log: NginxServer, tmp_path: Path) -> None:
+    """Real nginx, real 404s: three browsers load a page whose 25 images and stylesheet are gone (each asks for all of
+    them at once), and a directory scanner tries 25 paths. Each visitor was a logs.nginx.not_found_burst warning
+    ("probing for files"); now only the scanner is."""
+    page = "http://127.0.0.1/about.html"
+    reqs: list[Request] = []
+    for ip in ("198.51.100.41", "198.51.100.42", "2001:db8::43"):
+        reqs.append(Request("GET", "/about.html", ip, "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"))
+        reqs += [Request("GET", f"/img/gone/photo-{k}.webp?v=3", ip, "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0",
+                         page) for k in range(25)]
+        reqs.append(Request("GET", "/static/gone.css", ip, "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0", page))
+    reqs += [Request("GET", f"/{w}", "203.0.113.77", "Mozilla/5.0 (compatible; gobuster-like)")
+             for w in ("admin", "backup", "oldsite", "dev", "test", "wp", "api", "private", "config", "db",
+                       "uploads", "tmp", "logs", "data", "panel", "manager", "console", "staging", "beta", "v1",
+                       "v2", "cms", "shop", "login.bak", "site.tar.gz")]
+    sent = drive(fresh_site_log.url, TrafficPlan(reqs), concurrency=1)
+    assert not sent.errors and sent.status[404] == 3 * 26 + 25, sent.status
+    wait_for_log_lines(fresh_site_log.access_log, sent.sent)
+    r = run(cli, config(make_config, fresh_site_log, tmp_path))
+    bursts = checks(r)["logs.nginx.not_found_burst"]
+    assert [(f["subject"], f["value"]) for f in bursts] == [("203.0.113.77", 25)]
+
+
+def test_credential_stuffing_from_many_addresses_is_a_warning(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """One failed login from each of 150 addresses in 15 minutes (5 logins succeeded) was no finding at all."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"\n".join(distributed_login_traffic(150, 5)) + b"\n")
+    by = checks(run(cli, file_config(make_config, log, tmp_path)))
+    assert "logs.nginx.brute_force" not in by
+    (f,) = by["logs.nginx.credential_stuffing"]
+    assert (f["severity"], f["value"], f["threshold"]) == ("warning", 150, 100)
+    assert f["message"].startswith("150 failed logins from 150 clients within 20 minutes (from 2024-03-01 10:00), "
+                                   "5 login(s) succeeded")

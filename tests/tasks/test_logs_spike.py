@@ -91,3 +91,25 @@ def test_a_line_dated_in_the_far_future_neither_erases_the_hourly_counts_nor_bre
     assert checks(r, "logs.nginx.check_failed") == [] and checks(r, "logs.nginx.future_lines") == [], r["findings"]
     [spike] = checks(r, "logs.nginx.traffic_spike")
     assert spike["value"] == 600 and "10.0x the usual 60 in the busiest hour" in spike["message"], spike
+
+
+def test_an_ordinary_weekday_after_a_weekend_in_the_first_week_is_no_spike(cli: Any, make_config: Any,
+                                                                           tmp_path: Path) -> None:
+    """A job set up on a Thursday of a site busy on weekdays: by Monday it knows a Friday (peak 60), a Saturday and a
+    Sunday (peak 15); the median of those, 15, made Monday's ordinary peak of 60 a 4x 'spike'. With fewer than 7 days
+    known the baseline is the busiest of them; a real burst (600) is still a spike."""
+    log, run = _spike_job(cli, make_config, tmp_path)
+
+    def spikes(r: dict[str, Any]) -> list[dict[str, Any]]:
+        return [f for f in r["findings"] if f["check"] == "logs.nginx.traffic_spike"]
+
+    for day, busy in ((7, 60), (8, 60), (9, 15), (10, 15), (11, 60)):  # Thu 7 (left out: the first) … Mon 11 Mar 2024
+        with open(log, "a") as fh:
+            fh.write(_day(day, busy))
+        r = run()
+        assert spikes(r) == [], (day, spikes(r))
+    with open(log, "a") as fh:
+        fh.write(_day(12, 600))
+    [spike] = spikes(run())
+    assert spike["value"] == 600 and "10.0x the usual 60 in the busiest hour of a day (the busiest of the 4 day(s) " \
+        "before: fewer than 7 known yet)" in spike["message"], spike

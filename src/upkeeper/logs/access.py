@@ -52,6 +52,7 @@ from upkeeper.logs.classify import (
     endpoints_and_paths,
     is_bot,
     nginx_uri,
+    page_assets,
     path_matcher,
     referer_exploit,
     request_method,
@@ -221,6 +222,9 @@ class AccessPartial:
     endpoint_errors: Counter[tuple[bytes, bytes]] = field(default_factory=Counter)  # (endpoint, status) not 2xx
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, minute) 404s
     auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)  # (ip, path, 10-min)
+    #: (ip, 10-min) logins that succeeded: POSTs to a login path answered 2xx or 3xx but none of its failure
+    #: statuses (a client with as many as its failures is many people behind one address, see security_summary)
+    auth_successes: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
     attacks: Counter[tuple[str, bytes, bytes | None]] = field(default_factory=Counter)  # (category, ip, status)
     #: per (learned) category, its first ``samples`` distinct request lines in byte order (samples.keep_first)
     attack_samples: dict[str, list[bytes]] = field(default_factory=dict)
@@ -677,18 +681,23 @@ class Accumulator:
             if any(nf.values()):
                 self.c_req404.update(compress(r, map(nf.__getitem__, s)))
             burst = {x: code[x] == 404 for x in ss}
-            if any(burst.values()):
-                p.nf_bursts.update(compress(zip(h, map(tinfo.__getitem__, tk), strict=True),
-                                            map(burst.__getitem__, s)))
+            if any(burst.values()):  # 404s per (client, minute), but for a page's missing images, styles, scripts
+                rows = list(compress(range(n), map(burst.__getitem__, s)))
+                assets = page_assets(list({r[i] for i in rows}))
+                p.nf_bursts.update((h[i], tinfo[tk[i]]) for i in rows if r[i] not in assets)
         # failed logins: POSTs to a login path answered one of its failure statuses (rare lines, per row)
         logins = rs.intersection(self.login_of)
         if logins:
             login_of = self.login_of
             for i in compress(range(n), map(logins.__contains__, r)):
                 path, fails = login_of[r[i]]
-                if code[s[i]] in fails:
+                answer = code[s[i]]
+                if answer in fails:
                     d, hh, mm = tinfo[tk[i]]
                     p.auth_failures[(h[i], path, (d, hh, mm - mm % 10))] += 1
+                elif answer is not None and 200 <= answer < 400:  # a login that succeeded
+                    d, hh, mm = tinfo[tk[i]]
+                    p.auth_successes[(h[i], (d, hh, mm - mm % 10))] += 1
         # attacks
         sus = rs.intersection(self.attack_of)
         if sus:
@@ -1255,7 +1264,7 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
-                     "nf_bursts", "auth_failures", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
+                     "nf_bursts", "auth_failures", "auth_successes", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             add(getattr(out, name), getattr(p, name))
         for host, ips in p.referer_clients.items():
@@ -1356,17 +1365,21 @@ Periods = dict[int, tuple[int, int, TimeInfo]]  # period number -> (events, of w
 
 @dataclass
 class SecurityTail:
-    """The 404s per (client, minute) and failed logins per (client, path, 10-minute period) of the last two
-    periods of the data an earlier run read.  A run adds them to its own (incremental mode), so that a 404
-    burst or a brute force split by the boundary between two runs is counted whole."""
+    """The 404s per (client, minute) of the last two minutes, and the failed and successful logins per (client,
+    path, 10-minute period) of the last hour (:data:`SLOW_LOGIN_PERIODS`), of the data an earlier run read.  A
+    run adds them to its own (incremental mode), so that a 404 burst or a brute force split by the boundary
+    between two runs is counted whole."""
 
     nf_bursts: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
     auth_failures: Counter[tuple[bytes, bytes, TimeInfo]] = field(default_factory=Counter)
+    auth_successes: Counter[tuple[bytes, TimeInfo]] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, list[list[Any]]]:
         return {"not_found": [[ip.decode("latin-1"), *t, c] for (ip, t), c in sorted(self.nf_bursts.items())],
                 "logins": [[ip.decode("latin-1"), path.decode("latin-1"), *t, c]
-                           for (ip, path, t), c in sorted(self.auth_failures.items())]}
+                           for (ip, path, t), c in sorted(self.auth_failures.items())],
+                "login_successes": [[ip.decode("latin-1"), *t, c]
+                                    for (ip, t), c in sorted(self.auth_successes.items())]}
 
     @classmethod
     def from_json(cls, data: Any) -> SecurityTail:
@@ -1379,6 +1392,8 @@ class SecurityTail:
                 out.nf_bursts[(ip.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
             for ip, path, d, hh, mm, c in data.get("logins", []):
                 out.auth_failures[(ip.encode("latin-1"), path.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
+            for ip, d, hh, mm, c in data.get("login_successes", []):  # (a tail an older version kept has none)
+                out.auth_successes[(ip.encode("latin-1"), (int(d), int(hh), int(mm)))] += int(c)
         except (TypeError, ValueError, AttributeError):
             return cls()
         return out
@@ -1386,13 +1401,14 @@ class SecurityTail:
 
 def security_tail(p: AccessPartial, earlier: SecurityTail | None = None, *,
                   not_after: datetime | None = None) -> SecurityTail:
-    """What the next run needs of this one's 404s and failed logins (see :class:`SecurityTail`): those of
-    the last two minutes, and of the last two 10-minute periods, of the data (``earlier`` included).  Log
+    """What the next run needs of this one's 404s and logins (see :class:`SecurityTail`): those of the last two
+    minutes, and of the last six 10-minute periods, of the data (``earlier`` included).  Log
     times after ``not_after`` (a wrong clock, forged lines) do not count as the end of the data: a line
     dated 2099 would otherwise drop the whole tail."""
     earlier = earlier or SecurityTail()
     nf = p.nf_bursts + earlier.nf_bursts
     auth = p.auth_failures + earlier.auth_failures
+    ok = p.auth_successes + earlier.auth_successes
     limit = None if not_after is None else _minute_number(
         (not_after.year * 10000 + not_after.month * 100 + not_after.day, not_after.hour, not_after.minute))
     times = [n for n in map(_minute_number, [*p.minutes, *(t for _ip, t in nf), *(t for _i, _p, t in auth)])
@@ -1400,9 +1416,11 @@ def security_tail(p: AccessPartial, earlier: SecurityTail | None = None, *,
     if not times:
         return SecurityTail()
     last = max(times)
+    first = 10 * (SLOW_LOGIN_PERIODS - 1)  # the logins of the last hour: a slow brute force's window
     return SecurityTail(
         Counter({k: c for k, c in nf.items() if last - 1 <= (_minute_number(k[1]) or 0) <= last}),
-        Counter({k: c for k, c in auth.items() if last - last % 10 - 10 <= (_minute_number(k[2]) or 0) <= last}))
+        Counter({k: c for k, c in auth.items() if last - last % 10 - first <= (_minute_number(k[2]) or 0) <= last}),
+        Counter({k: c for k, c in ok.items() if last - last % 10 - first <= (_minute_number(k[1]) or 0) <= last}))
 
 
 def _periods(events: Iterable[tuple[bytes, TimeInfo, int, bool]]) -> dict[bytes, Periods]:
@@ -1417,9 +1435,9 @@ def _periods(events: Iterable[tuple[bytes, TimeInfo, int, bool]]) -> dict[bytes,
     return out
 
 
-def _worst_pair(counts: Periods, step: int) -> tuple[int, TimeInfo] | None:
-    """The most events in two consecutive periods (``step`` minutes apart) holding a new event, and where that
-    pair begins (None: no new event).
+def _worst_pair(counts: Periods, step: int, periods: int = 2) -> tuple[int, TimeInfo] | None:
+    """The most events in two (or ``periods``) consecutive periods (``step`` minutes apart) holding a new event,
+    and where they begin (None: no new event).
 
     Periods are clock-aligned buckets; counting pairs means a burst is never split in two by a
     bucket boundary (25 probes at 10:00:50–10:01:10 count 25, not 13 + 12).  Pairs of events an earlier run
@@ -1427,10 +1445,11 @@ def _worst_pair(counts: Periods, step: int) -> tuple[int, TimeInfo] | None:
     """
     best: tuple[int, TimeInfo] | None = None
     for k in sorted(counts):
-        c, fresh, when = counts[k]
-        c2, fresh2, _w = counts.get(k + step, (0, 0, when))
-        if (fresh or fresh2) and (best is None or c + c2 > best[0]):
-            best = (c + c2, when)
+        when = counts[k][2]
+        got = [counts.get(k + i * step, (0, 0, when)) for i in range(periods)]
+        c = sum(x[0] for x in got)
+        if any(x[1] for x in got) and (best is None or c > best[0]):
+            best = (c, when)
     return best
 
 
@@ -1544,6 +1563,56 @@ def exposure_summary(p: AccessPartial, *, page_sizes: Iterable[int] = (), public
     return {"exposed": out, "catch_all_sizes": sorted(catch_all)[:20]}
 
 
+#: a client with at least one successful login for this many failed ones in its worst 20 minutes is many people
+#: behind one address, not a brute force (see security_summary)
+SHARED_LOGIN_RATIO = 2
+#: a client below the brute-force threshold in every 20 minutes is judged over this many 10-minute periods (an hour)
+#: too, against this many times the threshold: a slow brute force or credential stuffing paced at one try every
+#: two or three minutes (fail2ban's findtime is 10 minutes) makes 20-30 in an hour, never 10 in 20 minutes
+SLOW_LOGIN_PERIODS = 6
+SLOW_LOGIN_FACTOR = 2
+
+
+#: failed logins of all clients together in 20 minutes, as a multiple of the brute-force threshold, that are credential
+#: stuffing spread over many addresses (each under the threshold) when they come from DISTRIBUTED_CLIENTS clients or
+#: more and outnumber the logins that succeeded DISTRIBUTED_RATIO to one: a site's own users mistype far less often
+#: than they log in
+DISTRIBUTED_FACTOR = 10
+DISTRIBUTED_CLIENTS = 10
+DISTRIBUTED_RATIO = 3
+
+
+def distributed_logins(p: AccessPartial, earlier: SecurityTail, brute_force: int) -> dict[str, Any] | None:
+    """The worst 20 minutes (two consecutive 10-minute periods holding a new failed login) of the failed logins of
+    all clients together, when they are credential stuffing spread over many addresses (see
+    :data:`DISTRIBUTED_FACTOR`), else None.  The login paths where every POST counts (XML-RPC's attempts, a
+    pingback flood among them) are left out: there a failure cannot be told from a success."""
+    fails: Counter[int] = Counter()
+    fresh: Counter[int] = Counter()
+    clients: dict[int, set[bytes]] = {}
+    ok: Counter[int] = Counter()
+    starts: dict[int, TimeInfo] = {}
+    for counts, new in ((p.auth_failures, True), (earlier.auth_failures, False)):
+        for (ip, path, w10), c in counts.items():
+            if attempts_only(path.decode("latin-1")) or (n := _minute_number(w10)) is None:
+                continue
+            fails[n] += c
+            fresh[n] += c if new else 0
+            clients.setdefault(n, set()).add(ip)
+            starts.setdefault(n, w10)
+    for (_ip, w10), c in (p.auth_successes + earlier.auth_successes).items():
+        if (n := _minute_number(w10)) is not None:
+            ok[n] += c
+    best: dict[str, Any] | None = None
+    for k in sorted(fails):
+        f, succeeded = fails[k] + fails[k + 10], ok[k] + ok[k + 10]
+        who = clients[k] | clients.get(k + 10, set())
+        if (fresh[k] or fresh[k + 10]) and f >= DISTRIBUTED_FACTOR * brute_force and len(who) >= DISTRIBUTED_CLIENTS \
+                and f >= DISTRIBUTED_RATIO * succeeded and (best is None or f > best["failed"]):
+            best = {"failed": f, "succeeded": succeeded, "clients": len(who), "from": _minute_text(starts[k])}
+    return best
+
+
 def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force: int = 10,
                      top_n: int = 10, earlier: SecurityTail | None = None, page_sizes: Iterable[int] = (),
                      public_paths: Iterable[str] = (), server_names: Iterable[str] = (),
@@ -1600,16 +1669,32 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     paths: dict[bytes, Counter[bytes]] = {}
     for (ip, path, _w10), c in (p.auth_failures + earlier.auth_failures).items():
         paths.setdefault(ip, Counter())[path] += c
+    # the logins that succeeded from each client in its worst 20 minutes: a brute force or credential stuffing
+    # succeeds for a few tries in a hundred at most, while many people behind one address (a NAT, an office, a
+    # mobile carrier's CGNAT) log in far more often than they mistype their password
+    succeeded: Counter[tuple[bytes, int]] = Counter()
+    for (ip, w10), c in (p.auth_successes + earlier.auth_successes).items():
+        if (n := _minute_number(w10)) is not None:
+            succeeded[(ip, n)] += c
     brute: list[dict[str, Any]] = []
     for ip, by_window in logins.items():
-        worst = _worst_pair(by_window, 10)
-        if worst is not None and worst[0] >= brute_force:
-            brute.append({"ip": _s(ip), "path": _s(paths[ip].most_common(1)[0][0]),
-                          "paths": [_s(x) for x, _c in paths[ip].most_common(5)], "max_per_window": worst[0],
-                          "from": _minute_text(worst[1]), "total": sum(f for _c, f, _w in by_window.values())})
+        # 20 minutes (two periods), or, for a brute force or credential stuffing paced under that threshold, an hour
+        worst, minutes = _worst_pair(by_window, 10), 20
+        if worst is None or worst[0] < brute_force:
+            worst, minutes = _worst_pair(by_window, 10, SLOW_LOGIN_PERIODS), 10 * SLOW_LOGIN_PERIODS
+            if worst is None or worst[0] < brute_force * SLOW_LOGIN_FACTOR:
+                continue
+        start = _minute_number(worst[1]) or 0
+        ok = sum(succeeded[(ip, start + 10 * i)] for i in range(minutes // 10))
+        brute.append({"ip": _s(ip), "path": _s(paths[ip].most_common(1)[0][0]),
+                      "paths": [_s(x) for x, _c in paths[ip].most_common(5)], "max_per_window": worst[0],
+                      "window_minutes": minutes, "from": _minute_text(worst[1]),
+                      "total": sum(f for _c, f, _w in by_window.values()),
+                      "succeeded": ok, "shared": ok * SHARED_LOGIN_RATIO >= worst[0]})
     brute.sort(key=lambda x: (-int(x["max_per_window"]), str(x["ip"])))
     return {"attacks": attacks, "scanners": scan_list, "not_found_bursts": bursts[:top_n * 5],
             "brute_force": brute[:top_n * 5],
+            "distributed_logins": distributed_logins(p, earlier, brute_force),
             "failed_logins": sum(p.auth_failures.values()),
             **exposure_summary(p, page_sizes=page_sizes, public_paths=public_paths, catch_all=catch_all)}
 

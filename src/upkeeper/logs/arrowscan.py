@@ -43,7 +43,7 @@ from itertools import compress, repeat
 from operator import is_not, not_
 from typing import TYPE_CHECKING, Any
 
-from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category
+from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category, page_assets
 from upkeeper.logs.goaccess import status_code, trim
 from upkeeper.logs.nginx_format import (
     LISTS,
@@ -899,15 +899,21 @@ class ArrowScanner:
             p.vhost_status.update(dict(self._pair_counts(vh, s)))
             if rt is not None:
                 acc.c_vlat.update(dict(self._pair_counts(vh, rt)))
-        # 404 bursts per (client, minute)
+        # 404 bursts per (client, minute), but for a page's missing images, styles, scripts (classify.page_assets)
         nfs = [x for x in statuses if code_of[x] == 404]
         if nfs:
             m = self._mask_in(s, nfs)
+            seen = pc.unique(ridx.filter(m)).to_pylist()
+            assets = page_assets([rdict[i] for i in seen])
+            if assets:
+                skip = [i for i in seen if rdict[i] in assets]
+                m = pc.and_(m, pc.invert(pc.is_in(ridx, value_set=pa.array(skip, ridx.type))))
             bursts: Counter[tuple[bytes, TimeInfo]] = Counter()
             for (ip, t), c in self._pair_counts(h.filter(m), tk.filter(m)):
                 bursts[(ip, tinfo[t])] += c
             p.nf_bursts.update(bursts)
-        # failed logins (a POST to a login path answered one of its failure statuses): rare, per row
+        # failed logins (a POST to a login path answered one of its failure statuses) and the logins that
+        # succeeded: rare, per row
         login_of = acc.login_of
         lg = _positions(rdict, login_of) if login_of else []
         if lg:
@@ -915,9 +921,13 @@ class ArrowScanner:
             for ip, ri, t, st in zip(h.filter(m).to_pylist(), ridx.filter(m).to_pylist(), tk.filter(m).to_pylist(),
                                      s.filter(m).to_pylist(), strict=True):
                 path, fails = login_of[rdict[ri]]
-                if code_of[st] in fails:
+                answer = code_of[st]
+                if answer in fails:
                     d, hh, mm = tinfo[t]
                     p.auth_failures[(ip, path, (d, hh, mm - mm % 10))] += 1
+                elif answer is not None and 200 <= answer < 400:  # a login that succeeded (access.AccessPartial)
+                    d, hh, mm = tinfo[t]
+                    p.auth_successes[(ip, (d, hh, mm - mm % 10))] += 1
         # attacks: per row (samples: the first distinct request lines in byte order)
         attack_of = acc.attack_of
         sus = _positions(rdict, attack_of) if attack_of else []

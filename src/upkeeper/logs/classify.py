@@ -311,10 +311,17 @@ ATTACK_PATTERNS: dict[str, str] = {
         r"(?:[\d'\"(*@`-]|null\b|top\s+\d|[\w.$]+\s*(?:[(,|]|--|#|;|/\*|\bfrom\b))|"
         r"['\"]\)*\s*union(?:\s|\()+(?:all\s+)?\(?select\b|"
         r"\bselect\s+(?:\*|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+[\w.$]+.{0,80}\bwhere\b|"
-        r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+\s*\)*\s*(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
-        r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*['\"]?\s*(?:[=<>]|!=|r?like\s)|"
+        # a tautology, its number written as arithmetic too (Acunetix's ``-1 OR 2+552-552-1=0+0+0+1 --`` and
+        # ``' AND 3*2*1=6 AND '000m1Gd'='000m1Gd``)
+        r"(?:\b(?:x?or|and|having)\s+|\|\|\s*|&&\s*)(?:not\s+)?\(*\s*-?\d+(?:\s*[-+*/]\s*\d+)*\s*\)*\s*"
+        r"(?:[=<>]|!=|between\s|r?like\s|in\s*\()|"
+        r"['\"]\)*\s*(?:(?:x?or|and|having)\b|\|\||&&)\s*(?:\(|['\"]?\w*(?:\s*[-+*/]\s*\w+)*['\"]?\s*"
+        r"(?:[=<>]|!=|r?like\s)|"
         r"not\b|exists\b|select\b|\w+\s*\()|'\"|\"'|"
-        r"['\"]\s*\)*\s*(?:--(?:[^a-z0-9_\x80-\xff]|$)|#|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
+        # a quote closed by a comment (``admin'--``, ``1'#``); a ``#`` running to a newline is a blank by then
+        # (decode_request), so one before a word is no comment of a payload but jQuery's ``$('#main')``, a CSS
+        # selector searched for
+        r"['\"]\s*\)*\s*(?:(?:--|#)(?:[^a-z0-9_\x80-\xff]|$)|/\*)|\(\s*select\b|\border\s+by\s+\d+\s*(?:--|#|;|/\*)|"
         r"\b(?:pg_)?sleep\s*\(\s*(?:\d+(?:\.\d+)?\s*[-+*/)]|\(|if\s*\(|select\b)|\bbenchmark\s*\(\s*\d+\s*,|"
         r"\b(?:extractvalue|updatexml|xmltype|generate_series|randomblob|"
         r"raise_error|load_file|group_concat|concat_ws|make_set|iif)\s*\(|\(\s*case\s+when\b|\bch(?:a)?r\s*\(\s*\d|\bconcat\s*\(\s*0x|"
@@ -347,7 +354,16 @@ ATTACK_PATTERNS: dict[str, str] = {
         r";\s*(?:wget|curl)\s+\S|;\s*(?:cat|nc|bash|sh)\s+[-/.~$'\"\d]|"
         r";\s*(?:id|uname|whoami)\b(?:\s*[;|&`]|\s*$|\s+-a\b|\s+http/)|"
         r"\|\s*(?:sh|bash)\b|`\s*(?:id|whoami|uname|cat|ls|wget|curl|sleep|ping|nslookup|echo|sh|bash)\b[^`]*`|"
-        r"\$\((?:[^)]+)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|"
+        # a command chained after a value (ZAP's, Burp's and commix's ``127.0.0.1|id``, ``1&&whoami``, ``&sleep 15&``):
+        # after a single pipe only when a number or a quote ends the value — ``fields=name|id`` is a field list
+        r"[\d'\"]\|\|?\s*(?:id|whoami|uname)\b(?:\s*[;|&`#]|\s*$|\s+-a\b|\s+http/)|"
+        r"(?:&&|\|\|)\s*(?:id|whoami|uname)\b(?:\s*[;|&`#]|\s*$|\s+-a\b|\s+http/)|"
+        r"(?:[;|&`]|&&|\|\|)\s*sleep\s+\d+(?:\s*[;|&`#]|\s*$|\s+http/)|"
+        # a shell's command substitution with a command in it (commix's and exploit kits' ``$(echo …)``, ``$(id)``,
+        # ``$((87+42))``): not jQuery's ``$(document)``, ``$(this)``, ``$('#id')``, which developers search for
+        r"\$\(\s*(?:(?:/usr)?/bin/)?(?:id|whoami|uname|cat|ls|pwd|wget|curl|sleep|ping|nslookup|dig|echo|printf|"
+        r"expr|sh|bash|nc|ncat|busybox|tftp|rm|touch|chmod|python[0-9.]*|perl|php|ruby|base64|hostname|ifconfig)\b|"
+        r"\$\(\(\s*\d+\s*[-+*/]\s*\d+\s*\)\)|\$\{jndi:|\$\{\$\{|/bin/(?:sh|bash)|"
         # Windows shells only with a command: a page, tag or download named after them (/blog/powershell-tips,
         # ?l=PowerShell, /downloads/PowerShell-7.4.2-win-x64.msi, /wiki/Cmd.exe) is no attack
         r"cmd\.exe(?:\?|\s+)/[ck]\b|[\\/]system32[\\/]cmd\.exe|[;|`]\s*cmd(?:\.exe)?\s+/[ck]\b|"
@@ -479,7 +495,7 @@ _BLANK_HINT = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f\xa0]")
 #: lines one of them finds are classified.  A cheap first pass over all distinct request lines
 #: joined together and lower-cased; literal searches run at memchr speed, unlike one big
 #: alternation.  It runs on the raw line, where the patterns see the decoded one: every line with
-#: a ``%`` or a ``\\`` is kept (anything may be encoded or escaped), so it is enough that each
+#: a ``%`` or a ``\\`` is kept (anything may be encoded or escaped; ``&&`` too: a command chained after a value), so it is enough that each
 #: alternative of each pattern needs, in a line without them whose ``+`` became spaces, a character
 #: or word below without blanks in it (``+`` and blanks differ between both forms).
 #: ``_PREFILTER_OR`` and ``_PREFILTER_ORDER`` are the alternatives without such a literal: ``or 1=1``,
@@ -487,7 +503,7 @@ _BLANK_HINT = re.compile(rb"[\x01-\x08\x0e-\x1f\x7f\xa0]")
 #: pattern texts must stay valid RE2 too (arrowscan runs them as one pattern, case-insensitive, on
 #: the raw line), hence no ``\s`` (RE2's lacks ``\x0b``).  A hypothesis test checks all this
 #: against every alternative of every pattern.
-_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|~]|\.\.|/\.|/\*")
+_PREFILTER_CHARS = re.compile(rb"[%'\"<>;$`(\\|~]|\.\.|/\.|/\*|&&")
 _PREFILTER_OR = re.compile(rb"(?:(?:or|and|having)[\t\n\x0b\x0c\r +]+|&&[\t\n\x0b\x0c\r +]*)"
                            rb"(?:not[\t\n\x0b\x0c\r +]+)?-?[0-9]")
 _PREFILTER_ORDER = re.compile(rb"order[\t\n\x0b\x0c\r +]+by")
@@ -721,6 +737,25 @@ def _lines_with(raws: list[bytes], patterns: tuple[re.Pattern[bytes], ...]) -> s
 #: the paths of a site's front page: a catch-all (a single-page app's ``try_files $uri /index.html``) answers
 #: every other path with the same body, so a sensitive path answered with that many bytes is no leak
 FRONT_PAGES = frozenset({b"/", b"/index.html", b"/index.htm"})
+
+
+#: what a browser loads for a page — styles, scripts, images, fonts, media: a page whose images are gone makes each
+#: visitor's browser ask for all of them at once, 404 after 404 (CrowdSec's http-probing scenario leaves static
+#: resources out for that reason).  Not archives, documents or source maps, which scanners look for.
+PAGE_ASSET_EXTENSIONS = (
+    b".css", b".js", b".mjs", b".jpg", b".jpeg", b".png", b".gif", b".ico", b".svg", b".webp", b".avif", b".bmp",
+    b".tif", b".tiff", b".woff", b".woff2", b".ttf", b".otf", b".eot", b".mp4", b".webm", b".mp3", b".ogg",
+)  # fmt: skip
+
+
+def page_assets(raws: list[bytes]) -> set[bytes]:
+    """The request lines of ``raws`` that ask (GET or HEAD) for a page asset (:data:`PAGE_ASSET_EXTENSIONS`, by the
+    path without its query): never counted in a client's 404 burst."""
+    out: set[bytes] = set()
+    for raw, path in zip(raws, request_paths(raws), strict=True):
+        if request_method(raw) in (b"GET", b"HEAD") and path.lower().endswith(PAGE_ASSET_EXTENSIONS):
+            out.add(raw)
+    return out
 
 
 def path_matcher(patterns: list[str] | tuple[str, ...]) -> re.Pattern[bytes]:

@@ -99,6 +99,26 @@ def _always(m: str) -> bool:
     return True
 
 
+def _opaque(m: re.Match[str]) -> str:
+    """A run of eight or more letters and digits (both) that is an opaque id, not a name: ``<id>`` when letters
+    and digits alternate three times or more (``abc123XYZdef456``, ``ORD2024X001``, a request id ``8f3a2b1c9d``
+    after ``req_``), or, ten or more long, when its character class (digit, lower, upper) changes more often than
+    at every other character (base62: Stripe's ``cus_NffrFeUfNV2Hib``, a JWT's parts).  Names keep their few
+    changes: ``psycopg2``, ``utf8mb4``, ``Http2ServerException``, ``OAuth2Client``, ``getUTF8String``, ``G1YoungGen``."""
+    v = m.group(0)
+    kinds = [0 if c.isdigit() else 1 if c.islower() else 2 for c in v]
+    pairs = list(zip(kinds, kinds[1:], strict=False))
+    if sum(1 for a, b in pairs if (a == 0) != (b == 0)) >= 3:
+        return "<id>"
+    if len(v) >= 10 and 1 in kinds and 2 in kinds and 2 * sum(1 for a, b in pairs if a != b) > len(v):
+        return "<id>"
+    return v
+
+
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+_MONTH_HINT = re.compile(_MONTH)
+
+
 def _identity_hash(m: re.Match[str]) -> str:
     """A JVM object's default ``toString()``, its class name then ``@`` and its identity hash code in hex of one to
     eight digits (``Order@1b6d3586``, ``com.shop.Order@5b0fbc1``, ``[Ljava.lang.String;@7a81197d``, a lambda's
@@ -131,6 +151,17 @@ _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
      lambda m: "::" in m or m.count(":") >= 5),
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>", lambda m: "0x" in m),
     (re.compile(r"\b[0-9a-fA-F]{8,}\b"), _hex, _always),
+    # opaque ids of letters and digits (request, payment, customer ids, tokens), also after a prefix such as
+    # ``req_`` or ``cus_``: each a group of its own, a "new exception" every run, made the same failure page anew
+    (re.compile(r"(?<![A-Za-z0-9])(?=[A-Za-z]*[0-9])(?=[0-9]*[A-Za-z])[A-Za-z0-9]{8,}(?![A-Za-z0-9])"), _opaque,
+     _always),
+    # date-times with a month's name: C's ctime and Java's Date.toString() (``Mon Dec  7 03:46:35 UTC 2026``),
+    # RFC 1123 (``Mon, 07 Dec 2026 03:46:35 GMT``), the common log format (``07/Dec/2026:03:46:35 +0000``),
+    # syslog (``Dec  7 03:46:35``): else the weekday and the month made a new group every day
+    (re.compile(rf"\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),? +)?(?:{_MONTH} +\d{{1,2}}|\d{{1,2}}[ /-]{_MONTH})"
+                r"(?:,? \d{4}|[/-]\d{4})?[ :T]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?"
+                r"(?: ?(?:UTC|GMT|Z|[ECMP][SD]T|CES?T|BST|IST|JST|[+-]\d\d:?\d\d))?(?: \d{4})?(?![\w:])"),
+     "<time>", lambda m: _MONTH_HINT.search(m) is not None),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>", lambda m: "." in m),
     # the values of a URL's query string (``…/users?token=abc&page=2``): data; the names are kept
     (re.compile(r"(?<=[?&])([\w.\[\]%-]+=)[^&\s#\"'<>]+"), r"\1…", lambda m: "?" in m and "=" in m),

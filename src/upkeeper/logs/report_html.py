@@ -312,10 +312,12 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
         [(b["ip"], b["max_in_window"], b["from"], b["total"]) for b in sec.get("not_found_bursts", [])],
         numeric=(1, 3), code=(0,), empty="none above the threshold"))
     body.append("<h3>Login brute force</h3>" + table(
-        ["client", "login paths", "failed logins in its worst 20 minutes", "failed logins in total"],
-        [(b["ip"], ", ".join(b.get("paths", [b["path"]])), b["max_per_window"], b["total"])
+        ["client", "login paths", "failed logins in its worst window", "window (minutes)",
+         "logins that succeeded then", "failed logins in total"],
+        [(b["ip"] + (" (shared address?)" if b.get("shared") else ""), ", ".join(b.get("paths", [b["path"]])),
+          b["max_per_window"], b.get("window_minutes", 20), b.get("succeeded", 0), b["total"])
          for b in sec.get("brute_force", [])],
-        numeric=(2, 3), code=(0, 1), empty="none above the threshold"))
+        numeric=(2, 3, 4, 5), code=(0, 1), empty="none above the threshold"))
     if history:
         body.append("<h2>Trends across runs</h2>" + trend_charts(trends, (
             ("requests", "requests per run", "", None), ("visitors", "unique visitors per run", "", None),

@@ -221,12 +221,16 @@ class NginxLogsOptions(TaskOptions):
     top: int = Field(10, ge=1, le=1000, description="length of the top lists. Source: upkeeper default")
     not_found_burst: int = Field(
         20, ge=1, description="flag a client with at least this many 404s within two consecutive clock minutes "
-        "(scanning; a burst is never split by a minute boundary). "
+        "(scanning; a burst is never split by a minute boundary; 404s for page assets — styles, scripts, images, "
+        "fonts, media — do not count: a page's missing images are asked for by every visitor at once). "
         "Source: upkeeper default; fail2ban's nginx-botsearch is stricter (2 probes)")
     brute_force_threshold: int = Field(
         10, ge=1, description="flag a client with at least this many failed logins (POSTs to any login path "
         "answered one of that path's failure statuses; on /xmlrpc.php every POST, an attempt) within two "
-        "consecutive 10-minute periods. Source: fail2ban "
+        "consecutive 10-minute periods, or twice as many within an hour (a brute force paced under the threshold); "
+        "a client with a successful login for every two failed ones is reported as an info (many users behind one "
+        "address); all clients together with 10 times this many within 20 minutes, from 10 clients or more and 3 "
+        "times the logins that succeeded, are credential stuffing. Source: fail2ban "
         "nginx-http-auth uses 5 in 10 minutes")
     login_paths: list[LoginPathEntry] = Field(
         default_factory=lambda: list[LoginPathEntry](DEFAULT_LOGIN_PATHS),
@@ -259,7 +263,8 @@ class NginxLogsOptions(TaskOptions):
         "GoAccess 1.7 goaccess.conf")
     spike_factor: float = Field(
         3.0, gt=1, description="warn when an hour the run read has this many times the requests of the usual "
-        "busiest hour of a day (the median of the 7 days before; hours split between runs are counted whole). "
+        "busiest hour of a day (the median of the 7 days before, the busiest of them while fewer are known; hours "
+        "split between runs are counted whole). "
                 "Source: upkeeper default")
     spike_min_runs: int = Field(3, ge=1, description="earlier runs needed before spikes are judged (and a whole "
             "earlier day of counts). "
@@ -656,6 +661,18 @@ class NginxLogs(Task[NginxLogsOptions]):
                                f"{b['from']}), {b['total']} in the lines this run read — probing for files",
                                "block the client (fail2ban nginx-botsearch, nginx deny)",
                                value=b["max_in_window"], threshold=o.not_found_burst))
+        if (d := sec.get("distributed_logins")) is not None:
+            out.append(Finding(
+                "logs.nginx.credential_stuffing", Severity.WARNING, "logins",
+                f"{d['failed']:,} failed logins from {d['clients']:,} clients within 20 minutes (from {d['from']}), "
+                f"{d['succeeded']:,} login(s) succeeded: credential stuffing spread over many addresses (each under "
+                "the brute-force threshold), or a login that fails for everyone",
+                "if the application's logins work, rate-limit the login path globally (nginx limit_req on the path, "
+                "a CAPTCHA or a WAF rule), watch for accounts taken over, and block the networks most of the "
+                "attempts come from; if they fail for everyone, check the application",
+                value=float(d["failed"]),
+                threshold=float(o.brute_force_threshold * access.DISTRIBUTED_FACTOR),
+                data={k: d[k] for k in ("clients", "succeeded", "from")}))
         logins = access.LoginMatcher(o.login_entries())
         for b in sec["brute_force"][:o.top]:
             answered = _either(set().union(*(logins.failure_codes(x.encode()) or () for x in b["paths"])))
@@ -664,12 +681,29 @@ class NginxLogs(Task[NginxLogsOptions]):
                     "failed logins and login attempts" if attempts else "failed logins")
             why = ("; XML-RPC answers a wrong password 200 as it does a right one, and one system.multicall POST "
                    "can try hundreds of passwords" if attempts else "")
-            out.append(Finding("logs.nginx.brute_force", Severity.WARNING, b["ip"],
+            ok = int(b.get("succeeded", 0))
+            shared = bool(b.get("shared")) and not attempts
+            minutes = int(b.get("window_minutes", 20))
+            slow = minutes > 20  # under the threshold in every 20 minutes, over twice it in an hour
+            # many people behind one address (a NAT, an office, a carrier's CGNAT) who now and then mistype: their
+            # logins mostly succeed, a brute force's or credential stuffing's almost never — an info, not a page
+            out.append(Finding("logs.nginx.brute_force", Severity.INFO if shared else Severity.WARNING, b["ip"],
                                f"{b['max_per_window']} {noun} (POST {', '.join(b['paths'])} answered "
-                               f"{answered}{why}) within 20 minutes (from {b['from']}), {b['total']} in the lines "
-                               "this run read",
+                               f"{answered}{why}) within {minutes} minutes (from {b['from']}), {b['total']} in the "
+                               "lines this run read"
+                               + (f", paced under {o.brute_force_threshold} in 20 minutes: a slow brute force or "
+                                  "credential stuffing" if slow else "")
+                               + (f"; {ok} login(s) from the same address succeeded in those {minutes} minutes: "
+                                  "likely many users behind one address (NAT, office, mobile carrier) mistyping, not "
+                                  "a brute force" if shared else
+                                  f"; {ok} login(s) from the same address succeeded in those {minutes} minutes" if ok
+                                  else ""),
+                               "if that address is a shared one (a NAT, an office, a proxy), nothing to do; else "
+                               "rate-limit the login (nginx limit_req) and check the accounts it tried" if shared else
                                "rate-limit the login (nginx limit_req), ban the client (fail2ban), check the "
-                               "accounts it tried", value=b["max_per_window"], threshold=o.brute_force_threshold))
+                               "accounts it tried", value=b["max_per_window"],
+                               threshold=o.brute_force_threshold * (access.SLOW_LOGIN_FACTOR if slow else 1),
+                               data={"succeeded": ok, "window_minutes": minutes}))
         return out
 
     @staticmethod
@@ -729,7 +763,9 @@ class NginxLogs(Task[NginxLogsOptions]):
             return []
         return [Finding("logs.nginx.traffic_spike", Severity.WARNING, peak_hour,
                         f"{peak:,} requests in the hour {peak_hour}, {peak / usual:.1f}x the usual {usual:,.0f} in "
-                        f"the busiest hour of a day (median of the {days} day(s) before)",
+                        f"the busiest hour of a day ("
+                        + (f"the busiest of the {days} day(s) before: fewer than {SPIKE_BASELINE_DAYS} known yet"
+                           if usual_peak.get("of") == "busiest" else f"median of the {days} day(s) before") + ")",
                         "check the top clients and paths of that hour: a crawler, an attack or a campaign?",
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]
 
@@ -874,7 +910,9 @@ def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bo
 def usual_peak_hour(hours: dict[str, int], judged: dict[str, int]) -> dict[str, Any] | None:
     """The median of the busiest hour of each of the :data:`SPIKE_BASELINE_DAYS` days before the date of the
     busiest ``judged`` hour, and how many days that is (None if there is none).  The first date of ``hours``
-    is left out: the log, or the kept counts, may begin in the middle of it."""
+    is left out: the log, or the kept counts, may begin in the middle of it.  With fewer days known than that
+    (a job's first week) the busiest of them instead: the median of a Friday, a Saturday and a Sunday is a weekend
+    day's, and an ordinary Monday of a site busy on weekdays was three or four times that, a spike."""
     if not judged:
         return None
     day = max(judged.items(), key=lambda kv: kv[1])[0][:10]
@@ -886,4 +924,6 @@ def usual_peak_hour(hours: dict[str, int], judged: dict[str, int]) -> dict[str, 
     recent = [peaks[d] for d in sorted(peaks)[-SPIKE_BASELINE_DAYS:]]
     if not recent:
         return None
-    return {"requests": statistics.median(recent), "days": len(recent)}
+    if len(recent) < SPIKE_BASELINE_DAYS:
+        return {"requests": max(recent), "days": len(recent), "of": "busiest"}
+    return {"requests": statistics.median(recent), "days": len(recent), "of": "median"}
