@@ -435,6 +435,9 @@ def test_real_scanner_agents_are_named() -> None:
     assert {scanner_name(a) for a in agents} == {"sqlmap", "wfuzz", "nmap", None}  # None: sqlmap --random-agent
     assert scanner_name(b"Wfuzz/3.1.0") == "wfuzz"  # not ffuf, another tool
     assert scanner_name(b"Fuzz Faster U Fool v2.1.0") == "ffuf"  # ffuf's own user agent
+    assert scanner_name(b"Mozilla/4.0 (Hydra)") == "hydra"  # THC Hydra's http-form modules
+    assert scanner_name(b"Hydrangea/1.0 (+https://example.org)") is None  # a word with hydra in it is no tool
+    assert scanner_name(b"Mozilla/5.0 HydraBrowser/2.1") is None
     assert {scanner_name(ua) for _r, ua in corpus("benign")} == {None}
     # nmap's Shellshock probe; sqlmap --level 3 injects into the user agent itself; Log4Shell as the agent and (its
     # last line, a browser's agent) as the referer

@@ -22,7 +22,8 @@ SCANNER_AGENTS: tuple[tuple[str, str], ...] = (
     ("nuclei", r"nuclei"), ("wpscan", r"wpscan"), ("dirbuster", r"dirbuster"), ("dirb", r"\bdirb\b"),
     ("gobuster", r"gobuster"), ("feroxbuster", r"feroxbuster"), ("ffuf", r"\bffuf\b|fuzz faster u fool"),
     ("wfuzz", r"wfuzz"), ("acunetix", r"acunetix|wvs"), ("nessus", r"nessus"), ("openvas", r"openvas"),
-    ("w3af", r"w3af"), ("hydra", r"hydra"), ("zmeu", r"zmeu|morfeus"), ("jorgee", r"jorgee"),
+    ("w3af", r"w3af"), ("hydra", r"\bhydra\b"),  # CHANGED: a word (not Hydrangea)
+    ("zmeu", r"zmeu|morfeus"), ("jorgee", r"jorgee"),
     ("havij", r"havij"), ("commix", r"commix"), ("whatweb", r"whatweb"), ("arachni", r"arachni"),
     ("netsparker", r"netsparker"), ("appscan", r"appscan"), ("l9explore", r"l9explore|l9tcpid"),
     ("censys", r"censysinspect"), ("expanse", r"expanse, a palo alto"), ("xpanse", r"xpanse"),
