@@ -113,3 +113,26 @@ def test_an_ordinary_weekday_after_a_weekend_in_the_first_week_is_no_spike(cli: 
     [spike] = spikes(run())
     assert spike["value"] == 600 and "10.0x the usual 60 in the busiest hour of a day (the busiest of the 4 day(s) " \
         "before: fewer than 7 known yet)" in spike["message"], spike
+
+
+def test_the_first_workday_after_a_quiet_week_is_no_spike(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """After a quiet week (a holiday: every day as quiet as a Sunday), the median of the 7 days before was a quiet
+    day's, and the first ordinary Monday, 4x that, a traffic spike. The same day of the week in the weeks kept is
+    now a baseline too; a real burst the day after is still one, judged against the Tuesdays before."""
+    log, run = _spike_job(cli, make_config, tmp_path)
+    # March 2024: the 1st is a Friday; weekdays peak at 60, weekends at 15; the week of Monday the 18th a holiday
+    def busy(day: int) -> int:
+        return 15 if day % 7 in (2, 3) or 18 <= day <= 24 else 60
+
+    for days in (range(1, 13), range(13, 25)):
+        with open(log, "a") as fh:
+            fh.write("".join(_day(d, busy(d)) for d in days))
+        run()
+    with open(log, "a") as fh:
+        fh.write(_day(25, 60))  # Monday
+    r = run()
+    assert [f for f in r["findings"] if f["check"] == "logs.nginx.traffic_spike"] == []
+    with open(log, "a") as fh:
+        fh.write(_day(26, 600))  # Tuesday: a real burst
+    [spike] = [f for f in run()["findings"] if f["check"] == "logs.nginx.traffic_spike"]
+    assert "10.0x the usual 60 in the busiest hour of a day (median of the 3 Tuesdays before" in spike["message"], spike

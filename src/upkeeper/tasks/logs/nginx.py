@@ -765,7 +765,10 @@ class NginxLogs(Task[NginxLogsOptions]):
                         f"{peak:,} requests in the hour {peak_hour}, {peak / usual:.1f}x the usual {usual:,.0f} in "
                         f"the busiest hour of a day ("
                         + (f"the busiest of the {days} day(s) before: fewer than {SPIKE_BASELINE_DAYS} known yet"
-                           if usual_peak.get("of") == "busiest" else f"median of the {days} day(s) before") + ")",
+                           if usual_peak.get("of") == "busiest" else
+                           f"median of the {days} {usual_peak.get('weekday')}s before, higher than the last "
+                           f"{SPIKE_BASELINE_DAYS} days'" if usual_peak.get("of") == "weekday" else
+                           f"median of the {days} day(s) before") + ")",
                         "check the top clients and paths of that hour: a crawler, an attack or a campaign?",
                         value=float(peak), threshold=round(o.spike_factor * usual, 1))]
 
@@ -909,7 +912,8 @@ def merge_hours(earlier: dict[str, int], now: dict[str, int], *, incremental: bo
 
 def usual_peak_hour(hours: dict[str, int], judged: dict[str, int]) -> dict[str, Any] | None:
     """The median of the busiest hour of each of the :data:`SPIKE_BASELINE_DAYS` days before the date of the
-    busiest ``judged`` hour, and how many days that is (None if there is none).  The first date of ``hours``
+    busiest ``judged`` hour, or of each same day of the week before it in the kept counts when that is higher (two
+    or more of them: after a quiet week), and how many days that is (None if there is none).  The first date of ``hours``
     is left out: the log, or the kept counts, may begin in the middle of it.  With fewer days known than that
     (a job's first week) the busiest of them instead: the median of a Friday, a Saturday and a Sunday is a weekend
     day's, and an ordinary Monday of a site busy on weekdays was three or four times that, a spike."""
@@ -926,4 +930,12 @@ def usual_peak_hour(hours: dict[str, int], judged: dict[str, int]) -> dict[str, 
         return None
     if len(recent) < SPIKE_BASELINE_DAYS:
         return {"requests": max(recent), "days": len(recent), "of": "busiest"}
-    return {"requests": statistics.median(recent), "days": len(recent), "of": "median"}
+    usual = statistics.median(recent)
+    # the same day of the week in the kept weeks: after a quiet week (a holiday, an outage) the median of the 7
+    # days before is a quiet day's, and the first ordinary workday would be a spike
+    weekday = date.fromisoformat(day).weekday()
+    same = [c for d, c in sorted(peaks.items()) if date.fromisoformat(d).weekday() == weekday]
+    if len(same) >= 2 and statistics.median(same) > usual:
+        return {"requests": statistics.median(same), "days": len(same), "of": "weekday",
+                "weekday": date.fromisoformat(day).strftime("%A")}
+    return {"requests": usual, "days": len(recent), "of": "median"}
