@@ -833,3 +833,37 @@ def test_a_catch_all_is_known_by_its_routes_and_absolute_lines_by_the_sites_host
     assert (proxy["hits"], proxy["samples"]) == (1, ["GET http://proxy-judge.example/azenv.php HTTP/1.1"])
     other = summarize(acc.partial(), server_names=["example.org"])["security"]
     assert {a["category"]: a["hits"] for a in other["attacks"]}["open_proxy"] == 2
+
+
+def crawler_farm(lines: int) -> bytes:
+    """A log whose every user agent differs (a crawler farm, a DDoS with random agents), every 7th a scanner's
+    (each with its own agent too), from IPv6 clients of a few /64s."""
+    scanners = ("sqlmap/1.7.{}#stable (https://sqlmap.org)", "Mozilla/5.0 zgrab/0.x {}",
+                "Nuclei - Open-source project (github.com/projectdiscovery/nuclei) {}")
+    out = []
+    for i in range(lines):
+        ua = scanners[i % 3].format(i) if i % 7 == 0 else f"Mozilla/5.0 (X11; Linux x86_64) Crawler/{i}"
+        out.append(f'2001:db8:{i % 5:x}::{i:x} - - [01/Mar/2024:10:{i // 600 % 60:02d}:00 +0000] '
+                   f'"GET /p/{i % 40} HTTP/1.1" {404 if i % 7 == 0 else 200} 10 "-" "{ua}" 0.0{i % 10}\n')
+    return "".join(out).encode()
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_scanner_agents_cache_stays_bounded_when_every_agent_differs(arrow: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each distinct agent was judged once and remembered for good, and the pyarrow path read every agent seen so
+    far at each buffer: memory as large as the log's agents, and time quadratic in a log whose agents all differ.
+    The cache now starts over past CACHE_MAX (as the referer caches) and each buffer reads only its own agents;
+    the scanners found are exactly the reference parser's."""
+    monkeypatch.setattr(access, "CACHE_MAX", 300)
+    data = crawler_farm(6000)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, arrow=arrow))
+    feed_in_chunks(acc, data, 20_000)  # ~150 lines a buffer, 40 buffers
+    assert (acc.arrow is not None and acc.arrow.lines == 6000) if arrow else acc.arrow is None
+    assert len(acc.ua_scanner) <= 300
+    part = acc.partial()
+    ref = Accumulator(ScanOptions(log_format=COMBINED_TIMED, fast=False))
+    feed_in_chunks(ref, data, 20_000)
+    want = ref.partial()
+    assert sum(part.scanners.values()) == 6000 // 7 + 1 and part.scanners == want.scanners
+    assert comparable(summarize(part, top_n=50)) == comparable(summarize(want, top_n=50))

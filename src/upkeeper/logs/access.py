@@ -29,7 +29,7 @@ import ipaddress
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import compress, repeat
@@ -299,7 +299,7 @@ class Accumulator:
         self.route_ok: dict[bytes, bool] = {}  # endpoint -> is it a route whose 2xx sizes are kept (route_sizes)
         self.sensitive_of: dict[bytes, bytes] = {}  # request line -> resolved path of a sensitive file
         self.page_of: set[bytes] = set()  # request lines asking for the front page (GET /, /index.html)
-        self.ua_scanner: dict[bytes, str | None] = {}
+        self.ua_scanner: dict[bytes, str | None] = {}  # agent -> scanner_name's (bounded: CACHE_MAX)
         self.ref_exploit: dict[bytes, str | None] = {}  # referer -> referer_exploit's name (bounded: CACHE_MAX)
         self.ref_host: dict[bytes, bytes | None] = {}  # referer -> the host it names (bounded: CACHE_MAX)
         #: the request lines that are login attempts: their path and failure statuses (learned with the endpoints)
@@ -721,13 +721,10 @@ class Accumulator:
                 self._route_size(ep[raw], _size(size))
         # scanner user agents
         if ua is not None:
-            us = set(ua)
-            for a in us.difference(self.ua_scanner):
-                self.ua_scanner[a] = scanner_name(a)
-            sc = {a for a in us if self.ua_scanner[a]}
+            sc = self.scanner_agents(set(ua))
             if sc:
                 for i in compress(range(n), map(sc.__contains__, ua)):
-                    p.scanners[(self.ua_scanner[ua[i]] or "", h[i])] += 1
+                    p.scanners[(sc[ua[i]], h[i])] += 1
         # exploits sent as the referer, and the clients that named each host in a referer
         if ref is not None:
             refs = set(ref)
@@ -739,6 +736,20 @@ class Accumulator:
             if pending:
                 for x, ip in set(compress(zip(ref, h, strict=True), map(pending.__contains__, ref))):
                     self.referer_client(pending[x], ip)
+
+    def scanner_agents(self, agents: Collection[bytes]) -> dict[bytes, str]:
+        """The user agents among these (distinct) that name a scanner (:func:`~upkeeper.logs.classify.scanner_name`),
+        with its name; each distinct agent is judged once (the cache starts over past CACHE_MAX: a crawler farm or
+        a DDoS sends a million different agents, and the cache of all of them was as large as the log's agents,
+        and read whole at every buffer)."""
+        known = self.ua_scanner
+        new = [a for a in agents if a not in known]
+        if len(known) + len(new) > CACHE_MAX:
+            known.clear()
+            new = list(agents)
+        for a in new:
+            known[a] = scanner_name(a)
+        return {a: name for a in agents if (name := known[a])}
 
     def referer_exploits(self, referers: Iterable[bytes]) -> dict[bytes, str]:
         """The referers among these that carry an exploit (:func:`~upkeeper.logs.classify.referer_exploit`), with

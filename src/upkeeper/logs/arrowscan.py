@@ -957,16 +957,14 @@ class ArrowScanner:
         del row_ep
         # scanner user agents
         if ua is not None:
-            ua_scanner = acc.ua_scanner
-            for a in self._distinct(ua):
-                if a not in ua_scanner:
-                    ua_scanner[a] = _scanner_name(a)
-            sc = [a for a, name in ua_scanner.items() if name] if ua_scanner else []
+            # (this buffer's agents only: all those seen so far were read at every buffer, quadratic in a log
+            # whose agents all differ)
+            sc = acc.scanner_agents(self._distinct(ua))
             if sc:
-                m = self._mask_in(ua, sc)
+                m = self._mask_in(ua, list(sc))
                 if m.true_count:
                     for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
-                        p.scanners[(ua_scanner[a] or "", ip)] += c
+                        p.scanners[(sc[a], ip)] += c
         # exploits sent as the referer
         bad = acc.referer_exploits(ref_counts) if ref_counts else {}
         if bad and ref is not None:
@@ -1148,12 +1146,6 @@ def _cache_max() -> int:
     from upkeeper.logs.access import CACHE_MAX
 
     return CACHE_MAX
-
-
-def _scanner_name(a: bytes) -> str | None:
-    from upkeeper.logs.classify import scanner_name
-
-    return scanner_name(a)
 
 
 def preload() -> None:
