@@ -867,3 +867,22 @@ def test_scanner_agents_cache_stays_bounded_when_every_agent_differs(arrow: bool
     want = ref.partial()
     assert sum(part.scanners.values()) == 6000 // 7 + 1 and part.scanners == want.scanners
     assert comparable(summarize(part, top_n=50)) == comparable(summarize(want, top_n=50))
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_client_address_cache_stays_bounded_when_every_client_differs(arrow: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache of client addresses checked valid (Accumulator.ip_ok) kept every distinct address for good: a
+    million clients (a DDoS, a crawler farm on IPv6 /64s) made it as large as the log's clients on top of the
+    hosts counted.  It now starts over past CACHE_MAX; the counts are the reference parser's."""
+    monkeypatch.setattr(access, "CACHE_MAX", 300)
+    data = crawler_farm(6000) + b'999.1.1.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "x" 0.1\n'
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, arrow=arrow))
+    feed_in_chunks(acc, data, 20_000)
+    assert len(acc.ip_ok) <= 300
+    part = acc.partial()
+    ref = Accumulator(ScanOptions(log_format=COMBINED_TIMED, fast=False))
+    feed_in_chunks(ref, data, 20_000)
+    want = ref.partial()
+    assert len(part.hosts) == 6000 and part.invalid == 1 and part.hosts == want.hosts
+    assert comparable(summarize(part, top_n=50)) == comparable(summarize(want, top_n=50))

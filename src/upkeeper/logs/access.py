@@ -304,7 +304,7 @@ class Accumulator:
         self.ref_host: dict[bytes, bytes | None] = {}  # referer -> the host it names (bounded: CACHE_MAX)
         #: the request lines that are login attempts: their path and failure statuses (learned with the endpoints)
         self.login_of: dict[bytes, tuple[bytes, frozenset[int]]] = {}
-        self.ip_ok: dict[bytes, bool] = {}
+        self.ip_ok: dict[bytes, bool] = {}  # client address -> valid (bounded: CACHE_MAX)
         self.status_ok: dict[bytes, bool] = {}
         self.has_rt = False
         self.has_urt = False
@@ -499,6 +499,9 @@ class Accumulator:
         assert h is not None
         hs = set(h)
         new_ips = hs.difference(self.ip_ok)
+        if len(self.ip_ok) + len(new_ips) > CACHE_MAX:  # bounded memory (a million clients): start over
+            self.ip_ok.clear()
+            new_ips = hs
         for ip in new_ips:
             self.ip_ok[ip] = _strip_ok(ip, hspec) and valid_ip(_strip(ip, hspec))
         mark(h, {ip for ip in hs if not self.ip_ok[ip]})

@@ -666,7 +666,10 @@ class ArrowScanner:
         ip_ok = acc.ip_ok
         badv = []
         one_ip = self.ips.setdefault
-        for ip in self._distinct(h):
+        ips = self._distinct(h)
+        if len(ip_ok) + len(ips) > _cache_max():  # bounded memory (a million clients): start over
+            ip_ok.clear()
+        for ip in ips:
             okv = ip_ok.get(ip)
             if okv is None:
                 okv = ip_ok[one_ip(ip, ip)] = valid_ip(ip)
