@@ -1013,17 +1013,12 @@ class Accumulator:
         for rf, c in self.c_ref.items():
             p.referers[normalize_referer(rf)] += c
         # GoAccess 1.7 keys a visitor on the 32-bit djb2 hash of the agent, not the agent itself
-        hash_of: dict[bytes, int] = {}
         raw_visitors = self.visitors
+        hash_of = _agent_hashes({a for _d, _ip, a in raw_visitors}, norm_ua)
+        del norm_ua
         while raw_visitors:  # popped, so the raw keys are freed as the report keys are built
             d, ip, a = raw_visitors.pop()
-            hv = hash_of.get(a)
-            if hv is None:
-                known = norm_ua.get(a)
-                if known is None:
-                    known = norm_ua[a] = normalize_agent(a)
-                hv = hash_of[a] = djb2(known)
-            p.visitors.add((d, ip, hv))
+            p.visitors.add((d, ip, hash_of[a]))
         for src, dst, parse in ((self.c_lat, p.latency, parse_seconds),
                                 (self.c_ulat, p.upstream, parse_upstream_seconds)):
             ms_of: dict[Any, float | None] = {}
@@ -1043,6 +1038,33 @@ class Accumulator:
             p.client_outcomes = Counter(self.resolver.outcomes)
             p.client_examples = {k: list(v) for k, v in self.resolver.examples.items()}
         return p
+
+
+#: from this many distinct agents on, their djb2 hashes are computed with pyarrow kernels
+#: (:func:`upkeeper.logs.arrowscan.djb2_many`: ~6x faster than the loop over each byte in Python)
+DJB2_MANY = 2000
+
+
+def _agent_hashes(agents: Collection[bytes], norm_ua: dict[bytes, bytes]) -> dict[bytes, int]:
+    """raw agent -> GoAccess 1.7's djb2 of the agent as it normalizes it (``norm_ua``: those normalized so far)."""
+    raws = list(agents)
+    normal = []
+    for a in raws:
+        known = norm_ua.get(a)
+        if known is None:
+            known = norm_ua[a] = normalize_agent(a)
+        normal.append(known)
+    hashes: list[int] | None = None
+    if len(normal) >= DJB2_MANY:
+        try:
+            from upkeeper.logs.arrowscan import djb2_many
+
+            hashes = djb2_many(normal)
+        except ImportError:  # no pyarrow: the loop
+            pass
+    if hashes is None:
+        hashes = [djb2(x) for x in normal]
+    return dict(zip(raws, hashes, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------
