@@ -987,3 +987,98 @@ def test_a_catch_all_is_known_by_its_routes_and_absolute_lines_by_the_sites_host
     assert (proxy["hits"], proxy["samples"]) == (1, ["GET http://proxy-judge.example/azenv.php HTTP/1.1"])
     other = summarize(acc.partial(), server_names=["example.org"])["security"]
     assert {a["category"]: a["hits"] for a in other["attacks"]}["open_proxy"] == 2
+
+
+def crawler_farm(lines: int) -> bytes:
+    """A log whose every user agent differs (a crawler farm, a DDoS with random agents), every 7th a scanner's
+    (each with its own agent too), from IPv6 clients of a few /64s."""
+    scanners = ("sqlmap/1.7.{}#stable (https://sqlmap.org)", "Mozilla/5.0 zgrab/0.x {}",
+                "Nuclei - Open-source project (github.com/projectdiscovery/nuclei) {}")
+    out = []
+    for i in range(lines):
+        ua = scanners[i % 3].format(i) if i % 7 == 0 else f"Mozilla/5.0 (X11; Linux x86_64) Crawler/{i}"
+        out.append(f'2001:db8:{i % 5:x}::{i:x} - - [01/Mar/2024:10:{i // 600 % 60:02d}:00 +0000] '
+                   f'"GET /p/{i % 40} HTTP/1.1" {404 if i % 7 == 0 else 200} 10 "-" "{ua}" 0.0{i % 10}\n')
+    return "".join(out).encode()
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_scanner_agents_cache_stays_bounded_when_every_agent_differs(arrow: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each distinct agent was judged once and remembered for good, and the pyarrow path read every agent seen so
+    far at each buffer: memory as large as the log's agents, and time quadratic in a log whose agents all differ.
+    The cache now starts over past CACHE_MAX (as the referer caches) and each buffer reads only its own agents;
+    the scanners found are exactly the reference parser's."""
+    monkeypatch.setattr(access, "CACHE_MAX", 300)
+    data = crawler_farm(6000)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, arrow=arrow))
+    feed_in_chunks(acc, data, 20_000)  # ~150 lines a buffer, 40 buffers
+    assert (acc.arrow is not None and acc.arrow.lines == 6000) if arrow else acc.arrow is None
+    assert len(acc.ua_scanner) <= 300
+    part = acc.partial()
+    ref = Accumulator(ScanOptions(log_format=COMBINED_TIMED, fast=False))
+    feed_in_chunks(ref, data, 20_000)
+    want = ref.partial()
+    assert sum(part.scanners.values()) == 6000 // 7 + 1 and part.scanners == want.scanners
+    assert comparable(summarize(part, top_n=50)) == comparable(summarize(want, top_n=50))
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+def test_client_address_cache_stays_bounded_when_every_client_differs(arrow: bool,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache of client addresses checked valid (Accumulator.ip_ok) kept every distinct address for good: a
+    million clients (a DDoS, a crawler farm on IPv6 /64s) made it as large as the log's clients on top of the
+    hosts counted.  It now starts over past CACHE_MAX; the counts are the reference parser's."""
+    monkeypatch.setattr(access, "CACHE_MAX", 300)
+    data = crawler_farm(6000) + b'999.1.1.1 - - [01/Mar/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "x" 0.1\n'
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, arrow=arrow))
+    feed_in_chunks(acc, data, 20_000)
+    assert len(acc.ip_ok) <= 300
+    part = acc.partial()
+    ref = Accumulator(ScanOptions(log_format=COMBINED_TIMED, fast=False))
+    feed_in_chunks(ref, data, 20_000)
+    want = ref.partial()
+    assert len(part.hosts) == 6000 and part.invalid == 1 and part.hosts == want.hosts
+    assert comparable(summarize(part, top_n=50)) == comparable(summarize(want, top_n=50))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=70), max_size=40), st.sampled_from([1, 7, 64, 1 << 20]))
+def test_fuzz_djb2_many_equals_goaccess_djb2(values: list[bytes], batch: int) -> None:
+    """The vectorized agent hash is GoAccess's djb2 value for value: empty values, values longer than a batch,
+    batches cut anywhere."""
+    from upkeeper.logs import arrowscan
+    from upkeeper.logs.goaccess import djb2
+
+    old = arrowscan.DJB2_BATCH
+    arrowscan.DJB2_BATCH = batch
+    try:
+        assert arrowscan.djb2_many(values) == [djb2(v) for v in values]
+    finally:
+        arrowscan.DJB2_BATCH = old
+
+
+def test_visitors_of_a_million_agents_are_not_hashed_byte_by_byte_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GoAccess keys a visitor on djb2(agent); hashing each distinct agent with a Python loop over its bytes cost
+    ~20 µs an agent (4 s of a 50 MB log whose agents all differ, the largest part of its scan).  Many agents are
+    now hashed with pyarrow kernels; the unique visitors are the same as with the loop."""
+    from upkeeper.logs import goaccess
+
+    data = crawler_farm(6000)
+    calls = []
+
+    def counted(b: bytes) -> int:
+        calls.append(b)
+        return goaccess.djb2(b)
+
+    monkeypatch.setattr(access, "djb2", counted)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    feed_in_chunks(acc, data, 20_000)
+    part = acc.partial()
+    assert len(calls) < 100
+    monkeypatch.setattr(access, "DJB2_MANY", 10**9)  # the loop, as before
+    ref = Accumulator(ScanOptions(log_format=COMBINED_TIMED, fast=False))
+    feed_in_chunks(ref, data, 20_000)
+    want = ref.partial()
+    assert len(calls) > 5000 and len(want.visitors) == 6000 - 6000 // 7 - 1
+    assert part.visitors == want.visitors

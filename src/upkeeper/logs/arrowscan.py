@@ -666,7 +666,10 @@ class ArrowScanner:
         ip_ok = acc.ip_ok
         badv = []
         one_ip = self.ips.setdefault
-        for ip in self._distinct(h):
+        ips = self._distinct(h)
+        if len(ip_ok) + len(ips) > _cache_max():  # bounded memory (a million clients): start over
+            ip_ok.clear()
+        for ip in ips:
             okv = ip_ok.get(ip)
             if okv is None:
                 okv = ip_ok[one_ip(ip, ip)] = valid_ip(ip)
@@ -967,16 +970,14 @@ class ArrowScanner:
         del row_ep
         # scanner user agents
         if ua is not None:
-            ua_scanner = acc.ua_scanner
-            for a in self._distinct(ua):
-                if a not in ua_scanner:
-                    ua_scanner[a] = _scanner_name(a)
-            sc = [a for a, name in ua_scanner.items() if name] if ua_scanner else []
+            # (this buffer's agents only: all those seen so far were read at every buffer, quadratic in a log
+            # whose agents all differ)
+            sc = acc.scanner_agents(self._distinct(ua))
             if sc:
-                m = self._mask_in(ua, sc)
+                m = self._mask_in(ua, list(sc))
                 if m.true_count:
                     for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
-                        p.scanners[(ua_scanner[a] or "", ip)] += c
+                        p.scanners[(sc[a], ip)] += c
         # exploits sent as the referer
         bad = acc.referer_exploits(ref_counts) if ref_counts else {}
         if bad and ref is not None:
@@ -1160,12 +1161,6 @@ def _cache_max() -> int:
     return CACHE_MAX
 
 
-def _scanner_name(a: bytes) -> str | None:
-    from upkeeper.logs.classify import scanner_name
-
-    return scanner_name(a)
-
-
 def preload() -> None:
     """Import pyarrow's compute functions and the C extension now (:func:`upkeeper.logs.access.warm`): the first
     :class:`ArrowScanner` otherwise imports them (~0.1 s) on the first large buffer.  Best effort (an install
@@ -1189,3 +1184,83 @@ def make_scanner(acc: Accumulator) -> ArrowScanner | None:
     except Exception:  # RE2 refuses the pattern (pyarrow.ArrowInvalid): the Python path reads it
         return None
     return scanner
+
+
+# -- GoAccess's agent hash of many agents at once ---------------------------------------------------------------
+# djb2 is h = h * 33 + c (mod 2**32) from h = 5381: for a value of n bytes c_0 … c_{n-1} ending at offset E of
+# their concatenation (byte i at offset g_i), h = 5381 * 33**n + sum(c_i * 33**(E - 1 - g_i)), and as 33 is odd
+# (invertible mod 2**32), 33**(E - 1 - g_i) = 33**(E - 1) * inv33**g_i: one product per byte by a table of powers,
+# a running sum over the concatenation, and per value the difference of the sums at its ends (all mod 2**32).
+
+DJB2_BATCH = 1 << 20  # bytes hashed per batch (the tables of powers: 8 bytes per byte of a batch)
+_M32 = (1 << 32) - 1
+_INV33 = pow(33, -1, 1 << 32)
+_powers_cache: dict[int, Any] = {}
+
+
+def _powers(base: int, n: int) -> Any:
+    """uint64 array of base**k mod 2**32 for k in 0..n-1 (n a power of two), built by doubling."""
+    key = base * (1 << 40) + n
+    got = _powers_cache.get(key)
+    if got is None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        got = pa.array([1], pa.uint64())
+        while len(got) < n:
+            step = pa.scalar(pow(base, len(got), 1 << 32), pa.uint64())
+            got = pa.concat_arrays([got, pc.bit_wise_and(pc.multiply(got, step), pa.scalar(_M32, pa.uint64()))])
+        _powers_cache[key] = got
+    return got
+
+
+def djb2_many(values: Sequence[bytes]) -> list[int]:
+    """:func:`upkeeper.logs.goaccess.djb2` of each of ``values`` (equal, value for value), with pyarrow kernels
+    in batches of :data:`DJB2_BATCH` bytes: the Python loop over every byte cost ~20 µs an agent, seconds for a
+    log whose agents all differ (a crawler farm, a DDoS with random agents)."""
+    from upkeeper.logs.goaccess import djb2
+
+    out: list[int] = []
+    i = 0
+    while i < len(values):
+        j, size = i, 0
+        while j < len(values) and size + len(values[j]) <= DJB2_BATCH:
+            size += len(values[j])
+            j += 1
+        if j == i:  # one value longer than a batch: the plain loop
+            out.append(djb2(values[i]))
+            i += 1
+            continue
+        out.extend(_djb2_batch(values[i:j], size))
+        i = j
+    return out
+
+
+def _djb2_batch(values: Sequence[bytes], size: int) -> list[int]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    u64 = pa.uint64()
+    mask = pa.scalar(_M32, u64)
+    arr = pa.array(values, pa.large_binary())
+    offs = pc.cast(pa.Array.from_buffers(pa.int64(), len(arr) + 1, [None, arr.buffers()[1]], offset=arr.offset),
+                   u64)
+    starts, ends = offs[:-1], offs[1:]
+    first = starts[0].as_py()
+    table = 1 << max(size + 1, 1).bit_length()
+    if size:
+        data = pa.Array.from_buffers(pa.uint8(), size, [None, arr.buffers()[2]], offset=first)
+        prod = pc.bit_wise_and(pc.multiply(pc.cast(data, u64), _powers(_INV33, table).slice(0, size)), mask)
+        sums = pa.concat_arrays([pa.array([0], u64), pc.cumulative_sum(prod)])  # sums[k]: of the first k bytes
+    else:
+        sums = pa.array([0], u64)
+    rel_start = pc.subtract(starts, pa.scalar(first, u64))
+    rel_end = pc.subtract(ends, pa.scalar(first, u64))
+    seg = pc.bit_wise_and(pc.subtract(pc.take(sums, rel_end), pc.take(sums, rel_start)), mask)  # (wraps mod 2**64)
+    # 33**(E - 1) with E the end of the value in the batch (an empty value has seg 0: any power does)
+    last = pc.subtract(pc.max_element_wise(rel_end, pa.scalar(1, u64)), pa.scalar(1, u64))
+    pow33 = _powers(33, table)
+    tail = pc.bit_wise_and(pc.multiply(seg, pc.take(pow33, last)), mask)
+    lengths = pc.subtract(rel_end, rel_start)
+    head = pc.bit_wise_and(pc.multiply(pc.take(pow33, lengths), pa.scalar(5381, u64)), mask)
+    return pc.bit_wise_and(pc.add(head, tail), mask).to_pylist()  # type: ignore[no-any-return]
