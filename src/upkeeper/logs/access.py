@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import compress, repeat
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from upkeeper.fmt import printable
 from upkeeper.logs.classify import (
@@ -171,6 +171,27 @@ _HOST_OF_URL = re.compile(rb"[a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f
 #: without ``server_names``, a host is the site's own when this many different clients named it in a referer: one
 #: client (a prober sending ``Referer: http://evil.example/`` with ``GET http://evil.example/``) cannot make it so
 REFERER_CLIENTS = 3
+
+
+_J = TypeVar("_J")
+
+
+def _judge_each(known: dict[bytes, _J], values: Iterable[bytes], judge: Callable[[bytes], _J]) -> dict[bytes, _J]:
+    """``known`` with ``judge``'s verdict on each of ``values`` (distinct; iterated twice) it lacks; it starts over
+    past :data:`CACHE_MAX` (bounded memory: a million different agents or referers)."""
+    new = [x for x in values if x not in known]
+    if len(known) + len(new) > CACHE_MAX:
+        known.clear()
+        new = list(values)
+    for x in new:
+        known[x] = judge(x)
+    return known
+
+
+def _referer_host(referer: bytes) -> bytes | None:
+    """The host a referer names (lower-cased, without a final dot), or None."""
+    m = _HOST_OF_URL.match(normalize_referer(referer))
+    return m.group(1).lower().rstrip(b".") if m is not None else None
 
 
 def _client_network(ip: bytes) -> bytes:
@@ -754,38 +775,19 @@ class Accumulator:
         with its name; each distinct agent is judged once (the cache starts over past CACHE_MAX: a crawler farm or
         a DDoS sends a million different agents, and the cache of all of them was as large as the log's agents,
         and read whole at every buffer)."""
-        known = self.ua_scanner
-        new = [a for a in agents if a not in known]
-        if len(known) + len(new) > CACHE_MAX:
-            known.clear()
-            new = list(agents)
-        for a in new:
-            known[a] = scanner_name(a)
+        known = _judge_each(self.ua_scanner, agents, scanner_name)
         return {a: name for a in agents if (name := known[a])}
 
     def referer_exploits(self, referers: Iterable[bytes]) -> dict[bytes, str]:
         """The referers among these that carry an exploit (:func:`~upkeeper.logs.classify.referer_exploit`), with
         its name; each distinct referer is judged once (the cache starts over past CACHE_MAX)."""
-        known = self.ref_exploit
-        new = [x for x in referers if x not in known]
-        if len(known) + len(new) > CACHE_MAX:
-            known.clear()
-            new = list(referers)
-        for x in new:
-            known[x] = referer_exploit(x)
+        known = _judge_each(self.ref_exploit, referers, referer_exploit)
         return {x: name for x in referers if (name := known[x])}
 
     def pending_referers(self, referers: Iterable[bytes]) -> dict[bytes, bytes]:
         """referer -> the host it names, for those of these referers whose host fewer than :data:`REFERER_CLIENTS`
         clients have named so far (each distinct referer is read once; the cache starts over past CACHE_MAX)."""
-        known = self.ref_host
-        new = [x for x in referers if x not in known]
-        if len(known) + len(new) > CACHE_MAX:
-            known.clear()
-            new = list(referers)
-        for x in new:
-            m = _HOST_OF_URL.match(normalize_referer(x))
-            known[x] = m.group(1).lower().rstrip(b".") if m is not None else None
+        known = _judge_each(self.ref_host, referers, _referer_host)
         clients = self.p.referer_clients
         return {x: host for x in referers if (host := known[x]) is not None
                 and len(clients.get(host, ())) < REFERER_CLIENTS}
