@@ -469,3 +469,20 @@ def test_a_history_another_user_owns_is_a_clear_error_naming_the_owner_and_the_f
     h = History(f"sqlite:///{db}")
     assert h.get_run(rid) is not None and sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone() == ("ok",)
     h.close()
+
+
+def test_a_metric_series_read_with_last_is_the_newest_samples_oldest_first(history: History) -> None:
+    """The log tasks' trend charts show the newest 60 runs; they read 180 days of samples (up to 10,000 rows per
+    metric, four metrics, every run) to keep 60. HistoryMetrics.series(last=N) reads the newest N only."""
+    from upkeeper.core.execute import HistoryMetrics
+
+    for i in range(8):
+        at = T + timedelta(minutes=i)
+        rid = history.create_run(NewRun("j", "debug.noop", None, at, status="running"), process_identity(), "n")
+        assert rid is not None
+        history.finish_run(rid, status="ok", result=Result(summary="x", metrics={"requests": float(i)}),
+                           finished_at=at, started_at=at)
+    metrics = HistoryMetrics(history, "j", None)
+    assert [v for _t, v in metrics.series("requests", last=3)] == [5.0, 6.0, 7.0]
+    assert [v for _t, v in metrics.series("requests")] == [float(i) for i in range(8)]
+    assert [v for _t, v in metrics.series("requests", since=T + timedelta(minutes=6), last=5)] == [6.0, 7.0]

@@ -91,10 +91,13 @@ class HistoryMetrics:
         self.target = target
 
     def series(
-        self, name: str, *, since: datetime | None = None, job: str | None = None, target: str | None = None
+        self, name: str, *, since: datetime | None = None, job: str | None = None, target: str | None = None,
+        last: int | None = None,
     ) -> list[tuple[datetime, float]]:
         if job is None and target is None:
             job = self.job
+        if last is not None:
+            return list(self.history.metric_series(name, job=job, target=target, since=since, limit=last))
         return list(self.history.metric_series(name, job=job, target=target, since=since))
 
 

@@ -171,10 +171,12 @@ class StateStore(Protocol):
 
 
 class MetricsReader(Protocol):
-    """Read access to earlier metric samples, for trends (growth rates, leak slopes)."""
+    """Read access to earlier metric samples, for trends (growth rates, leak slopes); ``last``: only the newest
+    that many (the default: at most 10,000)."""
 
     def series(
-        self, name: str, *, since: datetime | None = None, job: str | None = None, target: str | None = None
+        self, name: str, *, since: datetime | None = None, job: str | None = None, target: str | None = None,
+        last: int | None = None,
     ) -> list[tuple[datetime, float]]: ...
 
 
@@ -193,7 +195,8 @@ class MemoryState:
 
 class NoMetrics:
     def series(
-        self, name: str, *, since: datetime | None = None, job: str | None = None, target: str | None = None
+        self, name: str, *, since: datetime | None = None, job: str | None = None, target: str | None = None,
+        last: int | None = None,
     ) -> list[tuple[datetime, float]]:
         return []
 

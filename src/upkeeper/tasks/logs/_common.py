@@ -343,16 +343,20 @@ def not_a_log(path: str) -> str:
     return f"{path} is not a regular file"
 
 
+#: earlier runs a report's trend charts show (the newest; only those are read from the history)
+TREND_POINTS = 60
+
+
 def trends(ctx: TaskContext, names: list[str], days: int = 180) -> dict[str, list[tuple[str, float]]]:
     """Earlier runs' values of ``names`` (this job), labelled by date, for the report's trend charts."""
     since = ctx.now() - timedelta(days=days)
     out: dict[str, list[tuple[str, float]]] = {}
     for n in names:
         try:
-            series = ctx.metrics.series(n, since=since)
+            series = ctx.metrics.series(n, since=since, last=TREND_POINTS)
         except Exception:  # history unavailable: no trends, the report still works
             series = []
-        out[n] = [(_label(ts), v) for ts, v in series[-60:]]
+        out[n] = [(_label(ts), v) for ts, v in series[-TREND_POINTS:]]
     return out
 
 

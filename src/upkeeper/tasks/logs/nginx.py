@@ -752,7 +752,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         if not hourly or usual_peak is None:
             return []
         try:
-            runs = len(ctx.metrics.series("requests"))
+            runs = len(ctx.metrics.series("requests", last=o.spike_min_runs))
         except Exception:  # history unavailable: nothing to judge against
             return []
         if runs < o.spike_min_runs:
