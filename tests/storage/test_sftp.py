@@ -394,3 +394,35 @@ def test_objects_and_directories_on_the_server_are_the_ssh_users_only(sftp_serve
     made = {str(p.relative_to(base)): p.stat().st_mode & 0o777 for p in base.rglob("*")}
     assert made == {"db": 0o700, "db/app": 0o700, "db/app/1": 0o700, "db/app/1/app.dump": 0o600,
                     "db/app/1/manifest.json": 0o600, "db/app/lock": 0o600}, made
+
+
+def test_exclusive_create_refused_by_an_object_gone_right_after_is_tried_again(
+        sftp_server: SshServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SFTP's rename says only "failure" when a file is in the way; the writer then looks, and found nothing when
+    the file in the way (another host's takeover claim) was deleted between the two requests — it raised "the
+    server reported a failure (disk full…)" and a copy racing another failed with that (CI saw it once).  Now the
+    rename is tried again: nothing is there, so this create is the one that wins."""
+    import paramiko
+
+    storage = open_storage("s", sftp_storage_config(sftp_server))
+    real_rename = paramiko.SFTPClient.rename
+    refused: list[str] = []
+
+    def rename_racing_a_delete(self: paramiko.SFTPClient, oldpath: str, newpath: str) -> None:
+        try:
+            real_rename(self, oldpath, newpath)
+        except OSError:
+            refused.append(newpath)
+            self.remove(newpath)  # the other host deletes its claim right after our rename met it
+            raise
+
+    try:
+        put_bytes(storage, "set/.writing.abc.takeover", b"the other host's claim")
+        monkeypatch.setattr(paramiko.SFTPClient, "rename", rename_racing_a_delete)
+        assert storage.create_exclusive("set/.writing.abc.takeover", b"ours") is True
+        monkeypatch.undo()
+        assert len(refused) == 1
+        assert get_bytes(storage, "set/.writing.abc.takeover") == b"ours"
+        assert storage.create_exclusive("set/.writing.abc.takeover", b"third") is False  # still exclusive
+    finally:
+        storage.close()

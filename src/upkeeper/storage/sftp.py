@@ -291,17 +291,24 @@ class SftpWriter:
             fh.close()
             self.fh = None
             step = "cannot move into place"
-            try:
-                sftp.rename(self.tmp, self.final)
-            except OSError as refused:
-                if _broken(sftp, refused):
-                    raise
+            for attempt in range(1, EXCLUSIVE_RENAME_ATTEMPTS + 1):
                 try:
-                    sftp.stat(self.final)
-                except FileNotFoundError:
-                    raise refused from None
-                self.abort()
-                return False
+                    sftp.rename(self.tmp, self.final)
+                    break
+                except OSError as refused:
+                    if _broken(sftp, refused):
+                        raise
+                    try:
+                        sftp.stat(self.final)
+                    except FileNotFoundError:
+                        # refused, yet nothing is there now: the object that was there went away between the
+                        # two requests (a takeover claim deleted by its taker), or the refusal was the server's
+                        # own failure — try again, and after a few attempts it is that failure
+                        if attempt == EXCLUSIVE_RENAME_ATTEMPTS:
+                            raise refused from None
+                        continue
+                    self.abort()
+                    return False
         except Exception as exc:
             err = self.storage.translate(step, self.tmp, exc)
             self.abort()
@@ -370,6 +377,11 @@ class SftpWriter:
             with contextlib.suppress(Exception):
                 self.sftp.close()
             self.sftp = None
+
+
+#: attempts at an exclusive rename that is refused while nothing is found at the key right after (see
+#: :meth:`SftpWriter.commit_exclusive`): SFTP's SSH_FX_FAILURE does not say whether a file was in the way
+EXCLUSIVE_RENAME_ATTEMPTS = 3
 
 
 def _broken(sftp: paramiko.SFTPClient, exc: BaseException) -> bool:
