@@ -1019,3 +1019,38 @@ def test_credential_stuffing_from_many_addresses_is_a_warning(cli: Any, make_con
     assert (f["severity"], f["value"], f["threshold"]) == ("warning", 150, 100)
     assert f["message"].startswith("150 failed logins from 150 clients within 20 minutes (from 2024-03-01 10:00), "
                                    "5 login(s) succeeded")
+
+
+def test_a_site_search_listed_in_free_text_paths_raises_no_attack_warning(cli: Any, make_config: Any,
+                                                                         fresh_site_log: NginxServer,
+                                                                         tmp_path: Path) -> None:
+    """People type SQL and markup into a site search, which answers 200 to anything: real nginx logged searches for
+    'select * from users where id=1' and '<script>', and each run warned of injections answered 2xx. With /search in
+    free_text_paths they are counted apart and the findings are infos that say so; the same text sent to an API
+    path stays a warning."""
+    import httpx
+
+    typed = ["/search?q=select+*+from+users+where+id%3D1", "/search?q=1%27+or+%271%27%3D%271",
+             "/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"]
+    with httpx.Client(base_url=fresh_site_log.url, timeout=10) as client:
+        for path in typed:
+            assert client.get(path).status_code == 200
+    wait_for_log_lines(fresh_site_log.access_log, len(typed))
+    cfg = config(make_config, fresh_site_log, tmp_path, incremental=False)
+    before = checks(run(cli, cfg))
+    assert before["logs.nginx.attack.sql_injection"][0]["severity"] == "warning"
+    assert before["logs.nginx.attack.xss"][0]["severity"] == "warning"
+
+    cfg = config(make_config, fresh_site_log, tmp_path, incremental=False, free_text_paths=["/search"])
+    after = checks(run(cli, cfg))
+    sqli, xss = after["logs.nginx.attack.sql_injection"][0], after["logs.nginx.attack.xss"][0]
+    assert (sqli["severity"], xss["severity"]) == ("info", "info"), (sqli, xss)
+    assert "0 answered 2xx (2 more answered 2xx on free_text_paths" in sqli["message"], sqli["message"]
+
+    with httpx.Client(base_url=fresh_site_log.url, timeout=10) as client:
+        assert client.get("/api/items?id=1%27+or+%271%27%3D%271").status_code == 200
+    wait_for_log_lines(fresh_site_log.access_log, len(typed) + 1)
+    again = checks(run(cli, cfg))["logs.nginx.attack.sql_injection"][0]
+    assert again["severity"] == "warning", again
+    assert "1 answered 2xx (2 more answered 2xx on free_text_paths" in again["message"], again["message"]
+    assert "/api/items" in again["message"]  # the example shown is the one that was not typed

@@ -162,6 +162,21 @@ class ScanOptions:
     #: paths the site serves on purpose (the job's public_paths): a request for one is no scanner probe (a WebDAV
     #: share, Spring Boot's actuator read by its admin server, a page named /info.php), nor an exposed file
     public_paths: tuple[str, ...] = ()
+    #: paths whose query string carries what people type (the job's free_text_paths): SQL- or script-looking text
+    #: only in the query string of a request for one is counted apart (:data:`FREE_TEXT`), not as an attack answered
+    free_text_paths: tuple[str, ...] = ()
+
+
+#: the attack categories that text typed into a search box may look like (see ``free_text_paths``)
+FREE_TEXT_CATEGORIES = frozenset({"sql_injection", "xss"})
+#: the mark of a learned category whose payload was only in the query string of a free-text path
+FREE_TEXT = "~free_text"
+_QUERY_PART = re.compile(rb"\?[^ \t]*")
+
+
+def free_text_category(learned: str) -> tuple[str, bool]:
+    """A learned attack category without its :data:`FREE_TEXT` mark, and whether it had one."""
+    return (learned[:-len(FREE_TEXT)], True) if learned.endswith(FREE_TEXT) else (learned, False)
 
 
 TimeInfo = tuple[int, int, int]  # (YYYYMMDD, hour, minute)
@@ -299,6 +314,8 @@ class Accumulator:
         # compared with the lower-cased paths (as sensitive files and probes are): a path written as the site
         # spells it (/Actuator/*) matched nothing
         self.public = path_matcher([p.lower() for p in opts.public_paths]) if opts.public_paths else None
+        self.free_text = (path_matcher([p.lower() for p in opts.free_text_paths]) if opts.free_text_paths
+                          else None)
         self.has_vhost = any(isinstance(it, Var) and it.field == "v" for it in parse_format(opts.log_format))
         self.c_vreq: Counter[tuple[bytes, bytes]] = Counter()  # (host, request line)
         self.c_vlat: Counter[tuple[bytes, bytes]] = Counter()  # (host, request time token)
@@ -883,6 +900,12 @@ class Accumulator:
             for i in [i for i, cat in found.items() if cat in PROBE_CATEGORIES]:
                 if self.public.fullmatch(files.get(i) or nginx_uri(request_path(lst[i])).lower()):
                     del found[i]
+        if self.free_text is not None:  # typed text in a search box's query string: counted apart
+            for i, cat in found.items():
+                if cat in FREE_TEXT_CATEGORIES and b"?" in lst[i] and self.free_text.fullmatch(
+                        nginx_uri(request_path(lst[i])).lower()) and not attack_category(
+                        _QUERY_PART.sub(b"", lst[i], count=1)):
+                    found[i] = cat + FREE_TEXT
         for i, cat in found.items():
             self.attack_of[lst[i]] = cat
 
@@ -1664,28 +1687,34 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     own = own_hosts(p, server_names, known_hosts)
     catch_all = catch_all_sizes(p, page_sizes)
     cats: dict[str, dict[str, Any]] = {}
-    for (learned, ip, st), c in p.attacks.items():
+    for (marked, ip, st), c in p.attacks.items():
+        learned, free = free_text_category(marked)
         if (cat := resolved_category(learned, own)) is None:
             continue
-        e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0, "catch_all": 0})
+        e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0, "catch_all": 0,
+                                  "free_text": 0})
         e["hits"] += c
         e["ips"][ip] += c
         if (sc := status_code(st)) is not None and 200 <= sc < 300:
-            e["ok"] += c
-    for (learned, size), c in p.attack_answers.items():
+            e["free_text" if free else "ok"] += c
+    for (marked, size), c in p.attack_answers.items():
+        learned, free = free_text_category(marked)
         if size in catch_all and (cat := resolved_category(learned, own)) in cats:
-            cats[cat]["ok"] -= c
+            cats[cat]["free_text" if free else "ok"] -= c
             cats[cat]["catch_all"] += c
     samples: dict[str, set[bytes]] = {}
-    for learned, lst in p.attack_samples.items():
+    typed: dict[str, set[bytes]] = {}  # samples on free-text paths: shown after the others
+    for marked, lst in p.attack_samples.items():
+        learned, free = free_text_category(marked)
         if (cat := resolved_category(learned, own)) is not None:
-            samples.setdefault(cat, set()).update(lst)
+            (typed if free else samples).setdefault(cat, set()).update(lst)
     attacks = []
     for cat, e in sorted(cats.items(), key=lambda kv: (-kv[1]["hits"], kv[0])):
         ips = e.pop("ips")
         attacks.append({**e, "clients": len(ips), "top_client": _s(top(ips, 1)[0][0]) if ips else "",
                         "top_clients": [_s(ip) for ip, _ in top(ips, 5)],
-                        "samples": [_s(x) for x in sorted(samples.get(cat, ()))[:5]]})
+                        "samples": [_s(x) for x in [*sorted(samples.get(cat, ())),
+                                                    *sorted(typed.get(cat, set()) - samples.get(cat, set()))][:5]]})
     scanners: dict[str, Counter[bytes]] = {}
     for (name, ip), c in p.scanners.items():
         scanners.setdefault(name, Counter())[ip] += c

@@ -295,9 +295,10 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
     sec = rep.get("security", {})
     body.append("<h2>Security signals</h2>")
     body.append("<h3>Attack patterns</h3>" + table(
-        ["category", "requests", "clients", "answered 2xx", "top client", "sample"],
-        [(a["category"], a["hits"], a["clients"], a["ok"], a["top_client"], a["samples"][0] if a["samples"] else "")
-         for a in sec.get("attacks", [])], numeric=(1, 2, 3), code=(5,), empty="none seen"))
+        ["category", "requests", "clients", "answered 2xx", "2xx on free-text paths", "top client", "sample"],
+        [(a["category"], a["hits"], a["clients"], a["ok"], a.get("free_text", 0), a["top_client"],
+          a["samples"][0] if a["samples"] else "")
+         for a in sec.get("attacks", [])], numeric=(1, 2, 3, 4), code=(6,), empty="none seen"))
     body.append("<h3>Sensitive files answered 2xx</h3>" + table(
         ["severity", "path", "file", "statuses", "bytes", "hits", "clients", "first"],
         [("critical" if e["secret"] else "warning", e["path"], e["file"].replace("_", " "),

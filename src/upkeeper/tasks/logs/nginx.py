@@ -249,6 +249,14 @@ class NginxLogsOptions(TaskOptions):
         "/downloads/*.sql, /info.php, /actuator/*, /dav/*: no logs.nginx.exposed_file finding for them, and a "
         "request for one is no scanner probe (an attack payload in it still counts). Source: upkeeper (none by "
         "default)")
+    free_text_paths: list[UrlPath] = Field(
+        default_factory=list,
+        description="paths whose query string carries what people type ('*' wildcards allowed; letter case "
+        "ignored), e.g. /search, /api/search, /admin/sql: SQL- or script-looking text only in the query string of "
+        "a request for one (a search for 'select * from users where id') is counted apart when answered 2xx "
+        "(free_text in the report) and raises no logs.nginx.attack warning; a payload in the path, every other "
+        "attack category and the answers other than 2xx count as before. Source: upkeeper (none by default; "
+        "CrowdSec and ModSecurity take per-path exclusions alike)")
     server_names: list[str] = Field(
         default_factory=list,
         description="the site's own host names, written as nginx's server_name (example.com, *.example.com, "
@@ -315,7 +323,8 @@ class NginxLogsOptions(TaskOptions):
     def scan_options(self) -> ScanOptions:
         return access.ScanOptions(log_format=self.log_format, static_extensions=tuple(self.static_extensions),
                            login_paths=self.login_entries(), client_ip=self.client_ip,
-                           trusted_proxies=tuple(self.trusted_proxies), public_paths=tuple(self.public_paths))
+                           trusted_proxies=tuple(self.trusted_proxies), public_paths=tuple(self.public_paths),
+                           free_text_paths=tuple(self.free_text_paths))
 
     def login_entries(self) -> tuple[str | LoginPath, ...]:
         return tuple(p if isinstance(p, str) else p.login_path() for p in self.login_paths)
@@ -640,6 +649,8 @@ class NginxLogs(Task[NginxLogsOptions]):
                 f"{a['ok']} answered 2xx"
                 + (f" ({a['catch_all']} more with the site's catch-all page, its answer to any path)"
                    if a.get("catch_all") else "")
+                + (f" ({a['free_text']} more answered 2xx on free_text_paths, text in their query string)"
+                   if a.get("free_text") else "")
                 + f"; e.g. {a['samples'][0] if a['samples'] else ''}",
                 ATTACK_REMEDIATION.get(a["category"], "")
                 + (f"the {a['ok']} request(s) answered 2xx deserve a look at the application; " if a["ok"] else
