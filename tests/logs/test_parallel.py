@@ -249,3 +249,44 @@ def test_a_helper_killed_mid_scan_is_said_to_be_killed(tmp_path: Path, monkeypat
     with pytest.raises(RuntimeError, match=r"helper process \d+ killed by SIGKILL before it answered") as exc:
         parallel.scan("dying_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2, min_parallel=0)
     assert "Ran out of input" not in str(exc.value)
+
+
+_IDLE_MAIN_KIND = '''
+import os, time
+from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
+
+def make_accumulator(opts):
+    acc = _make(opts)
+    if os.getpid() == int(os.environ["UPK_TEST_SCANNER"]):  # the calling process reads, slowly, and keeps nothing
+        acc.feed = lambda buf, source="", offset=0: time.sleep(0.05)
+    return acc
+'''
+
+
+def test_a_helper_past_its_share_of_the_memory_limit_stops_the_scan_saying_what_it_held(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The memory limit is checked in the helper processes too: one that outgrows its share answers so, the scan
+    raises MemoryLimit with what that helper held, and no helper is left running."""
+    import os
+
+    import psutil
+
+    (tmp_path / "idle_main_kind.py").write_text(_IDLE_MAIN_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("UPK_TEST_SCANNER", str(os.getpid()))
+    log = tmp_path / "access.log"
+    with log.open("w") as fh:
+        for i in range(60_000):  # every request line and client distinct
+            fh.write(f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} - - [01/Mar/2024:10:00:00 +0000] '
+                     f'"GET /p?_={i}&v={i * 7919:032x} HTTP/1.1" 200 {100 + i % 900} "-" "Mozilla/5.0" 0.010\n')
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=1 << 18)
+    with pytest.raises(parallel.MemoryLimit, match=r"after [\d,]+ lines of .*access\.log a scanning process held "
+                                                   r"\d+ MB more than when it began, past its share of 4 MB "
+                                                   r"\([\d,]+ distinct request lines"):
+        parallel.scan("idle_main_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2, min_parallel=0,
+                      memory_limit=8 << 20)
+    assert not [p for p in psutil.Process().children(recursive=True) if "scanworker" in " ".join(p.cmdline())]
+    partial, _ = parallel.scan("idle_main_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2,
+                               min_parallel=0, memory_limit=0)  # no limit: the helper reads all it is given
+    assert partial.lines > 0

@@ -1054,3 +1054,50 @@ def test_a_site_search_listed_in_free_text_paths_raises_no_attack_warning(cli: A
     assert again["severity"] == "warning", again
     assert "1 answered 2xx (2 more answered 2xx on free_text_paths" in again["message"], again["message"]
     assert "/api/items" in again["message"]  # the example shown is the one that was not typed
+
+
+def distinct_requests_log(path: Path, lines: int) -> int:
+    """``lines`` requests whose request lines and clients are all distinct (cache-busting query strings from a
+    flood of addresses): what makes a scan's memory grow with the log."""
+    with path.open("w") as fh:
+        for i in range(lines):
+            fh.write(f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} - - [01/Mar/2024:10:{i // 6000 % 60:02d}:{i // 100 % 60:02d} '
+                     f'+0000] "GET /api/v1/items?_={1700000000000 + i}&v={i * 7919:032x} HTTP/1.1" 200 {100 + i % 900} '
+                     f'"-" "Mozilla/5.0" 0.{i % 1000:03d}\n')
+    return lines
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_log_of_too_many_distinct_values_stops_at_the_memory_limit_and_records_nothing(
+        cli: Any, make_config: Any, tmp_path: Path, workers: int) -> None:
+    """A flood of distinct request lines and clients grew a scan's memory with the log (1 GB of them: 1.5 GB, on
+    a host that also runs the database). Past memory_limit_mb the run now stops with an error that says what
+    filled it, its helper processes end, and nothing is recorded: a run with room for it then reads every line."""
+    import psutil
+
+    log = tmp_path / "access.log"
+    n = distinct_requests_log(log, 120_000)  # ~20 MB: over parallel.MIN_PARALLEL, so two processes scan
+    cfg = file_config(make_config, log, tmp_path, workers=workers, memory_limit_mb=8)
+    r = run(cli, cfg)
+    assert r["status"] == "error", r
+    assert "memory_limit_mb: 8" in r["summary"] and "distinct request lines" in r["summary"], r["summary"]
+    assert "nothing of this run was recorded" in r["summary"]
+    assert not r["metrics"]
+    me = psutil.Process()
+    assert not [p for p in me.children(recursive=True) if "scanworker" in " ".join(p.cmdline())]
+
+    again = run(cli, file_config(make_config, log, tmp_path, workers=workers, memory_limit_mb=2000))
+    assert again["status"] != "error", again["summary"]
+    assert again["metrics"]["requests"] == n  # the failed run's cursor was not recorded
+
+
+def test_the_logs_nginx_command_stops_at_its_memory_limit_with_a_clear_error(cli: Any, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    distinct_requests_log(log, 60_000)
+    res = cli(["logs", "nginx", "-f", "combined_timed", "--workers", "1", "--memory-limit-mb", "4", str(log)])
+    assert res.code == 1, res.output
+    assert "stopped: the logs hold more distinct values than 4 MB of memory" in res.output, res.output
+    assert "distinct request lines" in res.output and "--memory-limit-mb" in res.output
+    assert "Traceback" not in res.output
+    ok = cli(["logs", "nginx", "-f", "combined_timed", "--json", str(log)])
+    assert ok.code == 0 and ok.json()["requests"] == 60_000

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from upkeeper.cli._app import app, console, err_console, print_json
-from upkeeper.errors import UsageError
+from upkeeper.errors import UpkeeperError, UsageError
 from upkeeper.fmt import human_bytes, printable
 from upkeeper.redact import redact_obj
 
@@ -162,6 +162,25 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
     return t
 
 
+MEMORY_LIMIT_HELP = ("megabytes the scanning processes may add to their memory together before the command stops "
+                     "saying what filled it (0: a quarter of the machine's memory, at least 512 MB)")
+
+
+def _scan_within(memory_limit_mb: int, kind: str, opts: Any, units: list[Any], **kw: Any) -> tuple[Any, dict[str, int]]:
+    """parallel.scan within the memory limit (see the tasks' memory_limit_mb), its passing a clear error."""
+    from upkeeper.logs import parallel
+    from upkeeper.tasks.logs._common import memory_limit
+
+    try:
+        return parallel.scan(kind, opts, units, memory_limit=memory_limit(memory_limit_mb), **kw)
+    except parallel.MemoryLimit as exc:
+        limit = memory_limit(memory_limit_mb) >> 20
+        raise UpkeeperError(f"stopped: the logs hold more distinct values than {limit:,} MB of memory lets this "
+                            f"command count — {exc}",
+                            "Try: --memory-limit-mb with more, or read a part of the log (head -c 100M FILE > "
+                            "part.log) to see its top clients and request lines") from None
+
+
 @logs_app.command("nginx")
 def nginx_cmd(
     files: list[str] = typer.Argument(..., help="access logs (plain or .gz) or quoted globs such as "
@@ -179,6 +198,7 @@ def nginx_cmd(
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
     client_ip: str = typer.Option("remote_addr", "--client-ip", help=CLIENT_IP_HELP),
     trusted_proxies: list[str] = typer.Option(None, "--trusted-proxy", help=TRUSTED_PROXY_HELP),
+    memory_limit_mb: int = typer.Option(0, "--memory-limit-mb", min=0, help=MEMORY_LIMIT_HELP),
 ) -> None:
     """Traffic, status codes, latency and security signals of access logs (GoAccess-identical counts)."""
     from upkeeper.logs import parallel
@@ -197,7 +217,7 @@ def nginx_cmd(
     opts = ScanOptions(log_format=log_format, client_ip=task_opts.client_ip,
                        trusted_proxies=tuple(task_opts.trusted_proxies))
     units = _units_of(found, b"", workers, per_process=parallel.ACCESS_PIECES)
-    partial, _ = parallel.scan("upkeeper.logs.access", opts, units, workers=workers, notes=notes)
+    partial, _ = _scan_within(memory_limit_mb, "upkeeper.logs.access", opts, units, workers=workers, notes=notes)
     # tokens in query strings, credentials in samples
     rep = redact_obj(summarize(partial, top_n=top, log_format=log_format, client_ip=task_opts.client_ip))
     rep["read_notes"] = _warn_read_notes(notes)

@@ -361,6 +361,11 @@ class Accumulator:
 
     # -- input -------------------------------------------------------------------------------
 
+    def sizes(self) -> dict[str, int]:
+        """The lines read (``lines``) and the distinct values held (what a memory limit's message names)."""
+        return {"lines": self.p.lines, "distinct request lines": len(self.c_req), "visitors": len(self.visitors),
+                "client addresses": len(self.p.hosts), "user agents": len(self.c_ua), "referers": len(self.c_ref)}
+
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
         """Aggregate ``buf``: complete lines, each ending with a newline."""
         if not buf:

@@ -96,6 +96,54 @@ class FileChanged(Exception):
     what was read is not what the cursors will say was read, so the run must not record them."""
 
 
+class MemoryLimit(Exception):
+    """A scanning process's counting outgrew its share of the scan's memory limit (see :func:`scan`): a log of
+    too many distinct values (request lines, clients, statements) for the limit.  Nothing of the scan is
+    reported, so the run must not record cursors."""
+
+
+def resident() -> int:
+    """This process's resident memory in bytes (/proc/self/statm; psutil elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+@dataclass
+class Budget:
+    """What one scanning process may add to its resident memory while it scans: ``limit`` bytes (0: no limit)
+    above ``base``, its resident memory after its first buffer (which imported what the scan needs: pyarrow's
+    ~50 MB, not the log's)."""
+
+    limit: int
+    base: int | None = None
+
+    def check(self, acc: Any, where: str) -> None:
+        """Raise :class:`MemoryLimit` (saying what ``acc`` holds: its optional ``sizes()``) once past the limit."""
+        if self.limit <= 0:
+            return
+        if self.base is None:
+            self.base = resident()
+            return
+        grown = resident() - self.base
+        if grown <= self.limit:
+            return
+        sizes = getattr(acc, "sizes", None)
+        held = dict(sizes()) if callable(sizes) else {}
+        lines = held.pop("lines", None)
+        what = ", ".join(f"{v:,} {k}" for k, v in sorted(held.items(), key=lambda kv: -kv[1])[:3] if v > 1)
+        raise MemoryLimit((f"after {lines:,} lines of {where}" if lines is not None else f"reading {where}")
+                          + f" a scanning process held {grown / 2**20:,.0f} MB more than when it began, past its "
+                          f"share of {self.limit / 2**20:,.0f} MB" + (f" ({what})" if what else ""))
+
+
 @dataclass(frozen=True)
 class Unit:
     path: str
@@ -277,8 +325,10 @@ def _check_same(u: Unit, st: os.stat_result) -> None:
         raise FileChanged(f"{label} got shorter (truncated, e.g. copytruncate) while this run was reading the logs")
 
 
-def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[ReadNote] | None = None) -> int:
-    """Feed one unit to an accumulator; returns the uncompressed bytes read (notes: see :func:`read_unit`)."""
+def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[ReadNote] | None = None,
+              budget: Budget | None = None) -> int:
+    """Feed one unit to an accumulator; returns the uncompressed bytes read (notes: see :func:`read_unit`;
+    ``budget``: checked after each buffer, see :class:`Budget`)."""
     chunk = getattr(acc, "chunk", CHUNK)  # an accumulator may prefer other buffer sizes
     start_unit = getattr(acc, "start_unit", None)  # one whose entries pair across lines wants to know
     if start_unit is not None:
@@ -291,6 +341,8 @@ def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[
             n: int = stop.value
             return n
         acc.feed(buf, u.label or u.path, off)
+        if budget is not None and budget.limit > 0:
+            budget.check(acc, u.label or u.path)
 
 
 def _load(kind: str) -> Any:
@@ -299,7 +351,8 @@ def _load(kind: str) -> Any:
 
 def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
          progress: Callable[[int, int], None] | None = None, continuation: bytes = b"",
-         min_parallel: int = MIN_PARALLEL, notes: list[ReadNote] | None = None) -> tuple[Any, dict[str, int]]:
+         min_parallel: int = MIN_PARALLEL, notes: list[ReadNote] | None = None,
+         memory_limit: int = 0) -> tuple[Any, dict[str, int]]:
     """Run ``units`` through accumulators of module ``kind`` and merge their partial results.
 
     ``kind`` names a module with ``make_accumulator(opts)`` and ``merge(partials)``.  Returns the
@@ -307,7 +360,9 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     ``min_parallel`` bytes no helper process is started (starting one costs a few tenths of a
     second: a fast accumulator sets it higher) and the units are scanned in the order given.
     Damaged compressed files are read up to the damage; ``notes`` (when given) receives a
-    :class:`ReadNote` for each.
+    :class:`ReadNote` for each.  ``memory_limit``: bytes the scanning processes may add to their resident
+    memory together (each its share; 0: no limit), else :class:`MemoryLimit` is raised once every process
+    has stopped.
     """
     mod = _load(kind)
     total = sum(u.size_hint for u in units) or 1
@@ -334,11 +389,14 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
 
     ready = [_take_prestarted(kind) for _ in range(max(0, helpers))]
     dismiss_prestarted()  # those this scan does not need
+    share = memory_limit // (len(ready) + 1) if memory_limit > 0 else 0
     threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
-                                                            continuation, sp), daemon=True, name=f"scan-helper-{i}")
+                                                            continuation, sp, share), daemon=True,
+                                name=f"scan-helper-{i}")
                for i, sp in enumerate(ready)]
     for t in threads:
         t.start()
+    budget = Budget(share)
     acc = mod.make_accumulator(opts)
     while True:
         try:
@@ -346,7 +404,12 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
         except queue.Empty:
             break
         unit_notes: list[ReadNote] = []
-        account(u, scan_unit(acc, u, continuation, unit_notes), unit_notes)
+        try:
+            account(u, scan_unit(acc, u, continuation, unit_notes, budget), unit_notes)
+        except MemoryLimit:
+            del acc
+            _stop_all(todo, threads, partials)  # the helpers finish the unit they read, and take no other
+            raise
         if progress is not None:
             progress(min(done_bytes[0], total), total)
     release_memory()  # the last buffer's columns: not needed while the helpers finish
@@ -360,7 +423,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     merged = mine
     try:
         if errors:
-            if isinstance(errors[0], FileChanged):
+            if isinstance(errors[0], FileChanged | MemoryLimit):
                 raise errors[0]
             raise RuntimeError(f"a log scanning helper failed: {errors[0]}")
         while partials:  # helpers' results wait in files until merged, one at a time
@@ -378,6 +441,19 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
             with contextlib.suppress(OSError):
                 os.unlink(path)
     return merged, gz_read
+
+
+def _stop_all(todo: queue.Queue[Unit], threads: list[threading.Thread], partials: list[str]) -> None:
+    """Hand out no more units, wait for the helpers to end, and drop their results (a scan that fails)."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            todo.get_nowait()
+    for t in threads:
+        t.join()
+    for path in partials:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    partials.clear()
 
 
 def _spawn_helper(warm: str = "") -> Spawned:
@@ -454,7 +530,7 @@ def _close(sp: Spawned) -> None:
 def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                   account: Callable[[Unit, int, list[ReadNote]], None],
                   partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
-                  ready: Spawned | None = None) -> None:
+                  ready: Spawned | None = None, memory_share: int = 0) -> None:
     """Hand units to one helper process (``ready``: one :func:`prestart` started, else a new one) until none is
     left, then have it write its partial result to a file for :func:`scan` to merge."""
     from upkeeper.core.proc import describe_exit
@@ -467,7 +543,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
         try:
             send = pickle.Pickler(sp.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             recv = pickle.Unpickler(sp.stdout)
-            send.dump(("init", kind, opts, continuation))
+            send.dump(("init", kind, opts, continuation, memory_share))
             sp.stdin.flush()
             while True:
                 try:
@@ -479,6 +555,8 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                 msg = recv.load()
                 if msg[0] == "changed":
                     raise FileChanged(msg[1])
+                if msg[0] == "memory":
+                    raise MemoryLimit(msg[1])
                 if msg[0] == "error":
                     raise RuntimeError(msg[1])
                 account(u, int(msg[1]), list(msg[2]))
@@ -498,7 +576,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                 raise
             with lock:
                 partials.append(path)
-        except FileChanged as exc:
+        except (FileChanged, MemoryLimit) as exc:
             with lock:
                 errors.insert(0, exc)
         except Exception as exc:

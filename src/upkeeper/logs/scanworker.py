@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
     send = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
     acc: Any = None
     continuation = b""
-    from upkeeper.logs.parallel import FileChanged, release_memory, scan_unit
+    from upkeeper.logs.parallel import Budget, FileChanged, MemoryLimit, release_memory, scan_unit
+
+    budget = Budget(0)
 
     while True:
         try:
@@ -79,12 +81,13 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
             _exit_now(0)
         try:
             if msg[0] == "init":
-                _, kind, opts, continuation = msg
+                _, kind, opts, continuation, *more = msg
+                budget = Budget(int(more[0]) if more else 0)
                 acc = importlib.import_module(kind).make_accumulator(opts)
                 continue
             if msg[0] == "unit":
                 notes: list[Any] = []
-                n = scan_unit(acc, msg[1], continuation, notes)
+                n = scan_unit(acc, msg[1], continuation, notes, budget)
                 send.dump(("ok", n, notes))
             elif msg[0] == "finish":
                 # the parent reads the file after this process has exited, so the two copies never
@@ -102,6 +105,10 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
                 _exit_now(0)
         except FileChanged as exc:  # logrotate ran meanwhile: the parent fails the run, records no cursor
             send.dump(("changed", str(exc)))
+            out.flush()
+            return 1
+        except MemoryLimit as exc:  # too many distinct values for the limit: the parent fails the run
+            send.dump(("memory", str(exc)))
             out.flush()
             return 1
         except Exception:

@@ -47,6 +47,48 @@ ReportDir = Annotated[str | None, Field(
     "set by default)")]
 KeepReports = Annotated[int, Field(ge=0, description="reports kept per job (0: keep all). Source: upkeeper default")]
 HtmlReport = Annotated[bool, Field(description="also write the standalone HTML report. Source: upkeeper default")]
+#: the memory a run's scanning may add, when the job does not say (a quarter of the machine's, at least this)
+MEMORY_LIMIT_FLOOR_MB = 512
+MemoryLimitMb = Annotated[int, Field(ge=0, description=(
+    "megabytes the scanning processes may add to their memory together (each its share) before the run stops "
+    "with an error that names what filled it, recording nothing: a log of millions of distinct request lines, "
+    "clients or statements (a scanner, cache-busting query strings) would otherwise take gigabytes on a "
+    "production host, next to its database. 0: a quarter of the machine's memory, at least "
+    f"{MEMORY_LIMIT_FLOOR_MB} MB. Source: upkeeper default (GoAccess and pgBadger set no limit)"))]
+
+
+def memory_limit(mb: int) -> int:
+    """The scan's memory limit in bytes for the option ``memory_limit_mb`` (0: see :data:`MemoryLimitMb`)."""
+    if mb > 0:
+        return mb << 20
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        total = 0
+    return max(MEMORY_LIMIT_FLOOR_MB << 20, total // 4)
+
+
+def memory_limit_error(ctx: TaskContext, exc: Exception, mb: int) -> TaskError:
+    """The run's error when its scan passed the memory limit (``exc``: parallel.MemoryLimit)."""
+    limit = memory_limit(mb) >> 20
+    said = (f"memory_limit_mb: {mb}" if mb > 0 else
+            f"memory_limit_mb (unset: {limit:,} MB, a quarter of this machine's memory)")
+    return TaskError(
+        f"stopped: the log holds more distinct values than {said} lets this run count — {exc}; nothing of this "
+        "run was recorded (the next run reads the same lines)",
+        f"Try: raise jobs -> {ctx.job} -> options -> memory_limit_mb (the machine has room: "
+        f"{_available_mb():,} MB available now), or rotate the log more often; millions of distinct request lines "
+        "or clients come from a scanner or a flood: see the top clients with `upkeeper logs nginx FILE` on a part "
+        "of the log (head -c 100M)")
+
+
+def _available_mb() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available) >> 20
+    except Exception:  # (psutil is a dependency: this is only a hint)
+        return 0
 
 
 def report_dir(ctx: TaskContext, option: str | None) -> Path:

@@ -44,12 +44,15 @@ from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
     KeepReports,
+    MemoryLimitMb,
     ReportDir,
     RotatedDirs,
     check_report_dir,
     check_rotated_dirs,
     cpus,
     ends_head_start,
+    memory_limit,
+    memory_limit_error,
     not_a_log,
     nothing_read,
     plan_findings,
@@ -202,6 +205,7 @@ class NginxLogsOptions(TaskOptions):
     workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU, at "
             "most 2 — each holds about 150 MB at its peak; raise it on a big machine for speed). "
             "Source: upkeeper default")
+    memory_limit_mb: MemoryLimitMb = 0
     latency_p95_ms: float = Field(
         200, gt=0, description="warn when the p95 response time (overall or of an endpoint) exceeds this. "
         "Source: the maintenance procedures' API objective (p95 < 200 ms)")
@@ -412,10 +416,13 @@ class NginxLogs(Task[NginxLogsOptions]):
         read_notes: list[parallel.ReadNote] = []
         try:
             partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,
-                                             progress=progress, notes=read_notes)
+                                             progress=progress, notes=read_notes,
+                                             memory_limit=memory_limit(options.memory_limit_mb))
         except parallel.FileChanged as exc:
             raise TaskError(f"{exc}; nothing of this run was recorded",
                             "Try: run the job again: it reads the rotated file where the last run left off") from None
+        except parallel.MemoryLimit as exc:
+            raise memory_limit_error(ctx, exc, options.memory_limit_mb) from None
         except OSError as exc:
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None
