@@ -1123,3 +1123,72 @@ def test_free_text_paths_count_typed_sql_and_script_in_their_query_strings_apart
         parts.append(acc.partial())
     merged = {a["category"]: (a["ok"], a["free_text"]) for a in summarize(access.merge(parts))["security"]["attacks"]}
     assert merged == {"sql_injection": (2, 2), "xss": (0, 1), "path_traversal": (1, 0)}, merged
+
+
+def _requests_traffic(seed: int, n: int, vhost: bool = False) -> bytes:
+    """A few popular URLs among many seen once (cache-busting ``?_=<ms>``, ids), some 404s and static files."""
+    import random
+
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = rnd.random()
+        if x < 0.4:
+            req, st = f"GET /popular/{rnd.randrange(5)} HTTP/1.1", 200
+        elif x < 0.7:
+            req, st = f"GET /api/poll?_={1700000000000 + i} HTTP/1.1", 200
+        elif x < 0.8:
+            req, st = f"GET /missing/{rnd.randrange(10**6)}?v={i} HTTP/1.1", 404
+        elif x < 0.9:
+            req, st = f"GET /static/app.css?v={rnd.randrange(40)} HTTP/1.1", 200
+        else:
+            req, st = f"POST /items/{rnd.randrange(3000)} HTTP/2.0", 201
+        host = f"site{rnd.randrange(3)}.example " if vhost else ""
+        out.append(f'{host}10.0.{i % 50}.{i % 200} - - [01/Mar/2024:10:{i // 600 % 60:02d}:00 +0000] "{req}" {st} '
+                   f'{200 + i % 700} "-" "Mozilla/5.0" 0.0{i % 90:02d}')
+    return ("\n".join(out) + "\n").encode()
+
+
+@pytest.mark.parametrize("path", ["arrow", "python", "lines"])
+def test_requests_folded_and_pruned_in_the_middle_of_a_scan_keep_every_total_and_bound_the_list(
+        monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """A log of cache-busting query strings held every distinct request line until the scan ended, twice (raw,
+    then as GoAccess's key): 1 GB of them took 1.5 GB. Now the raw lines are turned into keys every REQUESTS_FOLD,
+    and past REQUESTS_KEPT keys the least seen are left out. Every total, the top paths, the 404 paths and the
+    vhosts' paths stay exact; each requested file still listed misses at most ``max_error`` hits, and the report
+    says so; the popular ones are exact. The same merged from two workers."""
+    kw: dict[str, Any] = {"arrow": path == "arrow", "fast": path != "lines", "arrow_min_buffer": 0}
+    for vhost in (False, True):
+        data = _requests_traffic(7, 6000, vhost)
+        fmt = ("$host " + COMBINED_TIMED) if vhost else COMBINED_TIMED
+
+        def run(fold: int, kept: int, parts: int = 1, data: bytes = data, fmt: str = fmt
+                ) -> tuple[access.AccessPartial, dict[str, Any]]:
+            monkeypatch.setattr(access, "REQUESTS_FOLD", fold)
+            monkeypatch.setattr(access, "REQUESTS_KEPT", kept)
+            lines = data.splitlines(keepends=True)
+            partials = []
+            for k in range(parts):
+                acc = Accumulator(ScanOptions(log_format=fmt, **kw))
+                feed_in_chunks(acc, b"".join(lines[k::parts]), 1 << 14)
+                partials.append(acc.partial())
+            merged = access.merge(partials) if parts > 1 else partials[0]
+            return merged, summarize(merged, top_n=10)
+
+        exact_p, exact = run(10**9, 10**9)
+        assert "requests_pruned" not in exact["goaccess"] and exact_p.ga_pruned_hits == 0
+        for parts in (1, 2):
+            p, rep = run(300, 400, parts)
+            pruned = rep["goaccess"]["requests_pruned"]
+            assert pruned["hits"] > 1000 and pruned["max_error"] >= 1, pruned
+            assert len(p.ga_requests) <= 2 * (400 + 300)
+            for k, c in p.ga_requests.items():
+                assert exact_p.ga_requests[k] - pruned["max_error"] <= c <= exact_p.ga_requests[k], k
+            assert sum(p.ga_requests.values()) + p.ga_pruned_hits == sum(exact_p.ga_requests.values())
+            assert p.ga_static_hits == exact_p.ga_static_hits
+            for name in ("requests", "visitors", "status", "top", "endpoints", "hourly", "latency", "vhosts"):
+                assert rep[name] == exact[name], (name, parts, vhost)
+            assert {r["data"]: r["hits"] for r in rep["goaccess"]["requests"][:5]} == {
+                r["data"]: r["hits"] for r in exact["goaccess"]["requests"][:5]}  # the popular ones: exact
+            assert {k: v for k, v in rep["goaccess"].items() if k not in ("requests", "requests_pruned")} == {
+                k: v for k, v in exact["goaccess"].items() if k != "requests"}

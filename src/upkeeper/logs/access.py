@@ -117,6 +117,14 @@ ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when t
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
 FORWARDED_KEEP = 100  # distinct values of the passed-on client (X-Forwarded-For…) kept: enough to tell a proxy's log
 CACHE_MAX = 50_000  # request lines whose endpoint and path are remembered (then the cache starts over)
+#: distinct request lines counted raw before they are turned into GoAccess's keys (and 404 and vhost paths) in
+#: the middle of a scan: a log of cache-busting query strings (jQuery's ``?_=<ms>``) or of a flood of distinct
+#: URLs would otherwise hold every one of them twice over (raw, then as a key) until the scan ends
+REQUESTS_FOLD = 400_000
+#: GoAccess's requested-file keys a scanning process keeps: past it, the least seen are left out (their hits
+#: still counted, per path too) until half remain — the top lists' counts may then miss at most what was left out
+#: of one key per round (``ga_pruned_error``), and the report says so. A 1 GB log of ordinary traffic stays below
+REQUESTS_KEPT = 500_000
 
 
 class LoginMatcher:
@@ -250,6 +258,12 @@ class AccessPartial:
     #: GoAccess's requested files: b"URL\\0METHOD\\0PROTOCOL" (one bytes object: compact) -> hits
     ga_requests: Counter[bytes] = field(default_factory=Counter)
     ga_static_hits: int = 0
+    #: past REQUESTS_KEPT distinct keys, the requested files seen least were left out of ``ga_requests``
+    #: (:meth:`Accumulator._fold_requests`): their hits, their hits per path (``all_paths`` stays exact), and how many
+    #: hits a key still counted may miss at most (the sum of the counts left out at or below, round by round)
+    ga_pruned_hits: int = 0
+    ga_pruned_paths: Counter[bytes] = field(default_factory=Counter)
+    ga_pruned_error: int = 0
     visitors: set[tuple[int, bytes, int]] = field(default_factory=set)  # (date, ip, djb2(agent))
     minutes: Counter[TimeInfo] = field(default_factory=Counter)
     latency: Counter[tuple[bytes, float]] = field(default_factory=Counter)  # (endpoint, ms)
@@ -385,6 +399,8 @@ class Accumulator:
                 self._fast(buf, source, offset)
         if tail:
             self._slow(tail, source, offset + len(buf))
+        if len(self.c_req) >= REQUESTS_FOLD or len(self.c_vreq) >= REQUESTS_FOLD:
+            self._fold_if_many()
 
     def _arrow_scanner(self) -> ArrowScanner | None:
         """The pyarrow scanner, made (and pyarrow imported) on the first large buffer."""
@@ -994,22 +1010,14 @@ class Accumulator:
         p.ga_static_hits += static_hits
         return rest
 
-    def partial(self) -> AccessPartial:
-        """Reduce raw-keyed counters to report keys (done in the worker, in parallel)."""
+    def _fold_requests(self, keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[bool | None]]] | None
+                       ) -> None:
+        """Turn the raw request lines counted so far into the report's keys, and empty their tables: GoAccess's
+        requested files (decoded URL, method, protocol; minus 404s and static files), the 404 paths and the
+        vhosts' paths.  Past :data:`REQUESTS_KEPT` requested files, the least seen are left out (see there)."""
         p = self.p
-        # GoAccess's requested-files panel: (decoded URL, method, protocol), minus 404s and static files
         ga = p.ga_requests
         static = self.is_static
-        # the caches are not needed any more: free them before the report keys are built (and drop
-        # the pyarrow scanner, which refers back to this accumulator: no cycle keeps the state alive)
-        keys_of = self.arrow.request_keys if self.arrow is not None and self.arrow.static_rx is not None else None
-        if self.arrow is not None:  # (keys_of keeps the scanner: only its kernels)
-            self.arrow.release()
-        self.arrow = None
-        for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok, self.status_ok,
-                      self.ref_exploit, self.ref_host, self.ua_scanner, self.attack_of, self.sensitive_of,
-                      self.probe_path_of, self.route_ok, self.page_of):
-            cache.clear()
         c404 = self.c_req404
         nf_raws = list(c404)
         for raw, (url, _m, _p) in zip(nf_raws, parse_requests(nf_raws), strict=True):
@@ -1030,13 +1038,35 @@ class Accumulator:
                     continue
                 ga[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
             del batch
-        self.c_req = Counter()  # (the emptied table)
+        c404.clear()
         vreq = list(self.c_vreq.items())
         self.c_vreq.clear()
         for ((host, _raw), c), (url, _m, _p) in zip(vreq, parse_requests([raw for (_h, raw), _c in vreq]),
                                                     strict=True):
             p.vhost_paths[(host, url.split(b"?", 1)[0])] += c
         del vreq
+        if len(ga) > REQUESTS_KEPT:
+            prune_requests(p, REQUESTS_KEPT // 2)
+
+    def _fold_if_many(self) -> None:
+        """Fold the raw request lines (:meth:`_fold_requests`) in the middle of a scan (:data:`REQUESTS_FOLD`)."""
+        arrow = self.arrow
+        self._fold_requests(arrow.request_keys if arrow is not None and arrow.static_rx is not None else None)
+
+    def partial(self) -> AccessPartial:
+        """Reduce raw-keyed counters to report keys (done in the worker, in parallel)."""
+        p = self.p
+        # the caches are not needed any more: free them before the report keys are built (and drop
+        # the pyarrow scanner, which refers back to this accumulator: no cycle keeps the state alive)
+        keys_of = self.arrow.request_keys if self.arrow is not None and self.arrow.static_rx is not None else None
+        if self.arrow is not None:  # (keys_of keeps the scanner: only its kernels)
+            self.arrow.release()
+        self.arrow = None
+        for cache in (self.ep_of, self.static_of, self.ep_intern, self.login_of, self.ip_ok, self.status_ok,
+                      self.ref_exploit, self.ref_host, self.ua_scanner, self.attack_of, self.sensitive_of,
+                      self.probe_path_of, self.route_ok, self.page_of):
+            cache.clear()
+        self._fold_requests(keys_of)
         vms: dict[bytes, float | None] = {}
         for (host, tok), c in self.c_vlat.items():
             if tok not in vms:
@@ -1326,11 +1356,11 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
     out = parts[0]
     for p in parts[1:]:
         for name in ("lines", "valid", "invalid", "ignored", "fast_lines", "bytes_read", "bandwidth",
-                     "ga_static_hits"):
+                     "ga_static_hits", "ga_pruned_hits", "ga_pruned_error"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("invalid_reasons", "status", "hosts", "agents", "referers", "static_paths", "not_found",
                      "ga_requests", "minutes", "latency", "upstream", "endpoint_hits", "endpoint_errors",
-                     "nf_bursts", "auth_failures", "auth_successes", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts",
+                     "nf_bursts", "auth_failures", "auth_successes", "attacks", "scanners", "exposures", "page_sizes", "probe_sizes", "attack_answers", "vhosts", "ga_pruned_paths",
                      "vhost_paths", "vhost_status", "vhost_latency", "client_outcomes"):
             add(getattr(out, name), getattr(p, name))
         for host, ips in p.referer_clients.items():
@@ -1908,6 +1938,9 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
             "status_codes": dict(sorted(status.items())),
             "requests": [{"data": _s(u), "method": _s(m) if m else "---", "protocol": _s(pr) if pr else "---",
                           "hits": c} for (u, m, pr), c in ((k.split(b"\0"), c) for k, c in top(p.ga_requests, top_n))],
+            # past REQUESTS_KEPT distinct keys: what the list left out, and what each count may miss at most
+            **({"requests_pruned": {"hits": p.ga_pruned_hits, "max_error": p.ga_pruned_error}}
+               if p.ga_pruned_hits else {}),
         },
     }
 
@@ -1982,6 +2015,30 @@ def clients_summary(p: AccessPartial, *, client_ip: str, forwarded: str | None,
     return out
 
 
+def prune_requests(p: AccessPartial, keep: int) -> None:
+    """Leave out of ``p.ga_requests`` its least seen keys, those counted at most some ``t`` times, the smallest
+    ``t`` that leaves at most ``keep``: their hits go to ``ga_pruned_hits`` and, per path, to ``ga_pruned_paths``;
+    ``ga_pruned_error`` grows by ``t`` (what a key still counted, or counted again later, may miss)."""
+    ga = p.ga_requests
+    if len(ga) <= keep:
+        return
+    by_count = Counter(ga.values())
+    gone, t = 0, 0
+    for c in sorted(by_count):
+        gone += by_count[c]
+        t = c
+        if len(ga) - gone <= keep:
+            break
+    left = [k for k, c in ga.items() if c <= t]
+    paths = p.ga_pruned_paths
+    for k in left:
+        c = ga.pop(k)
+        p.ga_pruned_hits += c
+        path = k.partition(b"\0")[0].partition(b"?")[0]
+        paths[path] = paths.get(path, 0) + c
+    p.ga_pruned_error += t
+
+
 def all_paths(p: AccessPartial) -> Counter[bytes]:
     """Hits per path (decoded, without query) over every request: GoAccess's requested files, the static
     files and the 404s (disjoint sets, so nothing is counted twice)."""
@@ -1995,6 +2052,7 @@ def all_paths(p: AccessPartial) -> Counter[bytes]:
             out[path] = get(path, 0) + c
     else:
         out.update(path_counts(p.ga_requests))  # (the same loop in C)
+    out.update(p.ga_pruned_paths)
     out.update(p.static_paths)
     out.update(p.not_found)
     return out

@@ -287,7 +287,11 @@ def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, ti
                                              numeric=(1,), code=(0,)))
     ga = rep.get("goaccess", {})
     requested, masked = _masked_together(ga.get("requests", []))
+    pruned = ga.get("requests_pruned")
     body.append("<h3>Requested files (GoAccess-compatible)</h3>" + (
+        f'<p class="muted">More distinct URLs than a scanning process keeps: {pruned["hits"]:,} hits of the least '
+        f"seen were left out of this list (not of the top paths, nor of any total), and each count here may miss up "
+        f"to {pruned['max_error']:,}.</p>" if pruned else "") + (
         f'<p class="muted">{masked} URLs that differ only in a masked credential (***) are shown as one row, '
         "with their hits added up (GoAccess lists each of them).</p>" if masked else "") + (table(
             ["URL", "method", "protocol", "URLs", "hits"], requested, numeric=(3, 4), code=(0,)) if masked else table(

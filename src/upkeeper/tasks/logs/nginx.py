@@ -547,7 +547,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         if not rep["lines"]:
             return out
         checks = (self._unparsed, self._failed, self._latency, self._sites, self._security, self._exposed,
-                  self._future, self._spike, self._proxy, self._passed_on)
+                  self._future, self._spike, self._proxy, self._passed_on, self._pruned)
         for check in checks:
             try:
                 out += check(ctx, o, rep, subject)
@@ -555,6 +555,18 @@ class NginxLogs(Task[NginxLogsOptions]):
                 out.append(Finding("logs.nginx.check_failed", Severity.WARNING, check.__name__.strip("_"),
                                    f"the check failed: {exc}"))
         return out
+
+    @staticmethod
+    def _pruned(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        if not (pruned := rep["goaccess"].get("requests_pruned")):
+            return []
+        return [Finding("logs.nginx.requests_pruned", Severity.INFO, subject,
+                        f"more distinct request URLs than a scanning process keeps ({access.REQUESTS_KEPT:,}): "
+                        f"{pruned['hits']:,} hits of the least seen were left out of the requested-files list, "
+                        f"whose counts may each miss up to {pruned['max_error']:,} (the totals, the top paths and "
+                        "the endpoints are whole)",
+                        "nothing to do for the figures; so many distinct URLs come from cache-busting query "
+                        "strings (?_=<time>) or a scanner: see the top clients and paths", value=pruned["hits"])]
 
     @staticmethod
     def _unparsed(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
