@@ -204,7 +204,16 @@ def generate(seed: int, groups: int, prefix: str) -> list[bytes]:
     return [("\n".join(w.group()) + "\n").encode("utf-8", "surrogateescape") for _ in range(groups)]
 
 
-def scan_new(buf: bytes, prefix: str, pieces: list[bytes] | None = None) -> dict[str, Any]:
+def scan_new(buf: bytes, prefix: str, pieces: list[bytes] | None = None, *, untimed: bool = False) -> dict[str, Any]:
+    """The report; ``untimed``: with the statements logged without a duration (``statements.untimed``), which the
+    reference did not count (left out by default, to compare with it)."""
+    rep = _scan_new(buf, prefix, pieces)
+    if not untimed:
+        del rep["statements"]["untimed"]
+    return rep
+
+
+def _scan_new(buf: bytes, prefix: str, pieces: list[bytes] | None = None) -> dict[str, Any]:
     opts = pglog.PgScanOptions(log_line_prefix=prefix)
     if pieces is None:
         acc = pglog.make_accumulator(opts)
@@ -281,6 +290,9 @@ def test_chunked_and_merged_same_as_one_pass(prefix: str) -> None:
     cuts = sorted(rng.sample(range(1, len(groups)), 6))
     pieces = [b"".join(groups[a:b]) for a, b in zip([0, *cuts], [*cuts, len(groups)], strict=True)]
     assert_same(scan_new(buf, prefix, pieces), old, tol=0.011)
+    # the statements logged without a duration too, wherever the log is cut
+    one = scan_new(buf, prefix, untimed=True)["statements"]["untimed"]
+    assert one["count"] > 10 and one == scan_new(buf, prefix, pieces, untimed=True)["statements"]["untimed"]
 
 
 def test_parallel_scan_with_helpers_same_as_reference(tmp_path: Path) -> None:
@@ -295,6 +307,7 @@ def test_parallel_scan_with_helpers_same_as_reference(tmp_path: Path) -> None:
     part, _ = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=prefix), units, workers=2,
                             continuation=b"\t", min_parallel=0)
     new = pglog.summarize(part, top_n=ALL)
+    assert new["statements"].pop("untimed") == scan_new(buf, prefix, untimed=True)["statements"]["untimed"]
     acc = ref.make_accumulator(ref.PgScanOptions(log_line_prefix=prefix))
     acc.feed(buf, str(log), 0)
     old = ref.summarize(acc.partial(), top_n=ALL)

@@ -1270,3 +1270,84 @@ def test_a_server_that_logs_a_sample_of_its_statements_is_said_to(cli: Any, make
     f = checks["logs.postgres.sampled"]
     assert f["severity"] == "info" and sampled in f["message"], f["message"]
     assert "only a sample of the statements is logged" in p95 and sampled in p95, p95
+
+
+def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_config: Any, services_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """log_statement = 'all' (or 'mod') and nothing that times statements: logs.postgres counted no statement at
+    all, while pgBadger lists every one (by kind, and its most frequent queries by fingerprint).  Now each logged
+    statement that gets no duration counts once, per fingerprint and kind, its time unknown (None, never 0 ms) —
+    the same counts as pgBadger's on a real server's log (pgbench with the three protocols, failing statements,
+    a lock wait, a deadlock).  With log_min_duration_statement = 0 as well, each statement is logged when it starts
+    and its duration on a bare line after it: counted once, timed (pgBadger 12 counts it twice there)."""
+    cluster = PostgresCluster(services_dir / "pg-log-statement", extra_conf=(
+        f"lc_messages = 'C'\nlog_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\ndeadlock_timeout = '200ms'\n"))
+    cluster.start()
+    slices: dict[str, bytes] = {}
+    try:
+        env = {**os.environ, **cluster.env()}
+        pgbench = str(cluster.bin / "pgbench")
+        subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        for name, settings in (("all", {"log_statement": "all"}), ("mod", {"log_statement": "mod"}),
+                               ("both", {"log_statement": "all", "log_min_duration_statement": "0"})):
+
+            def connect(settings: dict[str, str] = settings) -> Any:
+                c = cluster.connect()
+                for k, v in settings.items():
+                    c.execute(f"SET {k} = '{v}'")
+                return c
+
+            start = cluster.log.stat().st_size
+            opts = " ".join(f"-c {k}={v}" for k, v in settings.items())
+            for mode in ("simple", "extended", "prepared"):
+                subprocess.run([pgbench, "-n", "-M", mode, "-c", "2", "-t", "10", "postgres"],
+                               env={**env, "PGOPTIONS": opts}, check=True, capture_output=True)
+            pgworkload.run(connect, statements=60)
+            with connect() as c:
+                c.execute("DELETE FROM upk_items WHERE id > %s", (1990,))
+            time.sleep(0.3)  # (the last lines reach the file)
+            slices[name] = cluster.log.read_bytes()[start:]
+    finally:
+        cluster.stop()
+    for name, text in slices.items():
+        log = tmp_path / f"{name}.log"
+        log.write_bytes(text)
+        logged = len(re.findall(rb"LOG:  (?:statement|execute [^:\n]*): ", text))
+        mine = ours(log, pgworkload.LOG_LINE_PREFIX)
+        st_ = mine["statements"]
+        badger = pgbadger(log, pgworkload.LOG_LINE_PREFIX, tmp_path)
+        theirs: dict[str, int] = {}
+        for k, v in badger["normalyzed_info"]["postgres"].items():
+            # (our VALUES lists collapse, pgBadger's do not: the failed INSERT's "values (?, ?)")
+            k = re.sub(r"values \(\?(?:, \?)*\)", "values (...)", k.rstrip(";").replace("?.?", "?"))
+            theirs[k] = theirs.get(k, 0) + v["count"]
+        untimed = st_["untimed"]
+        mine_fp = {q["fingerprint"]: q["count"] for q in untimed["most_frequent"]}
+        for q in mine["most_frequent"]:
+            mine_fp[q["fingerprint"]] = mine_fp.get(q["fingerprint"], 0) + q["count"]
+        assert mine_fp == theirs, name  # the same statements, the same fingerprints and counts
+        assert st_["count"] + untimed["count"] == logged > 100, name  # each logged statement once
+        assert st_["unpaired"]["count"] == 0, name
+        if name == "both":  # timed, each once: pgBadger counts each statement and its bare duration apart
+            assert badger["overall_stat"]["queries_number"] > logged
+            assert 0 < untimed["count"] < 20, untimed  # the statements that failed: no duration
+            continue
+        assert st_["count"] == 0 and st_["percentiles"] == {} and st_["total_ms"] == 0
+        assert untimed["count"] == badger["overall_stat"]["queries_number"]
+        kinds = badger["overall_stat"]["postgres"]
+        for kind in ("select", "insert", "update", "delete"):
+            assert untimed["by_kind"].get(kind, 0) == kinds.get(kind, 0), (name, kind)
+        assert untimed["by_kind"]["update"] >= 60 and untimed["by_kind"]["delete"] == 1
+        assert all(q["total_ms"] is None and q["mean_ms"] is None and q["max_ms"] is None
+                   for q in untimed["most_frequent"])
+        if name == "mod":
+            assert "select" not in untimed["by_kind"]
+    # the job: the statements counted, and the p95 objective said not to be judged (and how to time them)
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(tmp_path / "all.log"), incremental=False,
+                        log_line_prefix=pgworkload.LOG_LINE_PREFIX))
+    assert r["metrics"]["statements"] == 0 and r["metrics"]["statements_untimed"] >= 100
+    assert "logged without their duration" in r["summary"]
+    (f,) = [f for f in r["findings"] if f["check"] == "logs.postgres.no_durations"]
+    assert "query p95 objective (< 100 ms) cannot be judged" in f["message"], f["message"]
+    assert "log_min_duration_statement = 0" in f["remediation"]
+    assert not [f for f in r["findings"] if f["check"] == "logs.postgres.query_p95"]
