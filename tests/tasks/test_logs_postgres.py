@@ -1351,3 +1351,81 @@ def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_confi
     assert "query p95 objective (< 100 ms) cannot be judged" in f["message"], f["message"]
     assert "log_min_duration_statement = 0" in f["remediation"]
     assert not [f for f in r["findings"] if f["check"] == "logs.postgres.query_p95"]
+
+
+#: errors raised in PL/pgSQL: (statement, the SQLSTATE the csvlog gives) — a RAISE's own message and code
+PLPGSQL_RAISES = (
+    ("DO $$BEGIN RAISE EXCEPTION 'order % is locked', 42; END$$", "P0001"),
+    ("DO $$BEGIN RAISE EXCEPTION 'custom code' USING ERRCODE = '23505'; END$$", "23505"),
+    ("DO $$BEGIN RAISE EXCEPTION 'named' USING ERRCODE = 'unique_violation'; END$$", "23505"),
+    ("DO $$BEGIN RAISE division_by_zero; END$$", "22012"),
+    ("DO $$BEGIN RAISE SQLSTATE '22012'; END$$", "22012"),
+    ("DO $$BEGIN RAISE EXCEPTION 'division by zero'; END$$", "P0001"),  # the function's words, no division
+    ("DO $$BEGIN RAISE EXCEPTION 'relation \"upk_x\" does not exist'; END$$", "P0001"),
+    ("DO $$BEGIN PERFORM 1/0; EXCEPTION WHEN division_by_zero THEN RAISE; END$$", "22012"),  # re-raised
+    ("DO $$BEGIN ASSERT false, 'upk assert'; END$$", "P0004"),
+    ("DO $$BEGIN ASSERT 1 = 2; END$$", "P0004"),
+    ("SELECT upk_f()", "P0001"),
+    ("SELECT upk_g()", "P0001"),  # upk_f's RAISE, called by upk_g
+    ("DO $$BEGIN PERFORM 1/0; END$$", "22012"),  # an error in a PL/pgSQL statement: no RAISE
+    ("DO $$BEGIN RAISE WARNING 'upk warning'; END$$", "01000"),
+    ("DO $$BEGIN RAISE WARNING 'division by zero'; END$$", "01000"),
+)
+
+
+def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_path: Path) -> None:
+    """Without %e, an error a PL/pgSQL RAISE raised had its SQLSTATE told by its message — the function's own
+    words: RAISE EXCEPTION 'division by zero' was counted 22012 (it is P0001), and an ASSERT's was unknown (always
+    P0004).  Now the CONTEXT tells: "… at ASSERT" is P0004; "… at RAISE" (the innermost frame: a re-raised error
+    keeps where it was raised) is P0001 unless the RAISE named another condition, which the log does not tell — so
+    it stays unknown ('-----'; a warning's, 01000), and the class says it was raised (its finding says P0001 unless
+    …).  Checked against the csvlog of the same server: a code we give is the server's; unknown stays unknown."""
+    cluster = PostgresCluster(services_dir / "pg-plpgsql-raise", extra_conf=pgworkload.LOGGING_CONF + (
+        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            c.execute("CREATE FUNCTION upk_f() RETURNS int LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'from upk_f "
+                      "%', 7 USING HINT = 'a hint', DETAIL = 'a detail'; END$$")
+            c.execute("CREATE FUNCTION upk_g() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN upk_f(); END$$")
+            for sql, code in PLPGSQL_RAISES:
+                try:
+                    c.execute(sql.encode())
+                    assert code == "01000", sql
+                except psycopg.Error as exc:
+                    assert exc.sqlstate == code, (sql, exc.sqlstate)
+    finally:
+        cluster.stop()
+    stderr = ours(cluster.data / "log" / "postgresql.log", pgworkload.LOG_LINE_PREFIX)["errors"]
+    acc = pgstruct.make_accumulator(pgstruct.PgStructOptions(format="csvlog"))
+    acc.feed((cluster.data / "log" / "postgresql.csv").read_bytes())
+    truth = summarize(acc.partial(), top_n=1000)["errors"]
+    assert truth["inferred_sqlstates"] == 0 and "raised_by_plpgsql" not in str(truth)  # csvlog: every code logged
+    real: dict[tuple[str, str], dict[str, int]] = {}  # (level, message) -> the server's SQLSTATEs, counted
+    for e in truth["classes"]:
+        real.setdefault((e["level"], e["message"]), {})[e["sqlstate"]] = e["count"]
+    told: dict[tuple[str, str], dict[str, int]] = {}
+    for e in stderr["classes"]:
+        told.setdefault((e["level"], e["message"]), {})[e["sqlstate"]] = e["count"]
+        if e.get("raised_by_plpgsql"):
+            assert e["sqlstate"] in ("-----", "01000") and e["raised_by_plpgsql"] == e["count"], e
+    assert told.keys() == real.keys() and len(real) == len(PLPGSQL_RAISES) - 3  # (upk_f twice, division by zero thrice)
+    for k, codes in told.items():
+        assert sum(codes.values()) == sum(real[k].values()), k
+        for code, n in codes.items():  # a code told is the server's (unknown stays unknown, said raised)
+            assert code == "-----" or n <= real[k].get(code, 0), (k, codes, real[k])
+    by_msg = {e["message"]: e for e in stderr["classes"] if e["message"] != "division by zero"}
+    assert told[("ERROR", "division by zero")] == {"22012": 2, "-----": 1}  # PERFORM 1/0 and re-raised; RAISE'd
+    assert by_msg["upk assert"]["sqlstate"] == by_msg["assertion failed"]["sqlstate"] == "P0004"
+    assert by_msg["from upk_f ?"]["raised_by_plpgsql"] == 2 and by_msg["from upk_f ?"]["sqlstate"] == "-----"
+    assert by_msg['relation "?" does not exist']["sqlstate"] == "-----"
+    raised = sum(e.get("raised_by_plpgsql", 0) for e in stderr["classes"])
+    assert raised == 11  # every RAISE but the re-raise; the warnings' (01000) too
+    assert stderr["by_sqlstate"]["-----"] == 9
+    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions
+
+    rep = {"errors": stderr}
+    (f,) = [f for f in PostgresLogs._errors(PostgresLogsOptions(), rep, {}, "log") if "from upk_f" in f.message]
+    assert "raised by a PL/pgSQL RAISE: SQLSTATE P0001 (raise_exception) unless" in f.message
+    assert "%e" in f.remediation

@@ -243,6 +243,8 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 _SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _SQLSTATE_PATTERNS]
 _VERBOSE_CODE = re.compile(rb"^([0-9A-Z]{5}): ")
+#: an error's CONTEXT when a PL/pgSQL RAISE or ASSERT raised it (its first line: the innermost frame)
+_PLPGSQL_RAISE = re.compile(rb"PL/pgSQL function [^\n]*? line \d+ at (RAISE|ASSERT)(?:\n|$)")
 
 
 def infer_sqlstate(message: bytes) -> str | None:
@@ -427,6 +429,9 @@ class PgPartial:
     # the first two distinct STATEMENTs of each error class, with their positions
     error_examples: dict[tuple[str, str, bytes], list[tuple[Pos, bytes]]] = field(default_factory=dict)
     errors_by_hour: Counter[bytes] = field(default_factory=Counter)
+    #: error classes (keys of ``errors``) raised by a PL/pgSQL RAISE whose SQLSTATE the log does not give (no %e):
+    #: P0001 unless the RAISE named another condition — which the log does not tell
+    raised: Counter[tuple[str, str, bytes]] = field(default_factory=Counter)
     inferred_codes: int = 0
     lock_waits: int = 0
     lock_acquired: int = 0
@@ -555,6 +560,9 @@ class PgAccumulator:
         self._seg: tuple[str, int] | None = None  # where the current piece began
         self._unit_end: tuple[str, int | None] | None = None  # where the last unit ended
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
+        # pid -> whether its error's SQLSTATE was told by its message: errors whose SQLSTATE the log does not give,
+        # until their CONTEXT tells whether PL/pgSQL raised them (see _raised_by_plpgsql)
+        self.unlogged: dict[bytes, bool] = {}
         # pid -> the lock it waits for ("ShareLock on transaction 726"): PostgreSQL logs "still waiting" again
         # each time the backend wakes while it waits (any signal does it), all for one wait
         self.waiting: dict[bytes, bytes] = {}
@@ -599,7 +607,7 @@ class PgAccumulator:
                     _orphan(self.p, d, pid, "forgotten")
         _bound(self.known, MAX_WAITING)  # (at least as many as statements wait: see _close_segment)
         _bound(self.heads, MAX_WAITING)
-        for pids in (self.pending, self.waiting, self.wait_known, self.wait_heads):
+        for pids in (self.pending, self.unlogged, self.waiting, self.wait_known, self.wait_heads):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
@@ -828,6 +836,8 @@ class PgAccumulator:
             pend = self.pending.get(pid)
             if pend is not None and level in ("STATEMENT", "DETAIL"):
                 self._attach(pend, level, msg.replace(b"\n\t", b"\n"), (self._src, self._off, i))
+            elif level == "CONTEXT" and pid in self.unlogged:
+                self._raised_by_plpgsql(pid, msg)
             return
         if ts is not None:
             if p.first is None or ts < p.first:
@@ -835,6 +845,7 @@ class PgAccumulator:
             if p.last is None or ts > p.last:
                 p.last = ts
         self.pending.pop(pid, None)
+        self.unlogged.pop(pid, None)
         code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
         # log_error_verbosity = verbose writes the SQLSTATE before every primary message, LOG ones too
         # ("LOG:  00000: checkpoint starting: time"): read it, and match the message after it
@@ -860,6 +871,7 @@ class PgAccumulator:
             self.waiting.pop(pid, None)
             if not code:
                 code = infer_sqlstate(msg)
+                self.unlogged[pid] = code is not None
                 if code:
                     p.inferred_codes += 1
             key = (level, (code.decode() if isinstance(code, bytes) else code) or "-----", normalize_message(msg))
@@ -881,12 +893,45 @@ class PgAccumulator:
         elif level == "WARNING":
             if not code:  # its own when the message tells it ("there is no transaction in progress": 25P01)
                 code = infer_sqlstate(msg)
+                self.unlogged[pid] = code is not None
                 if code:
                     p.inferred_codes += 1
             key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",
                    normalize_message(msg))
             p.errors[key] += 1
             self.pending[pid] = ("error", key)
+
+    def _raised_by_plpgsql(self, pid: bytes, context: bytes) -> None:
+        """The CONTEXT of an error (or warning) whose SQLSTATE the log does not give: raised by a PL/pgSQL RAISE or
+        ASSERT (the innermost frame, its first line: a re-raised error keeps the context where it was raised)?
+        ASSERT raises assert_failure, P0004, always.  A RAISE's message is the function's own text ("division by
+        zero" there is no division by zero: it was taken for 22012), and its SQLSTATE P0001 (raise_exception)
+        unless the RAISE named another condition (USING ERRCODE, RAISE unique_violation …), which the log does
+        not tell: unknown (``-----``; 01000 for a warning, as any warning's unknown code), the class marked raised."""
+        inferred = self.unlogged.pop(pid)
+        m = _PLPGSQL_RAISE.match(context)
+        pend = self.pending.get(pid)
+        if m is None or pend is None:
+            return
+        kind, key = pend
+        level, _code, msg = key
+        by_assert = m.group(1) == b"ASSERT"
+        if by_assert and level == "WARNING":
+            return
+        new = (level, "P0004" if by_assert else "01000" if level == "WARNING" else "-----", msg)
+        p = self.p
+        p.inferred_codes += by_assert - inferred
+        if kind == "deadlock":  # (its message said "deadlock detected": the function's words, no deadlock)
+            p.deadlocks -= 1
+        elif kind == "lock_failure":
+            p.lock_failures -= 1
+        p.errors[key] -= 1
+        if p.errors[key] <= 0:
+            del p.errors[key]
+        p.errors[new] += 1
+        if not by_assert:
+            p.raised[new] += 1
+        self.pending[pid] = ("error", new)
 
     def _attach(self, pend: tuple[str, Any], level: str, text: bytes, pos: Pos) -> None:
         p = self.p
@@ -1396,7 +1441,7 @@ def merge(parts: list[PgPartial]) -> PgPartial:
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections",
                      "translated", "translated_lines"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
-        for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
+        for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "raised", "lock_types",
                      "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
             getattr(out, name).update(getattr(p, name))
         for fp, st in p.queries.items():
@@ -1482,6 +1527,8 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         if len(errors) < top_n * 2:
             errors.append({"level": level, "sqlstate": code, "message": redact(_s(msg)), "count": c,
                            "statements": [redact(_s(x)) for _, x in p.error_examples.get((level, code, msg), [])]})
+            if p.raised.get((level, code, msg)):  # (its SQLSTATE: P0001 unless the RAISE named another)
+                errors[-1]["raised_by_plpgsql"] = p.raised[(level, code, msg)]
     waits = sorted(p.lock_wait_ms)
     return {
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,

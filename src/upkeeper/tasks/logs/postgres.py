@@ -681,11 +681,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             sev = {"PANIC": Severity.CRITICAL, "FATAL": Severity.WARNING}.get(e["level"], Severity.INFO)
             if e["sqlstate"] == "40P01":
                 sev = Severity.WARNING
+            raised = e.get("raised_by_plpgsql", 0)
             out.append(Finding(
                 f"logs.postgres.error.{e['sqlstate']}", sev, e["sqlstate"],
                 f"{e['count']:,} x {e['level']}: {e['message']}"
-                + (f" — e.g. {e['statements'][0][:200]}" if e["statements"] else ""),
-                "fix the query or the application code that sends it", value=e["count"]))
+                + (f" — e.g. {e['statements'][0][:200]}" if e["statements"] else "")
+                + (f" — {raised:,} raised by a PL/pgSQL RAISE: SQLSTATE P0001 (raise_exception) unless that RAISE "
+                   "names another condition (USING ERRCODE, RAISE unique_violation …), which the log does not tell"
+                   if raised else ""),
+                "fix the query or the application code that sends it"
+                + ("; add %e to log_line_prefix to log each error's SQLSTATE" if raised else ""), value=e["count"]))
         return out
 
     @staticmethod
