@@ -6,7 +6,7 @@ pairs and bad lines; a hypothesis fuzz mixes fragments of all of these with garb
 (``summarize`` with every row kept) must be equal, and so must the result of scanning the same log in
 chunks with several accumulators and merging them (what ``parallel.scan`` does).
 
-Deliberate differences from the reference, tested on their own below: examples (a fingerprint's
+Deliberate differences from the reference, tested on their own below (nested block comments in tests/logs/test_sqlfp.py): examples (a fingerprint's
 example and slowest statement, an error class's statements, unparsed-line and deadlock samples) are the
 earliest in the log whatever the chunking, and ``first``/``last`` are the earliest and latest timestamps
 of all entries (the reference looked only at the first and last duration entry of each buffer).  The
@@ -21,11 +21,12 @@ not pair) are not generated here; tests/logs/test_pglog.py and tests/tasks/test_
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from logs.pgref import pglog as ref
@@ -34,6 +35,9 @@ from upkeeper.logs import parallel, pglog, sqlfp
 from upkeeper.redact import redact_obj
 
 ALL = 10**6  # top_n: keep every row of every list
+#: a "/*" and another one before the next "*/": a block comment that may nest, which PostgreSQL (and now sqlfp) reads
+#: as one comment and the reference ended at the first "*/" (tests/logs/test_sqlfp.py tests them): left out here
+NESTED_COMMENT = re.compile(rb"/\*(?:(?!\*/)[^\x00])*?/\*")
 
 PREFIXES = [
     "%m [%p] ",
@@ -390,6 +394,7 @@ _binary = st.binary(max_size=80).map(lambda b: b.decode("utf-8", "surrogateescap
 @example(["&pass=\x00"], "%m [%p] ")  # an unparsed line the report masks and the reference does not
 def test_fuzz_same_as_reference(parts: list[str], prefix: str) -> None:
     buf = "".join(parts).encode("utf-8", "surrogateescape")
+    assume(not NESTED_COMMENT.search(buf))
     new, old = scan_new(buf, prefix), scan_ref(buf, prefix)
     # fragments out of time order: the reference's first/last saw only some entries, ours all of them
     assert (new["first"] is None) == (old["first"] is None) and (new["last"] is None) == (old["last"] is None)
@@ -409,6 +414,7 @@ _sql_alphabet = st.sampled_from(list("abcSELECTinvalues(),? 0123456789.-+eE'\"$_
 @given(st.lists(st.lists(_sql_alphabet, max_size=30).map("".join), min_size=1, max_size=6))
 def test_fingerprints_same_as_reference(queries: list[str]) -> None:
     qs = [q.encode() for q in queries]
+    assume(not any(NESTED_COMMENT.search(q) for q in qs))
     assert sqlfp.fingerprints(qs) == ref_sqlfp.fingerprints(qs)
     assert [sqlfp.fingerprint(q) for q in qs] == [ref_sqlfp.fingerprint(q) for q in qs]
     assert sqlfp.fingerprints(qs + qs) == ref_sqlfp.fingerprints(qs + qs)  # repeated texts

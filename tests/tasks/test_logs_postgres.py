@@ -1429,3 +1429,17 @@ def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_
     (f,) = [f for f in PostgresLogs._errors(PostgresLogsOptions(), rep, {}, "log") if "from upk_f" in f.message]
     assert "raised by a PL/pgSQL RAISE: SQLSTATE P0001 (raise_exception) unless" in f.message
     assert "%e" in f.remediation
+
+
+def test_nested_comments_are_one_comment_where_pgbadger_ends_them_early(tmp_path: Path) -> None:
+    """PostgreSQL nests block comments; pgBadger 12 ends one at its first '*/' and keeps the rest of it in the
+    fingerprint (what docs/logs.md says of it): two statements that differ in a comment only are two of its
+    fingerprints, one of ours."""
+    log = tmp_path / "nested.log"
+    log.write_bytes(b"2024-03-01 10:00:00.000 UTC [1] LOG:  duration: 1.000 ms  statement: "
+                    b"/* outer /* inner */ still comment */ SELECT 1\n"
+                    b"2024-03-01 10:00:01.000 UTC [1] LOG:  duration: 2.000 ms  statement: "
+                    b"/* o /* i */ other words */ SELECT 2\n")
+    assert {q["fingerprint"]: q["count"] for q in ours(log, "%m [%p] ")["most_frequent"]} == {"select ?": 2}
+    theirs = set(pgbadger(log, "%m [%p] ", tmp_path)["normalyzed_info"]["postgres"])
+    assert theirs == {"still comment */ select ?;", "other words */ select ?;"}
