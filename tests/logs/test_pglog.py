@@ -488,6 +488,10 @@ def test_a_long_query_whose_statement_was_forgotten_still_counts(cut: bool, thou
     rep = summarize(p)
     st_ = rep["statements"]
     assert st_["count"] == 3 and st_["total_ms"] == 9001.0 and st_["percentiles"]["max"] == 5000.0
+    # the forgotten statements were counted untimed, but for the two whose duration came after all (counted
+    # unpaired: each statement once); the others still wait (for a next run) when the bound was not reached
+    untimed = st_["untimed"]
+    assert (untimed["count"], untimed["by_kind"]) == ((0, {}) if thousands == 11 else (1000, {"select": 1000}))
     assert st_["prepare_bind"] == {"count": 2, "total_ms": 0.3}
     if thousands == 11:
         assert st_["unpaired"]["count"] == 0
@@ -514,7 +518,10 @@ def test_a_statement_forgotten_at_the_run_boundary_still_counts_next_run() -> No
              + _waiting_log(range(1000, 6000)), "log", 0)
     p = acc.partial()
     waiting = resolve(p, ["log"], carry=MAX_CARRIED_PIDS)
-    assert summarize(p)["statements"]["unpaired"]["forgotten"] == 1  # pid 3's, left out
+    first = summarize(p)["statements"]
+    assert first["unpaired"]["forgotten"] == 1  # pid 3's, left out
+    # the statements left out are counted untimed in this run (5,001 waited, 1,000 are told to the next run)
+    assert first["untimed"]["count"] == 5001 - MAX_CARRIED_PIDS
     state = open_from_json(open_to_json(waiting))
     assert len(state.pairs) == MAX_CARRIED_PIDS and b"1" in state.gone
     acc = PgAccumulator(PgScanOptions())
@@ -525,6 +532,7 @@ def test_a_statement_forgotten_at_the_run_boundary_still_counts_next_run() -> No
     resolve(p, ["log"], state, carry=MAX_CARRIED_PIDS)
     st_ = summarize(p)["statements"]
     assert (st_["count"], st_["total_ms"], st_["unpaired"]["forgotten"]) == (2, 5002.0, 1)
+    assert st_["untimed"]["count"] == 0  # (pid 1's statement: counted untimed by the run before, as it saw it)
     assert st_["unpaired"]["slowest"][0] == {"ms": 5000.0, "pid": "1", "time": "2024-03-01 10:00:05"}
     # a state saved before the durations' times were kept (a plain "ms") is read too
     old = open_from_json({"pairs": [["7", None, ["0.5"]]], "waits": []})
@@ -562,3 +570,43 @@ def test_waiting_statements_are_bounded_in_bytes_and_keep_the_whole_texts_finger
     row = rep["slowest_total"][0]
     assert (rep["statements"]["count"], row["fingerprint"], row["max_ms"]) == (1, whole_fp.decode(), 50.0)
     assert row["example"].startswith("SELECT 'xxx") and len(row["example"]) == 2000
+
+
+def test_statements_logged_without_a_duration_are_counted_untimed() -> None:
+    """log_statement = 'all' alone: a statement's duration is never logged.  Each statement counts once, untimed
+    (not in the timed count, nor in the percentiles): superseded by its backend's next statement or execute, failed
+    (an ERROR), its session ended, or still waiting where the log ends; one that gets its bare duration is timed,
+    not untimed too (log_statement + log_duration or log_min_duration_statement: never counted twice)."""
+    log = (b"2024-03-01 10:00:00.000 UTC [1] LOG:  statement: SELECT 1\n"
+           b"2024-03-01 10:00:00.001 UTC [1] LOG:  statement: SELECT 2\n"
+           b"2024-03-01 10:00:00.002 UTC [1] LOG:  duration: 3.000 ms\n"  # SELECT 2's
+           b"2024-03-01 10:00:00.003 UTC [2] LOG:  execute <unnamed>: UPDATE t SET a = 1\n"
+           b"2024-03-01 10:00:00.004 UTC [2] ERROR:  division by zero\n"
+           b"2024-03-01 10:00:00.004 UTC [2] STATEMENT:  UPDATE t SET a = 1\n"
+           b"2024-03-01 10:00:00.005 UTC [3] LOG:  statement: DELETE FROM t WHERE id = 7\n"
+           b"2024-03-01 10:00:00.006 UTC [3] LOG:  disconnection: session time: 0:00:00.010 user=a database=b\n"
+           b"2024-03-01 10:00:00.007 UTC [4] LOG:  statement: SELECT 3\n")
+    lines = log.splitlines(keepends=True)
+    for cut in range(len(lines)):  # in one piece, or two resolved in log order
+        if cut == 0:
+            acc = PgAccumulator(PgScanOptions())
+            acc.feed(log, "log", 0)
+            p = acc.partial()
+        else:
+            from upkeeper.logs.pglog import merge
+
+            parts = []
+            for off, buf in ((0, b"".join(lines[:cut])), (len(b"".join(lines[:cut])), b"".join(lines[cut:]))):
+                acc = PgAccumulator(PgScanOptions())
+                acc.start_unit("log", off, off + len(buf))
+                acc.feed(buf, "log", off)
+                parts.append(acc.partial())
+            p = merge(parts[::-1])
+        st_ = summarize(p)["statements"]
+        assert (st_["count"], st_["total_ms"]) == (1, 3.0), cut
+        untimed = st_["untimed"]
+        assert untimed["count"] == 4 and untimed["by_kind"] == {"select": 2, "update": 1, "delete": 1}, cut
+        assert {q["fingerprint"]: (q["count"], q["total_ms"], q["max_ms"]) for q in untimed["most_frequent"]} == {
+            "select ?": (2, None, None), "update t set a = ?": (1, None, None),
+            "delete from t where id = ?": (1, None, None)}, cut
+        assert untimed["most_frequent"][0]["example"] == "SELECT 1"

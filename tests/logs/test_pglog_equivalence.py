@@ -6,7 +6,7 @@ pairs and bad lines; a hypothesis fuzz mixes fragments of all of these with garb
 (``summarize`` with every row kept) must be equal, and so must the result of scanning the same log in
 chunks with several accumulators and merging them (what ``parallel.scan`` does).
 
-Deliberate differences from the reference, tested on their own below: examples (a fingerprint's
+Deliberate differences from the reference, tested on their own below (nested block comments in tests/logs/test_sqlfp.py): examples (a fingerprint's
 example and slowest statement, an error class's statements, unparsed-line and deadlock samples) are the
 earliest in the log whatever the chunking, and ``first``/``last`` are the earliest and latest timestamps
 of all entries (the reference looked only at the first and last duration entry of each buffer).  The
@@ -21,11 +21,12 @@ not pair) are not generated here; tests/logs/test_pglog.py and tests/tasks/test_
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from logs.pgref import pglog as ref
@@ -34,6 +35,9 @@ from upkeeper.logs import parallel, pglog, sqlfp
 from upkeeper.redact import redact_obj
 
 ALL = 10**6  # top_n: keep every row of every list
+#: a "/*" and another one before the next "*/": a block comment that may nest, which PostgreSQL (and now sqlfp) reads
+#: as one comment and the reference ended at the first "*/" (tests/logs/test_sqlfp.py tests them): left out here
+NESTED_COMMENT = re.compile(rb"/\*(?:(?!\*/)[^\x00])*?/\*")
 
 PREFIXES = [
     "%m [%p] ",
@@ -204,7 +208,16 @@ def generate(seed: int, groups: int, prefix: str) -> list[bytes]:
     return [("\n".join(w.group()) + "\n").encode("utf-8", "surrogateescape") for _ in range(groups)]
 
 
-def scan_new(buf: bytes, prefix: str, pieces: list[bytes] | None = None) -> dict[str, Any]:
+def scan_new(buf: bytes, prefix: str, pieces: list[bytes] | None = None, *, untimed: bool = False) -> dict[str, Any]:
+    """The report; ``untimed``: with the statements logged without a duration (``statements.untimed``), which the
+    reference did not count (left out by default, to compare with it)."""
+    rep = _scan_new(buf, prefix, pieces)
+    if not untimed:
+        del rep["statements"]["untimed"]
+    return rep
+
+
+def _scan_new(buf: bytes, prefix: str, pieces: list[bytes] | None = None) -> dict[str, Any]:
     opts = pglog.PgScanOptions(log_line_prefix=prefix)
     if pieces is None:
         acc = pglog.make_accumulator(opts)
@@ -281,6 +294,9 @@ def test_chunked_and_merged_same_as_one_pass(prefix: str) -> None:
     cuts = sorted(rng.sample(range(1, len(groups)), 6))
     pieces = [b"".join(groups[a:b]) for a, b in zip([0, *cuts], [*cuts, len(groups)], strict=True)]
     assert_same(scan_new(buf, prefix, pieces), old, tol=0.011)
+    # the statements logged without a duration too, wherever the log is cut
+    one = scan_new(buf, prefix, untimed=True)["statements"]["untimed"]
+    assert one["count"] > 10 and one == scan_new(buf, prefix, pieces, untimed=True)["statements"]["untimed"]
 
 
 def test_parallel_scan_with_helpers_same_as_reference(tmp_path: Path) -> None:
@@ -295,6 +311,7 @@ def test_parallel_scan_with_helpers_same_as_reference(tmp_path: Path) -> None:
     part, _ = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=prefix), units, workers=2,
                             continuation=b"\t", min_parallel=0)
     new = pglog.summarize(part, top_n=ALL)
+    assert new["statements"].pop("untimed") == scan_new(buf, prefix, untimed=True)["statements"]["untimed"]
     acc = ref.make_accumulator(ref.PgScanOptions(log_line_prefix=prefix))
     acc.feed(buf, str(log), 0)
     old = ref.summarize(acc.partial(), top_n=ALL)
@@ -377,6 +394,7 @@ _binary = st.binary(max_size=80).map(lambda b: b.decode("utf-8", "surrogateescap
 @example(["&pass=\x00"], "%m [%p] ")  # an unparsed line the report masks and the reference does not
 def test_fuzz_same_as_reference(parts: list[str], prefix: str) -> None:
     buf = "".join(parts).encode("utf-8", "surrogateescape")
+    assume(not NESTED_COMMENT.search(buf))
     new, old = scan_new(buf, prefix), scan_ref(buf, prefix)
     # fragments out of time order: the reference's first/last saw only some entries, ours all of them
     assert (new["first"] is None) == (old["first"] is None) and (new["last"] is None) == (old["last"] is None)
@@ -396,6 +414,7 @@ _sql_alphabet = st.sampled_from(list("abcSELECTinvalues(),? 0123456789.-+eE'\"$_
 @given(st.lists(st.lists(_sql_alphabet, max_size=30).map("".join), min_size=1, max_size=6))
 def test_fingerprints_same_as_reference(queries: list[str]) -> None:
     qs = [q.encode() for q in queries]
+    assume(not any(NESTED_COMMENT.search(q) for q in qs))
     assert sqlfp.fingerprints(qs) == ref_sqlfp.fingerprints(qs)
     assert [sqlfp.fingerprint(q) for q in qs] == [ref_sqlfp.fingerprint(q) for q in qs]
     assert sqlfp.fingerprints(qs + qs) == ref_sqlfp.fingerprints(qs + qs)  # repeated texts

@@ -82,3 +82,42 @@ def test_a_quoted_identifier_is_itself_and_a_number_is_not(name: str, n: int) ->
     assume(not any(s in name for s in ("'", "--", "/*", "$")))
     q = f'SELECT "{name}" FROM t WHERE x = {n}'
     assert fp(q) == f'select "{name}" from t where x = ?', q
+
+
+def test_block_comments_nest_as_in_postgresql() -> None:
+    """PostgreSQL nests block comments: '/* outer /* inner */ still comment */' is one comment.  It ended at the
+    first '*/', leaving ' still comment */' in the fingerprint (pgBadger 12 does the same): every such statement a
+    fingerprint of its own comment's words."""
+    assert fp("/* outer /* inner */ still comment */ SELECT 1") == "select ?"
+    assert fp("SELECT a /* x /* y /* z */ y */ x */ FROM t WHERE b = 2") == "select a from t where b = ?"
+    assert fp("/* a /* 'not a string */ 'still not' */ SELECT 'x'") == "select ?"
+    assert fp("SELECT '/* a string' /* a /* b */ c */, 1") == "select ? , ?"  # a '/*' in a string opens nothing
+    assert fp("SELECT 1 /*/ still */ , 2") == "select ? , ?"  # '/*/' opens, and only once
+    assert fp("SELECT 1 /* a */*/ 2") == "select ? */ ?"  # '*/*' closes
+    assert fp("/* a */ SELECT 1 /* b */") == "select ?"  # two comments, none nested
+    # a comment not closed in its text (PostgreSQL refuses it): it ends at the first '*/', as before
+    assert fp("/* a /* b */ SELECT 1") == "select ?"
+
+
+# the text around a comment: whole SQL tokens (strings closed), so that what follows the comment is SQL
+_token = st.sampled_from(["SELECT", "a", "FROM", "t", "WHERE", "x", "=", "1", "-2.5", "'s'", "'it''s'", "$$d$$",
+                          '"Q"', "(", ")", ",", "IN (1, 2)", "\n", "--c\n", "*", "/", "+", "E'\\''"])
+# what a comment holds: quotes, dollar quotes, line comments that never close, and a '/' or '*' only with blanks
+# around them (no opener or closer made with a neighbour): only the nested comments open and close
+_inside = st.sampled_from(["a", " ", "'", '"', "$$", "$q$", "--", "-- '\n", "\n", " * ", " / ", "1", "é", ";",
+                           "E'", "\\"])
+
+
+@st.composite
+def _comment(draw: st.DrawFn, depth: int = 0) -> str:
+    part = _inside if depth >= 3 else st.one_of(_inside, _inside, _comment(depth + 1))
+    body = "".join(draw(st.lists(part, max_size=6)))
+    return "/*" + body + "*/"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_token, max_size=8), st.lists(_token, max_size=8), _comment())
+def test_a_nested_comment_is_one_comment(before: list[str], after: list[str], comment: str) -> None:
+    """Whatever a comment holds, comments in it included, the statement's fingerprint is as without it."""
+    pre, post = " ".join(before), " ".join(after)
+    assert fp(f"{pre} {comment} {post}") == fp(f"{pre} {post}"), comment

@@ -1270,3 +1270,176 @@ def test_a_server_that_logs_a_sample_of_its_statements_is_said_to(cli: Any, make
     f = checks["logs.postgres.sampled"]
     assert f["severity"] == "info" and sampled in f["message"], f["message"]
     assert "only a sample of the statements is logged" in p95 and sampled in p95, p95
+
+
+def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_config: Any, services_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """log_statement = 'all' (or 'mod') and nothing that times statements: logs.postgres counted no statement at
+    all, while pgBadger lists every one (by kind, and its most frequent queries by fingerprint).  Now each logged
+    statement that gets no duration counts once, per fingerprint and kind, its time unknown (None, never 0 ms) —
+    the same counts as pgBadger's on a real server's log (pgbench with the three protocols, failing statements,
+    a lock wait, a deadlock).  With log_min_duration_statement = 0 as well, each statement is logged when it starts
+    and its duration on a bare line after it: counted once, timed (pgBadger 12 counts it twice there)."""
+    cluster = PostgresCluster(services_dir / "pg-log-statement", extra_conf=(
+        f"lc_messages = 'C'\nlog_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\ndeadlock_timeout = '200ms'\n"))
+    cluster.start()
+    slices: dict[str, bytes] = {}
+    try:
+        env = {**os.environ, **cluster.env()}
+        pgbench = str(cluster.bin / "pgbench")
+        subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        for name, settings in (("all", {"log_statement": "all"}), ("mod", {"log_statement": "mod"}),
+                               ("both", {"log_statement": "all", "log_min_duration_statement": "0"})):
+
+            def connect(settings: dict[str, str] = settings) -> Any:
+                c = cluster.connect()
+                for k, v in settings.items():
+                    c.execute(f"SET {k} = '{v}'")
+                return c
+
+            start = cluster.log.stat().st_size
+            opts = " ".join(f"-c {k}={v}" for k, v in settings.items())
+            for mode in ("simple", "extended", "prepared"):
+                subprocess.run([pgbench, "-n", "-M", mode, "-c", "2", "-t", "10", "postgres"],
+                               env={**env, "PGOPTIONS": opts}, check=True, capture_output=True)
+            pgworkload.run(connect, statements=60)
+            with connect() as c:
+                c.execute("DELETE FROM upk_items WHERE id > %s", (1990,))
+            time.sleep(0.3)  # (the last lines reach the file)
+            slices[name] = cluster.log.read_bytes()[start:]
+    finally:
+        cluster.stop()
+    for name, text in slices.items():
+        log = tmp_path / f"{name}.log"
+        log.write_bytes(text)
+        logged = len(re.findall(rb"LOG:  (?:statement|execute [^:\n]*): ", text))
+        mine = ours(log, pgworkload.LOG_LINE_PREFIX)
+        st_ = mine["statements"]
+        badger = pgbadger(log, pgworkload.LOG_LINE_PREFIX, tmp_path)
+        theirs: dict[str, int] = {}
+        for k, v in badger["normalyzed_info"]["postgres"].items():
+            # (our VALUES lists collapse, pgBadger's do not: the failed INSERT's "values (?, ?)")
+            k = re.sub(r"values \(\?(?:, \?)*\)", "values (...)", k.rstrip(";").replace("?.?", "?"))
+            theirs[k] = theirs.get(k, 0) + v["count"]
+        untimed = st_["untimed"]
+        mine_fp = {q["fingerprint"]: q["count"] for q in untimed["most_frequent"]}
+        for q in mine["most_frequent"]:
+            mine_fp[q["fingerprint"]] = mine_fp.get(q["fingerprint"], 0) + q["count"]
+        assert mine_fp == theirs, name  # the same statements, the same fingerprints and counts
+        assert st_["count"] + untimed["count"] == logged > 100, name  # each logged statement once
+        assert st_["unpaired"]["count"] == 0, name
+        if name == "both":  # timed, each once: pgBadger counts each statement and its bare duration apart
+            assert badger["overall_stat"]["queries_number"] > logged
+            assert 0 < untimed["count"] < 20, untimed  # the statements that failed: no duration
+            continue
+        assert st_["count"] == 0 and st_["percentiles"] == {} and st_["total_ms"] == 0
+        assert untimed["count"] == badger["overall_stat"]["queries_number"]
+        kinds = badger["overall_stat"]["postgres"]
+        for kind in ("select", "insert", "update", "delete"):
+            assert untimed["by_kind"].get(kind, 0) == kinds.get(kind, 0), (name, kind)
+        assert untimed["by_kind"]["update"] >= 60 and untimed["by_kind"]["delete"] == 1
+        assert all(q["total_ms"] is None and q["mean_ms"] is None and q["max_ms"] is None
+                   for q in untimed["most_frequent"])
+        if name == "mod":
+            assert "select" not in untimed["by_kind"]
+    # the job: the statements counted, and the p95 objective said not to be judged (and how to time them)
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(tmp_path / "all.log"), incremental=False,
+                        log_line_prefix=pgworkload.LOG_LINE_PREFIX))
+    assert r["metrics"]["statements"] == 0 and r["metrics"]["statements_untimed"] >= 100
+    assert "logged without their duration" in r["summary"]
+    (f,) = [f for f in r["findings"] if f["check"] == "logs.postgres.no_durations"]
+    assert "query p95 objective (< 100 ms) cannot be judged" in f["message"], f["message"]
+    assert "log_min_duration_statement = 0" in f["remediation"]
+    assert not [f for f in r["findings"] if f["check"] == "logs.postgres.query_p95"]
+
+
+#: errors raised in PL/pgSQL: (statement, the SQLSTATE the csvlog gives) — a RAISE's own message and code
+PLPGSQL_RAISES = (
+    ("DO $$BEGIN RAISE EXCEPTION 'order % is locked', 42; END$$", "P0001"),
+    ("DO $$BEGIN RAISE EXCEPTION 'custom code' USING ERRCODE = '23505'; END$$", "23505"),
+    ("DO $$BEGIN RAISE EXCEPTION 'named' USING ERRCODE = 'unique_violation'; END$$", "23505"),
+    ("DO $$BEGIN RAISE division_by_zero; END$$", "22012"),
+    ("DO $$BEGIN RAISE SQLSTATE '22012'; END$$", "22012"),
+    ("DO $$BEGIN RAISE EXCEPTION 'division by zero'; END$$", "P0001"),  # the function's words, no division
+    ("DO $$BEGIN RAISE EXCEPTION 'relation \"upk_x\" does not exist'; END$$", "P0001"),
+    ("DO $$BEGIN PERFORM 1/0; EXCEPTION WHEN division_by_zero THEN RAISE; END$$", "22012"),  # re-raised
+    ("DO $$BEGIN ASSERT false, 'upk assert'; END$$", "P0004"),
+    ("DO $$BEGIN ASSERT 1 = 2; END$$", "P0004"),
+    ("SELECT upk_f()", "P0001"),
+    ("SELECT upk_g()", "P0001"),  # upk_f's RAISE, called by upk_g
+    ("DO $$BEGIN PERFORM 1/0; END$$", "22012"),  # an error in a PL/pgSQL statement: no RAISE
+    ("DO $$BEGIN RAISE WARNING 'upk warning'; END$$", "01000"),
+    ("DO $$BEGIN RAISE WARNING 'division by zero'; END$$", "01000"),
+)
+
+
+def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_path: Path) -> None:
+    """Without %e, an error a PL/pgSQL RAISE raised had its SQLSTATE told by its message — the function's own
+    words: RAISE EXCEPTION 'division by zero' was counted 22012 (it is P0001), and an ASSERT's was unknown (always
+    P0004).  Now the CONTEXT tells: "… at ASSERT" is P0004; "… at RAISE" (the innermost frame: a re-raised error
+    keeps where it was raised) is P0001 unless the RAISE named another condition, which the log does not tell — so
+    it stays unknown ('-----'; a warning's, 01000), and the class says it was raised (its finding says P0001 unless
+    …).  Checked against the csvlog of the same server: a code we give is the server's; unknown stays unknown."""
+    cluster = PostgresCluster(services_dir / "pg-plpgsql-raise", extra_conf=pgworkload.LOGGING_CONF + (
+        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
+    cluster.start()
+    try:
+        with cluster.connect() as c:
+            c.execute("CREATE FUNCTION upk_f() RETURNS int LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'from upk_f "
+                      "%', 7 USING HINT = 'a hint', DETAIL = 'a detail'; END$$")
+            c.execute("CREATE FUNCTION upk_g() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN upk_f(); END$$")
+            for sql, code in PLPGSQL_RAISES:
+                try:
+                    c.execute(sql.encode())
+                    assert code == "01000", sql
+                except psycopg.Error as exc:
+                    assert exc.sqlstate == code, (sql, exc.sqlstate)
+    finally:
+        cluster.stop()
+    stderr = ours(cluster.data / "log" / "postgresql.log", pgworkload.LOG_LINE_PREFIX)["errors"]
+    acc = pgstruct.make_accumulator(pgstruct.PgStructOptions(format="csvlog"))
+    acc.feed((cluster.data / "log" / "postgresql.csv").read_bytes())
+    truth = summarize(acc.partial(), top_n=1000)["errors"]
+    assert truth["inferred_sqlstates"] == 0 and "raised_by_plpgsql" not in str(truth)  # csvlog: every code logged
+    real: dict[tuple[str, str], dict[str, int]] = {}  # (level, message) -> the server's SQLSTATEs, counted
+    for e in truth["classes"]:
+        real.setdefault((e["level"], e["message"]), {})[e["sqlstate"]] = e["count"]
+    told: dict[tuple[str, str], dict[str, int]] = {}
+    for e in stderr["classes"]:
+        told.setdefault((e["level"], e["message"]), {})[e["sqlstate"]] = e["count"]
+        if e.get("raised_by_plpgsql"):
+            assert e["sqlstate"] in ("-----", "01000") and e["raised_by_plpgsql"] == e["count"], e
+    assert told.keys() == real.keys() and len(real) == len(PLPGSQL_RAISES) - 3  # (upk_f twice, division by zero thrice)
+    for k, codes in told.items():
+        assert sum(codes.values()) == sum(real[k].values()), k
+        for code, n in codes.items():  # a code told is the server's (unknown stays unknown, said raised)
+            assert code == "-----" or n <= real[k].get(code, 0), (k, codes, real[k])
+    by_msg = {e["message"]: e for e in stderr["classes"] if e["message"] != "division by zero"}
+    assert told[("ERROR", "division by zero")] == {"22012": 2, "-----": 1}  # PERFORM 1/0 and re-raised; RAISE'd
+    assert by_msg["upk assert"]["sqlstate"] == by_msg["assertion failed"]["sqlstate"] == "P0004"
+    assert by_msg["from upk_f ?"]["raised_by_plpgsql"] == 2 and by_msg["from upk_f ?"]["sqlstate"] == "-----"
+    assert by_msg['relation "?" does not exist']["sqlstate"] == "-----"
+    raised = sum(e.get("raised_by_plpgsql", 0) for e in stderr["classes"])
+    assert raised == 11  # every RAISE but the re-raise; the warnings' (01000) too
+    assert stderr["by_sqlstate"]["-----"] == 9
+    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions
+
+    rep = {"errors": stderr}
+    (f,) = [f for f in PostgresLogs._errors(PostgresLogsOptions(), rep, {}, "log") if "from upk_f" in f.message]
+    assert "raised by a PL/pgSQL RAISE: SQLSTATE P0001 (raise_exception) unless" in f.message
+    assert "%e" in f.remediation
+
+
+def test_nested_comments_are_one_comment_where_pgbadger_ends_them_early(tmp_path: Path) -> None:
+    """PostgreSQL nests block comments; pgBadger 12 ends one at its first '*/' and keeps the rest of it in the
+    fingerprint (what docs/logs.md says of it): two statements that differ in a comment only are two of its
+    fingerprints, one of ours."""
+    log = tmp_path / "nested.log"
+    log.write_bytes(b"2024-03-01 10:00:00.000 UTC [1] LOG:  duration: 1.000 ms  statement: "
+                    b"/* outer /* inner */ still comment */ SELECT 1\n"
+                    b"2024-03-01 10:00:01.000 UTC [1] LOG:  duration: 2.000 ms  statement: "
+                    b"/* o /* i */ other words */ SELECT 2\n")
+    assert {q["fingerprint"]: q["count"] for q in ours(log, "%m [%p] ")["most_frequent"]} == {"select ?": 2}
+    theirs = set(pgbadger(log, "%m [%p] ", tmp_path)["normalyzed_info"]["postgres"])
+    assert theirs == {"still comment */ select ?;", "other words */ select ?;"}

@@ -10,7 +10,10 @@ Understood entries (``log_line_prefix`` configurable, PostgreSQL's default ``%m 
   durations logged just before an ``execute`` line are its Parse and Bind (prepare/bind time).  With ``%i`` in
   the prefix (the command tag: ``PARSE``, ``BIND``, then the statement's) each bare duration says what it is,
   whatever ``log_statement`` logs.  A bare duration whose statement is not known is counted unpaired (with
-  why: :data:`ORPHAN_REASONS`), never dropped.
+  why: :data:`ORPHAN_REASONS`), never dropped.  A ``statement:`` or ``execute`` line no duration comes for
+  (``log_statement`` alone, a statement faster than ``log_min_duration_statement``, one that failed) is counted
+  once, untimed (:attr:`PgPartial.untimed`: per fingerprint, no time), when its backend logs its next statement,
+  an error or its end — a statement paired with its duration is never untimed as well.
   The pairing does not depend on where the log is cut: each piece scanned on its own (a
   :class:`Segment`) keeps the bare durations of backends it saw no statement of yet and the
   statements still waiting at its end, and :func:`resolve` pairs them in log order — with
@@ -240,6 +243,8 @@ _SQLSTATE_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 _SQLSTATE_RX = [(code, re.compile(p.encode(), re.I)) for code, p in _SQLSTATE_PATTERNS]
 _VERBOSE_CODE = re.compile(rb"^([0-9A-Z]{5}): ")
+#: an error's CONTEXT when a PL/pgSQL RAISE or ASSERT raised it (its first line: the innermost frame)
+_PLPGSQL_RAISE = re.compile(rb"PL/pgSQL function [^\n]*? line \d+ at (RAISE|ASSERT)(?:\n|$)")
 
 
 def infer_sqlstate(message: bytes) -> str | None:
@@ -376,8 +381,9 @@ class Segment:
     #: its STATEMENT or None]; and the lock each backend whose wait became known waits for at the end (or None)
     wait_heads: dict[bytes, list[Any]] = field(default_factory=dict)
     wait_tail: dict[bytes, bytes | None] = field(default_factory=dict)
-    #: backends of ``tail`` whose waiting statement was forgotten in this stretch (see PgAccumulator._bound_state)
-    gone: set[bytes] = field(default_factory=set)
+    #: backends of ``tail`` whose waiting statement was forgotten in this stretch (see PgAccumulator._bound_state),
+    #: with its fingerprint (it was counted untimed: taken back if its duration comes after all)
+    gone: dict[bytes, bytes] = field(default_factory=dict)
     #: backends whose first entry here was a "statement:" (and no bare duration before it)
     stmt_first: set[bytes] = field(default_factory=set)
 
@@ -389,8 +395,9 @@ class OpenState:
 
     pairs: dict[bytes, PidState] = field(default_factory=dict)
     waits: dict[bytes, bytes] = field(default_factory=dict)
-    #: backends whose waiting statement was forgotten (over the bound): their next bare duration is its
-    gone: dict[bytes, None] = field(default_factory=dict)
+    #: backends whose waiting statement was forgotten (over the bound): their next bare duration is its (the
+    #: statement's fingerprint when this run counted it untimed, None when a run before did)
+    gone: dict[bytes, bytes | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -406,6 +413,9 @@ class PgPartial:
     # (the example is the earliest statement, the slowest the earliest of those with the max duration)
     queries: dict[bytes, list[Any]] = field(default_factory=dict)
     durations: Counter[bytes] = field(default_factory=Counter)  # duration text ("12.345") -> count
+    #: statements log_statement logged that got no duration (none logged: log_statement alone, or only slow ones
+    #: timed; or the statement failed): fingerprint -> [count, earliest example, its pos] — counted, never timed
+    untimed: dict[bytes, list[Any]] = field(default_factory=dict)
     by_hour: Counter[bytes] = field(default_factory=Counter)  # "2024-03-01 10" -> statements
     by_db: Counter[bytes] = field(default_factory=Counter)
     by_user: Counter[bytes] = field(default_factory=Counter)
@@ -419,6 +429,9 @@ class PgPartial:
     # the first two distinct STATEMENTs of each error class, with their positions
     error_examples: dict[tuple[str, str, bytes], list[tuple[Pos, bytes]]] = field(default_factory=dict)
     errors_by_hour: Counter[bytes] = field(default_factory=Counter)
+    #: error classes (keys of ``errors``) raised by a PL/pgSQL RAISE whose SQLSTATE the log does not give (no %e):
+    #: P0001 unless the RAISE named another condition — which the log does not tell
+    raised: Counter[tuple[str, str, bytes]] = field(default_factory=Counter)
     inferred_codes: int = 0
     lock_waits: int = 0
     lock_acquired: int = 0
@@ -530,8 +543,12 @@ class PgAccumulator:
         self.last_statement: dict[bytes, tuple[bytes, Pos, bytes | None]] = {}
         self._sized = self._added = 0  # their bytes at the last look, and the bytes stored since (see _bound_state)
         self.unpaired: dict[bytes, list[Dur]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
-        # pid -> None: backends whose waiting statement _bound_state forgot (their next bare duration is its)
-        self.gone: dict[bytes, None] = {}
+        # pid -> fingerprint: backends whose waiting statement _bound_state forgot, counting it untimed (their next
+        # bare duration is its: then counted unpaired, and taken back from the untimed ones)
+        self.gone: dict[bytes, bytes] = {}
+        # statements that got no duration (superseded by the backend's next statement, failed, the session ended),
+        # fingerprinted and counted together at the end of each consume() (see _flush_untimed)
+        self._untimed_q: list[tuple[bytes, Pos, bytes | None]] = []
         # the current piece of the log (see Segment): backends whose pairing state is known in it (an ordered
         # set), and the bare durations (and what ended them) of the others
         # (-> what made it known: "statement", "execute", "error", "end" (its session ended), "duration" (a bare
@@ -543,6 +560,9 @@ class PgAccumulator:
         self._seg: tuple[str, int] | None = None  # where the current piece began
         self._unit_end: tuple[str, int | None] | None = None  # where the last unit ended
         self.pending: dict[bytes, tuple[str, Any]] = {}  # pid -> entry waiting for its STATEMENT/DETAIL
+        # pid -> whether its error's SQLSTATE was told by its message: errors whose SQLSTATE the log does not give,
+        # until their CONTEXT tells whether PL/pgSQL raised them (see _raised_by_plpgsql)
+        self.unlogged: dict[bytes, bool] = {}
         # pid -> the lock it waits for ("ShareLock on transaction 726"): PostgreSQL logs "still waiting" again
         # each time the backend wakes while it waits (any signal does it), all for one wait
         self.waiting: dict[bytes, bytes] = {}
@@ -574,9 +594,12 @@ class PgAccumulator:
             excess, self._sized = _excess(n, lambda: [len(st[0]) + len(st[2] or b"") for st in waiting.values()])
             self._added = 0
         if excess > 0:  # their durations, if they come, are counted unpaired ("forgotten"), never dropped
-            for pid in list(itertools.islice(waiting, excess)):
-                del waiting[pid]
-                self.gone[pid] = None
+            old = list(itertools.islice(waiting, excess))
+            sts = [waiting.pop(pid) for pid in old]
+            # counted untimed now (a backend that ended without log_disconnections never logs their duration), and
+            # taken back from the untimed ones if the duration comes after all
+            for pid, fp in zip(old, self._count_untimed(sts), strict=True):
+                self.gone[pid] = fp
         excess = len(self.unpaired) - MAX_OPEN_PIDS
         if excess > 0:
             for pid in list(itertools.islice(self.unpaired, excess)):
@@ -584,7 +607,7 @@ class PgAccumulator:
                     _orphan(self.p, d, pid, "forgotten")
         _bound(self.known, MAX_WAITING)  # (at least as many as statements wait: see _close_segment)
         _bound(self.heads, MAX_WAITING)
-        for pids in (self.pending, self.waiting, self.wait_known, self.wait_heads):
+        for pids in (self.pending, self.unlogged, self.waiting, self.wait_known, self.wait_heads):
             excess = len(pids) - MAX_OPEN_PIDS
             if excess > 0:
                 for pid in list(itertools.islice(pids, excess)):  # the oldest first (insertion order)
@@ -638,9 +661,14 @@ class PgAccumulator:
         self._seg, self._unit_end = (source, start), (source, end)
 
     def _close_segment(self) -> None:
+        self._flush_untimed()
         if self._seg is None:
             return
         tail: dict[bytes, PidState | None] = {}
+        # (a backend whose state is no longer known here — past the bound of MAX_WAITING — cannot be paired later)
+        lost = [st for pid, st in self.last_statement.items() if pid not in self.known]
+        if lost:
+            self._count_untimed(lost)
         texts = [st[0] for pid, st in self.last_statement.items() if pid in self.known and st[2] is None]
         fps = dict(zip(texts, fingerprints(texts, self.fp_cache), strict=True))
         for pid in self.known:
@@ -649,7 +677,7 @@ class PgAccumulator:
             unp = self.unpaired.get(pid)
             tail[pid] = (stmt, list(unp or [])) if stmt is not None or unp else None
         wait_tail = {pid: self.waiting.get(pid) for pid in self.wait_known}
-        gone = {pid for pid in self.gone if pid in tail}
+        gone = {pid: fp for pid, fp in self.gone.items() if pid in tail}
         # backends known here from a "statement:" on (no durations before it): what waited before this piece ends
         # there — the bare durations of statements not logged are counted unpaired (see resolve)
         stmt_first = {pid for pid, c in self.known.items() if c == "statement" and pid not in self.heads}
@@ -694,6 +722,7 @@ class PgAccumulator:
                     self._other(r, i)
                 except (ValueError, IndexError):  # a malformed number in a message: count it, never crash
                     p.unparsed += 1
+            self._flush_untimed()
         p.entries += ndur + nother
 
     def _epoch_times(self, rows: list[tuple[bytes, ...]]) -> list[tuple[bytes, ...]]:
@@ -807,6 +836,8 @@ class PgAccumulator:
             pend = self.pending.get(pid)
             if pend is not None and level in ("STATEMENT", "DETAIL"):
                 self._attach(pend, level, msg.replace(b"\n\t", b"\n"), (self._src, self._off, i))
+            elif level == "CONTEXT" and pid in self.unlogged:
+                self._raised_by_plpgsql(pid, msg)
             return
         if ts is not None:
             if p.first is None or ts < p.first:
@@ -814,6 +845,7 @@ class PgAccumulator:
             if p.last is None or ts > p.last:
                 p.last = ts
         self.pending.pop(pid, None)
+        self.unlogged.pop(pid, None)
         code: bytes | str | None = r[self.g_sqlstate - 1] if self.g_sqlstate is not None else None
         # log_error_verbosity = verbose writes the SQLSTATE before every primary message, LOG ones too
         # ("LOG:  00000: checkpoint starting: time"): read it, and match the message after it
@@ -828,7 +860,9 @@ class PgAccumulator:
             # extended protocol) is not its; nor does it wait for a lock any longer (lock_timeout, cancel)
             self._knows(pid, "error")
             self.wait_known[pid] = None
-            self.last_statement.pop(pid, None)
+            failed = self.last_statement.pop(pid, None)
+            if failed is not None:  # logged by log_statement, and failed: a statement that ran, no duration
+                self._untimed_q.append(failed)
             # the bare durations logged right before it (no statement between): the failed statement's Parse/Bind
             # with the extended protocol, or statements log_statement does not log — counted, never dropped
             for d in self.unpaired.pop(pid, ()):
@@ -837,6 +871,7 @@ class PgAccumulator:
             self.waiting.pop(pid, None)
             if not code:
                 code = infer_sqlstate(msg)
+                self.unlogged[pid] = code is not None
                 if code:
                     p.inferred_codes += 1
             key = (level, (code.decode() if isinstance(code, bytes) else code) or "-----", normalize_message(msg))
@@ -858,12 +893,45 @@ class PgAccumulator:
         elif level == "WARNING":
             if not code:  # its own when the message tells it ("there is no transaction in progress": 25P01)
                 code = infer_sqlstate(msg)
+                self.unlogged[pid] = code is not None
                 if code:
                     p.inferred_codes += 1
             key = ("WARNING", (code.decode() if isinstance(code, bytes) else code) or "01000",
                    normalize_message(msg))
             p.errors[key] += 1
             self.pending[pid] = ("error", key)
+
+    def _raised_by_plpgsql(self, pid: bytes, context: bytes) -> None:
+        """The CONTEXT of an error (or warning) whose SQLSTATE the log does not give: raised by a PL/pgSQL RAISE or
+        ASSERT (the innermost frame, its first line: a re-raised error keeps the context where it was raised)?
+        ASSERT raises assert_failure, P0004, always.  A RAISE's message is the function's own text ("division by
+        zero" there is no division by zero: it was taken for 22012), and its SQLSTATE P0001 (raise_exception)
+        unless the RAISE named another condition (USING ERRCODE, RAISE unique_violation …), which the log does
+        not tell: unknown (``-----``; 01000 for a warning, as any warning's unknown code), the class marked raised."""
+        inferred = self.unlogged.pop(pid)
+        m = _PLPGSQL_RAISE.match(context)
+        pend = self.pending.get(pid)
+        if m is None or pend is None:
+            return
+        kind, key = pend
+        level, _code, msg = key
+        by_assert = m.group(1) == b"ASSERT"
+        if by_assert and level == "WARNING":
+            return
+        new = (level, "P0004" if by_assert else "01000" if level == "WARNING" else "-----", msg)
+        p = self.p
+        p.inferred_codes += by_assert - inferred
+        if kind == "deadlock":  # (its message said "deadlock detected": the function's words, no deadlock)
+            p.deadlocks -= 1
+        elif kind == "lock_failure":
+            p.lock_failures -= 1
+        p.errors[key] -= 1
+        if p.errors[key] <= 0:
+            del p.errors[key]
+        p.errors[new] += 1
+        if not by_assert:
+            p.raised[new] += 1
+        self.pending[pid] = ("error", new)
 
     def _attach(self, pend: tuple[str, Any], level: str, text: bytes, pos: Pos) -> None:
         p = self.p
@@ -909,7 +977,8 @@ class PgAccumulator:
                 return
             dur: Dur = (ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
                         r[self.g_user - 1] if self.g_user is not None else None)
-            if self.gone.pop(pid, 0) is None:  # the duration of the statement _bound_state forgot
+            if pid in self.gone:  # the duration of the statement _bound_state forgot (and counted untimed)
+                _uncount_untimed(p, self.gone.pop(pid))
                 _orphan(p, dur, pid, "forgotten")
             elif tag and pid in self.known:  # %i: a statement's own (its tag: SELECT …), of a statement not logged
                 _orphan(p, dur, pid, "not_logged")
@@ -943,7 +1012,9 @@ class PgAccumulator:
             self.gone.pop(pid, None)
             for d in self.unpaired.pop(pid, ()):  # durations of statements log_statement did not log
                 _orphan(p, d, pid, "not_logged")
-            self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
+            prev = self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
+            if prev is not None:  # the backend's statement before got no duration: untimed
+                self._untimed_q.append(prev)
             self.last_statement[pid] = self._waiting(msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
             return
         if msg.startswith(b"execute "):
@@ -958,7 +1029,9 @@ class PgAccumulator:
                     ms = sum(float(d[0]) for d in parse_bind)  # "1.2.3": ValueError, counted unparsed by the caller
                     p.prepare_count += len(parse_bind)
                     p.prepare_ms += ms
-                self.last_statement.pop(pid, None)
+                prev = self.last_statement.pop(pid, None)
+                if prev is not None:  # the backend's statement before got no duration: untimed
+                    self._untimed_q.append(prev)
                 self.last_statement[pid] = self._waiting(msg[em.end():].replace(b"\n\t", b"\n"),
                                                          (self._src, self._off, i))
             return
@@ -1035,10 +1108,28 @@ class PgAccumulator:
             self.wait_known[pid] = None
             for d in self.unpaired.pop(pid, ()):  # no "execute" line follows: durations of statements not logged
                 _orphan(p, d, pid, "not_logged")
-            for pids in (self.last_statement, self.waiting, self.gone):
-                pids.pop(pid, None)
+            prev = self.last_statement.pop(pid, None)
+            if prev is not None:  # its last statement got no duration: untimed
+                self._untimed_q.append(prev)
+            self.waiting.pop(pid, None)
+            self.gone.pop(pid, None)
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
+
+    def _count_untimed(self, sts: list[tuple[bytes, Pos, bytes | None]]) -> list[bytes]:
+        """Count waiting statements (as :meth:`_waiting` keeps them) that got no duration: untimed.  Their
+        fingerprints, in order."""
+        texts = [q for q, _pos, fp in sts if fp is None]
+        computed = iter(fingerprints(texts, self.fp_cache)) if texts else iter(())
+        fps = [fp if fp is not None else next(computed) for _q, _pos, fp in sts]
+        for (q, pos, _fp), fp in zip(sts, fps, strict=True):
+            _add_untimed(self.p.untimed, fp, q, pos)
+        return fps
+
+    def _flush_untimed(self) -> None:
+        if self._untimed_q:
+            self._count_untimed(self._untimed_q)
+            self._untimed_q = []
 
     def _waiting(self, q: bytes, pos: Pos) -> tuple[bytes, Pos, bytes | None]:
         """A statement waiting for its bare duration, as kept: a long one cut, with the whole's fingerprint."""
@@ -1117,6 +1208,28 @@ def _add_query(queries: dict[bytes, list[Any]], fp: bytes, ms: float, q: bytes, 
         st[3], st[5] = q[:2000], pos
 
 
+def _add_untimed(untimed: dict[bytes, list[Any]], fp: bytes, q: bytes, pos: Pos, n: int = 1) -> None:
+    st = untimed.get(fp)
+    if st is None:
+        untimed[fp] = [n, q[:2000], pos]
+        return
+    st[0] += n
+    if pos < st[2]:
+        st[1], st[2] = q[:2000], pos
+
+
+def _uncount_untimed(p: PgPartial, fp: bytes | None) -> None:
+    """A statement counted untimed when it was forgotten got its duration after all (counted unpaired): take it
+    back (``fp`` None: a run before counted it)."""
+    if fp is None:
+        return
+    st = p.untimed.get(fp)
+    if st is not None:
+        st[0] -= 1
+        if st[0] <= 0:
+            del p.untimed[fp]
+
+
 def _by_log_order(order: Sequence[str] | None) -> Callable[[Segment], tuple[int, str, int]]:
     rank = {src: i for i, src in enumerate(order or ())}
     return lambda s: (rank.get(s.src, len(rank)), s.src if s.src not in rank else "", s.start)
@@ -1136,18 +1249,23 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
     only the statements waiting).  ``p`` has no segments left."""
     state: dict[bytes, PidState] = dict(before.pairs) if before is not None else {}
     waits: dict[bytes, bytes] = dict(before.waits) if before is not None else {}
-    gone: dict[bytes, None] = dict(before.gone) if before is not None else {}
+    gone: dict[bytes, bytes | None] = dict(before.gone) if before is not None else {}
 
     for seg in sorted(p.segments, key=_by_log_order(order)):
         for pid, (durs, closer) in seg.heads.items():
             was = state.pop(pid, None)
             stmt, unp = was if was is not None else (None, [])
-            if gone.pop(pid, 0) is None and stmt is None and durs:
+            forgot = pid in gone
+            forgot_fp = gone.pop(pid, None)
+            if forgot and stmt is None and durs:
+                _uncount_untimed(p, forgot_fp)  # counted untimed when it was forgotten (by this run)
                 _orphan(p, durs[0], pid, "forgotten")  # the duration of a statement forgotten before
                 durs = durs[1:]
             if stmt is not None and durs:
                 _pair(p, durs[0], stmt)  # (a statement waiting has no bare durations before it: unp is empty)
                 durs = durs[1:]
+            elif stmt is not None:  # its backend logged another statement, an error, its end: no duration came
+                _add_untimed(p.untimed, *stmt)
             unp = [*unp, *durs]
             for d in unp[:-MAX_UNPAIRED]:
                 _orphan(p, d, pid, "not_logged")
@@ -1168,12 +1286,14 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
             for d in was[1] if was is not None else ():
                 _orphan(p, d, pid, "not_logged")
         for pid, st in seg.tail.items():
-            state.pop(pid, None)
+            was = state.pop(pid, None)
+            if was is not None and was[0] is not None:  # (a backend whose first entry here was a "statement:")
+                _add_untimed(p.untimed, *was[0])
             gone.pop(pid, None)
             if st is not None:
                 state[pid] = st
-        for pid in seg.gone:
-            gone[pid] = None
+        for pid, fp in seg.gone.items():
+            gone[pid] = fp
         for pid, (lock, kind, fp) in seg.wait_heads.items():
             if waits.get(pid) == lock:  # the same wait, logged again
                 p.lock_waits -= 1
@@ -1191,14 +1311,13 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
         _forget(p, state, gone, carry)
         _bound(waits, carry)
         _bound(gone, MAX_CARRIED_GONE)
-    if final:  # no next run: what still waits for an "execute" line never gets one here
+    if final:  # no next run: what still waits for an "execute" line never gets one here, nor a statement its duration
         for pid, (stmt, unp) in list(state.items()):
             for d in unp:
                 _orphan(p, d, pid, "not_logged")
-            if stmt is None:
-                del state[pid]
-            elif unp:
-                state[pid] = (stmt, [])
+            if stmt is not None:
+                _add_untimed(p.untimed, *stmt)
+            del state[pid]
     p.segments = []
     return OpenState(state, waits, gone)
 
@@ -1218,7 +1337,8 @@ def _excess(n: int, sizes: Callable[[], list[int]]) -> tuple[int, int]:
     return excess, total
 
 
-def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, None], n: int | None = None) -> None:
+def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, bytes | None], n: int | None = None
+            ) -> None:
     """Keep ``n`` backends of ``state`` (those that logged last; None: as many as :func:`_excess` allows): the
     others' waiting statements are forgotten (their duration, when it comes, is counted unpaired: ``gone``), their
     bare durations counted unpaired now."""
@@ -1228,8 +1348,9 @@ def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, None],
         return
     for pid in list(itertools.islice(state, excess)):
         stmt, unp = state.pop(pid)
-        if stmt is not None:
-            gone[pid] = None
+        if stmt is not None:  # counted untimed (taken back if its duration comes in this run after all)
+            _add_untimed(p.untimed, *stmt)
+            gone[pid] = stmt[0]
         for d in unp:
             _orphan(p, d, pid, "forgotten")
 
@@ -1299,8 +1420,9 @@ def open_from_json(data: Any) -> OpenState:
             out[str(pid_s).encode("latin-1")] = (stmt, unp)
         except (TypeError, ValueError, UnicodeError):
             continue
-    gone = {str(x).encode("latin-1"): None for x in data["gone"] if isinstance(x, str) and x.isascii()} \
-        if isinstance(data.get("gone"), list) else {}
+    # (their statements were counted untimed by the run before: not taken back here)
+    gone: dict[bytes, bytes | None] = {str(x).encode("latin-1"): None for x in data["gone"]
+                                       if isinstance(x, str) and x.isascii()} if isinstance(data.get("gone"), list) else {}
     return OpenState(out, waits, gone)
 
 
@@ -1319,7 +1441,7 @@ def merge(parts: list[PgPartial]) -> PgPartial:
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections",
                      "translated", "translated_lines"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
-        for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "lock_types",
+        for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "raised", "lock_types",
                      "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
             getattr(out, name).update(getattr(p, name))
         for fp, st in p.queries.items():
@@ -1333,6 +1455,8 @@ def merge(parts: list[PgPartial]) -> PgPartial:
                     mine[2], mine[4], mine[6] = st[2], st[4], st[6]
                 if st[5] < mine[5]:
                     mine[3], mine[5] = st[3], st[5]
+        for fp, ust in p.untimed.items():
+            _add_untimed(out.untimed, fp, ust[1], ust[2], ust[0])
         for k, ex in p.error_examples.items():
             mine_ex = out.error_examples.setdefault(k, [])
             for pos, text in ex:
@@ -1384,6 +1508,9 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     for fp, st in p.queries.items():
         kinds[statement_kind(fp)] += st[0]
+    untimed_kinds: Counter[str] = Counter()
+    for fp, ust in p.untimed.items():
+        untimed_kinds[statement_kind(fp)] += ust[0]
 
     def qrow(fp: bytes, st: list[Any]) -> dict[str, Any]:
         return {"fingerprint": _s(fp), "count": st[0], "total_ms": round(st[1], 3), "mean_ms": round(st[1] / st[0], 3),
@@ -1400,6 +1527,8 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
         if len(errors) < top_n * 2:
             errors.append({"level": level, "sqlstate": code, "message": redact(_s(msg)), "count": c,
                            "statements": [redact(_s(x)) for _, x in p.error_examples.get((level, code, msg), [])]})
+            if p.raised.get((level, code, msg)):  # (its SQLSTATE: P0001 unless the RAISE named another)
+                errors[-1]["raised_by_plpgsql"] = p.raised[(level, code, msg)]
     waits = sorted(p.lock_wait_ms)
     return {
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,
@@ -1415,7 +1544,15 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
                                     **{why: p.orphans.get(why, 0) for why in ORPHAN_REASONS},
                                     "counted_as": _s(UNPAIRED_FP),
                                     "slowest": [{"ms": ms, "pid": _s(pid), "time": _s(ts) or None}
-                                                for ms, ts, pid in p.orphan_slowest]}},
+                                                for ms, ts, pid in p.orphan_slowest]},
+                       # statements logged (log_statement) whose duration was not: counted apart, their time unknown
+                       # (None, never 0) — in none of the figures above
+                       "untimed": {"count": sum(u[0] for u in p.untimed.values()), "fingerprints": len(p.untimed),
+                                   "by_kind": dict(top(untimed_kinds, len(untimed_kinds))),
+                                   "most_frequent": [
+                                       {"fingerprint": _s(fp), "count": u[0], "total_ms": None, "mean_ms": None,
+                                        "max_ms": None, "example": redact(_s(u[1]))}
+                                       for fp, u in sorted(p.untimed.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top_n]]}},
         "by_hour": {_s(k) + ":00": v for k, v in sorted(p.by_hour.items())},
         "by_database": {_s(k) or "(none)": v for k, v in top(p.by_db, top_n)},
         "by_user": {_s(k) or "(none)": v for k, v in top(p.by_user, top_n)},

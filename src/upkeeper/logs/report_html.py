@@ -438,6 +438,16 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
 
     body.append("<h3>Most time consuming</h3>" + qtable(rep["slowest_total"]))
     body.append("<h3>Most frequent</h3>" + qtable(rep["most_frequent"]))
+    untimed = st.get("untimed") or {}
+    if untimed.get("count"):  # log_statement's statements with no duration: counted, their time unknown (not 0)
+        body.append(f"<h3>Logged without their duration ({fmt_num(untimed['count'])})</h3>"
+                    '<p class="muted">log_statement logged these statements, nothing logged how long they took '
+                    "(set log_min_duration_statement = 0, or log_duration = on): counted, their time unknown.</p>"
+                    + bar_chart([(k, float(v)) for k, v in untimed.get("by_kind", {}).items()], width=520,
+                                title="statements without a duration, by kind", label_width=80)
+                    + table(["query (fingerprint)", "count", "time"],
+                            [(q["fingerprint"], q["count"], "unknown") for q in untimed.get("most_frequent", [])],
+                            numeric=(1,), code=(0,)))
     body.append("<h3>Slowest single runs</h3>" + table(
         ["query (slowest run)", "max ms", "count"], [(q["slowest"], q["max_ms"], q["count"])
                                                     for q in rep["slowest_single"]], numeric=(1, 2), code=(0,)))

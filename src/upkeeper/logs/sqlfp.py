@@ -3,7 +3,8 @@
 Follows pgBadger's ``normalize_query``: comments dropped, string, dollar-quoted and
 numeric literals and ``$n`` parameters become ``?``, ``IN (…)`` and ``VALUES (…), (…)``
 lists collapse, whitespace collapses, everything but quoted identifiers is lower-cased and a
-trailing ``;`` goes.  Comments and strings (``'…'``, ``E'…'``, ``$tag$…$tag$``) are found in one
+trailing ``;`` goes.  Block comments nest as in PostgreSQL (``/* a /* b */ c */`` is one comment; pgBadger ends it at
+the first ``*/``).  Comments and strings (``'…'``, ``E'…'``, ``$tag$…$tag$``) are found in one
 pass, left to right, as PostgreSQL's lexer does: a ``--`` or a ``$$`` in a string, a quote in a
 comment, never cut the statement elsewhere (a quote in a quoted identifier still does, as in pgBadger).
 A quoted identifier is kept as written (``"Users"`` is not ``users``, ``"Tab 1"`` not ``"Tab 2"``:
@@ -105,16 +106,74 @@ def _lex_one(m: re.Match[bytes]) -> bytes:
     return b" " if m.group()[:1] in (b"/", b"-") else b"?"
 
 
+def _comment_end(buf: bytes, start: int) -> int:
+    """Where the block comment opened at ``start`` ends, nested ones counted as PostgreSQL's lexer does
+    (``/* a /* b */ c */``: one comment); -1 if it does not end in its text."""
+    stop = buf.find(SEP, start)
+    if stop < 0:
+        stop = len(buf)
+    depth, i = 1, start + 2
+    while True:
+        close = buf.find(b"*/", i, stop)
+        if close < 0:
+            return -1
+        opening = buf.find(b"/*", i, close + 1)  # (left to right: "/*/" opens, "*/*" closes)
+        if opening >= 0:
+            depth, i = depth + 1, opening + 2
+            continue
+        depth, i = depth - 1, close + 2
+        if depth == 0:
+            return i
+
+
+def _lex_nested(buf: bytes, rx: re.Pattern[bytes]) -> bytes:
+    """:func:`_lex` for a text whose block comments may nest: each comment runs to its own ``*/`` (one not closed
+    in its text ends where the pattern's did, at the first ``*/``)."""
+    out: list[bytes] = []
+    pos = 0
+    while (m := rx.search(buf, pos)) is not None:
+        out.append(buf[pos:m.start()])
+        if buf.startswith(b"/*", m.start()):
+            end = _comment_end(buf, m.start())
+            out.append(b" ")
+            pos = end if end >= 0 else m.end()
+        else:
+            out.append(_lex_one(m))
+            pos = m.end()
+    out.append(buf[pos:])
+    return b"".join(out)
+
+
 def _lex(buf: bytes) -> bytes:
-    """Comments become a blank, strings (``'…'``, ``E'…'``, ``$tag$…$tag$``) a ``?``."""
+    """Comments become a blank, strings (``'…'``, ``E'…'``, ``$tag$…$tag$``) a ``?``.  Block comments nest, as in
+    PostgreSQL: ``/* outer /* inner */ still comment */`` is one comment."""
     on = [any(g in buf for g in guards) for guards, _rx in _LEX_BRANCHES]
     on[2] = on[2] and _DOLLAR_QUOTE.search(buf) is not None  # ($1 is no dollar quote)
     if not any(on):
         return buf
+    # a comment may hold another when some "/*" began no comment (one in a comment, a string, or a comment not
+    # closed): then the text is read again, a match at a time (rare; counting them costs little)
     if sum(on) == 1 and not on[3] and not on[4]:
-        return next(rx.sub(repl, buf) for (_g, rx, repl), one in zip(_ONE_KIND, (on[0], on[1], on[2], on[5]),
-                                                                     strict=True) if one)
-    return _lex_pattern(tuple(on)).sub(_lex_one, buf)
+        rx, repl = next((rx, repl) for (_g, rx, repl), one in zip(_ONE_KIND, (on[0], on[1], on[2], on[5]),
+                                                                  strict=True) if one)
+        out, n = rx.subn(repl, buf)
+        if on[0] and n != buf.count(b"/*"):
+            return _lex_nested(buf, _lex_pattern(tuple(on)))
+        return out
+    comments = 0
+
+    def one(m: re.Match[bytes]) -> bytes:
+        nonlocal comments
+        first = m.group()[:1]
+        if first == b"/":
+            comments += 1
+            return b" "
+        return b" " if first == b"-" else b"?"
+
+    out = _lex_pattern(tuple(on)).sub(one, buf)
+    if on[0] and comments != buf.count(b"/*"):
+        return _lex_nested(buf, _lex_pattern(tuple(on)))
+    return out
 
 
 def _letters(n: int) -> bytes:

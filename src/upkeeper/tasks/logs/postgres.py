@@ -442,8 +442,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             summary = f"nothing read: the server log could not be read ({unread_text(plan.unreadable)})"
         else:
             unpaired = st.get("unpaired", {}).get("count", 0)
+            untimed = st.get("untimed", {}).get("count", 0)
             summary = (f"{st['count']:,} statements ({st['fingerprints']:,} distinct"
                        + (f"; {unpaired:,} durations without their statement" if unpaired else "") + ")"
+                       + (f" + {untimed:,} logged without their duration" if untimed else "")
                        + (f", p95 {p95:.1f} ms" if p95 is not None else "")
                        + f", {rep['errors']['total']:,} errors, {rep['deadlocks']['count']} deadlocks, "
                        f"{rep['locks']['waits']} lock waits, {rep['locks']['failures']} lock failures, "
@@ -511,6 +513,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         st = rep["statements"]
         m: dict[str, float] = {
             "lines": float(rep["lines"]), "statements": float(st["count"]), "fingerprints": float(st["fingerprints"]),
+            "statements_untimed": float(st.get("untimed", {}).get("count", 0)),
             "statement_ms_total": float(st["total_ms"]), "errors": float(rep["errors"]["total"]),
             "deadlocks": float(rep["deadlocks"]["count"]), "lock_waits": float(rep["locks"]["waits"]),
             "lock_failures": float(rep["locks"]["failures"]),
@@ -591,6 +594,15 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             # (most not parsed: the unparsed warning says why; durations in another language: the lc_messages one)
             if not rep["lines"] or rep["unparsed_pct"] >= 50 or rep.get("translated_durations", 0):
                 return []
+            untimed = st.get("untimed", {}).get("count", 0)
+            if untimed:  # log_statement logs them, nothing times them: counted, their latency unknown (never 0 ms)
+                return [Finding("logs.postgres.no_durations", Severity.INFO, path,
+                                f"{untimed:,} statements were logged (log_statement) without their durations: the "
+                                f"query p95 objective (< {o.query_p95_ms:g} ms) cannot be judged, nor which "
+                                "queries are slow — they are counted, by fingerprint and kind, their time unknown",
+                                "set log_min_duration_statement = 0 (every statement with its duration; 250ms: only "
+                                "slow ones), or log_duration = on next to log_statement = 'all'",
+                                value=float(untimed))]
             return [Finding("logs.postgres.no_durations", Severity.INFO, path,
                             "the log has no statement durations, so query latency cannot be judged",
                             "set log_min_duration_statement (0 logs every statement; 250ms only slow ones)")]
@@ -669,11 +681,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             sev = {"PANIC": Severity.CRITICAL, "FATAL": Severity.WARNING}.get(e["level"], Severity.INFO)
             if e["sqlstate"] == "40P01":
                 sev = Severity.WARNING
+            raised = e.get("raised_by_plpgsql", 0)
             out.append(Finding(
                 f"logs.postgres.error.{e['sqlstate']}", sev, e["sqlstate"],
                 f"{e['count']:,} x {e['level']}: {e['message']}"
-                + (f" — e.g. {e['statements'][0][:200]}" if e["statements"] else ""),
-                "fix the query or the application code that sends it", value=e["count"]))
+                + (f" — e.g. {e['statements'][0][:200]}" if e["statements"] else "")
+                + (f" — {raised:,} raised by a PL/pgSQL RAISE: SQLSTATE P0001 (raise_exception) unless that RAISE "
+                   "names another condition (USING ERRCODE, RAISE unique_violation …), which the log does not tell"
+                   if raised else ""),
+                "fix the query or the application code that sends it"
+                + ("; add %e to log_line_prefix to log each error's SQLSTATE" if raised else ""), value=e["count"]))
         return out
 
     @staticmethod
