@@ -1443,3 +1443,27 @@ def test_nested_comments_are_one_comment_where_pgbadger_ends_them_early(tmp_path
     assert {q["fingerprint"]: q["count"] for q in ours(log, "%m [%p] ")["most_frequent"]} == {"select ?": 2}
     theirs = set(pgbadger(log, "%m [%p] ", tmp_path)["normalyzed_info"]["postgres"])
     assert theirs == {"still comment */ select ?;", "other words */ select ?;"}
+
+
+def test_a_log_of_too_many_distinct_statements_stops_at_the_memory_limit(cli: Any, make_config: Any,
+                                                                         pg: PostgresCluster, tmp_path: Path) -> None:
+    """Generated SQL (a table per tenant, literals an ORM inlines) makes every logged statement a new fingerprint:
+    past memory_limit_mb the run stops with an error that names them, records nothing, and a run with room reads
+    them all; `upkeeper logs postgres` stops the same way."""
+    log = tmp_path / "postgresql.log"
+    with log.open("w") as fh:
+        for i in range(80_000):
+            fh.write(f"2024-03-01 10:{i // 6000 % 60:02d}:{i // 100 % 60:02d}.{i % 1000:03d} UTC [{1000 + i % 40}] "
+                     f"LOG:  duration: {i % 97}.{i % 1000:03d} ms  statement: SELECT id, name FROM tenant_{i}.items_{i} "
+                     f"WHERE owner_{i} = $1 AND kind_{i} IS NOT NULL ORDER BY created_{i} DESC\n")
+    r = run(cli, config(make_config, pg, tmp_path, log_file=str(log), log_line_prefix="%m [%p] ", workers=1,
+                        memory_limit_mb=2))
+    assert r["status"] == "error", r
+    assert "memory_limit_mb: 2" in r["summary"] and "statement fingerprints" in r["summary"], r["summary"]
+    assert "nothing of this run was recorded" in r["summary"]
+    again = run(cli, config(make_config, pg, tmp_path, log_file=str(log), log_line_prefix="%m [%p] ", workers=1,
+                            memory_limit_mb=2000))
+    assert again["status"] != "error", again["summary"]
+    assert again["metrics"]["statements"] == 80_000, again["metrics"]
+    res = cli(["logs", "postgres", "--prefix", "%m [%p] ", "--workers", "1", "--memory-limit-mb", "2", str(log)])
+    assert res.code == 1 and "statement fingerprints" in res.output and "Traceback" not in res.output, res.output

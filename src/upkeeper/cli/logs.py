@@ -178,7 +178,7 @@ def _scan_within(memory_limit_mb: int, kind: str, opts: Any, units: list[Any], *
         raise UpkeeperError(f"stopped: the logs hold more distinct values than {limit:,} MB of memory lets this "
                             f"command count — {exc}",
                             "Try: --memory-limit-mb with more, or read a part of the log (head -c 100M FILE > "
-                            "part.log) to see its top clients and request lines") from None
+                            "part.log) to see what it holds most of") from None
 
 
 @logs_app.command("nginx")
@@ -300,6 +300,7 @@ def postgres_cmd(
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
     workers: int = typer.Option(0, "--workers", min=0, help="processes (0: one per CPU, at most 2)"),
+    memory_limit_mb: int = typer.Option(0, "--memory-limit-mb", min=0, help=MEMORY_LIMIT_HELP),
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
     from upkeeper.logs import parallel, pgstruct
@@ -340,13 +341,12 @@ def postgres_cmd(
         check_prefix()
     notes: list[parallel.ReadNote] = []
     if fmt == "stderr":
-        partial, _ = parallel.scan("upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
-                                   _units_of(found, b"\t", workers, message_start(prefix)), workers=workers,
-                                   continuation=b"\t",
-                                   min_parallel=MIN_PARALLEL, notes=notes)
+        partial, _ = _scan_within(memory_limit_mb, "upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
+                                  _units_of(found, b"\t", workers, message_start(prefix)), workers=workers,
+                                  continuation=b"\t", min_parallel=MIN_PARALLEL, notes=notes)
     else:
-        partial, _ = parallel.scan(
-            "upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
+        partial, _ = _scan_within(
+            memory_limit_mb, "upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
             _units_of(found, b"", workers, pgstruct.RECORD_START if fmt == "csvlog" else None), workers=workers,
             min_parallel=pgstruct.MIN_PARALLEL, notes=notes)
     # statements and their durations paired in the files' order; no later read: what still waits is counted

@@ -511,6 +511,13 @@ MAX_FP_CACHE = 200_000
 
 
 class PgAccumulator:
+    def sizes(self) -> dict[str, int]:
+        """The lines read (``lines``) and the distinct values held (what a memory limit's message names)."""
+        p = self.p
+        return {"lines": p.lines, "statement fingerprints": len(p.queries) + len(p.untimed),
+                "error messages": len(p.errors), "distinct durations": len(p.durations),
+                "backends waiting": len(self.last_statement) + len(self.unpaired)}
+
     def __init__(self, opts: PgScanOptions) -> None:
         self.opts = opts
         pre = compile_prefix(opts.log_line_prefix)

@@ -130,6 +130,10 @@ class PgStructAccumulator:
         self.carry = b""  # a csvlog record cut by the end of the last buffer
         self.carry_at: tuple[str, int, int] = ("", 0, 0)  # (source, offset of carry, offset after it)
 
+    def sizes(self) -> dict[str, int]:
+        """What the inner accumulator holds (:meth:`PgAccumulator.sizes`)."""
+        return self.inner.sizes()
+
     # -- input -------------------------------------------------------------------------------
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:

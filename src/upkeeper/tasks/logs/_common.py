@@ -68,7 +68,7 @@ def memory_limit(mb: int) -> int:
     return max(MEMORY_LIMIT_FLOOR_MB << 20, total // 4)
 
 
-def memory_limit_error(ctx: TaskContext, exc: Exception, mb: int) -> TaskError:
+def memory_limit_error(ctx: TaskContext, exc: Exception, mb: int, command: str) -> TaskError:
     """The run's error when its scan passed the memory limit (``exc``: parallel.MemoryLimit)."""
     limit = memory_limit(mb) >> 20
     said = (f"memory_limit_mb: {mb}" if mb > 0 else
@@ -77,9 +77,9 @@ def memory_limit_error(ctx: TaskContext, exc: Exception, mb: int) -> TaskError:
         f"stopped: the log holds more distinct values than {said} lets this run count — {exc}; nothing of this "
         "run was recorded (the next run reads the same lines)",
         f"Try: raise jobs -> {ctx.job} -> options -> memory_limit_mb (the machine has room: "
-        f"{_available_mb():,} MB available now), or rotate the log more often; millions of distinct request lines "
-        "or clients come from a scanner or a flood: see the top clients with `upkeeper logs nginx FILE` on a part "
-        "of the log (head -c 100M)")
+        f"{_available_mb():,} MB available now), or rotate the log more often; millions of distinct values come "
+        f"from a scanner, a flood or generated texts: see the top ones with `{command}` on a part of the log "
+        "(head -c 100M FILE > part.log)")
 
 
 def _available_mb() -> int:

@@ -422,7 +422,7 @@ class NginxLogs(Task[NginxLogsOptions]):
             raise TaskError(f"{exc}; nothing of this run was recorded",
                             "Try: run the job again: it reads the rotated file where the last run left off") from None
         except parallel.MemoryLimit as exc:
-            raise memory_limit_error(ctx, exc, options.memory_limit_mb) from None
+            raise memory_limit_error(ctx, exc, options.memory_limit_mb, "upkeeper logs nginx FILE") from None
         except OSError as exc:
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: run upkeeper as a user that can read the nginx logs (group adm)") from None

@@ -23,12 +23,15 @@ from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
     KeepReports,
+    MemoryLimitMb,
     ReportDir,
     RotatedDirs,
     check_report_dir,
     check_rotated_dirs,
     cpus,
     ends_head_start,
+    memory_limit,
+    memory_limit_error,
     not_a_log,
     nothing_read,
     plan_findings,
@@ -226,6 +229,7 @@ class PostgresLogsOptions(TaskOptions):
     workers: int = Field(0, ge=0, le=64, description="processes that scan in parallel (0: one per CPU, at "
             "most 2 — each holds about 150 MB at its peak; raise it on a big machine for speed). "
             "Source: upkeeper default")
+    memory_limit_mb: MemoryLimitMb = 0
     query_p95_ms: float = Field(
         100, gt=0, description="warn when the p95 statement duration exceeds this. Source: the maintenance "
         "procedures' objective (database query p95 < 100 ms)")
@@ -378,14 +382,18 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             if fmt == "stderr":
                 partial, gz_read = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=prefix), units,
                                                  workers=options.workers, progress=progress, continuation=cont,
-                                                 min_parallel=pglog.MIN_PARALLEL, notes=read_notes)
+                                                 min_parallel=pglog.MIN_PARALLEL, notes=read_notes,
+                                                 memory_limit=memory_limit(options.memory_limit_mb))
             else:
                 partial, gz_read = parallel.scan("upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
                                                  units, workers=options.workers, progress=progress,
-                                                 min_parallel=pgstruct.MIN_PARALLEL, notes=read_notes)
+                                                 min_parallel=pgstruct.MIN_PARALLEL, notes=read_notes,
+                                                 memory_limit=memory_limit(options.memory_limit_mb))
         except parallel.FileChanged as exc:
             raise TaskError(f"{exc}; nothing of this run was recorded",
                             "Try: run the job again: it reads the rotated file where the last run left off") from None
+        except parallel.MemoryLimit as exc:
+            raise memory_limit_error(ctx, exc, options.memory_limit_mb, "upkeeper logs postgres FILE") from None
         except OSError as exc:
             raise TaskError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
                             "Try: make the log readable (log_file_mode = 0640 and the reader in the postgres group)"
