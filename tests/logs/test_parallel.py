@@ -255,10 +255,15 @@ _IDLE_MAIN_KIND = '''
 import os, time
 from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
 
+FED = []
+
 def make_accumulator(opts):
     acc = _make(opts)
     if os.getpid() == int(os.environ["UPK_TEST_SCANNER"]):  # the calling process reads, slowly, and keeps nothing
-        acc.feed = lambda buf, source="", offset=0: time.sleep(0.05)
+        def idle(buf, source="", offset=0):
+            FED.append(offset)
+            time.sleep(0.2)  # (the helper, however slow to start, gets units)
+        acc.feed = idle
     return acc
 '''
 
@@ -266,7 +271,8 @@ def make_accumulator(opts):
 def test_a_helper_past_its_share_of_the_memory_limit_stops_the_scan_saying_what_it_held(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The memory limit is checked in the helper processes too: one that outgrows its share answers so, the scan
-    raises MemoryLimit with what that helper held, and no helper is left running."""
+    raises MemoryLimit with what that helper held, the calling process stops reading too (it read on to the end),
+    and no helper is left running."""
     import os
 
     import psutil
@@ -287,6 +293,10 @@ def test_a_helper_past_its_share_of_the_memory_limit_stops_the_scan_saying_what_
         parallel.scan("idle_main_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2, min_parallel=0,
                       memory_limit=8 << 20)
     assert not [p for p in psutil.Process().children(recursive=True) if "scanworker" in " ".join(p.cmdline())]
+    import idle_main_kind  # type: ignore[import-not-found]
+
+    # it stopped early too (it read 27 of 32 units when it read on to the end; 4 since)
+    assert len(idle_main_kind.FED) < len(units) // 2, (len(idle_main_kind.FED), len(units))
     partial, _ = parallel.scan("idle_main_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2,
                                min_parallel=0, memory_limit=0)  # no limit: the helper reads all it is given
     assert partial.lines > 0

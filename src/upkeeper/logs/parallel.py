@@ -399,6 +399,10 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     budget = Budget(share)
     acc = mod.make_accumulator(opts)
     while True:
+        if errors and isinstance(errors[0], FileChanged | MemoryLimit):  # a helper's: the scan fails, stop now
+            del acc
+            _stop_all(todo, threads, partials)
+            raise errors[0]
         try:
             u = todo.get_nowait()
         except queue.Empty:
