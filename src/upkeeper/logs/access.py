@@ -111,6 +111,7 @@ from upkeeper.logs.samples import keep_first, merge_first
 
 if TYPE_CHECKING:
     from upkeeper.logs.arrowscan import ArrowScanner
+    from upkeeper.logs.parallel import Unit
 
 NL = b"\n"
 ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
@@ -1984,6 +1985,104 @@ def _status_in(code: str, spec: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the protocol of upkeeper.logs.parallel
 # ---------------------------------------------------------------------------------------------
+
+
+# -- a log_format that matches none of a file's lines ---------------------------------------------
+
+#: a file whose first this many lines (of what a run reads of it: from its cursor) all fail to parse is not read
+#: on (:func:`wrong_format`).  Unparsable lines cost 5–50 µs each (the line-by-line parser runs on each, after
+#: the columnar split failed): 10,000 of them are 0.05–0.5 s, where the gigabyte of a log in another format
+#: (4–5 million lines) is minutes.  And a log in the right format never begins with this many lines that do not
+#: parse (a scanner's binary probe, NUL padding after a crash, the lines before a log_format change are a few or
+#: a stretch a run reads past): 10,000 lines is hours of a busy site's traffic, days of a quiet one's.
+PROBE_LINES = 10_000
+#: ... unless some of its last this many lines parse (what it reads of a plain file): nginx's log_format changed
+#: in the middle of the file, its lines before the change fail and those after parse — read it all, as before,
+#: or its cursor would stay before the change for good, and the lines after it never be read
+PROBE_TAIL_LINES = 1_000
+#: bytes read from the end of a plain file for its last lines (:data:`PROBE_TAIL_LINES` of 300 bytes)
+PROBE_TAIL_BYTES = 512 << 10
+PROBE_SAMPLES = 3  # unparsable lines a finding quotes
+
+
+@dataclass(frozen=True)
+class WrongFormat:
+    """A file (``path``) none of whose first ``lines`` lines from ``start`` parse with the log_format."""
+
+    path: str
+    start: int
+    lines: int
+    reasons: dict[str, int]
+    #: the first :data:`PROBE_SAMPLES` of them: ``offset``, ``reason``, ``line`` (credential fields masked)
+    samples: list[dict[str, Any]]
+
+
+def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tail: int = PROBE_TAIL_LINES,
+                 tail_bytes: int = PROBE_TAIL_BYTES) -> WrongFormat | None:
+    """Whether none of the first ``lines`` lines of ``unit`` (a range a run is to read: from its start, a line
+    start, to its end) parse with the format of ``opts``, nor any of its last ``tail`` ones (a plain file): then
+    reading it on would only count unparsable lines, at the line-by-line parser's speed.  None as soon as a line
+    parses, and when the range holds fewer than ``lines`` lines (a small file is read, its lines counted as
+    unparsed as any).  Empty lines and ``#`` comments are skipped, as the scan skips them.  Raises what reading
+    raises (OSError, :class:`~upkeeper.logs.parallel.FileChanged`)."""
+    from upkeeper.logs.parallel import read_unit
+
+    ga = to_goaccess(opts.log_format, internal=True, client_ip=opts.client_ip)
+    parse = GoAccessLineParser(ga.log_format, ga.date_format, ga.time_format).parse
+    mask = quote_mask(opts.log_format)
+    reasons: Counter[str] = Counter()
+    samples: list[dict[str, Any]] = []
+    tried = 0
+    head_end = unit.start  # the end of the lines tried so far
+
+    def fails(line: bytes, offset: int | None) -> bool:
+        """Whether ``line`` (with its newline if it has one) does not parse (counted, maybe kept as a sample)."""
+        try:
+            parse(line)
+        except LineError as exc:
+            if offset is None:  # (one of the last lines: neither counted nor quoted)
+                return True
+            reasons[exc.kind] += 1
+            if len(samples) < PROBE_SAMPLES:
+                text = mask_line(line.rstrip(NL), mask)[:300].decode("utf-8", errors="replace")
+                samples.append({"offset": offset, "reason": str(exc), "line": printable(text)[:300]})
+            return True
+        return False
+
+    reader = read_unit(unit, 64 << 10)
+    try:
+        for off, buf in reader:
+            pos = 0
+            while pos < len(buf) and tried < lines:
+                nl = buf.find(NL, pos)
+                end = len(buf) if nl < 0 else nl + 1
+                line = buf[pos:end]
+                if line not in (b"", NL) and line[:1] != b"#":
+                    tried += 1
+                    if not fails(line, off + pos):
+                        return None
+                pos = end
+            head_end = off + pos
+            if tried >= lines:
+                break
+    finally:
+        reader.close()
+    if tried < lines:
+        return None
+    if unit.end is not None and not unit.gz and unit.end > head_end and tail > 0:
+        at = max(head_end, unit.end - tail_bytes)
+        with open(unit.path, "rb") as fh:
+            fh.seek(at)
+            window = fh.read(unit.end - at)
+        if at > head_end:  # (from the first line start in it)
+            window = window[window.find(NL) + 1:] if NL in window else b""
+        last = window.split(NL)
+        if last and not last[-1]:
+            last.pop()
+        for line in reversed(last[-tail:]):
+            if line and line[:1] != b"#" and not fails(line + NL, None):
+                return None
+    return WrongFormat(unit.label or unit.path, unit.start, tried, dict(reasons.most_common()), samples)
 
 
 def make_accumulator(opts: ScanOptions) -> Accumulator:
