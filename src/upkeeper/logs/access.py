@@ -2023,9 +2023,14 @@ def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tai
     start, to its end) parse with the format of ``opts``, nor any of its last ``tail`` ones (a plain file): then
     reading it on would only count unparsable lines, at the line-by-line parser's speed.  None as soon as a line
     parses, and when the range holds fewer than ``lines`` lines (a small file is read, its lines counted as
-    unparsed as any).  Empty lines and ``#`` comments are skipped, as the scan skips them.  Raises what reading
-    raises (OSError, :class:`~upkeeper.logs.parallel.FileChanged`)."""
+    unparsed as any).  Empty lines and ``#`` comments are skipped, as the scan skips them.  The rest of a
+    compressed file (from an offset past its start: the live file a run read part of, compressed since) is not
+    tried: trying it would decompress what comes before it once more, for the tail of a file mostly read already.
+    Raises what reading raises (OSError, :class:`~upkeeper.logs.parallel.FileChanged`)."""
     from upkeeper.logs.parallel import read_unit
+
+    if unit.gz and unit.start > 0:
+        return None
 
     ga = to_goaccess(opts.log_format, internal=True, client_ip=opts.client_ip)
     parse = GoAccessLineParser(ga.log_format, ga.date_format, ga.time_format).parse
