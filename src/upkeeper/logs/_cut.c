@@ -742,12 +742,12 @@ static int collapse_line(const unsigned char *s, unsigned char *d, Py_ssize_t le
     Py_ssize_t k = 0;
     while (k < len) {
         unsigned char c = s[k];
-        if (c == '"') {
-            inq = !inq;
-            k++;
+        if (c == '"') {  /* a quoted value: to its closing quote at once (the line holds an even number) */
+            const unsigned char *close = memchr(s + k + 1, '"', (size_t)(len - k - 1));
+            k = close ? close - s + 1 : len;
             continue;
         }
-        if (inq || c == ' ') {
+        if (c == ' ') {
             k++;
             continue;
         }
