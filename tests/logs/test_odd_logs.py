@@ -204,3 +204,28 @@ def test_log_text_never_reaches_the_terminal_as_control_sequences(tmp_path: Path
     assert "RED" in r.out and "\\x1B" in r.out and "\\x1B[31mRED" in r.err  # shown, escaped
     # (Rich writes no styles when not on a terminal: any control character but newlines came from the log)
     assert not CONTROL.search(r.output.replace("\n", "")), r.output
+
+
+def test_wrong_format_gives_up_only_a_file_none_of_whose_first_lines_parse(tmp_path: Path) -> None:
+    """access.wrong_format (the probe logs.nginx runs before its scan): None as soon as one of the first lines
+    parses (after blank lines and comments, which do not count), or one of the last lines of a plain file, or when
+    the range is shorter than the lines tried; the rest of a compressed file from an offset is not tried."""
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+    bad = b'{"not": "an access log line"}\n'
+    log = tmp_path / "a.log"
+
+    def probe(data: bytes, *, start: int = 0, gz: bool = False) -> access.WrongFormat | None:
+        log.write_bytes(gzip.compress(data) if gz else data)
+        end = None if gz else len(data)
+        return access.wrong_format(opts, parallel.Unit(str(log), start, end, gz, True), lines=50, tail=5)
+
+    w = probe(b"\n# a comment\n" + bad * 60)
+    assert w is not None and w.lines == 50 and w.reasons == {"invalid %h": 50} and w.start == 0
+    assert [s["offset"] for s in w.samples] == [13, 13 + len(bad), 13 + 2 * len(bad)]
+    assert probe(bad * 60, gz=True) is not None
+    assert probe(bad * 60, start=len(bad), gz=True) is None  # the rest of a compressed file: not tried
+    assert probe(bad * 60, start=10 * len(bad)) is not None  # from a cursor
+    assert probe(bad * 49 + b"\n" * 5) is None  # too few lines to tell
+    assert probe(bad * 49 + line() + bad * 60) is None  # a line among the first parses
+    assert probe(bad * 200 + line()) is None  # the last lines parse: the format changed within the file
+    assert probe(bad * 200 + line() + bad * 5) is not None  # (not among the last 5)

@@ -714,6 +714,124 @@ static PyObject *unquote(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* collapse_lists(buf, quotes) -> bytes | None: the lists of upstream values in buf's lines made single tokens.
+ *
+ * nginx writes one value per upstream server contacted, "0.800, 0.100" after a retry and "0.004 : 0.010" after an
+ * internal redirect; the line parser (goaccess.GoAccessLineParser, its %P/%Y/%X) reads such a list, at a variable
+ * followed by a blank, as Python's re reads _VALUE_LIST there: a greedy run of non-blanks, then " : " or (the run
+ * given back its last ',') ", ", then greedy runs after " : " while a run follows — the list taken when a blank
+ * follows it.  This walks each
+ * line holding exactly `quotes` quotes, and at each start of a token of its unquoted text (after a blank or a
+ * quote, or at the line start) reads on exactly so; where that finds a list followed by a blank, the blanks of its
+ * separators become 0xA0 (", " -> ",\xA0", " : " -> "\xA0:\xA0": the same length, so offsets hold).  The caller
+ * makes sure (a format whose list variables are whole tokens; no 0xA0 but in their tokens: the cut program's
+ * classes, the Python split's count) that such a token is read only where the line parser reads a list; there the
+ * token is the parser's value, 0xA0 back to ' '.  A list that ends the line is taken too: the line parser reads
+ * the last variable of a format to the line's end, and a line whose format goes on lacks its next values (the split
+ * sends it to the line parser).  A line whose list takes in a quote, or whose unquoted text keeps a separator the
+ * parser reads no list with, is left as it is: it goes to the line parser as before.  None when buf holds a 0xA0
+ * byte (the change would not be undone exactly) or no line changed. */
+static Py_ssize_t piece_end(const unsigned char *s, Py_ssize_t j, Py_ssize_t len) {
+    while (j < len && s[j] != ' ') j++;
+    return j;
+}
+
+/* 1: the line's lists collapsed in d (0: it has none), -1: it is left as it is (d restored) */
+static int collapse_line(const unsigned char *s, unsigned char *d, Py_ssize_t len) {
+    int inq = 0, changed = 0;
+    Py_ssize_t k = 0;
+    while (k < len) {
+        unsigned char c = s[k];
+        if (c == '"') {  /* a quoted value: to its closing quote at once (the line holds an even number) */
+            const unsigned char *close = memchr(s + k + 1, '"', (size_t)(len - k - 1));
+            k = close ? close - s + 1 : len;
+            continue;
+        }
+        if (c == ' ') {
+            k++;
+            continue;
+        }
+        /* a token starts at k: read a list from it as the line parser's regex would */
+        Py_ssize_t piece = k, j = piece_end(s, k, len), seps = 0;
+        for (;;) {  /* (the separators' blanks are changed in d as they are found) */
+            if (j + 3 < len && s[j] == ' ' && s[j + 1] == ':' && s[j + 2] == ' ' && s[j + 3] != ' ') {
+                seps++;
+                d[j] = d[j + 2] = 0xA0;
+                piece = j + 3;
+                j = piece_end(s, piece, len);
+            } else if (!seps && j + 1 < len && s[j] == ' ' && j - 1 > piece && s[j - 1] == ',' && s[j + 1] != ' ') {
+                /* the first value given back its ',': the regex needs one separator, and backtracks for it; after
+                 * that a greedy value ending with ',' stays whole (the repetition stops there, the match is made) */
+                seps++;
+                d[j] = 0xA0;
+                piece = j + 1;
+                j = piece_end(s, piece, len);
+            } else {
+                break;
+            }
+        }
+        if (!seps) {
+            while (k < len && s[k] != ' ' && s[k] != '"') k++;
+            continue;
+        }
+        /* (a list that ends the line: the line parser reads the last variable of a format to the line's end, the
+         * list with it — and where the format goes on, the line lacks its next values: the split sends it to the
+         * line parser) */
+        if (memchr(s + k, '"', (size_t)(j - k))) {  /* a list across a quote */
+            memcpy(d, s, (size_t)len);
+            return -1;
+        }
+        changed = 1;
+        k = j;
+    }
+    if (changed) {  /* a separator left in the unquoted text (not read as a list): the line as it was */
+        inq = 0;
+        for (Py_ssize_t i = 0; i + 1 < len; i++) {
+            if (d[i] == '"') inq = !inq;
+            else if (!inq && ((d[i] == ',' && d[i + 1] == ' ') ||
+                              (d[i] == ' ' && i + 2 < len && d[i + 1] == ':' && d[i + 2] == ' '))) {
+                memcpy(d, s, (size_t)len);
+                return -1;
+            }
+        }
+    }
+    return changed;
+}
+
+static PyObject *collapse_lists(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t quotes;
+    if (!PyArg_ParseTuple(args, "y*n", &view, &quotes)) return NULL;
+    const unsigned char *s = (const unsigned char *)view.buf;
+    Py_ssize_t n = view.len;
+    if (!n || memchr(s, 0xA0, (size_t)n)) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)s, n);
+    if (!out) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *d = (unsigned char *)PyBytes_AS_STRING(out);
+    int changed = 0;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        const unsigned char *nl = memchr(s + i, '\n', (size_t)(n - i));
+        Py_ssize_t end = nl ? nl - s : n, q = 0;
+        for (const unsigned char *p = s + i; (p = memchr(p, '"', (size_t)(s + end - p))) != NULL; p++) q++;
+        if (q == quotes && collapse_line(s + i, d + i, end - i) > 0) changed = 1;
+        i = end + 1;
+    }
+    PyBuffer_Release(&view);
+    if (!changed) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -723,6 +841,8 @@ static PyMethodDef methods[] = {
     {"add_counts", add_counts, METH_VARARGS, "add_counts(into, other): Counter.update(other) of two dicts"},
     {"count_rows", count_rows, METH_VARARGS,
      "count_rows(into, keys, indices, offset, length, validity): Counter.update(keys[i] for each row's index i)"},
+    {"collapse_lists", collapse_lists, METH_VARARGS,
+     "collapse_lists(buf, quotes) -> bytes | None: the blanks of lists of upstream values made 0xA0"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

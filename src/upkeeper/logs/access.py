@@ -96,6 +96,8 @@ from upkeeper.logs.logins import status_codes as status_codes
 from upkeeper.logs.masking import mask_line, quote_mask
 from upkeeper.logs.nginx_format import (
     COMBINED,
+    LIST_BLANK,
+    LISTS,
     SplitPlan,
     TokenSpec,
     Var,
@@ -111,6 +113,7 @@ from upkeeper.logs.samples import keep_first, merge_first
 
 if TYPE_CHECKING:
     from upkeeper.logs.arrowscan import ArrowScanner
+    from upkeeper.logs.parallel import Unit
 
 NL = b"\n"
 ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
@@ -372,6 +375,47 @@ class Accumulator:
             self.lit_b = {s.text: s.text.encode() for t in (self.plan.glue, *self.plan.middle) for s in t
                           if s.kind == "lit"}
             self.mid_lit = [m.encode() if m is not None else None for m in self.plan.middle_literal]
+        #: the lists of upstream values made single tokens (see :meth:`_collapsed`): the C function, and where the
+        #: list variables' tokens are in the split (``_split``'s column keys)
+        self.collapse: Callable[[bytes, int], bytes | None] | None = None
+        self.list_locs: list[tuple[str, int, int]] = []
+        self.collapsed = False  # the buffer being fed has its lists collapsed: undone for the line parser
+        if self.plan is not None and self.plan.list_marks:
+            self._collapse_plan(self.plan)
+
+    def _collapse_plan(self, plan: SplitPlan) -> None:
+        """Collapse lists when the C extension can, and every unquoted list variable is a token of its own (no
+        literal glued to it: the line parser reads a list from the variable's first byte, the collapse from the
+        token's)."""
+        specs = [("g", 0, t, spec) for t, spec in enumerate(plan.glue)]
+        specs += [("m", j, t, spec) for j, toks in enumerate(plan.middle) for t, spec in enumerate(toks)]
+        lists = [(w, j, t, spec) for w, j, t, spec in specs if spec.kind == "var" and spec.var in LISTS]
+        if not lists or any(spec.prefix or spec.suffix for *_x, spec in lists):
+            return
+        try:
+            from upkeeper.logs._cut import collapse_lists
+        except ImportError:  # (built without a C compiler, or before collapse_lists: the lines with lists go to
+            return           # the line parser, as they always did)
+        self.collapse = collapse_lists
+        self.list_locs = [(w, j, t) for w, j, t, _spec in lists]
+
+    def _collapsed(self, buf: bytes, arrow: bool) -> bytes | None:
+        """``buf`` with the blanks of its lists of upstream values ("0.800, 0.100", "0.004 : 0.010") made
+        :data:`LIST_BLANK` (:func:`upkeeper.logs._cut.collapse_lists`), or None (no list, or it cannot be done).
+
+        Such a line used to go to the line parser whole (10–40 µs): the split takes a token per value, and a list
+        has blanks.  Collapsed, each list is one token, exactly the value the line parser reads there, and the
+        line takes the fast paths.  What keeps the figures the line parser's: the collapse reads a list as its
+        regex does (the C function's comment); a collapsed token anywhere but at a list variable sends the line
+        to the line parser (the cut program's classes of the other unquoted values leave out ``LIST_BLANK``, and
+        :meth:`_split` counts them); every line the line parser reads gets its blanks back first (:meth:`_slow`);
+        and the upstream time column gets them back before it is counted."""
+        plan = self.plan
+        if self.collapse is None or plan is None or not any(m in buf for m in plan.list_marks):
+            return None
+        if arrow and (self.arrow is None or self.arrow.cutter is None):
+            return None  # (the pyarrow cut's regex cannot leave the byte out of a class: RE2 reads UTF-8 there)
+        return self.collapse(buf, 2 * plan.quotes)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -392,11 +436,19 @@ class Accumulator:
         if buf:
             if self.plan is None:
                 self._slow(buf, source, offset)
-            elif len(buf) >= self.opts.arrow_min_buffer and self._arrow_scanner() is not None:
-                assert self.arrow is not None
-                self.arrow.feed(buf, source, offset)
             else:
-                self._fast(buf, source, offset)
+                arrow = len(buf) >= self.opts.arrow_min_buffer and self._arrow_scanner() is not None
+                collapsed = self._collapsed(buf, arrow)
+                if collapsed is not None:
+                    buf, self.collapsed = collapsed, True
+                try:
+                    if arrow:
+                        assert self.arrow is not None
+                        self.arrow.feed(buf, source, offset)
+                    else:
+                        self._fast(buf, source, offset)
+                finally:
+                    self.collapsed = False
         if tail:
             self._slow(tail, source, offset + len(buf))
         if len(self.c_req) >= REQUESTS_FOLD or len(self.c_vreq) >= REQUESTS_FOLD:
@@ -530,6 +582,14 @@ class Accumulator:
                 return None
         for k in range(q):
             out[("q", k, 0)] = parts[2 * k + 1::q2]
+        if self.collapsed:  # collapsed lists (see _collapsed) at list variables only; the upstream time's given
+            held = buf.count(LIST_BLANK)  # back their blanks (the others are skipped: checked as tokens)
+            if held:
+                if sum(b"".join(out[loc]).count(LIST_BLANK) for loc in self.list_locs) != held:
+                    return None
+                loc = plan.fields.get("P")
+                if loc is not None and loc in out:
+                    out[loc] = [v.replace(LIST_BLANK, b" ") for v in out[loc]]
         return out
 
     # -- columns -> aggregates ---------------------------------------------------------------
@@ -933,6 +993,8 @@ class Accumulator:
     # -- the line-by-line path -----------------------------------------------------------------
 
     def _slow(self, buf: bytes, source: str, offset: int, fallback: bool = False) -> None:
+        if self.collapsed:  # the lines as they were written (the collapse's bytes are of the same length)
+            buf = buf.replace(LIST_BLANK, b" ")
         parse = self.parser.parse
         rows: list[Any] = []
         pos = offset
@@ -2076,6 +2138,109 @@ def _status_in(code: str, spec: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the protocol of upkeeper.logs.parallel
 # ---------------------------------------------------------------------------------------------
+
+
+# -- a log_format that matches none of a file's lines ---------------------------------------------
+
+#: a file whose first this many lines (of what a run reads of it: from its cursor) all fail to parse is not read
+#: on (:func:`wrong_format`).  Unparsable lines cost 5–50 µs each (the line-by-line parser runs on each, after
+#: the columnar split failed): 10,000 of them are 0.05–0.5 s, where the gigabyte of a log in another format
+#: (4–5 million lines) is minutes.  And a log in the right format never begins with this many lines that do not
+#: parse (a scanner's binary probe, NUL padding after a crash, the lines before a log_format change are a few or
+#: a stretch a run reads past): 10,000 lines is hours of a busy site's traffic, days of a quiet one's.
+PROBE_LINES = 10_000
+#: ... unless some of its last this many lines parse (what it reads of a plain file): nginx's log_format changed
+#: in the middle of the file, its lines before the change fail and those after parse — read it all, as before,
+#: or its cursor would stay before the change for good, and the lines after it never be read
+PROBE_TAIL_LINES = 1_000
+#: bytes read from the end of a plain file for its last lines (:data:`PROBE_TAIL_LINES` of 300 bytes)
+PROBE_TAIL_BYTES = 512 << 10
+PROBE_SAMPLES = 3  # unparsable lines a finding quotes
+
+
+@dataclass(frozen=True)
+class WrongFormat:
+    """A file (``path``) none of whose first ``lines`` lines from ``start`` parse with the log_format."""
+
+    path: str
+    start: int
+    lines: int
+    reasons: dict[str, int]
+    #: the first :data:`PROBE_SAMPLES` of them: ``offset``, ``reason``, ``line`` (credential fields masked)
+    samples: list[dict[str, Any]]
+
+
+def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tail: int = PROBE_TAIL_LINES,
+                 tail_bytes: int = PROBE_TAIL_BYTES) -> WrongFormat | None:
+    """Whether none of the first ``lines`` lines of ``unit`` (a range a run is to read: from its start, a line
+    start, to its end) parse with the format of ``opts``, nor any of its last ``tail`` ones (a plain file): then
+    reading it on would only count unparsable lines, at the line-by-line parser's speed.  None as soon as a line
+    parses, and when the range holds fewer than ``lines`` lines (a small file is read, its lines counted as
+    unparsed as any).  Empty lines and ``#`` comments are skipped, as the scan skips them.  The rest of a
+    compressed file (from an offset past its start: the live file a run read part of, compressed since) is not
+    tried: trying it would decompress what comes before it once more, for the tail of a file mostly read already.
+    Raises what reading raises (OSError, :class:`~upkeeper.logs.parallel.FileChanged`)."""
+    from upkeeper.logs.parallel import read_unit
+
+    if unit.gz and unit.start > 0:
+        return None
+
+    ga = to_goaccess(opts.log_format, internal=True, client_ip=opts.client_ip)
+    parse = GoAccessLineParser(ga.log_format, ga.date_format, ga.time_format).parse
+    mask = quote_mask(opts.log_format)
+    reasons: Counter[str] = Counter()
+    samples: list[dict[str, Any]] = []
+    tried = 0
+    head_end = unit.start  # the end of the lines tried so far
+
+    def fails(line: bytes, offset: int | None) -> bool:
+        """Whether ``line`` (with its newline if it has one) does not parse (counted, maybe kept as a sample)."""
+        try:
+            parse(line)
+        except LineError as exc:
+            if offset is None:  # (one of the last lines: neither counted nor quoted)
+                return True
+            reasons[exc.kind] += 1
+            if len(samples) < PROBE_SAMPLES:
+                text = mask_line(line.rstrip(NL), mask)[:300].decode("utf-8", errors="replace")
+                samples.append({"offset": offset, "reason": str(exc), "line": printable(text)[:300]})
+            return True
+        return False
+
+    reader = read_unit(unit, 64 << 10)
+    try:
+        for off, buf in reader:
+            pos = 0
+            while pos < len(buf) and tried < lines:
+                nl = buf.find(NL, pos)
+                end = len(buf) if nl < 0 else nl + 1
+                line = buf[pos:end]
+                if line not in (b"", NL) and line[:1] != b"#":
+                    tried += 1
+                    if not fails(line, off + pos):
+                        return None
+                pos = end
+            head_end = off + pos
+            if tried >= lines:
+                break
+    finally:
+        reader.close()
+    if tried < lines:
+        return None
+    if unit.end is not None and not unit.gz and unit.end > head_end and tail > 0:
+        at = max(head_end, unit.end - tail_bytes)
+        with open(unit.path, "rb") as fh:
+            fh.seek(at)
+            window = fh.read(unit.end - at)
+        if at > head_end:  # (from the first line start in it)
+            window = window[window.find(NL) + 1:] if NL in window else b""
+        last = window.split(NL)
+        if last and not last[-1]:
+            last.pop()
+        for line in reversed(last[-tail:]):
+            if line and line[:1] != b"#" and not fails(line + NL, None):
+                return None
+    return WrongFormat(unit.label or unit.path, unit.start, tried, dict(reasons.most_common()), samples)
 
 
 def make_accumulator(opts: ScanOptions) -> Accumulator:

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from upkeeper.logs.classify import CONDITIONAL_PROBES, FRONT_PAGES, counted_category, page_assets
 from upkeeper.logs.goaccess import status_code, trim
 from upkeeper.logs.nginx_format import (
+    LIST_BLANK,
     LISTS,
     SPACELESS,
     Lit,
@@ -91,6 +92,10 @@ _NUM = r"/[0-9]+([/.;,]|$)"
 #: an unquoted value: no blank, quote, bracket, backslash or control character
 _UNQ_CLASS = r'^ "\[\]\\\x00-\x1f\x7f'
 _UNQ = f"[{_UNQ_CLASS}]+"
+#: left out of the cut program's class of every unquoted value but a list variable's: the byte the blanks of a
+#: collapsed list become (access.LIST_BLANK, see Accumulator._collapsed), so that a line with one elsewhere (a
+#: value that is no list, read as one) goes to the line parser.  (nginx writes the byte escaped, as \xA0.)
+_NOT_LISTED = r"\xa0"
 #: one value of a list variable ($upstream_addr): not ending with ',' either
 _UNQ_LIST = f"[{_UNQ_CLASS}]*[{_UNQ_CLASS},]"
 #: a quoted value: no quote or control character, no blank at either end, no trailing backslash
@@ -275,7 +280,7 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             add = ((f"[{_UNQ_CLASS}]", 1, RUN_MAX, LAST_NOT_COMMA),)
         elif it.name in SPACELESS:
             rx.append(_UNQ)
-            add = ((f"[{_UNQ_CLASS}]", 1, RUN_MAX, 0),)
+            add = ((f"[{_UNQ_CLASS}{_NOT_LISTED}]", 1, RUN_MAX, 0),)
         elif it.name in skippable:
             # a value the report does not read, perhaps empty ('[]'); without the character that ends it in the
             # format (where the line parser's %^ stops), nor, right after a list variable, ':' alone (' : ' would
@@ -292,7 +297,7 @@ def arrow_plan(fmt: str, client_ip: str = "remote_addr") -> ArrowPlan | None:
             rx.append(f"(?:[{cls}:][{cls}]*|:[{cls}]+)?" if after_list else f"[{cls}]*")
             # after a list: any run of the class but ':' alone (when ':' is in the class: else no program)
             add = (None if after_list and stop == ":" else
-                   ((f"[{cls}]", 0, RUN_MAX, NOT_COLON_ALONE if after_list else 0),))
+                   ((f"[{cls}{_NOT_LISTED}]", 0, RUN_MAX, NOT_COLON_ALONE if after_list else 0),))
         else:
             return None
         elems = elems + list(add) if elems is not None and add is not None else None
@@ -764,6 +769,8 @@ class ArrowScanner:
                 del pair, enc, hx
         h, tk, r, s = cols["h"], cols["time"], cols["r"], cols["s"]
         ua, ref, b, rt, urt = cols.get("u"), cols.get("R"), cols.get("b"), cols.get("T"), cols.get("P")
+        if urt is not None and acc.collapsed:  # a collapsed list given back its blanks (Accumulator._collapsed)
+            urt = pc.replace_substring(urt, LIST_BLANK, b" ")
         tinfo = self.tinfo
         n = len(h) - h.null_count  # null rows: the reference parser's (_validate)
         self.lines += n

@@ -134,6 +134,10 @@ LISTS = frozenset({
 })  # fmt: skip
 #: how nginx separates the values of a list
 LIST_SEPARATORS = (", ", " : ")
+#: what a blank of a list separator becomes when lists are collapsed (access.Accumulator._collapsed): a byte nginx
+#: never writes raw (it escapes bytes from 0x7f on as \xHH; with escape=none it may: a buffer holding one is not
+#: collapsed)
+LIST_BLANK = b"\xa0"
 
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 #: a '$' nginx cannot read a variable name after (``$`` at the end, ``$ ``, ``${name`` without its ``}``)

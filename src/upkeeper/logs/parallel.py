@@ -612,10 +612,18 @@ def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
     units: list[Unit] = []
     for r in ranges:
         lf = r.file
-        ident = (lf.dev, lf.inode)
         if lf.gz or r.end is None:
-            units.append(Unit(lf.path, r.start, None, True, True, lf.path, ident))
+            units.append(unit_of(r))
         else:
             units += split_units(lf.path, r.start, r.end, final=r.final, label=lf.path, continuation=continuation,
-                                 unit=unit, ident=ident, record_start=record_start)
+                                 unit=unit, ident=(lf.dev, lf.inode), record_start=record_start)
     return units
+
+
+def unit_of(r: Any) -> Unit:
+    """The whole of a :class:`~upkeeper.logs.sources.ReadRange` as one unit."""
+    lf = r.file
+    ident = (lf.dev, lf.inode)
+    if lf.gz or r.end is None:
+        return Unit(lf.path, r.start, None, True, True, lf.path, ident)
+    return Unit(lf.path, r.start, r.end, False, r.final, lf.path, ident)

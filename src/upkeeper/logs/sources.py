@@ -915,6 +915,20 @@ def move_cursor(c: dict[str, Any], offset: int) -> None:
         c["tail"] = tail_digest(str(c["path"]), offset)
 
 
+def hold_back(plan: ReadPlan, rng: ReadRange) -> None:
+    """Leave ``rng`` of ``plan`` unread (its lines do not parse with the format, see
+    :func:`upkeeper.logs.access.wrong_format`): out of the ranges, and its file's cursor where the range starts —
+    where the last run left it, or the file's start — so that a later run reads it from there."""
+    plan.ranges.remove(rng)
+    lf = rng.file
+    for c in plan.cursors:
+        if c.get("path") == lf.path and c.get("dev") == lf.dev and c.get("inode") == lf.inode:
+            if lf.gz:
+                c["offset"] = rng.start
+            else:
+                move_cursor(c, rng.start)
+
+
 def tail_digest(path: str, offset: int, length: int = HEAD_BYTES) -> str | None:
     """SHA-1 of the ``length`` bytes before ``offset`` (None when the file is shorter than ``offset``)."""
     import hashlib  # (see head_digest)

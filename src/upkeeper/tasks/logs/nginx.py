@@ -405,16 +405,22 @@ class NginxLogs(Task[NginxLogsOptions]):
         if options.incremental:  # a format changed after runs that could parse none of their lines: read them again
             cursors, restarted = unparsed_restart(ctx, UNPARSED_KEY, parsing, cursors)
         plan = sources.plan_reads(files, cursors, incremental=options.incremental)
-        units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES)
         opts = options.scan_options()
-        ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
         t0 = time.monotonic()
 
         def progress(done: int, total: int) -> None:
             ctx.progress(f"scanned {human_bytes(done)} of {human_bytes(total)}", done / total if total else None)
 
         read_notes: list[parallel.ReadNote] = []
+        wrong: list[access.WrongFormat] = []  # the files whose first lines none parse: not read on
         try:
+            for r in list(plan.ranges):
+                w = access.wrong_format(opts, parallel.unit_of(r))
+                if w is not None:
+                    wrong.append(w)
+                    sources.hold_back(plan, r)  # (its cursor stays where this run began reading it)
+            units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES)
+            ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
             partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,
                                              progress=progress, notes=read_notes,
                                              memory_limit=memory_limit(options.memory_limit_mb))
@@ -452,8 +458,11 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["usual_peak_hour"] = usual_peak_hour(hours, rep["hourly_whole"])
         rep["log_format"] = options.log_format
         rep["goaccess"]["log_format_flags"] = to_goaccess(options.log_format, client_ip=options.client_ip).argv()
+        rep["not_read"] = redact_obj([{"path": w.path, "from": w.start, "lines": w.lines, "reasons": w.reasons,
+                                       "samples": w.samples} for w in wrong])
         reread = reread_message("log_format", restarted)
         findings = ([Finding("logs.nginx.reread", Severity.INFO, path, reread)] if reread else []) \
+            + self._wrong_format(ctx, options, rep, wrong) \
             + read_findings("nginx", read_notes) + self._findings(ctx, options, rep, plan.notes, path)
         if plan.unreadable and not plan.readable:
             findings = nothing_read("nginx", findings)
@@ -485,8 +494,12 @@ class NginxLogs(Task[NginxLogsOptions]):
                 # the site's own hosts by its referers: a quiet run (few visitors) still knows them
                 ctx.state.set(HOSTS_KEY, list(dict.fromkeys(access.referred_hosts(partial) + known_hosts))[:HOSTS_KEPT])
             ctx.state.set(HOURS_KEY, hours)
-        return Result(summary=self._summary(rep, artifacts, since_last=bool(cursors), files=plan.readable,
-                                            unreadable=plan.unreadable),
+        summary = self._summary(rep, artifacts, since_last=bool(cursors), files=plan.readable - len(wrong),
+                                unreadable=plan.unreadable)
+        if wrong:  # (what was read, if anything, after it)
+            summary = (f"{len(wrong)} file(s) not read: their first lines do not match the log_format "
+                       f"({', '.join(w.path for w in wrong)})" + (f"; {summary}" if rep["lines"] else ""))
+        return Result(summary=summary,
                       findings=findings, metrics=metrics, artifacts=artifacts)
 
     # -- pieces --------------------------------------------------------------------------------
@@ -567,6 +580,32 @@ class NginxLogs(Task[NginxLogsOptions]):
                         "the endpoints are whole)",
                         "nothing to do for the figures; so many distinct URLs come from cache-busting query "
                         "strings (?_=<time>) or a scanner: see the top clients and paths", value=pruned["hits"])]
+
+    @staticmethod
+    def _wrong_format(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any],
+                      wrong: list[access.WrongFormat]) -> list[Finding]:
+        """A file whose first lines none parse (:func:`upkeeper.logs.access.wrong_format`) was not read: critical
+        when no line of the run parsed (the log_format is not this log's), a warning when other lines did (a file
+        written before nginx's log_format changed, another site's log with a format of its own)."""
+        out = []
+        others = rep["requests"] > 0
+        where = f"jobs.{ctx.job}.options.log_format" if ctx.job else "the job's log_format option"
+        for w, data in zip(wrong, rep["not_read"], strict=True):
+            reasons = ", ".join(f"{k} ({v:,})" for k, v in data["reasons"].items())
+            first = data["samples"][0]["line"] if data["samples"] else ""
+            kept = ("its read position is kept: once the log_format matches, it is read from there"
+                    if o.incremental else "")
+            out.append(Finding(
+                "logs.nginx.wrong_format", Severity.WARNING if others else Severity.CRITICAL, w.path,
+                f"{w.path}: none of the first {w.lines:,} lines read (from byte {w.start:,}) parse with the "
+                f"log_format {o.log_format!r} ({reasons}), so the file was not read on"
+                + (" — the other files' lines parse: was it written before nginx's log_format changed?"
+                   if others else "") + (f"; {kept}" if kept else "") + f". First line: {first}",
+                f"set {where} to the format string of the nginx 'log_format' directive that writes this log "
+                "(or combined, combined_timed, main; see docs/logs.md)",
+                value=w.lines, data={"log_format": o.log_format, "from": w.start, "lines": w.lines,
+                                     "reasons": data["reasons"], "samples": data["samples"]}))
+        return out
 
     @staticmethod
     def _unparsed(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
