@@ -56,7 +56,7 @@ def test_the_scan_takes_the_prestarted_helper_and_counts_the_same(tmp_path: Path
     real = parallel._drive_helper
 
     def recording(*args: Any) -> None:
-        used.append(args[-1])
+        used.append(args[8])  # (the helper: the argument after continuation)
         real(*args)
 
     monkeypatch.setattr(parallel, "_drive_helper", recording)
