@@ -229,3 +229,23 @@ def test_wrong_format_gives_up_only_a_file_none_of_whose_first_lines_parse(tmp_p
     assert probe(bad * 49 + line() + bad * 60) is None  # a line among the first parses
     assert probe(bad * 200 + line()) is None  # the last lines parse: the format changed within the file
     assert probe(bad * 200 + line() + bad * 5) is not None  # (not among the last 5)
+
+
+def test_suggest_format_names_the_format_that_reads_lines_with_more_fields() -> None:
+    """Lines written with nginx's 'main' (a quoted X-Forwarded-For at the end), or with the docs' upstream timing
+    format, read with combined: the suggested format reads them field for field; lines that fit get none."""
+    from upkeeper.logs.access import suggest_format
+
+    base = '203.0.113.{ip} - - [01/Mar/2024:10:00:{s:02d} +0000] "GET /p/{i} HTTP/1.1" 200 {b} "-" "Mozilla/5.0"'
+    main = "".join(base.format(ip=i % 250 + 1, i=i, s=i % 60, b=100 + i) + ' "10.0.0.1"\n' for i in range(300)).encode()
+    timing = "".join(base.format(ip=i % 250 + 1, i=i, s=i % 60, b=100 + i) + f' rt=0.{i:03d} uct="0.001" uht="0.0{i % 10}2" '
+                     f'urt="0.0{i % 10}3"\n' for i in range(300)).encode()
+    plain = "".join(base.format(ip=i % 250 + 1, i=i, s=i % 60, b=100 + i) + "\n" for i in range(300)).encode()
+    hint = suggest_format(main, "combined")
+    assert hint is not None and hint.log_format == "main" and hint.fits == 300 and hint.current_fits == 0, hint
+    assert hint.tail == '"10.0.0.1"'
+    hint = suggest_format(timing, "combined")
+    assert hint is not None and "urt=\"$upstream_response_time\"" in hint.log_format, hint
+    assert suggest_format(plain, "combined") is None
+    assert suggest_format(main, "main") is None
+    assert suggest_format(b"", "combined") is None

@@ -96,8 +96,11 @@ from upkeeper.logs.logins import status_codes as status_codes
 from upkeeper.logs.masking import mask_line, quote_mask
 from upkeeper.logs.nginx_format import (
     COMBINED,
+    COMBINED_TIMED,
     LIST_BLANK,
     LISTS,
+    MAIN,
+    NAMED_FORMATS,
     SplitPlan,
     TokenSpec,
     Var,
@@ -2254,3 +2257,90 @@ def warm() -> None:
     from upkeeper.logs.arrowscan import preload
 
     preload()
+
+
+#: formats tried on a log whose lines do not fit the configured one field for field (:func:`suggest_format`): the
+#: named ones, and the usual additions to them (nginx's docs' upstream timing example, a proxy's address, times)
+FORMAT_CANDIDATES: tuple[str, ...] = (
+    "combined", "combined_timed", "main",
+    MAIN + " $request_time",
+    COMBINED_TIMED + " $upstream_response_time",
+    MAIN + " $request_time $upstream_response_time",
+    COMBINED + ' rt=$request_time uct="$upstream_connect_time" uht="$upstream_header_time" '
+               'urt="$upstream_response_time"',
+)
+#: bytes of a log's first lines that :func:`suggest_format` tries
+SUGGEST_SAMPLE = 64 << 10
+
+
+@dataclass(frozen=True)
+class FormatHint:
+    """A format that fits a log's lines field for field where the configured one does not (:func:`suggest_format`):
+    ``fits`` of ``lines`` sample lines took the vectorized paths with it, ``current_fits`` with the configured one;
+    ``tail``: what a sample line holds past the configured format's last field."""
+
+    log_format: str
+    lines: int
+    fits: int
+    current_fits: int
+    tail: str
+
+
+def _fit(log_format: str, sample: bytes, client_ip: str) -> tuple[int, int, int, bool]:
+    """(lines, lines parsed, lines the fast path took, has $request_time) of ``sample`` read with ``log_format``."""
+    acc = Accumulator(ScanOptions(log_format=log_format, client_ip=client_ip, arrow=False,
+                                  arrow_min_buffer=1 << 62, samples=1))
+    acc.feed(sample)
+    p = acc.p
+    return p.lines, p.valid, p.fast_lines, has_variable(log_format, "request_time")
+
+
+def suggest_format(sample: bytes, current: str, client_ip: str = "remote_addr") -> FormatHint | None:
+    """A format of :data:`FORMAT_CANDIDATES` that reads ``sample`` (a log's first lines, whole) field for field
+    — on the vectorized paths, as many lines as the configured ``current`` parses, and no fewer variables — where
+    ``current`` leaves at least half of the lines to the line-by-line parser (lines with more fields than the
+    format: GoAccess ignores what follows the format's last field, at ~5x the cost, and a $request_time there is not
+    read).  None when ``current`` fits, or no candidate fits better."""
+    cut = sample.rfind(NL) + 1
+    sample = sample[:cut]
+    if not sample:
+        return None
+    try:
+        lines, valid, fast, _timed = _fit(current, sample, client_ip)
+    except Exception:  # (a format the job accepted: only a hint is lost)
+        return None
+    if not lines or fast * 2 > lines:
+        return None
+    want = len(format_variables(current))
+    best: tuple[int, int, str] | None = None
+    for cand in FORMAT_CANDIDATES:
+        text = NAMED_FORMATS.get(cand, cand)
+        if text == NAMED_FORMATS.get(current, current) or len(format_variables(text)) < want:
+            continue
+        try:
+            n, ok, f, timed = _fit(text, sample, client_ip)
+        except Exception:
+            continue
+        if n == lines and ok >= valid and f * 20 >= lines * 19:  # 95 % fit
+            key = (f, len(format_variables(text)) + timed, cand)
+            if best is None or key[:2] > best[:2]:
+                best = key
+    if best is None:
+        return None
+    first = sample[:sample.find(NL)]
+    return FormatHint(best[2], lines, best[0], fast, _past_format(first, current, client_ip))
+
+
+def _past_format(line: bytes, log_format: str, client_ip: str) -> str:
+    """What ``line`` holds past the last field of ``log_format`` (as text, cut), or "" when that is not told."""
+    plan = split_plan(NAMED_FORMATS.get(log_format, log_format), client_ip)
+    if plan is None or not plan.quotes or not NAMED_FORMATS.get(log_format, log_format).rstrip().endswith('"'):
+        return ""  # (a format ending with an unquoted field: where it ends in a line is not told here)
+    pos, seen = -1, 0
+    while seen < 2 * plan.quotes:
+        pos = line.find(b'"', pos + 1)
+        if pos < 0:
+            return ""
+        if line[pos - 1:pos] != b"\\":
+            seen += 1
+    return printable(line[pos + 1:].decode("utf-8", errors="replace").strip())[:80]

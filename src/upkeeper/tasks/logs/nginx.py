@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import threading
@@ -30,6 +31,7 @@ from upkeeper.logs.clientip import DEFAULT_TRUSTED_PROXIES, check_networks
 from upkeeper.logs.goaccess import STATIC_EXTENSIONS
 from upkeeper.logs.logins import DEFAULT_LOGIN_PATHS, LoginPath, attempts_only, parse_statuses
 from upkeeper.logs.nginx_format import (
+    NAMED_FORMATS,
     LogFormatError,
     check_client_ip,
     client_header,
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
 
     from upkeeper.logs import access, parallel, report_html, sources
     from upkeeper.logs.access import ScanOptions
-    from upkeeper.logs.sources import PlanNote
+    from upkeeper.logs.sources import PlanNote, ReadPlan
 else:
     # the scan (the access-log parser and its request classes, the parallel reader, the HTML report) is the
     # worker's: 'upkeeper run' imports this module in the CLI for the job's options, and these modules would add
@@ -162,6 +164,29 @@ LoginPathEntry = Annotated[
     Annotated[UrlPath, Tag("path")] | Annotated[LoginPathOption, Tag("entry")],
     Discriminator(lambda v: "path" if isinstance(v, str) else "entry"),
 ]
+
+
+#: a run that read at least this many lines, at most half of them field for field, looks for a better log_format
+FORMAT_HINT_MIN_LINES = 200
+
+
+def _format_hint(plan: ReadPlan, options: NginxLogsOptions, rep: dict[str, Any]) -> dict[str, Any] | None:
+    """A log_format that reads the log's lines field for field where the job's does not
+    (:func:`upkeeper.logs.access.suggest_format`, on the first lines of the first plain file read), as data."""
+    if rep["lines"] < FORMAT_HINT_MIN_LINES or rep["fast_path_lines"] * 2 > rep["lines"]:
+        return None
+    for r in plan.ranges:
+        if r.file.gz or r.end is None or r.end - r.start < 1:
+            continue
+        try:
+            with open(r.file.path, "rb") as fh:
+                fh.seek(r.start)
+                sample = fh.read(min(access.SUGGEST_SAMPLE, r.end - r.start))
+        except OSError:
+            continue
+        hint = access.suggest_format(sample, options.log_format, options.client_ip)
+        return dataclasses.asdict(hint) if hint is not None else None
+    return None
 
 
 class NginxLogsOptions(TaskOptions):
@@ -448,6 +473,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end, "compressed": r.file.gz}
                         for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
+        rep["format_hint"] = _format_hint(plan, options, rep)
         latest = hour_key(not_after)
         rep["future_hours"] = {h: c for h, c in rep["hourly"].items() if h > latest}
         rep["future_after"] = latest
@@ -559,8 +585,8 @@ class NginxLogs(Task[NginxLogsOptions]):
         out = plan_findings("nginx", notes, o.rotated_dirs)
         if not rep["lines"]:
             return out
-        checks = (self._unparsed, self._failed, self._latency, self._sites, self._security, self._exposed,
-                  self._future, self._spike, self._proxy, self._passed_on, self._pruned)
+        checks = (self._unparsed, self._format, self._failed, self._latency, self._sites, self._security,
+                  self._exposed, self._future, self._spike, self._proxy, self._passed_on, self._pruned)
         for check in checks:
             try:
                 out += check(ctx, o, rep, subject)
@@ -568,6 +594,24 @@ class NginxLogs(Task[NginxLogsOptions]):
                 out.append(Finding("logs.nginx.check_failed", Severity.WARNING, check.__name__.strip("_"),
                                    f"the check failed: {exc}"))
         return out
+
+    @staticmethod
+    def _format(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
+        if not (h := rep.get("format_hint")):
+            return []
+        timed = has_variable(NAMED_FORMATS.get(h["log_format"], h["log_format"]), "request_time")
+        gains = timed and not rep["latency"]["available"]
+        where = f"jobs -> {ctx.job} -> options -> log_format" if ctx.job else "the job's log_format option"
+        return [Finding(
+            "logs.nginx.log_format_hint", Severity.WARNING if gains else Severity.INFO, subject,
+            f"{h['lines'] - h['current_fits']:,} of the first {h['lines']:,} lines have more fields than the "
+            f"log_format {o.log_format!r}" + (f" (they go on with '{h['tail']}')" if h["tail"] else "")
+            + ": what follows its last field is not read"
+            + (" — their $request_time among it, so latency and the p95 objective are not judged" if gains else "")
+            + ", and such lines take the line-by-line parser, about 5x slower; "
+            f"log_format {h['log_format']!r} reads {h['fits']:,} of them field for field",
+            f"set {where} to {h['log_format']!r} after checking it against the nginx log_format line that writes "
+            "this log (docs/logs.md)", data=h)]
 
     @staticmethod
     def _pruned(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
@@ -643,6 +687,9 @@ class NginxLogs(Task[NginxLogsOptions]):
     def _latency(ctx: TaskContext, o: NginxLogsOptions, rep: dict[str, Any], subject: str) -> list[Finding]:
         lat = rep["latency"]["overall"]
         if not rep["latency"]["available"]:
+            if (h := rep.get("format_hint")) and has_variable(NAMED_FORMATS.get(h["log_format"], h["log_format"]),
+                                                              "request_time"):
+                return []  # the log has it: the format hint says which log_format reads it (_format)
             return [Finding("logs.nginx.no_latency", Severity.INFO, subject,
                             "the log format has no $request_time, so latency cannot be checked",
                             "add $request_time to the nginx log_format (and set log_format: combined_timed)")]
