@@ -1126,3 +1126,15 @@ def test_a_log_with_more_fields_than_its_log_format_gets_the_format_that_fits(cl
     fixed = run(cli, config(make_config, fresh_site_log, tmp_path, log_format="combined_timed", incremental=False))
     assert "logs.nginx.log_format_hint" not in checks(fixed)
     assert fixed["metrics"]["requests"] == sent.sent and "latency_p95_ms" in fixed["metrics"]
+
+
+def test_the_logs_nginx_command_names_the_format_that_fits_lines_with_more_fields(cli: Any, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(
+        f'203.0.113.{i % 250 + 1} - - [01/Mar/2024:10:00:{i % 60:02d} +0000] "GET /p/{i} HTTP/1.1" 200 {100 + i} '
+        f'"-" "Mozilla/5.0" 0.{i % 1000:03d}\n'.encode() for i in range(400)))
+    res = cli(["logs", "nginx", str(log)])
+    assert res.code == 0, res.output
+    assert "400 of the first 400 lines have more fields than the log_format 'combined'" in res.output, res.output
+    assert "Try: --format combined_timed" in res.output
+    assert "more fields" not in cli(["logs", "nginx", "--format", "combined_timed", str(log)]).output

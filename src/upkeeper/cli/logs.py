@@ -162,6 +162,30 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
     return t
 
 
+def _note_format(found: list[Any], log_format: str, client_ip: str) -> None:
+    """Name a format that reads the lines field for field where ``log_format`` does not (see the logs.nginx
+    task's logs.nginx.log_format_hint), from the first lines of the first plain file."""
+    from upkeeper.logs.access import SUGGEST_SAMPLE, suggest_format
+
+    for lf in found:
+        if lf.gz:
+            continue
+        try:
+            with open(lf.path, "rb") as fh:
+                sample = fh.read(SUGGEST_SAMPLE)
+        except OSError:
+            continue
+        hint = suggest_format(sample, log_format, client_ip)
+        if hint is not None:
+            err_console.print(f"Note: {hint.lines - hint.current_fits:,} of the first {hint.lines:,} lines have more "
+                              f"fields than the log_format {log_format!r}"
+                              + (f" (they go on with '{hint.tail}')" if hint.tail else "")
+                              + ": what follows is not read, and such lines are read about 5x slower",
+                              style="yellow", markup=False)
+            err_console.print(f"Try: --format {shlex.quote(hint.log_format)}", markup=False)
+        return
+
+
 MEMORY_LIMIT_HELP = ("megabytes the scanning processes may add to their memory together before the command stops "
                      "saying what filled it (0: a quarter of the machine's memory, at least 512 MB)")
 
@@ -235,6 +259,8 @@ def nginx_cmd(
                    rep["invalid_samples"][0]["line"] if rep["invalid_samples"] else "",
                    "Try: --format with your nginx.conf 'log_format' (its format string, or combined, "
                    "combined_timed, main)")
+    if rep["lines"] >= 200 and rep["fast_path_lines"] * 2 <= rep["lines"]:
+        _note_format(found, log_format, task_opts.client_ip)
     if html is not None:
         from upkeeper.logs.report_html import access_report
 
