@@ -45,6 +45,15 @@ ACCESS_PIECES = 8
 DEFAULT_MAX_WORKERS = 2
 
 
+#: the least share of a memory limit a scanning process gets (:func:`scan` starts fewer helpers than asked rather than
+#: give less): a process adds the heap's holes and the values of its part of the log, which the processes do not
+#: share evenly (the first to start reads most) and each holds its own copy of (a client seen by all): a small share
+#: stopped scans far below the limit — 16 processes within 512 MB (32 MB each) on the benchmark's 1 GB log (14–34
+#: MB each, the tree ~400 MB; now 5 processes of 55–73 MB), 4 within 128 MB on 36 MB of distinct request lines
+#: (45 MB in the calling process, 12–15 MB in each helper, 86 MB together; one process alone: 84 MB)
+MIN_SHARE = 96 << 20
+
+
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_WORKERS))
 #: A line longer than this is not held whole (NUL padding after a crash, a binary file): nginx's
@@ -361,14 +370,16 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     second: a fast accumulator sets it higher) and the units are scanned in the order given.
     Damaged compressed files are read up to the damage; ``notes`` (when given) receives a
     :class:`ReadNote` for each.  ``memory_limit``: bytes the scanning processes may add to their resident
-    memory together (each its share; 0: no limit), else :class:`MemoryLimit` is raised once every process
-    has stopped.
+    memory together (each its share, at least :data:`MIN_SHARE`: fewer helpers start when ``workers`` asks for
+    more; 0: no limit), else :class:`MemoryLimit` is raised once every process has stopped.
     """
     mod = _load(kind)
     total = sum(u.size_hint for u in units) or 1
     if workers <= 0:
         workers = default_workers()
     helpers = min(workers - 1, len(units) - 1) if total >= min_parallel else 0
+    if memory_limit > 0:  # each process at least MIN_SHARE of the limit
+        helpers = min(helpers, max(0, memory_limit // MIN_SHARE - 1))
     todo: queue.Queue[Unit] = queue.Queue()
     for u in sorted(units, key=lambda u: -u.size_hint) if helpers > 0 else units:  # biggest first: balance
         todo.put(u)
