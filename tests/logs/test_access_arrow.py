@@ -1258,3 +1258,22 @@ def test_requests_folded_and_pruned_in_the_middle_of_a_scan_keep_every_total_and
                 r["data"]: r["hits"] for r in exact["goaccess"]["requests"][:5]}  # the popular ones: exact
             assert {k: v for k, v in rep["goaccess"].items() if k not in ("requests", "requests_pruned")} == {
                 k: v for k, v in exact["goaccess"].items() if k != "requests"}
+
+
+@pytest.mark.parametrize("path", ["arrow", "python", "lines"])
+def test_a_memory_limit_s_message_counts_the_request_lines_folded_mid_scan(monkeypatch: pytest.MonkeyPatch,
+                                                                          path: str) -> None:
+    """The memory limit's message names what a scanning process holds (Accumulator.sizes): past REQUESTS_FOLD
+    its distinct request lines are GoAccess keys, and the message said it held only those counted since the last
+    fold (a flood of 1 million distinct URLs from one client stopped with '12,345 distinct request lines')."""
+    monkeypatch.setattr(access, "REQUESTS_FOLD", 1000)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow=path == "arrow", fast=path != "lines",
+                                  arrow_min_buffer=0))
+    data = b"".join(b'10.0.0.1 - - [01/Mar/2024:10:00:00 +0000] "GET /api/poll?_=%d HTTP/1.1" 200 5 "-" "ua" 0.001\n'
+                    % (1700000000000 + i) for i in range(6000))
+    feed_in_chunks(acc, data, 1 << 14)
+    held = acc.sizes()
+    assert held["lines"] == 6000 and held["distinct request lines"] >= 6000, held
+    budget = parallel.Budget(1, base=0)
+    with pytest.raises(parallel.MemoryLimit, match=r"\(6,\d\d\d distinct request lines"):
+        budget.check(acc, "access.log")

@@ -420,8 +420,10 @@ class Accumulator:
     # -- input -------------------------------------------------------------------------------
 
     def sizes(self) -> dict[str, int]:
-        """The lines read (``lines``) and the distinct values held (what a memory limit's message names)."""
-        return {"lines": self.p.lines, "distinct request lines": len(self.c_req), "visitors": len(self.visitors),
+        """The lines read (``lines``) and the distinct values held (what a memory limit's message names): the request
+        lines those counted raw since the last fold (:data:`REQUESTS_FOLD`) and those folded into GoAccess's keys."""
+        return {"lines": self.p.lines, "distinct request lines": len(self.c_req) + len(self.p.ga_requests),
+                "visitors": len(self.visitors),
                 "client addresses": len(self.p.hosts), "user agents": len(self.c_ua), "referers": len(self.c_ref)}
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
