@@ -288,9 +288,9 @@ def test_a_helper_past_its_share_of_the_memory_limit_stops_the_scan_saying_what_
             fh.write(f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} - - [01/Mar/2024:10:00:00 +0000] '
                      f'"GET /p?_={i}&v={i * 7919:032x} HTTP/1.1" 200 {100 + i % 900} "-" "Mozilla/5.0" 0.010\n')
     units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=1 << 18)
-    with pytest.raises(parallel.MemoryLimit, match=r"after [\d,]+ lines of .*access\.log a scanning process held "
-                                                   r"\d+ MB more than when it began, past its share of 4 MB "
-                                                   r"\([\d,]+ distinct request lines"):
+    with pytest.raises(parallel.MemoryLimit, match=r"after [\d,]+ lines of .*access\.log the 2 scanning processes "
+                                                   r"held \d+ MB more than when they began \(this one \d+ MB: "
+                                                   r"[\d,]+ distinct request lines.*\), past the limit of 8 MB$"):
         parallel.scan("idle_main_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2, min_parallel=0,
                       memory_limit=8 << 20)
     assert not [p for p in psutil.Process().children(recursive=True) if "scanworker" in " ".join(p.cmdline())]
@@ -346,3 +346,46 @@ def test_a_memory_limit_starts_no_more_processes_than_get_a_useful_share_of_it(
     assert parallel.MIN_SHARE == 96 << 20
     assert scanners(4, 128 << 20) == 1  # 128 MB: one process (~85 MB of growth); 4 stopped at 32 MB
     assert 1 < scanners(4, 2 * parallel.MIN_SHARE) <= 2
+
+
+_IDLE_HELPERS_KIND = '''
+import os, time
+from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
+
+def make_accumulator(opts):
+    acc = _make(opts)
+    if os.getpid() != int(os.environ["UPK_TEST_SCANNER"]):  # the helpers read slowly, and keep nothing
+        acc.feed = lambda buf, source="", offset=0: time.sleep(0.3)
+    return acc
+'''
+
+
+def test_the_memory_limit_is_for_the_scanning_processes_together(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process was checked against its share of the limit (limit / processes): the one that read more than
+    its part (a whole compressed file; the pieces it took before the helpers started: half of them, of 4) stopped
+    the scan while the others held next to nothing — 86 MB together of a 128 MB limit. Now each process says
+    what it added in a shared file and checks the sum, and every process stops once the sum is past the limit."""
+    import os
+
+    (tmp_path / "idle_helpers_kind.py").write_text(_IDLE_HELPERS_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("UPK_TEST_SCANNER", str(os.getpid()))
+    monkeypatch.setattr(parallel, "MIN_SHARE", 16 << 20)
+    log = tmp_path / "access.log"
+    n = 80_000
+    with log.open("w") as fh:
+        for i in range(n):  # every request line and client distinct: ~35 MB in the calling process
+            fh.write(f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} - - [01/Mar/2024:10:00:00 +0000] '
+                     f'"GET /p?_={i}&v={i * 7919:032x} HTTP/1.1" 200 {100 + i % 900} "-" "Mozilla/5.0" 0.010\n')
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=1 << 20)
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+    partial, _ = parallel.scan("idle_helpers_kind", opts, units, workers=4, min_parallel=0, memory_limit=64 << 20)
+    assert n // 2 < partial.lines < n  # (the calling process read most of it, the helpers a little, kept nothing)
+    before = set(Path(tempfile.gettempdir()).glob("upkeeper-scan-*"))
+    monkeypatch.setattr(parallel, "MIN_SHARE", 4 << 20)
+    with pytest.raises(parallel.MemoryLimit, match=r"the 4 scanning processes held \d+ MB more than when they "
+                                                   r"began \(this one \d+ MB: .*\), past the limit of 16 MB$"):
+        parallel.scan("idle_helpers_kind", opts, units, workers=4, min_parallel=0, memory_limit=16 << 20)
+    assert set(Path(tempfile.gettempdir()).glob("upkeeper-scan-*")) <= before  # (the shared file: removed)
