@@ -137,10 +137,14 @@ class LoginPathOption(TaskOptions):
 
 
 def _url_path(v: str) -> str:
-    """A login or public path as requests are matched: one without its leading / would never match any."""
+    """A login, public or free-text path as requests are matched: one without its leading / would never match any,
+    nor one with a query string (``/search?q=*``: requests are matched by their path, without theirs)."""
     if not v.startswith(("/", "*")):
         raise ValueError(f"{v!r} is no URL path, so no request would match it: a path begins with / (or a '*' "
                          f"wildcard), e.g. /{v}")
+    if "?" in v:
+        raise ValueError(f"{v!r} has a query string, so no request would match it: requests are matched by their "
+                         f"path alone (any query string), e.g. {v.split('?', 1)[0] or '/'}")
     return v
 
 
