@@ -391,6 +391,8 @@ def test_a_line_holding_the_collapse_s_byte_leaves_the_others_lists_on_the_fast_
     acc = Accumulator(ScanOptions(log_format=UPSTREAM_FMT, arrow=False))
     feed_in_chunks(acc, data, 1 << 20)
     assert acc.partial().fast_lines == 450  # all but the lines holding 0xA0 (each alone: the line parser)
+    dense = b"\n".join((UPSTREAM_LISTS + odd) * 50) + b"\n"  # (many: the buffer read whole, as before)
+    assert assert_equivalent(dense, fmt=UPSTREAM_FMT)[0]["requests"] == 250
     assert access._lines_apart(b"a\n\xa0\nb\xa0\nc\n\xa0d\n", b"\xa0") == [(0, 2), (2, 7), (7, 9), (9, 12)]
     assert access._lines_apart(b"\xa0\n", b"\xa0") == [(0, 2)]
     assert access._lines_apart(b"a\nb\n", b"\xa0") == [(0, 4)]

@@ -438,11 +438,13 @@ class Accumulator:
         if buf:
             if self.plan is None:
                 self._slow(buf, source, offset)
-            elif self.collapse is not None and LIST_BLANK in buf and any(m in buf for m in self.plan.list_marks):
+            elif (self.collapse is not None and LIST_BLANK in buf and buf.count(LIST_BLANK) <= len(buf) >> 12
+                  and any(m in buf for m in self.plan.list_marks)):
                 # the lines holding the collapse's byte (raw with escape=none: UTF-8's à, Р, a no-break space) are
                 # read as they are, and the runs of lines between them collapsed: one such line sent the whole
                 # buffer's lists to the line parser (39 MB, lists on half the lines, "à" on one in 1,000: 10.4 s,
-                # not 0.5)
+                # not 0.5). Not when they are many (one per 4 KB): a run costs ~50 µs, and at one such line in 3
+                # the buffer was read 3 times slower than whole, its lists by the line parser
                 for start, end in _lines_apart(buf, LIST_BLANK):
                     self._feed_lines(buf[start:end], source, offset + start)
             else:
