@@ -375,6 +375,29 @@ def test_lines_with_lists_of_upstream_values_take_the_fast_paths() -> None:
     assert acc.partial().fast_lines == 600
 
 
+def test_a_line_holding_the_collapse_s_byte_leaves_the_others_lists_on_the_fast_paths() -> None:
+    """The collapse makes its blanks 0xA0, so a buffer holding that byte already (raw with escape=none: UTF-8's à,
+    Р, a no-break space) was not collapsed at all: one "café" agent in a 4 MB buffer sent all its lines with
+    lists to the line parser (39 MB, lists on half the lines, "à" on one line in 1,000: 10.4 s, not 0.5). Now
+    only the lines holding the byte are read as they are, with the line parser's figures still."""
+    odd = [b'1.2.3.9 - - [01/Mar/2024:10:00:06 +0000] "GET /caf\xc3\xa9 HTTP/1.1" 200 5 "-" "caf\xc3\xa0" '
+           b'10.0.0.1:80, 10.0.0.2:80 502, 200 0.800, 0.100 0.950',
+           b'1.2.3.9 - - [01/Mar/2024:10:00:06 +0000] "GET /nbsp HTTP/1.1" 200 5 "-" "a\xc2\xa0b" 10.0.0.1:80 200 '
+           b'0.020 0.030']
+    data = b"\n".join(UPSTREAM_LISTS * 50 + odd + UPSTREAM_GOOD * 50 + odd[::-1] + UPSTREAM_LISTS * 50 + odd[:1]
+                      ) + b"\n"
+    rep, arrow_lines = assert_equivalent(data, fmt=UPSTREAM_FMT)
+    assert rep["requests"] == 455 and arrow_lines == 452  # (all but the lines with lists and 0xA0)
+    acc = Accumulator(ScanOptions(log_format=UPSTREAM_FMT, arrow=False))
+    feed_in_chunks(acc, data, 1 << 20)
+    assert acc.partial().fast_lines == 450  # all but the lines holding 0xA0 (each alone: the line parser)
+    dense = b"\n".join((UPSTREAM_LISTS + odd) * 50) + b"\n"  # (many: the buffer read whole, as before)
+    assert assert_equivalent(dense, fmt=UPSTREAM_FMT)[0]["requests"] == 250
+    assert access._lines_apart(b"a\n\xa0\nb\xa0\nc\n\xa0d\n", b"\xa0") == [(0, 2), (2, 7), (7, 9), (9, 12)]
+    assert access._lines_apart(b"\xa0\n", b"\xa0") == [(0, 2)]
+    assert access._lines_apart(b"a\nb\n", b"\xa0") == [(0, 4)]
+
+
 #: the upstream time last: the line parser reads it to the line's end (no list then: the whole rest)
 UPSTREAM_LAST = UPSTREAM_FMT.removesuffix(" $request_time")
 _UPSTREAM_VALUES = (b"0.037", b"0.106", b"-", b"10.0.0.1:80", b"unix:/run/app.sock", b"502", b",", b":", b"0.1,",
@@ -1258,3 +1281,22 @@ def test_requests_folded_and_pruned_in_the_middle_of_a_scan_keep_every_total_and
                 r["data"]: r["hits"] for r in exact["goaccess"]["requests"][:5]}  # the popular ones: exact
             assert {k: v for k, v in rep["goaccess"].items() if k not in ("requests", "requests_pruned")} == {
                 k: v for k, v in exact["goaccess"].items() if k != "requests"}
+
+
+@pytest.mark.parametrize("path", ["arrow", "python", "lines"])
+def test_a_memory_limit_s_message_counts_the_request_lines_folded_mid_scan(monkeypatch: pytest.MonkeyPatch,
+                                                                          path: str) -> None:
+    """The memory limit's message names what a scanning process holds (Accumulator.sizes): past REQUESTS_FOLD
+    its distinct request lines are GoAccess keys, and the message said it held only those counted since the last
+    fold (a flood of 1 million distinct URLs from one client stopped with '12,345 distinct request lines')."""
+    monkeypatch.setattr(access, "REQUESTS_FOLD", 1000)
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow=path == "arrow", fast=path != "lines",
+                                  arrow_min_buffer=0))
+    data = b"".join(b'10.0.0.1 - - [01/Mar/2024:10:00:00 +0000] "GET /api/poll?_=%d HTTP/1.1" 200 5 "-" "ua" 0.001\n'
+                    % (1700000000000 + i) for i in range(6000))
+    feed_in_chunks(acc, data, 1 << 14)
+    held = acc.sizes()
+    assert held["lines"] == 6000 and held["distinct request lines"] >= 6000, held
+    budget = parallel.Budget(1, base=0)
+    with pytest.raises(parallel.MemoryLimit, match=r"\(6,\d\d\d distinct request lines"):
+        budget.check(acc, "access.log")

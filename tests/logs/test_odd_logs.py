@@ -249,3 +249,27 @@ def test_suggest_format_names_the_format_that_reads_lines_with_more_fields() -> 
     assert suggest_format(plain, "combined") is None
     assert suggest_format(main, "main") is None
     assert suggest_format(b"", "combined") is None
+
+
+def test_wrong_format_reads_the_last_lines_of_a_compressed_file_too(tmp_path: Path) -> None:
+    """A rotated .gz file whose log_format changed within it (the old lines first, then those the job's format
+    parses) was given up whole after its first lines, its last ones never tried as a plain file's are: the lines
+    after the change were never read, by this run or any later one (its format is already the right one). Now a
+    compressed file is decompressed to its end (far faster than parsing it) and its last lines tried too."""
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+    bad = b'{"not": "an access log line"}\n'
+    log = tmp_path / "access.log.2.gz"
+
+    def probe(data: bytes, tail_bytes: int = access.PROBE_TAIL_BYTES) -> access.WrongFormat | None:
+        log.write_bytes(gzip.compress(data))
+        return access.wrong_format(opts, parallel.Unit(str(log), 0, None, True, True), lines=50, tail=5,
+                                   tail_bytes=tail_bytes)
+
+    assert probe(bad * 200 + line() * 3) is None  # the format changed within the file: read it
+    assert probe(bad * 200 + line()) is None
+    assert probe(bad * 2000 + line() + b"\n") is None  # (bigger than a buffer of the probe's)
+    assert probe(bad * 200 + line() + bad * 5) is not None  # (not among the last 5)
+    assert probe(bad * 200) is not None
+    w = probe(bad * 20000 + line(), tail_bytes=4 * len(bad))  # the window: whole lines, from a line start
+    assert w is None
+    assert probe(bad * 20000 + line()[:-1]) is None  # a last line without its newline

@@ -281,15 +281,16 @@ def test_a_helper_past_its_share_of_the_memory_limit_stops_the_scan_saying_what_
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setenv("UPK_TEST_SCANNER", str(os.getpid()))
+    monkeypatch.setattr(parallel, "MIN_SHARE", 1 << 20)  # (a helper for a limit this small)
     log = tmp_path / "access.log"
     with log.open("w") as fh:
         for i in range(60_000):  # every request line and client distinct
             fh.write(f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} - - [01/Mar/2024:10:00:00 +0000] '
                      f'"GET /p?_={i}&v={i * 7919:032x} HTTP/1.1" 200 {100 + i % 900} "-" "Mozilla/5.0" 0.010\n')
     units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=1 << 18)
-    with pytest.raises(parallel.MemoryLimit, match=r"after [\d,]+ lines of .*access\.log a scanning process held "
-                                                   r"\d+ MB more than when it began, past its share of 4 MB "
-                                                   r"\([\d,]+ distinct request lines"):
+    with pytest.raises(parallel.MemoryLimit, match=r"after [\d,]+ lines of .*access\.log the 2 scanning processes "
+                                                   r"held \d+ MB more than when they began \(this one \d+ MB: "
+                                                   r"[\d,]+ distinct request lines.*\), past the limit of 8 MB$"):
         parallel.scan("idle_main_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2, min_parallel=0,
                       memory_limit=8 << 20)
     assert not [p for p in psutil.Process().children(recursive=True) if "scanworker" in " ".join(p.cmdline())]
@@ -300,3 +301,90 @@ def test_a_helper_past_its_share_of_the_memory_limit_stops_the_scan_saying_what_
     partial, _ = parallel.scan("idle_main_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2,
                                min_parallel=0, memory_limit=0)  # no limit: the helper reads all it is given
     assert partial.lines > 0
+
+
+_PIDS_KIND = '''
+import os
+from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
+
+def make_accumulator(opts):
+    with open(os.environ["UPK_TEST_PIDS"], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    return _make(opts)
+'''
+
+
+def test_a_memory_limit_starts_no_more_processes_than_get_a_useful_share_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each scanning process got memory_limit / processes, however small: 16 processes within 512 MB (32 MB
+    each) stopped on the benchmark's 1 GB log, 4 within 128 MB on 36 MB of distinct request lines (the calling
+    process read half of them: 45 MB, the helpers 12-15 MB each, 86 MB together) — the run failed, saying the
+    log held more than the limit lets it count. Now fewer helpers start, each process getting at least MIN_SHARE."""
+
+    (tmp_path / "pids_kind.py").write_text(_PIDS_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    pids = tmp_path / "pids"
+    monkeypatch.setenv("UPK_TEST_PIDS", str(pids))
+    log = tmp_path / "access.log"
+    n = 200_000
+    with log.open("w") as fh:
+        for i in range(n):  # every request line and client distinct
+            fh.write(f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} - - [01/Mar/2024:10:00:00 +0000] '
+                     f'"GET /api/v1/items?_={1700000000000 + i}&v={i * 7919:032x} HTTP/1.1" 200 5 "-" "Mozilla/5.0" '
+                     '0.010\n')
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=2 << 20)
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+
+    def scanners(workers: int, limit: int) -> int:
+        pids.unlink(missing_ok=True)
+        partial, _ = parallel.scan("pids_kind", opts, units, workers=workers, min_parallel=0, memory_limit=limit)
+        assert partial.lines == n
+        return len(set(pids.read_text().split()))
+
+    assert scanners(4, 0) > 1  # no limit: helpers
+    assert scanners(4, 128 << 20) == 1  # 128 MB: one process (~85 MB of growth); 4 stopped at 32 MB
+    assert scanners(4, 192 << 20) == 2  # one per 96 MB (parallel.MIN_SHARE)
+
+
+_IDLE_HELPERS_KIND = '''
+import os, time
+from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
+
+def make_accumulator(opts):
+    acc = _make(opts)
+    if os.getpid() != int(os.environ["UPK_TEST_SCANNER"]):  # the helpers read slowly, and keep nothing
+        acc.feed = lambda buf, source="", offset=0: time.sleep(0.3)
+    return acc
+'''
+
+
+def test_the_memory_limit_is_for_the_scanning_processes_together(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process was checked against its share of the limit (limit / processes): the one that read more than
+    its part (a whole compressed file; the pieces it took before the helpers started: half of them, of 4) stopped
+    the scan while the others held next to nothing — 86 MB together of a 128 MB limit. Now each process says
+    what it added in a shared file and checks the sum, and every process stops once the sum is past the limit."""
+    import os
+
+    (tmp_path / "idle_helpers_kind.py").write_text(_IDLE_HELPERS_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("UPK_TEST_SCANNER", str(os.getpid()))
+    monkeypatch.setattr(parallel, "MIN_SHARE", 16 << 20)
+    log = tmp_path / "access.log"
+    n = 80_000
+    with log.open("w") as fh:
+        for i in range(n):  # every request line and client distinct: ~35 MB in the calling process
+            fh.write(f'10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255} - - [01/Mar/2024:10:00:00 +0000] '
+                     f'"GET /p?_={i}&v={i * 7919:032x} HTTP/1.1" 200 {100 + i % 900} "-" "Mozilla/5.0" 0.010\n')
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=1 << 20)
+    opts = ScanOptions(log_format=COMBINED_TIMED)
+    partial, _ = parallel.scan("idle_helpers_kind", opts, units, workers=4, min_parallel=0, memory_limit=64 << 20)
+    assert n // 2 < partial.lines < n  # (the calling process read most of it, the helpers a little, kept nothing)
+    before = set(Path(tempfile.gettempdir()).glob("upkeeper-scan-*"))
+    monkeypatch.setattr(parallel, "MIN_SHARE", 4 << 20)
+    with pytest.raises(parallel.MemoryLimit, match=r"the 4 scanning processes held \d+ MB more than when they "
+                                                   r"began \(this one \d+ MB: .*\), past the limit of 16 MB$"):
+        parallel.scan("idle_helpers_kind", opts, units, workers=4, min_parallel=0, memory_limit=16 << 20)
+    assert set(Path(tempfile.gettempdir()).glob("upkeeper-scan-*")) <= before  # (the shared file: removed)

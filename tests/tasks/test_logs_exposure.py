@@ -190,16 +190,21 @@ def test_an_xmlrpc_login_path_in_a_sub_directory_counts_every_post() -> None:
 def test_public_and_login_paths_without_a_leading_slash_are_config_errors(cli: Any, make_config: Any) -> None:
     """`public_paths: [downloads/*.sql]` and a bare `login_paths: [login]` were accepted and never matched a
     request (paths are matched from their leading /): the exposed-file finding stayed, the brute force went
-    unseen. They are located config errors now, with the path to write instead."""
+    unseen. They are located config errors now, with the path to write instead.  So is a path with a query
+    string (`free_text_paths: [/search?q=*]` left every search warned about)."""
     for options, field, fix in (({"public_paths": ["/ok.sql", "downloads/*.sql"]}, "public_paths -> 1", "/downloads/*.sql"),
                                 ({"public_paths": [".env.example"]}, "public_paths -> 0", "/.env.example"),
-                                ({"login_paths": ["login"]}, "login_paths -> 0", "/login")):
+                                ({"login_paths": ["login"]}, "login_paths -> 0", "/login"),
+                                # (a query string: requests are matched by their path alone)
+                                ({"free_text_paths": ["/search?q=*"]}, "free_text_paths -> 0", "/search"),
+                                ({"public_paths": ["/dl?file=*.sql"]}, "public_paths -> 0", "/dl")):
         cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": "/tmp/none.log"}},
                            "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": options}}})
         r = cli(["--config", cfg, "config", "check"])
         err = " ".join(r.err.split())
         assert r.code == 2 and f"jobs -> la -> options -> {field}" in err, r.output
-        assert "is no URL path" in err and f"e.g. {fix}" in err, r.output
+        assert ("is no URL path" in err or "has a query string, so no request would match it" in err) \
+            and f"e.g. {fix}" in err, r.output
     cfg = make_config({"targets": {"web": {"kind": "nginx", "access_log": "/tmp/none.log"}},
                        "jobs": {"la": {"task": "logs.nginx", "target": "web", "options": {
                            "public_paths": ["/downloads/*.sql", "*.bak"], "login_paths": ["/login", "*/signin"]}}}})

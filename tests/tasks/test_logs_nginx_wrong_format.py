@@ -100,3 +100,39 @@ def test_rotated_files_in_an_older_format_are_a_warning_and_the_live_log_is_read
                for f in found.values())
     second = run(cli, cfg)  # still not read (their positions were kept), the live log not counted again
     assert second["metrics"]["requests"] == 0 and len(checks(second)["logs.nginx.wrong_format"]) == 2
+
+
+def test_a_compressed_file_in_an_older_format_is_decompressed_to_its_end_once(
+        cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """A compressed file's last lines are tried too (its format may have changed within it), which decompresses
+    it to its end: 1.4 s a GB. A rotated file written before nginx's log_format changed is given up at every run
+    until it is deleted, so each run did it again for each such file (30 rotated files of 1 GB: 42 s a run). The
+    job's state now remembers the files (identity, size, format) found so: a later run tries their first lines
+    only. Another file at that name, or another format, is tried whole again."""
+    from upkeeper.core.history import History
+    from upkeeper.logs import access, parallel
+    from upkeeper.logs.access import ScanOptions
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    gz = logs / "access.log.2.gz"
+    gz.write_bytes(gzip.compress(b"".join(json_line(i) for i in range(N))))
+    live = logs / "access.log"
+    live.write_bytes(b"".join(access_line(i) for i in range(30)))
+    cfg = file_config(make_config, live, tmp_path)
+    history = History(f"sqlite:///{tmp_path / 'history.db'}")
+    for _ in range(2):
+        r = run(cli, cfg)
+        assert [f["subject"] for f in checks(r)["logs.nginx.wrong_format"]] == [str(gz)]
+        st = gz.stat()
+        assert history.get_state("log-analysis", "access_wrong_gz") == [
+            f"combined_timed\nremote_addr\n{st.st_dev}:{st.st_ino}:{st.st_size}"]
+    # (what a remembered file is spared: its last lines, which would have parsed here)
+    mixed = tmp_path / "mixed.gz"
+    mixed.write_bytes(gzip.compress(b"".join(json_line(i) for i in range(N)) + access_line(0)))
+    unit = parallel.Unit(str(mixed), 0, None, True, True)
+    assert access.wrong_format(ScanOptions(log_format="combined_timed"), unit) is None
+    assert access.wrong_format(ScanOptions(log_format="combined_timed"), unit, tail=0) is not None
+    gz.unlink()  # deleted by logrotate: forgotten
+    run(cli, cfg)
+    assert history.get_state("log-analysis", "access_wrong_gz") == []

@@ -28,8 +28,8 @@ import heapq
 import ipaddress
 import math
 import re
-from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import compress, repeat
@@ -423,8 +423,10 @@ class Accumulator:
     # -- input -------------------------------------------------------------------------------
 
     def sizes(self) -> dict[str, int]:
-        """The lines read (``lines``) and the distinct values held (what a memory limit's message names)."""
-        return {"lines": self.p.lines, "distinct request lines": len(self.c_req), "visitors": len(self.visitors),
+        """The lines read (``lines``) and the distinct values held (what a memory limit's message names): the request
+        lines those counted raw since the last fold (:data:`REQUESTS_FOLD`) and those folded into GoAccess's keys."""
+        return {"lines": self.p.lines, "distinct request lines": len(self.c_req) + len(self.p.ga_requests),
+                "visitors": len(self.visitors),
                 "client addresses": len(self.p.hosts), "user agents": len(self.c_ua), "referers": len(self.c_ref)}
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
@@ -439,23 +441,36 @@ class Accumulator:
         if buf:
             if self.plan is None:
                 self._slow(buf, source, offset)
+            elif (self.collapse is not None and LIST_BLANK in buf and buf.count(LIST_BLANK) <= len(buf) >> 12
+                  and any(m in buf for m in self.plan.list_marks)):
+                # the lines holding the collapse's byte (raw with escape=none: UTF-8's à, Р, a no-break space) are
+                # read as they are, and the runs of lines between them collapsed: one such line sent the whole
+                # buffer's lists to the line parser (39 MB, lists on half the lines, "à" on one in 1,000: 10.4 s,
+                # not 0.5). Not when they are many (one per 4 KB): a run costs ~50 µs, and at one such line in 3
+                # the buffer was read 3 times slower than whole, its lists by the line parser
+                for start, end in _lines_apart(buf, LIST_BLANK):
+                    self._feed_lines(buf[start:end], source, offset + start)
             else:
-                arrow = len(buf) >= self.opts.arrow_min_buffer and self._arrow_scanner() is not None
-                collapsed = self._collapsed(buf, arrow)
-                if collapsed is not None:
-                    buf, self.collapsed = collapsed, True
-                try:
-                    if arrow:
-                        assert self.arrow is not None
-                        self.arrow.feed(buf, source, offset)
-                    else:
-                        self._fast(buf, source, offset)
-                finally:
-                    self.collapsed = False
+                self._feed_lines(buf, source, offset)
         if tail:
             self._slow(tail, source, offset + len(buf))
         if len(self.c_req) >= REQUESTS_FOLD or len(self.c_vreq) >= REQUESTS_FOLD:
             self._fold_if_many()
+
+    def _feed_lines(self, buf: bytes, source: str, offset: int) -> None:
+        """Aggregate ``buf`` (complete lines) on the fast paths, its lists collapsed where they can be."""
+        arrow = len(buf) >= self.opts.arrow_min_buffer and self._arrow_scanner() is not None
+        collapsed = self._collapsed(buf, arrow)
+        if collapsed is not None:
+            buf, self.collapsed = collapsed, True
+        try:
+            if arrow:
+                assert self.arrow is not None
+                self.arrow.feed(buf, source, offset)
+            else:
+                self._fast(buf, source, offset)
+        finally:
+            self.collapsed = False
 
     def _arrow_scanner(self) -> ArrowScanner | None:
         """The pyarrow scanner, made (and pyarrow imported) on the first large buffer."""
@@ -2152,11 +2167,12 @@ def _status_in(code: str, spec: str) -> bool:
 #: parse (a scanner's binary probe, NUL padding after a crash, the lines before a log_format change are a few or
 #: a stretch a run reads past): 10,000 lines is hours of a busy site's traffic, days of a quiet one's.
 PROBE_LINES = 10_000
-#: ... unless some of its last this many lines parse (what it reads of a plain file): nginx's log_format changed
-#: in the middle of the file, its lines before the change fail and those after parse — read it all, as before,
-#: or its cursor would stay before the change for good, and the lines after it never be read
+#: ... unless some of its last this many lines parse (what it reads of a plain file; a compressed one is decompressed
+#: to its end for them, 0.25 s for 226 MB, where parsing them took a minute): nginx's log_format changed in the
+#: middle of the file, its lines before the change fail and those after parse — read it all, as before, or its
+#: cursor would stay before the change for good, and the lines after it never be read (a rotated .gz file's were)
 PROBE_TAIL_LINES = 1_000
-#: bytes read from the end of a plain file for its last lines (:data:`PROBE_TAIL_LINES` of 300 bytes)
+#: bytes of the end of a file kept for its last lines (:data:`PROBE_TAIL_LINES` of 300 bytes)
 PROBE_TAIL_BYTES = 512 << 10
 PROBE_SAMPLES = 3  # unparsable lines a finding quotes
 
@@ -2173,10 +2189,50 @@ class WrongFormat:
     samples: list[dict[str, Any]]
 
 
+def _lines_apart(buf: bytes, byte: bytes) -> list[tuple[int, int]]:
+    """``buf`` (lines ending with a newline) cut, in order, into runs of lines: those holding ``byte`` and those
+    between them; (start, end) each."""
+    runs: list[tuple[int, int]] = []
+    pos, n = 0, len(buf)
+    i = buf.find(byte)
+    while i >= 0:
+        start = buf.rfind(NL, 0, i) + 1
+        end = buf.find(NL, i) + 1 or n
+        if start > pos:  # the lines before it
+            runs.append((pos, start))
+            runs.append((start, end))
+        elif runs:  # (right after another line holding it)
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+        pos = end
+        i = buf.find(byte, end)
+    if pos < n:
+        runs.append((pos, n))
+    return runs
+
+
+def _last_bytes(first: bytes, buffers: Iterator[tuple[int, bytes]], size: int) -> bytes:
+    """The last lines, about ``size`` bytes of them (whole lines, from a line start), of ``first`` and then
+    ``buffers`` (:func:`~upkeeper.logs.parallel.read_unit`'s: each of complete lines)."""
+    kept: deque[bytes] = deque([first] if first else [])
+    held = len(first)
+    for _off, buf in buffers:
+        kept.append(buf)
+        held += len(buf)
+        while held - len(kept[0]) >= size:
+            held -= len(kept.popleft())
+    window = b"".join(kept)
+    if len(window) > size:
+        cut = window.find(NL, len(window) - size)
+        window = window[cut + 1:] if cut >= 0 else b""
+    return window
+
+
 def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tail: int = PROBE_TAIL_LINES,
                  tail_bytes: int = PROBE_TAIL_BYTES) -> WrongFormat | None:
     """Whether none of the first ``lines`` lines of ``unit`` (a range a run is to read: from its start, a line
-    start, to its end) parse with the format of ``opts``, nor any of its last ``tail`` ones (a plain file): then
+    start, to its end) parse with the format of ``opts``, nor any of its last ``tail`` ones: then
     reading it on would only count unparsable lines, at the line-by-line parser's speed.  None as soon as a line
     parses, and when the range holds fewer than ``lines`` lines (a small file is read, its lines counted as
     unparsed as any).  Empty lines and ``#`` comments are skipped, as the scan skips them.  The rest of a
@@ -2211,6 +2267,7 @@ def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tai
         return False
 
     reader = read_unit(unit, 64 << 10)
+    window = b""  # the last lines of a compressed file (those after the first ``lines``)
     try:
         for off, buf in reader:
             pos = 0
@@ -2225,6 +2282,8 @@ def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tai
                 pos = end
             head_end = off + pos
             if tried >= lines:
+                if unit.gz and tail > 0:  # decompressed to its end (far faster than parsing it) for its last
+                    window = _last_bytes(buf[pos:], reader, tail_bytes)  # lines: see PROBE_TAIL_LINES
                 break
     finally:
         reader.close()
@@ -2237,6 +2296,7 @@ def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tai
             window = fh.read(unit.end - at)
         if at > head_end:  # (from the first line start in it)
             window = window[window.find(NL) + 1:] if NL in window else b""
+    if window:
         last = window.split(NL)
         if last and not last[-1]:
             last.pop()

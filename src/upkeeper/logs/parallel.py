@@ -45,6 +45,13 @@ ACCESS_PIECES = 8
 DEFAULT_MAX_WORKERS = 2
 
 
+#: the part of a memory limit per scanning process (:func:`scan` starts fewer helpers than asked rather than fewer):
+#: each process adds the heap's holes and its own copy of the values the processes share (a client seen by all):
+#: 16 processes within 512 MB (each checked against its 32 MB share, as it was then) stopped on the benchmark's
+#: 1 GB log (14–34 MB each); 5 read it in the same time on 2 cores (55–73 MB each)
+MIN_SHARE = 96 << 20
+
+
 def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, DEFAULT_MAX_WORKERS))
 #: A line longer than this is not held whole (NUL padding after a crash, a binary file): nginx's
@@ -97,9 +104,14 @@ class FileChanged(Exception):
 
 
 class MemoryLimit(Exception):
-    """A scanning process's counting outgrew its share of the scan's memory limit (see :func:`scan`): a log of
-    too many distinct values (request lines, clients, statements) for the limit.  Nothing of the scan is
-    reported, so the run must not record cursors."""
+    """The scanning processes' counting outgrew the scan's memory limit (see :func:`scan`): a log of too many
+    distinct values (request lines, clients, statements) for the limit.  Nothing of the scan is reported, so the
+    run must not record cursors.  ``grown``: what the process that says so added (the one that added most tells
+    what filled the memory)."""
+
+    def __init__(self, message: str, grown: int = 0) -> None:
+        super().__init__(message)
+        self.grown = grown
 
 
 def resident() -> int:
@@ -116,14 +128,59 @@ def resident() -> int:
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+class Board:
+    """What each scanning process of a scan has added to its resident memory: an 8-byte slot each in a small shared
+    file (``path``), so that every process checks the sum against the scan's limit.  With a share each instead, the
+    process that read more than its part (a whole compressed file, or the pieces of a plain one it took before the
+    helpers started) stopped the scan while the others held little: 86 MB together of a 128 MB limit."""
+
+    def __init__(self, path: str, slots: int = 0) -> None:
+        """Open the board at ``path``; with ``slots``, make it (zeroed) first."""
+        import mmap
+
+        self.path = path
+        with open(path, "r+b" if not slots else "w+b") as fh:
+            if slots:
+                fh.truncate(8 * slots)
+            self.slots = os.fstat(fh.fileno()).st_size // 8
+            self.map = mmap.mmap(fh.fileno(), 8 * self.slots)
+
+    @classmethod
+    def make(cls, slots: int) -> Board:
+        fd, path = tempfile.mkstemp(prefix="upkeeper-scan-", suffix=".mem")
+        os.close(fd)
+        try:
+            return cls(path, slots)
+        except BaseException:
+            os.unlink(path)
+            raise
+
+    def put(self, slot: int, grown: int) -> None:
+        self.map[8 * slot:8 * slot + 8] = max(0, grown).to_bytes(8, "little")
+
+    def total(self) -> int:
+        m = self.map
+        return sum(int.from_bytes(m[i:i + 8], "little") for i in range(0, 8 * self.slots, 8))
+
+    def close(self, remove: bool = False) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self.map.close()
+        if remove:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+
 @dataclass
 class Budget:
-    """What one scanning process may add to its resident memory while it scans: ``limit`` bytes (0: no limit)
-    above ``base``, its resident memory after its first buffer (which imported what the scan needs: pyarrow's
-    ~50 MB, not the log's)."""
+    """What the scanning processes may add to their resident memory while they scan: ``limit`` bytes (0: no
+    limit) together, each above its ``base``: its resident memory after its first buffer (which imported what the
+    scan needs: pyarrow's ~50 MB, not the log's).  ``board``: where each process's growth is (this one's at
+    ``slot``); none: this process is the only one."""
 
     limit: int
     base: int | None = None
+    board: Board | None = None
+    slot: int = 0
 
     def check(self, acc: Any, where: str) -> None:
         """Raise :class:`MemoryLimit` (saying what ``acc`` holds: its optional ``sizes()``) once past the limit."""
@@ -132,16 +189,25 @@ class Budget:
         if self.base is None:
             self.base = resident()
             return
-        grown = resident() - self.base
-        if grown <= self.limit:
+        grown = max(0, resident() - self.base)
+        together = grown
+        if self.board is not None:
+            self.board.put(self.slot, grown)
+            together = self.board.total()
+        if together <= self.limit:
             return
         sizes = getattr(acc, "sizes", None)
         held = dict(sizes()) if callable(sizes) else {}
         lines = held.pop("lines", None)
         what = ", ".join(f"{v:,} {k}" for k, v in sorted(held.items(), key=lambda kv: -kv[1])[:3] if v > 1)
+        mb = 2**20
         raise MemoryLimit((f"after {lines:,} lines of {where}" if lines is not None else f"reading {where}")
-                          + f" a scanning process held {grown / 2**20:,.0f} MB more than when it began, past its "
-                          f"share of {self.limit / 2**20:,.0f} MB" + (f" ({what})" if what else ""))
+                          + (f" the {self.board.slots} scanning processes held {together / mb:,.0f} MB more than "
+                             f"when they began (this one {grown / mb:,.0f} MB"
+                             + (f": {what})" if what else ")") if self.board is not None else
+                             f" the scanning process held {grown / mb:,.0f} MB more than when it began"
+                             + (f" ({what})" if what else ""))
+                          + f", past the limit of {self.limit / mb:,.0f} MB", grown)
 
 
 @dataclass(frozen=True)
@@ -361,14 +427,17 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     second: a fast accumulator sets it higher) and the units are scanned in the order given.
     Damaged compressed files are read up to the damage; ``notes`` (when given) receives a
     :class:`ReadNote` for each.  ``memory_limit``: bytes the scanning processes may add to their resident
-    memory together (each its share; 0: no limit), else :class:`MemoryLimit` is raised once every process
-    has stopped.
+    memory together (:class:`Board`; at most one process per :data:`MIN_SHARE` of it: fewer helpers start when
+    ``workers`` asks for more; 0: no limit), else :class:`MemoryLimit` is raised once every process has stopped
+    (each at its next buffer: the sum they check is past the limit).
     """
     mod = _load(kind)
     total = sum(u.size_hint for u in units) or 1
     if workers <= 0:
         workers = default_workers()
     helpers = min(workers - 1, len(units) - 1) if total >= min_parallel else 0
+    if memory_limit > 0:  # each process at least MIN_SHARE of the limit
+        helpers = min(helpers, max(0, memory_limit // MIN_SHARE - 1))
     todo: queue.Queue[Unit] = queue.Queue()
     for u in sorted(units, key=lambda u: -u.size_hint) if helpers > 0 else units:  # biggest first: balance
         todo.put(u)
@@ -389,62 +458,67 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
 
     ready = [_take_prestarted(kind) for _ in range(max(0, helpers))]
     dismiss_prestarted()  # those this scan does not need
-    share = memory_limit // (len(ready) + 1) if memory_limit > 0 else 0
-    threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
-                                                            continuation, sp, share), daemon=True,
-                                name=f"scan-helper-{i}")
-               for i, sp in enumerate(ready)]
-    for t in threads:
-        t.start()
-    budget = Budget(share)
-    acc = mod.make_accumulator(opts)
-    while True:
-        if errors and isinstance(errors[0], FileChanged | MemoryLimit):  # a helper's: the scan fails, stop now
-            del acc
-            _stop_all(todo, threads, partials)
-            raise errors[0]
-        try:
-            u = todo.get_nowait()
-        except queue.Empty:
-            break
-        unit_notes: list[ReadNote] = []
-        try:
-            account(u, scan_unit(acc, u, continuation, unit_notes, budget), unit_notes)
-        except MemoryLimit:
-            del acc
-            _stop_all(todo, threads, partials)  # the helpers finish the unit they read, and take no other
-            raise
-        if progress is not None:
-            progress(min(done_bytes[0], total), total)
-    release_memory()  # the last buffer's columns: not needed while the helpers finish
-    mine = acc.partial()  # reduce our own state before the helpers' results arrive
-    del acc
-    release_memory()
-    for t in threads:
-        t.join()
-    if notes is not None:
-        notes.extend(sorted(found, key=lambda x: x.path))
-    merged = mine
+    board = Board.make(len(ready) + 1) if memory_limit > 0 and ready else None
     try:
-        if errors:
-            if isinstance(errors[0], FileChanged | MemoryLimit):
+        threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
+                                                                continuation, sp, memory_limit, board, i + 1),
+                                    daemon=True, name=f"scan-helper-{i}")
+                   for i, sp in enumerate(ready)]
+        for t in threads:
+            t.start()
+        budget = Budget(memory_limit, board=board)
+        acc = mod.make_accumulator(opts)
+        while True:
+            if errors and isinstance(errors[0], FileChanged | MemoryLimit):  # a helper's: the scan fails, stop now
+                del acc
+                _stop_all(todo, threads, partials)
                 raise errors[0]
-            raise RuntimeError(f"a log scanning helper failed: {errors[0]}")
-        while partials:  # helpers' results wait in files until merged, one at a time
-            path = partials.pop()
             try:
-                with open(path, "rb") as fh:
-                    theirs = pickle.load(fh)
-            finally:
-                os.unlink(path)
-            merged = mod.merge([merged, theirs])
-            del theirs
-            release_memory()
+                u = todo.get_nowait()
+            except queue.Empty:
+                break
+            unit_notes: list[ReadNote] = []
+            try:
+                account(u, scan_unit(acc, u, continuation, unit_notes, budget), unit_notes)
+            except MemoryLimit as exc:
+                del acc
+                _stop_all(todo, threads, partials)  # the helpers stop at their next buffer, and take no other
+                # the process that added most says what filled the memory (this one may have stopped on their sum)
+                raise max([exc, *(e for e in errors if isinstance(e, MemoryLimit))], key=lambda e: e.grown) from None
+            if progress is not None:
+                progress(min(done_bytes[0], total), total)
+        release_memory()  # the last buffer's columns: not needed while the helpers finish
+        mine = acc.partial()  # reduce our own state before the helpers' results arrive
+        del acc
+        release_memory()
+        for t in threads:
+            t.join()
+        if notes is not None:
+            notes.extend(sorted(found, key=lambda x: x.path))
+        merged = mine
+        try:
+            if errors:
+                if isinstance(errors[0], FileChanged | MemoryLimit):
+                    raise errors[0]
+                raise RuntimeError(f"a log scanning helper failed: {errors[0]}")
+            while partials:  # helpers' results wait in files until merged, one at a time
+                path = partials.pop()
+                try:
+                    with open(path, "rb") as fh:
+                        theirs = pickle.load(fh)
+                finally:
+                    os.unlink(path)
+                merged = mod.merge([merged, theirs])
+                del theirs
+                release_memory()
+        finally:
+            for path in partials:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return merged, gz_read
     finally:
-        for path in partials:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-    return merged, gz_read
+        if board is not None:
+            board.close(remove=True)
 
 
 def _stop_all(todo: queue.Queue[Unit], threads: list[threading.Thread], partials: list[str]) -> None:
@@ -534,9 +608,11 @@ def _close(sp: Spawned) -> None:
 def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                   account: Callable[[Unit, int, list[ReadNote]], None],
                   partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
-                  ready: Spawned | None = None, memory_share: int = 0) -> None:
+                  ready: Spawned | None = None, memory_limit: int = 0, board: Board | None = None,
+                  slot: int = 0) -> None:
     """Hand units to one helper process (``ready``: one :func:`prestart` started, else a new one) until none is
-    left, then have it write its partial result to a file for :func:`scan` to merge."""
+    left, then have it write its partial result to a file for :func:`scan` to merge (``board``, ``slot``: where
+    it says what memory it added, see :class:`Board`; zeroed once it has ended)."""
     from upkeeper.core.proc import describe_exit
 
     try:
@@ -547,7 +623,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
         try:
             send = pickle.Pickler(sp.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             recv = pickle.Unpickler(sp.stdout)
-            send.dump(("init", kind, opts, continuation, memory_share))
+            send.dump(("init", kind, opts, continuation, memory_limit, board.path if board is not None else "", slot))
             sp.stdin.flush()
             while True:
                 try:
@@ -560,7 +636,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                 if msg[0] == "changed":
                     raise FileChanged(msg[1])
                 if msg[0] == "memory":
-                    raise MemoryLimit(msg[1])
+                    raise MemoryLimit(msg[1], int(msg[2]) if len(msg) > 2 else 0)
                 if msg[0] == "error":
                     raise RuntimeError(msg[1])
                 account(u, int(msg[1]), list(msg[2]))
@@ -574,6 +650,8 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                     raise RuntimeError(msg[1])
                 sp.stdin.close()
                 sp.wait(timeout=60)  # the helper's memory is released before its result is unpickled
+                if board is not None:  # (and no longer counts)
+                    board.put(slot, 0)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(path)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
     send = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
     acc: Any = None
     continuation = b""
-    from upkeeper.logs.parallel import Budget, FileChanged, MemoryLimit, release_memory, scan_unit
+    from upkeeper.logs.parallel import Board, Budget, FileChanged, MemoryLimit, release_memory, scan_unit
 
     budget = Budget(0)
 
@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
         try:
             if msg[0] == "init":
                 _, kind, opts, continuation, *more = msg
-                budget = Budget(int(more[0]) if more else 0)
+                limit, board, slot = (*more, "", 0, 0)[:3] if more else (0, "", 0)
+                budget = Budget(int(limit), board=Board(str(board)) if board and int(limit) > 0 else None,
+                                slot=int(slot))
                 acc = importlib.import_module(kind).make_accumulator(opts)
                 continue
             if msg[0] == "unit":
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
             out.flush()
             return 1
         except MemoryLimit as exc:  # too many distinct values for the limit: the parent fails the run
-            send.dump(("memory", str(exc)))
+            send.dump(("memory", str(exc), exc.grown))
             out.flush()
             return 1
         except Exception:

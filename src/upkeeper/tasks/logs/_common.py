@@ -50,7 +50,8 @@ HtmlReport = Annotated[bool, Field(description="also write the standalone HTML r
 #: the memory a run's scanning may add, when the job does not say (a quarter of the machine's, at least this)
 MEMORY_LIMIT_FLOOR_MB = 512
 MemoryLimitMb = Annotated[int, Field(ge=0, description=(
-    "megabytes the scanning processes may add to their memory together (each its share) before the run stops "
+    "megabytes the scanning processes may add to their memory together (one process per 96 MB of it at most) "
+    "before the run stops "
     "with an error that names what filled it, recording nothing: a log of millions of distinct request lines, "
     "clients or statements (a scanner, cache-busting query strings) would otherwise take gigabytes on a "
     "production host, next to its database. 0: a quarter of the machine's memory, at least "

@@ -102,6 +102,10 @@ PAGES_KEPT = 50
 HOSTS_KEY = "access_own_hosts"
 HOSTS_KEPT = 50
 UNPARSED_KEY = "access_unparsed_from"  # where the runs began that could parse none of their lines (their format)
+#: compressed files (their identity, size and the format) none of whose first and last lines parsed: a later run
+#: tries their first lines only (access.wrong_format decompresses a file to its end for its last ones: 1.4 s a GB,
+#: for each rotated file written before nginx's log_format changed, at every run until it is deleted)
+WRONG_GZ_KEY = "access_wrong_gz"
 HOURS_KEY = "access_hours"  # requests per hour of log time over the runs, so an hour split between runs is whole
 HOURS_KEPT_DAYS = 35  # days of hourly counts kept in the job's state
 SPIKE_BASELINE_DAYS = 7  # a spike is judged against the busiest hours of this many earlier days
@@ -139,10 +143,14 @@ class LoginPathOption(TaskOptions):
 
 
 def _url_path(v: str) -> str:
-    """A login or public path as requests are matched: one without its leading / would never match any."""
+    """A login, public or free-text path as requests are matched: one without its leading / would never match any,
+    nor one with a query string (``/search?q=*``: requests are matched by their path, without theirs)."""
     if not v.startswith(("/", "*")):
         raise ValueError(f"{v!r} is no URL path, so no request would match it: a path begins with / (or a '*' "
                          f"wildcard), e.g. /{v}")
+    if "?" in v:
+        raise ValueError(f"{v!r} has a query string, so no request would match it: requests are matched by their "
+                         f"path alone (any query string), e.g. {v.split('?', 1)[0] or '/'}")
     return v
 
 
@@ -438,12 +446,18 @@ class NginxLogs(Task[NginxLogsOptions]):
 
         read_notes: list[parallel.ReadNote] = []
         wrong: list[access.WrongFormat] = []  # the files whose first lines none parse: not read on
+        known_wrong = set(ctx.state.get(WRONG_GZ_KEY, [])) if options.incremental else set()
+        wrong_gz: list[str] = []
         try:
             for r in list(plan.ranges):
-                w = access.wrong_format(opts, parallel.unit_of(r))
+                gz = f"{parsing}\n{r.file.dev}:{r.file.inode}:{r.file.size}" if r.file.gz else ""
+                w = access.wrong_format(opts, parallel.unit_of(r),
+                                        tail=0 if gz in known_wrong else access.PROBE_TAIL_LINES)
                 if w is not None:
                     wrong.append(w)
                     sources.hold_back(plan, r)  # (its cursor stays where this run began reading it)
+                    if gz:
+                        wrong_gz.append(gz)
             units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES)
             ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
             partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,
@@ -511,6 +525,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                                       options.keep_reports)
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
+                ctx.state.set(WRONG_GZ_KEY, wrong_gz)
                 remember_unparsed(ctx, UNPARSED_KEY, parsing, cursors, restarted, parsed=rep["requests"],
                                   unparsed=rep["invalid"])
                 ctx.state.set(TAIL_KEY, access.security_tail(partial, earlier, not_after=not_after).to_json())
