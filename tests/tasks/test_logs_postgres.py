@@ -277,6 +277,16 @@ def test_errors_by_sqlstate_agree_with_pgbadger(services_dir: Path, tmp_path: Pa
     assert_locks_and_deadlocks_agree(mine, badger)
 
 
+def stderr_and_csvlog_cluster(base: Path) -> PostgresCluster:
+    """A started cluster logging every statement (pgworkload's settings) to log/postgresql.log and, the same
+    entries, to log/postgresql.csv: what a SQLSTATE told from the stderr log's message is checked against."""
+    cluster = PostgresCluster(base, extra_conf=pgworkload.LOGGING_CONF + (
+        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
+        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
+    cluster.start()
+    return cluster
+
+
 #: statements that fail (or warn) with SQLSTATEs a log without %e must tell from the message
 INFERRED_ERRORS = (
     "COMMIT", "BEGIN", "BEGIN", "ROLLBACK",  # warnings: 25P01, then 25001
@@ -298,10 +308,7 @@ def test_sqlstates_told_by_the_message_are_the_servers(services_dir: Path, tmp_p
     pooling), 'cannot execute … in a read-only transaction' (25006: a standby), a date out of range (22008, was
     counted 22003), … — were '-----', and every warning 01000 ('there is no transaction in progress' is 25P01).
     The stderr log's SQLSTATEs must be those the same server wrote in its csvlog."""
-    cluster = PostgresCluster(services_dir / "pg-inferred", extra_conf=pgworkload.LOGGING_CONF + (
-        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
-        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
-    cluster.start()
+    cluster = stderr_and_csvlog_cluster(services_dir / "pg-inferred")
     try:
         with cluster.connect() as c:
             c.execute("CREATE TYPE upk_mood AS ENUM ('a')")
@@ -1380,10 +1387,7 @@ def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_
     keeps where it was raised) is P0001 unless the RAISE named another condition, which the log does not tell — so
     it stays unknown ('-----'; a warning's, 01000), and the class says it was raised (its finding says P0001 unless
     …).  Checked against the csvlog of the same server: a code we give is the server's; unknown stays unknown."""
-    cluster = PostgresCluster(services_dir / "pg-plpgsql-raise", extra_conf=pgworkload.LOGGING_CONF + (
-        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
-        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
-    cluster.start()
+    cluster = stderr_and_csvlog_cluster(services_dir / "pg-plpgsql-raise")
     try:
         with cluster.connect() as c:
             c.execute("CREATE FUNCTION upk_f() RETURNS int LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'from upk_f "
