@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -62,18 +63,31 @@ def _read(gather: bool, pipe: int | None = None) -> tuple[int, str, float]:
     return reads, sha.hexdigest(), float(res.stderr)
 
 
+def _record_pauses(monkeypatch: Any, pause: bool) -> list[float]:
+    """The pauses this thread (the reader) makes from now on; it pauses for real only if ``pause``.  Other threads
+    sleep as before and are not recorded: one left running by an earlier test in this worker (a server's poll loop)
+    sleeps through the same patched module (CI saw a 0.05 s pause from one)."""
+    pauses: list[float] = []
+    real_sleep = time.sleep
+    reader = threading.get_ident()
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() != reader:
+            real_sleep(seconds)
+            return
+        pauses.append(seconds)
+        if pause:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return pauses
+
+
 @pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="Linux pipes")
 def test_small_writes_are_gathered_into_large_reads_whole_and_in_order(monkeypatch: Any) -> None:
     if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < proc.STREAM_PIPE_SIZE:
         pytest.skip("pipes cannot be widened here")
-    pauses: list[float] = []
-    real_sleep = time.sleep
-
-    def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-        real_sleep(seconds)
-
-    monkeypatch.setattr(time, "sleep", sleep)
+    pauses = _record_pauses(monkeypatch, pause=True)
     reads, digest, longest = _read(gather=True)
     assert digest == _expected()
     # ~4096 pieces, read one by one by a reader that keeps up; gathered: a fraction of that (at 100 MB/s a 2 ms
@@ -87,8 +101,7 @@ def test_small_writes_are_gathered_into_large_reads_whole_and_in_order(monkeypat
 @pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="Linux pipes")
 def test_a_narrow_pipe_is_read_as_the_data_comes(monkeypatch: Any) -> None:
     """On a pipe the system would not widen (64 KiB), pausing would keep the writer waiting: no pause."""
-    pauses: list[float] = []
-    monkeypatch.setattr(time, "sleep", lambda s: pauses.append(s))
+    pauses = _record_pauses(monkeypatch, pause=False)
     _reads, digest, _longest = _read(gather=True, pipe=64 << 10)
     assert digest == _expected()
     assert pauses == []
