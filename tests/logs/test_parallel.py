@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import tempfile
+import threading
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -354,7 +355,7 @@ from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
 def make_accumulator(opts):
     acc = _make(opts)
     if os.getpid() != int(os.environ["UPK_TEST_SCANNER"]):  # the helpers read slowly, and keep nothing
-        acc.feed = lambda buf, source="", offset=0: time.sleep(0.3)
+        acc.feed = lambda buf, source="", offset=0: time.sleep(1.0)  # (slower than the calling process under load)
     return acc
 '''
 
@@ -382,9 +383,53 @@ def test_the_memory_limit_is_for_the_scanning_processes_together(
     opts = ScanOptions(log_format=COMBINED_TIMED)
     partial, _ = parallel.scan("idle_helpers_kind", opts, units, workers=4, min_parallel=0, memory_limit=64 << 20)
     assert n // 2 < partial.lines < n  # (the calling process read most of it, the helpers a little, kept nothing)
-    before = set(Path(tempfile.gettempdir()).glob("upkeeper-scan-*"))
+    scratch = tmp_path / "tmp"  # the scan's temp files, apart from other tests' scans
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.setattr(parallel, "MIN_SHARE", 4 << 20)
     with pytest.raises(parallel.MemoryLimit, match=r"the 4 scanning processes held \d+ MB more than when they "
                                                    r"began \(this one \d+ MB: .*\), past the limit of 16 MB$"):
         parallel.scan("idle_helpers_kind", opts, units, workers=4, min_parallel=0, memory_limit=16 << 20)
-    assert set(Path(tempfile.gettempdir()).glob("upkeeper-scan-*")) <= before  # (the shared file: removed)
+    assert list(scratch.iterdir()) == []  # (the shared file: removed; no helper's result left)
+
+
+_FAILING_HERE_KIND = '''
+import os
+from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
+from upkeeper.logs.parallel import FileChanged
+
+def make_accumulator(opts):
+    acc = _make(opts)
+    if os.getpid() == int(os.environ["UPK_TEST_SCANNER"]):  # the calling process meets a changed file
+        def feed(buf, source="", offset=0):
+            raise FileChanged(f"{source} was replaced while it was read")
+        acc.feed = feed
+    return acc
+'''
+
+
+def test_a_scan_that_fails_in_the_calling_process_leaves_no_helper_result_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that changed under the calling process (or a stop, or its accumulator's failure) ended the scan
+    there while its helper went on with the other units to their end and wrote its result to a temp file that
+    nothing removed: one more ``upkeeper-scan-*.pickle`` in /tmp at every such run."""
+    import os
+
+    (tmp_path / "failing_here_kind.py").write_text(_FAILING_HERE_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("UPK_TEST_SCANNER", str(os.getpid()))
+    scratch = tmp_path / "tmp"  # the scan's temp files, apart from other tests' scans
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(b'10.0.0.%d - - [01/Mar/2024:10:00:00 +0000] "GET /p/%d HTTP/1.1" 200 5 "-" "a"\n'
+                             % (i % 250, i) for i in range(20_000)))
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=64 << 10)
+    assert len(units) > 8
+    with pytest.raises(parallel.FileChanged, match="was replaced"):
+        parallel.scan("failing_here_kind", ScanOptions(), units, workers=2, min_parallel=0)
+    for t in threading.enumerate():  # (a helper left going on: its end, whenever that is)
+        if t.name.startswith("scan-helper-"):
+            t.join(timeout=60)
+    assert list(scratch.iterdir()) == []

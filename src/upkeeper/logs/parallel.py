@@ -459,6 +459,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     ready = [_take_prestarted(kind) for _ in range(max(0, helpers))]
     dismiss_prestarted()  # those this scan does not need
     board = Board.make(len(ready) + 1) if memory_limit > 0 and ready else None
+    threads: list[threading.Thread] = []
     try:
         threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
                                                                 continuation, sp, memory_limit, board, i + 1),
@@ -516,6 +517,12 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         return merged, gz_read
+    except BaseException:
+        # whatever ended the scan in this process (a file that changed under it, a stop, an accumulator's
+        # failure): the helpers take no other unit, and the results they wrote are removed (those of a helper
+        # that went on to its end stayed in the temp directory, a file at every such run)
+        _stop_all(todo, threads, partials)
+        raise
     finally:
         if board is not None:
             board.close(remove=True)
