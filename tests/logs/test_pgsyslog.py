@@ -171,3 +171,27 @@ def test_a_prefix_without_time_or_pid_is_for_a_syslog_file_only() -> None:
             PostgresLogsOptions.model_validate({"format": fmt, "log_line_prefix": "%u@%d "})
     with pytest.raises(ValueError, match="unknown escape"):
         PostgresLogsOptions.model_validate({"format": "syslog", "log_line_prefix": "%Z "})
+
+
+def test_the_cli_reads_a_syslog_file(cli: object, tmp_path: Path) -> None:
+    """upkeeper logs postgres FILE --format syslog --prefix '%u@%d ' --ident …; a wrong ident says which programs
+    the file holds."""
+    from typing import Any
+
+    log = tmp_path / "messages"
+    log.write_bytes(b"Dec  7 08:00:00 db1 kernel: [1.0] eth0: link up\n"
+                    b"Dec  7 08:00:01 db1 pg15[4001]: [7-1] app@shop LOG:  duration: 12.5 ms  statement: SELECT *\n"
+                    b"Dec  7 08:00:01 db1 pg15[4001]: [7-2] #011FROM orders WHERE id = 42\n"
+                    b"Dec  7 08:00:02 db1 pg15[4001]: [8-1] app@shop ERROR:  relation \"ordres\" does not exist at "
+                    b"character 15\n"
+                    b"Dec  7 08:00:02 db1 pg15[4001]: [8-2] app@shop STATEMENT:  SELECT * FROM ordres\n")
+    run: Any = cli
+    r = run(["logs", "postgres", str(log), "--format", "syslog", "--prefix", "%u@%d ", "--ident", "pg15", "--json"])
+    assert r.code == 0, r.output
+    rep = r.json()
+    assert rep["statements"]["count"] == 1 and rep["most_frequent"][0]["fingerprint"] == \
+        "select * from orders where id = ?"
+    assert rep["errors"]["by_sqlstate"] == {"42P01": 1} and rep["unparsed"] == 0
+    assert rep["syslog_other"] == {"lines": 1, "idents": {"kernel": 1}}
+    r = run(["logs", "postgres", str(log), "--format", "syslog", "--prefix", "%u@%d "])
+    assert "none of the 5 syslog lines is of the program 'postgres'" in r.err and "pg15 (4)" in r.err, r.err

@@ -353,8 +353,10 @@ def postgres_cmd(
         except PrefixError as exc:
             raise UsageError(exc.message, exc.hint) from None
 
-    if fmt in ("stderr", "syslog"):
-        check_prefix()  # before the files are looked for: a bad option is said first
+    # before the files are looked for: a bad option is said first (a prefix without %p or a time is one of a
+    # syslog file only, said so with --format syslog)
+    if fmt in ("stderr", "syslog") or (fmt == "auto" and all(format_of(f) == "stderr" for f in files)):
+        check_prefix()
     _check_html(html)
     task_opts = PostgresLogsOptions(rotated=rotated, max_files=max_files)
     found = _find_logs(files, rotated=rotated, max_files=max_files,
