@@ -195,3 +195,16 @@ def test_the_cli_reads_a_syslog_file(cli: object, tmp_path: Path) -> None:
     assert rep["syslog_other"] == {"lines": 1, "idents": {"kernel": 1}}
     r = run(["logs", "postgres", str(log), "--format", "syslog", "--prefix", "%u@%d "])
     assert "none of the 5 syslog lines is of the program 'postgres'" in r.err and "pg15 (4)" in r.err, r.err
+
+
+def test_backends_that_logged_once_are_not_held_without_bound() -> None:
+    """A server without connection pooling: a new pid per connection, each logging one message and leaving.  Their
+    messages do not all wait for the end of the read: past MAX_PENDING the oldest are written."""
+    j = pgsyslog.Joiner("%m [%p] ", "postgres")
+    n = pgsyslog.MAX_PENDING + 10
+    log = b"".join(b"Dec  7 08:00:01 db1 postgres[%d]: [1-1] 2026-12-07 08:00:01.000 UTC [%d] LOG:  connection "
+                   b"received: host=[local]\n" % (pid, pid) for pid in range(1, n + 1))
+    out = j.feed(log, 0)
+    assert len(j.pending) <= pgsyslog.MAX_PENDING
+    assert out.count(b"\n") == n - len(j.pending) and out.startswith(b"2026-12-07 08:00:01.000 UTC [1] LOG:")
+    assert (out + j.flush()).count(b"\n") == n

@@ -26,6 +26,7 @@ are handed on as they are (unparsed).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -36,6 +37,10 @@ from upkeeper.logs import pglog
 
 #: smaller than the stderr parser's: joining chunks costs more than parsing them
 MIN_PARALLEL = 4 << 20
+#: backends whose last message waits for their next (only then is it known to have no more chunks): past this
+#: many (a server without connection pooling has a new pid per connection), the half whose message waits longest
+#: are taken as whole — the chunks of a message come within microseconds of each other
+MAX_PENDING = 10_000
 
 _MONTHS = {m: i for i, m in enumerate(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"), 1)}
@@ -212,6 +217,9 @@ class Joiner:
                 return
             self._emit(pid)
         self.pending[pid] = _Message(seq, n, [text], ts, offset, _in_word(text))
+        if len(self.pending) > MAX_PENDING:  # the backends that logged nothing for longest: their messages are whole
+            for old in list(itertools.islice(self.pending, len(self.pending) - MAX_PENDING // 2)):
+                self._emit(old)
 
     def _starts(self, text: bytes, primary: bool = False) -> bool:
         """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …)."""
