@@ -48,7 +48,7 @@ _MONTHS = {m: i for i, m in enumerate(
 #: a syslog line: the time (traditional, without a year, or RFC 3339), the host, the tag (ident and pid), the
 #: message.  (pgBadger's syslog and syslog2 formats, without their optional extra words)
 LINE_RX = re.compile(
-    rb"(?m)^(?:(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)"
+    rb"(?m)^(?P<tt>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)"
     rb"|(?P<date>\d{4}-\d\d-\d\d)T(?P<ihms>\d\d:\d\d:\d\d)(?P<frac>\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
     rb" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>[^\n]*)$")
 #: a line that is a syslog line (for the format's detection)
@@ -134,6 +134,7 @@ class Joiner:
         self.source = ""
         now = time.localtime()
         self.year: tuple[int, int] = (now.tm_year, now.tm_mon)  # (year, month) of the source's last write: years for its lines
+        self._times: dict[bytes, bytes] = {}  # a header's time -> as %t writes it
         self.skipped = 0  # lines of other idents
         self.idents: dict[bytes, int] = {}  # ... by ident (a few)
 
@@ -145,6 +146,7 @@ class Joiner:
         if source == self.source:
             return
         self.source = source
+        self._times.clear()
         try:
             t = time.localtime(os.stat(source).st_mtime)
         except OSError:
@@ -165,6 +167,7 @@ class Joiner:
         """The stderr text of the messages ``buf`` completes (lines of no syslog form are handed on as they are)."""
         pos = 0
         ident = self.ident
+        times = self._times
         for m in LINE_RX.finditer(buf):
             if m.start() > pos:
                 self._foreign_text(buf[pos:m.start()], offset + pos)
@@ -174,7 +177,12 @@ class Joiner:
                 if len(self.idents) < 20 or m["ident"] in self.idents:
                     self.idents[m["ident"]] = self.idents.get(m["ident"], 0) + 1
                 continue
-            self.line(m["pid"] or b"0", self._time(m), m["msg"], offset + m.start())
+            ts = times.get(m["tt"])
+            if ts is None:
+                if len(times) > 100_000:
+                    times.clear()
+                ts = times[m["tt"]] = self._time(m)
+            self.line(m["pid"] or b"0", ts, m["msg"], offset + m.start())
         if pos < len(buf):
             self._foreign_text(buf[pos:], offset + pos)
         return self.take()
@@ -248,7 +256,8 @@ class Joiner:
         text = b"".join(msg.parts).rstrip(b"\n")  # (its newline, with syslog_split_messages = off: #012)
         synth = self._synth(msg.time, pid)
         if synth:
-            text = b"\n".join(ln if ln[:1] == b"\t" else synth + ln for ln in text.split(b"\n"))
+            text = (synth + text if b"\n" not in text else
+                    b"\n".join(ln if ln[:1] == b"\t" else synth + ln for ln in text.split(b"\n")))
         self._write(text + b"\n", msg.offset)
 
     def _write(self, text: bytes, offset: int) -> None:
