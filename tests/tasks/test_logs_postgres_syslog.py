@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -243,29 +244,36 @@ def test_the_task_reads_a_syslog_file_told_by_its_lines(cli: Any, make_config: A
 
 def test_incremental_runs_never_read_half_a_message(cli: Any, make_config: Any, syslog_pg: Any, syslogd: Syslogd,
                                                     tmp_path: Path) -> None:
-    """A live syslog file whose last message has only its first chunks written yet (rsyslog writes chunk by
-    chunk): the run reads up to that message and the next run reads it whole — every statement once, as one
-    read of the whole file counts them."""
+    """A live syslog file whose last message has only its first chunk written yet (rsyslog writes chunk by chunk):
+    the run reads up to that message and the next run reads it whole — every statement once, with its whole text
+    (its fingerprint), as one read of the whole file counts them."""
     cluster, ident, prefix, _done = syslog_pg
-    src = syslogd.file(ident).read_bytes()
-    lines = src.splitlines(keepends=True)
-    # cut after the first chunk of the last chunked statement's message (its [SEQ-2] not written yet)
-    cut = max(i for i, ln in enumerate(lines) if re.search(rb"\]: \[\d+-2\] ", ln))
-    assert re.search(rb"\]: \[\d+-1\] ", lines[cut - 1])
+    lines = syslogd.file(ident).read_bytes().splitlines(keepends=True)
+    # cut after the first chunk of the last statement over 900 bytes (its next chunk, cut at a space, not written)
+    cut = max(i for i, ln in enumerate(lines) if re.search(rb"\]: \[\d+-2\]  \S", ln))
+    assert re.search(rb"\]: \[\d+-1\] .* statement: SELECT", lines[cut - 1]), lines[cut - 1]
     log = tmp_path / "postgresql.log"
     log.write_bytes(b"".join(lines[:cut]))
     cfg = config(make_config, cluster, tmp_path, log_file=str(log), format="syslog", log_line_prefix=prefix,
                  syslog_ident=ident, rotated=False)
-    first = run(cli, cfg)["metrics"]  # (the file was just written: its last messages may have more to come)
+
+    def counts(r: dict[str, Any]) -> Counter[str]:
+        data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+        assert data["unparsed"] == 0, data["unparsed_samples"]
+        return Counter({q["fingerprint"]: q["count"] for q in data["most_frequent"]})
+
+    first = run(cli, cfg)  # (the file was just written: its last messages may have more to come)
     with open(log, "ab") as fh:
         fh.write(b"".join(lines[cut:]))
     old = time.time() - 60  # the daemon wrote the rest, and nothing since: the file is quiet, read to its end
     os.utime(log, (old, old))
-    second = run(cli, cfg)["metrics"]
+    second = run(cli, cfg)
     whole = ours(log, prefix, ident)
-    assert first["statements"] + second["statements"] == whole["statements"]["count"]
-    assert first["errors"] + second["errors"] == whole["errors"]["total"]
-    assert first["statements"] > 0 and second["statements"] > 0
+    assert first["metrics"]["statements"] > 0 and second["metrics"]["statements"] > 0
+    # (read without its last chunks, the message would count its statement cut short — another fingerprint — and
+    # the next run its last chunks as unparsed lines)
+    assert counts(first) + counts(second) == Counter({q["fingerprint"]: q["count"] for q in whole["most_frequent"]})
+    assert first["metrics"]["errors"] + second["metrics"]["errors"] == whole["errors"]["total"]
     assert run(cli, cfg)["metrics"]["lines"] == 0
 
 
