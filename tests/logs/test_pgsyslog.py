@@ -208,3 +208,16 @@ def test_backends_that_logged_once_are_not_held_without_bound() -> None:
     assert len(j.pending) <= pgsyslog.MAX_PENDING
     assert out.count(b"\n") == n - len(j.pending) and out.startswith(b"2026-12-07 08:00:01.000 UTC [1] LOG:")
     assert (out + j.flush()).count(b"\n") == n
+
+
+def test_lines_of_no_program_are_skipped_and_lines_of_no_syslog_form_unparsed() -> None:
+    """/var/log/messages: the daemon's own "last message repeated" lines (no tag) are skipped as other programs'
+    lines are; a line that is no syslog line at all (a truncated write) is unparsed."""
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres"))
+    acc.start_unit("x", 0, None)
+    acc.feed(b"Dec  7 08:00:00 db1 last message repeated 3 times\n"
+             b"Dec  7 08:00:01 db1 postgres[7]: [1-1] app@shop LOG:  duration: 1.0 ms  statement: SELECT 1\n"
+             b"garbage\n", "x", 0)
+    rep = summarize(acc.partial())
+    assert rep["statements"]["count"] == 1 and rep["unparsed"] == 1 and rep["lines"] == 2
+    assert rep["syslog_other"] == {"lines": 1, "idents": {"(no tag)": 1}}

@@ -54,6 +54,8 @@ LINE_RX = re.compile(
 #: a line that is a syslog line (for the format's detection)
 HEADER_RX = re.compile(
     rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ [^\s\[:]+(?:\[\d+\])?: ")
+#: a syslog line's time and host (a line of no program: the daemon's "last message repeated 3 times")
+_TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
 #: PostgreSQL's bracket: [SEQ], [SEQ-N] or [N]
 _BRACKET = re.compile(rb"\[(\d+)(?:-(\d+))?\](?: |$)")
 #: a line of a live file where a piece of the log may start (for parallel.split_units): not a chunk after a
@@ -188,10 +190,18 @@ class Joiner:
         return self.take()
 
     def _foreign_text(self, text: bytes, offset: int) -> None:
-        """Lines that are no syslog lines: handed on as they are (the parser counts them unparsed)."""
-        text = text.strip(b"\n")
-        if text:
-            self._write(text + b"\n", offset)
+        """Lines of no program's form: a syslog daemon's own without a tag ("last message repeated 3 times") are
+        skipped as other programs' are; lines that are no syslog lines at all are handed on as they are (the parser
+        counts them unparsed)."""
+        keep = []
+        for ln in text.strip(b"\n").split(b"\n"):
+            if _TIME_HOST.match(ln):
+                self.skipped += 1
+                self.idents[b"(no tag)"] = self.idents.get(b"(no tag)", 0) + 1
+            elif ln:
+                keep.append(ln)
+        if keep:
+            self._write(b"\n".join(keep) + b"\n", offset)
 
     def line(self, pid: bytes, ts: bytes, body: bytes, offset: int) -> None:
         """One syslog line of ``ident`` (``body``: its message, escapes not undone)."""
@@ -275,10 +285,6 @@ class Joiner:
         out = b"".join(self.out)
         self.out = []
         return out
-
-    def open_from(self) -> int | None:
-        """Where the earliest message still waiting for more chunks begins (None: none waits)."""
-        return min((m.offset for m in self.pending.values()), default=None)
 
 
 @dataclass(frozen=True)
