@@ -12,6 +12,7 @@ declare -A NEED=(
   [zstd]=zstd
   [goaccess]=goaccess
   [pgbadger]=pgbadger
+  [rsyslogd]=rsyslog                # logs.postgres' syslog format: its tests log through a real rsyslogd
   [/usr/sbin/logrotate]=logrotate   # the anchor of bench/app_rotation.py; the logs.nginx rotation test
   [/usr/sbin/nft]=nftables          # security.firewall reads the real ruleset (its tests)
   [npm]=npm                         # security.dependencies runs npm audit (its tests too); pulls in nodejs

@@ -7,7 +7,10 @@ space.  Nothing here is a mock: these are the real PostgreSQL, Redis and nginx.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
+import signal
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -442,3 +445,126 @@ def pid_namespace_argv() -> list[str]:
     if subprocess.run([*cmd, "true"], capture_output=True).returncode != 0:
         pytest.skip("cannot create a PID namespace here")
     return cmd
+
+
+# ---------------------------------------------------------------------------------------------
+# rsyslogd: PostgreSQL's log_destination = 'syslog' (logs.postgres' syslog format)
+# ---------------------------------------------------------------------------------------------
+
+#: one rsyslogd for the test session, shared by the xdist workers (and by concurrent sessions): its own config,
+#: pid file and work directory here, the system's /dev/log as its only input
+SYSLOG_DIR = Path("/tmp/upk-test-rsyslog")
+RSYSLOG_CONF = """\
+global(workDirectory="{d}/work")
+module(load="imuxsock" SysSock.Name="/dev/log" SysSock.RateLimit.Interval="0")
+template(name="upk_prog" type="string" string="{d}/out/%programname%.log")
+template(name="upk_prog_iso" type="string" string="{d}/out/%programname%.iso.log")
+action(type="omfile" dynaFile="upk_prog" template="RSYSLOG_TraditionalFileFormat")
+action(type="omfile" dynaFile="upk_prog_iso" template="RSYSLOG_FileFormat")
+action(type="omfile" file="{d}/out/all.log" template="RSYSLOG_TraditionalFileFormat")
+"""
+
+
+class Syslogd:
+    """The session's rsyslogd: what a program logs through syslog(3) lands in ``file(ident)`` (the traditional
+    form, ``Dec  7 08:00:00 host ident[pid]: …``), ``file(ident, iso=True)`` (RFC 3339 times) and ``all`` (every
+    program's lines, as /var/log/messages)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.all = base / "out" / "all.log"
+
+    def file(self, ident: str, iso: bool = False) -> Path:
+        return self.base / "out" / f"{ident}{'.iso' if iso else ''}.log"
+
+    def wait_for(self, path: Path, text: str, timeout: float = 20.0) -> None:
+        """Until ``text`` is in ``path`` (rsyslog writes asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists() and text.encode() in path.read_bytes():
+                return
+            time.sleep(0.05)
+        pytest.fail(f"rsyslogd did not write {text!r} to {path} within {timeout} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _our_rsyslogd(base: Path) -> int | None:
+    try:
+        pid = int((base / "rsyslogd.pid").read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if comm.startswith("rsyslogd") and state != "Z" else None
+
+
+def _dev_log_listened() -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.connect("/dev/log")
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+@pytest.fixture(scope="session")
+def syslogd() -> Iterator[Syslogd]:
+    """A real rsyslogd reading /dev/log (where PostgreSQL's syslog(3) writes) into a file per program.  Started
+    once under a file lock and reused by the other workers; the last worker using it stops it.  When a syslog
+    daemon of the system owns /dev/log the tests are skipped: PostgreSQL writes to that one, whose files this
+    suite does not know."""
+    exe = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
+    if exe is None:
+        pytest.fail("rsyslogd is not installed (scripts/ensure-system-deps.sh installs the rsyslog package)")
+    base = SYSLOG_DIR
+    base.mkdir(mode=0o755, exist_ok=True)
+    (base / "work").mkdir(exist_ok=True)
+    (base / "out").mkdir(exist_ok=True)
+    users = base / "users"
+    with open(base / "lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            live = [p for p in (int(x) for x in users.read_text().split()) if _alive(p)] if users.exists() else []
+            if _our_rsyslogd(base) is None:
+                if _dev_log_listened():
+                    pytest.skip("a syslog daemon of the system owns /dev/log: PostgreSQL's syslog messages go to "
+                                "it, not to this suite's rsyslogd")
+                Path("/dev/log").unlink(missing_ok=True)  # (a socket left by a daemon that died)
+                shutil.rmtree(base / "out", ignore_errors=True)  # (an earlier session's files)
+                (base / "out").mkdir()
+                (base / "rsyslog.conf").write_text(RSYSLOG_CONF.format(d=base))
+                subprocess.run([exe, "-f", str(base / "rsyslog.conf"), "-i", str(base / "rsyslogd.pid")],
+                               check=True, timeout=30, capture_output=True)  # (it forks into the background)
+                deadline = time.monotonic() + 10
+                while not (_our_rsyslogd(base) and _dev_log_listened()):
+                    if time.monotonic() > deadline:
+                        pytest.fail("rsyslogd did not start listening on /dev/log within 10 s")
+                    time.sleep(0.05)
+            users.write_text(" ".join(str(p) for p in {*live, os.getpid()}))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    yield Syslogd(base)
+    with open(base / "lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            live = [p for p in (int(x) for x in users.read_text().split()) if _alive(p) and p != os.getpid()]
+            users.write_text(" ".join(map(str, live)))
+            pid = _our_rsyslogd(base)
+            if not live and pid is not None:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while _our_rsyslogd(base) is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -133,7 +133,7 @@ def test_load_all_leaves_a_missing_library_for_its_first_use() -> None:
 #: the log modules that only runs use (parsers and their patterns, the parallel reader, the HTML reports)
 LOGS_RUN_MODULES = ("upkeeper.logs.access", "upkeeper.logs.classify", "upkeeper.logs.errorlog",
                     "upkeeper.logs.parallel", "upkeeper.logs.sources", "upkeeper.logs.report_html",
-                    "upkeeper.logs.pglog", "upkeeper.logs.pgstruct", "upkeeper.logs.sqlfp")
+                    "upkeeper.logs.pglog", "upkeeper.logs.pgstruct", "upkeeper.logs.pgsyslog", "upkeeper.logs.sqlfp")
 
 
 @pytest.mark.parametrize(("module", "cls", "options", "bad", "refusal", "needed"), [
@@ -146,7 +146,7 @@ LOGS_RUN_MODULES = ("upkeeper.logs.access", "upkeeper.logs.classify", "upkeeper.
      "rotated_dirs is not read with rotated: false",
      ["upkeeper.logs.errorlog", "upkeeper.logs.parallel", "upkeeper.logs.report_html", "upkeeper.logs.sources"]),
     ("postgres", "PostgresLogs", {"format": "csvlog"}, {"log_line_prefix": "%m %q"}, "has no %p (process id)",
-     ["upkeeper.logs.pglog", "upkeeper.logs.pgstruct", "upkeeper.logs.parallel", "upkeeper.logs.report_html",
+     ["upkeeper.logs.pglog", "upkeeper.logs.pgstruct", "upkeeper.logs.pgsyslog", "upkeeper.logs.parallel", "upkeeper.logs.report_html",
       "upkeeper.logs.sources"]),
 ])
 def test_validating_a_logs_job_leaves_the_reading_to_the_worker(module: str, cls: str, options: dict[str, object],

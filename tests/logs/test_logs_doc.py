@@ -127,3 +127,12 @@ def test_every_finding_is_documented() -> None:
     missing = sorted(i for i in ids if not re.search("`" + re.sub(r"\\\{[^}]*\\\}", "<[A-Za-z]+>", re.escape(i)) + "`",
                                                    text))
     assert not missing
+
+
+def test_syslog_example_loads() -> None:
+    """The syslog section's job: format syslog, the file rsyslog writes."""
+    section = DOC.read_text().split("### syslog\n", 1)[1].split("\n### ", 1)[0]
+    (yaml_block,) = [b for k, b in BLOCK.findall(section) if k == "yaml"]
+    config = ("targets:\n  db: {kind: postgres, host: 127.0.0.1}\n" + yaml_block)
+    options = build_setup(load_text(config, file=str(DOC))).jobs["db-log-analysis"].options
+    assert (options.format, options.log_file, options.syslog_ident) == ("syslog", "/var/log/messages", None)

@@ -502,7 +502,9 @@ def test_a_default_prefix_used_because_the_server_was_unreachable_is_said(
                            "log_file": str(log), "report_dir": str(tmp_path / "r")}}}})
     r = run(cli, cfg)
     by = {f["check"]: f for f in r["findings"]}
-    assert r["metrics"]["unparsed_pct"] > 90  # (the background processes' lines, without user@db, do parse)
+    # (the background processes' lines, without user@db, do parse; the continuation lines of the multi-line
+    # statements the other tests' runs sent to this server, asking for its settings, count in the lines too)
+    assert r["metrics"]["unparsed_pct"] > 80
     msg = by["logs.postgres.unparsed"]["message"]
     assert "log_line_prefix '%m [%p] ' (upkeeper's default: the server could not be asked for its own: " in msg, msg
     assert "port 1" in msg
@@ -521,9 +523,9 @@ def test_a_log_written_through_syslog_is_said_to_be(cli: Any, make_config: Any,
                                                     tmp_path: Path) -> None:
     """log_destination = syslog: the daemon writes each message after its own time, host and "postgres[PID]:"
     (with syslog_sequence_numbers, "[N-1]" and then the log_line_prefix). Every line was unparsed and the warning
-    blamed log_line_prefix, whose fix (set it to the server's) cannot help. Now the warning says it is syslog's form
-    and how to have the server write a log logs.postgres reads. (The server's own log, written as rsyslog writes
-    what PostgreSQL sends it: no syslog daemon runs here.)"""
+    blamed log_line_prefix, whose fix (set it to the server's) cannot help. Now format auto reads it (see
+    test_logs_postgres_syslog.py), and format stderr forced on it says it is syslog's form and to set format: syslog.
+    (The server's own log, each line written as rsyslog writes a message.)"""
     cluster, _done = logging_pg
     lines = (cluster.data / "log" / "postgresql.log").read_text().splitlines()
     log = tmp_path / "postgresql"
@@ -533,10 +535,16 @@ def test_a_log_written_through_syslog_is_said_to_be(cli: Any, make_config: Any,
     cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
                        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
                            "log_file": str(log), "log_line_prefix": pgworkload.LOG_LINE_PREFIX,
-                           "report_dir": str(tmp_path / "r")}}}})
+                           "format": "stderr", "report_dir": str(tmp_path / "r")}}}})
     by = {f["check"]: f for f in run(cli, cfg)["findings"]}
     assert "logs.postgres.syslog" in by and "logs.postgres.unparsed" not in by, list(by)
-    assert "log_destination = 'stderr'" in by["logs.postgres.syslog"]["remediation"]
+    assert "set format: syslog" in by["logs.postgres.syslog"]["remediation"]
+    cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                       "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                           "log_file": str(log), "log_line_prefix": pgworkload.LOG_LINE_PREFIX,
+                           "report_dir": str(tmp_path / "r")}}}}, "auto.yaml")
+    r = run(cli, cfg)
+    assert "logs.postgres.syslog" not in {f["check"] for f in r["findings"]} and r["metrics"]["statements"] > 300
     # the same lines as the server writes them: no word of syslog
     (tmp_path / "plain.log").write_text("".join(x + "\n" for x in lines[:400]))
     cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from upkeeper.core import worker
-from upkeeper.logs import parallel, pglog, pgstruct
+from upkeeper.logs import parallel, pglog, pgstruct, pgsyslog
 from upkeeper.tasks.logs import postgres
 from upkeeper.tasks.logs.postgres import PostgresLogs
 
@@ -22,6 +22,7 @@ def _dismiss(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(postgres, "cpus", lambda: 2)
     monkeypatch.setattr(pglog, "MIN_PARALLEL", 1 << 20)  # (a real one is 12 MB, csvlog's 8 MB)
     monkeypatch.setattr(pgstruct, "MIN_PARALLEL", 1 << 20)
+    monkeypatch.setattr(pgsyslog, "MIN_PARALLEL", 1 << 20)
     parallel.dismiss_prestarted()
     yield
     parallel.dismiss_prestarted()
@@ -47,6 +48,17 @@ def _kinds() -> list[str]:
 def test_a_big_whole_read_gets_helpers_for_its_format(tmp_path: Path, name: str, fmt: str, kind: str) -> None:
     PostgresLogs.head_start({"log_file": _log(tmp_path, name), "format": fmt, "incremental": False}, {})
     assert _kinds() == [kind]
+
+
+def test_a_syslog_file_gets_helpers_for_syslog(tmp_path: Path) -> None:
+    """format auto on a file whose first lines are syslog lines (format syslog too): the syslog reader's helpers."""
+    path = tmp_path / "messages"
+    path.write_bytes(b"Dec  7 08:00:00 db1 postgres[42]: [7-1] app@db LOG:  duration: 1.5 ms  statement: SELECT 1\n"
+                     * 15_000)
+    for fmt in ("auto", "syslog"):
+        parallel.dismiss_prestarted()
+        PostgresLogs.head_start({"log_file": str(path), "format": fmt, "incremental": False}, {})
+        assert _kinds() == ["upkeeper.logs.pgsyslog"], fmt
 
 
 @pytest.mark.parametrize("options", [

@@ -311,17 +311,21 @@ def nginx_cmd(
 
 @logs_app.command("postgres")
 def postgres_cmd(
-    files: list[str] = typer.Argument(..., help="PostgreSQL server logs (stderr, csvlog or jsonlog; plain or "
+    files: list[str] = typer.Argument(..., help="PostgreSQL server logs (stderr, csvlog, jsonlog or syslog; plain or "
                                       ".gz) or quoted globs such as '/var/log/postgresql/postgresql-*.log', as the logs.postgres "
                                       "task reads its log_file: a path with its rotated files (postgresql.log.1, "
                                       ".2.gz), a glob's newest --max-files matches"),
-    prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix (stderr format)"),
+    prefix: str = typer.Option("%m [%p] ", "--prefix", "-p", help="the server's log_line_prefix (stderr and "
+                               "syslog formats)"),
     rotated: bool = typer.Option(True, "--rotated/--no-rotated",
                                  help="also read the rotated files of each log (those named are always read)"),
     max_files: int = typer.Option(30, "--max-files", min=1, max=1000,
                                   help="at most this many files per log (of a glob's matches), newest first"),
-    fmt: str = typer.Option("auto", "--format", "-f", help="stderr, csvlog or jsonlog (auto: from the files' "
-                            "names — .csv is csvlog, .json jsonlog, any other stderr)"),
+    fmt: str = typer.Option("auto", "--format", "-f", help="stderr, csvlog, jsonlog or syslog (auto: from the "
+                            "files' names — .csv is csvlog, .json jsonlog — else syslog when the first lines are "
+                            "syslog lines, else stderr)"),
+    ident: str = typer.Option("postgres", "--ident", help="syslog format: the server's syslog_ident (other "
+                              "programs' lines are skipped)"),
     as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
     html: Path | None = typer.Option(None, "--html", help="also write the offline HTML report here"),
     top: int = typer.Option(10, "--top", min=1, help="length of the query and error lists"),
@@ -329,7 +333,7 @@ def postgres_cmd(
     memory_limit_mb: int = typer.Option(0, "--memory-limit-mb", min=0, help=MEMORY_LIMIT_HELP),
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
-    from upkeeper.logs import parallel, pgstruct
+    from upkeeper.logs import parallel, pgstruct, pgsyslog
     from upkeeper.logs.pglog import (
         MIN_PARALLEL,
         PgScanOptions,
@@ -339,18 +343,20 @@ def postgres_cmd(
         resolve,
         summarize,
     )
-    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions, format_of
+    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions, format_of, syslog_file
 
-    if fmt not in ("auto", "stderr", "csvlog", "jsonlog"):
-        raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog or jsonlog")
+    if fmt not in ("auto", "stderr", "csvlog", "jsonlog", "syslog"):
+        raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog, jsonlog or syslog")
     def check_prefix() -> None:
-        try:
-            compile_prefix(prefix)
+        try:  # (syslog: the syslog line's time and pid stand in for the prefix's)
+            compile_prefix(pgsyslog.effective_prefix(prefix) if fmt == "syslog" else prefix)
         except PrefixError as exc:
             raise UsageError(exc.message, exc.hint) from None
 
-    if fmt == "stderr" or (fmt == "auto" and all(format_of(f) == "stderr" for f in files)):
-        check_prefix()  # before the files are looked for: a bad option is said first
+    # before the files are looked for: a bad option is said first (a prefix without %p or a time is one of a
+    # syslog file only, said so with --format syslog)
+    if fmt in ("stderr", "syslog") or (fmt == "auto" and all(format_of(f) == "stderr" for f in files)):
+        check_prefix()
     _check_html(html)
     task_opts = PostgresLogsOptions(rotated=rotated, max_files=max_files)
     found = _find_logs(files, rotated=rotated, max_files=max_files,
@@ -363,13 +369,20 @@ def postgres_cmd(
                              ".csv is csvlog, .json jsonlog, any other stderr)",
                              "Try: one format per command, or --format to read them all as one")
         fmt = formats[0] if formats else "stderr"
-    if fmt == "stderr":
+        if fmt == "stderr" and syslog_file(found):
+            fmt = "syslog"
+    if fmt in ("stderr", "syslog"):
         check_prefix()
     notes: list[parallel.ReadNote] = []
     if fmt == "stderr":
         partial, _ = _scan_within(memory_limit_mb, "upkeeper.logs.pglog", PgScanOptions(log_line_prefix=prefix),
                                   _units_of(found, b"\t", workers, message_start(prefix)), workers=workers,
                                   continuation=b"\t", min_parallel=MIN_PARALLEL, notes=notes)
+    elif fmt == "syslog":
+        partial, _ = _scan_within(memory_limit_mb, "upkeeper.logs.pgsyslog",
+                                  pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident=ident),
+                                  _units_of(found, b"", workers, pgsyslog.RECORD_START), workers=workers,
+                                  min_parallel=pgsyslog.MIN_PARALLEL, notes=notes)
     else:
         partial, _ = _scan_within(
             memory_limit_mb, "upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
@@ -380,17 +393,24 @@ def postgres_cmd(
     rep = redact_obj(summarize(partial, top_n=top))
     rep["read_notes"] = _warn_read_notes(notes)
     rep["format"] = fmt
-    rep["log_line_prefix"] = prefix if fmt == "stderr" else None
+    rep["log_line_prefix"] = prefix if fmt in ("stderr", "syslog") else None
+    if fmt == "syslog":
+        rep["syslog_ident"] = ident
     rep["files"] = [{"path": lf.path, "compressed": lf.gz} for lf in found]
-    if fmt == "stderr":
+    if fmt in ("stderr", "syslog"):
         _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"do not start with the log_line_prefix {prefix!r}",
                        rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
-                       "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); for a csvlog or "
-                       "jsonlog file, --format csvlog or jsonlog")
+                       "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix); for a csvlog, "
+                       "jsonlog or syslog file, --format csvlog, jsonlog or syslog")
     else:
         _warn_unparsed(rep["unparsed_pct"], rep["unparsed"], f"are not {fmt} records",
                        rep["unparsed_samples"][0] if rep["unparsed_samples"] else "",
                        "Try: --format with the file's format (stderr, csvlog or jsonlog)")
+    other = rep.get("syslog_other") or {}
+    if fmt == "syslog" and other.get("lines") and not rep["lines"]:
+        err_console.print(f"Warning: none of the {other['lines']:,} syslog lines is of the program {ident!r}; the "
+                          "file holds lines of: " + ", ".join(f"{k} ({v:,})" for k, v in other["idents"].items())
+                          + "\nTry: --ident with the server's syslog_ident (SHOW syslog_ident)", markup=False)
     if html is not None:
         from upkeeper.logs.report_html import postgres_report
 
@@ -409,7 +429,8 @@ def postgres_cmd(
                   f"({human_bytes(rep['temp_files']['total_bytes'])}), {rep['checkpoints']['count']} checkpoints "
                   f"({rep['checkpoints']['restartpoints']} restartpoints), "
                   f"unparsed {rep['unparsed']:,} lines")
-    console.print(f"read as {fmt}" + (f" with the log_line_prefix {prefix!r}" if fmt == "stderr" else "") + ", "
+    console.print(f"read as {fmt}" + (f" (ident {ident})" if fmt == "syslog" else "")
+                  + (f" with the log_line_prefix {prefix!r}" if fmt in ("stderr", "syslog") else "") + ", "
                   f"{len(found)} file(s)", markup=False)
     console.print(_table("most time-consuming queries", ["query", "count", "total ms", "mean ms", "max ms"],
                          [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]

@@ -472,6 +472,10 @@ class PgPartial:
     last: bytes | None = None
     #: pieces whose bare durations are not paired yet (see :func:`resolve`; none left in a resolved partial)
     segments: list[Segment] = field(default_factory=list)
+    #: a syslog file's lines of other programs (another ident: :mod:`upkeeper.logs.pgsyslog`), not read, and the
+    #: first idents among them with their lines
+    syslog_skipped: int = 0
+    syslog_idents: Counter[str] = field(default_factory=Counter)
 
 
 def _earliest(items: list[tuple[Pos, Any]], n: int) -> list[tuple[Pos, Any]]:
@@ -1446,10 +1450,10 @@ def merge(parts: list[PgPartial]) -> PgPartial:
                      "lock_waits", "lock_acquired", "lock_failures", "restartpoints", "deadlocks", "temp_files", "temp_bytes", "checkpoints",
                      "checkpoint_buffers", "checkpoint_write_s", "checkpoint_sync_s", "checkpoint_total_s",
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections",
-                     "translated", "translated_lines"):
+                     "translated", "translated_lines", "syslog_skipped"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
         for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "raised", "lock_types",
-                     "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons"):
+                     "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons", "syslog_idents"):
             getattr(out, name).update(getattr(p, name))
         for fp, st in p.queries.items():
             mine = out.queries.get(fp)
@@ -1588,4 +1592,6 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
                         "min_seconds_apart": p.checkpoint_min_apart_s or None},
         "autovacuum": {"vacuums": p.autovacuum, "analyzes": p.autoanalyze},
         "connections": p.connections,
+        **({"syslog_other": {"lines": p.syslog_skipped, "idents": dict(p.syslog_idents.most_common(10))}}
+           if p.syslog_skipped else {}),
     }

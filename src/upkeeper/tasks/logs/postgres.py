@@ -8,7 +8,7 @@ import glob
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,7 +48,7 @@ from upkeeper.tasks.logs._common import (
 )
 
 if TYPE_CHECKING:
-    from upkeeper.logs import parallel, pglog, pgstruct, report_html, sources
+    from upkeeper.logs import parallel, pglog, pgstruct, pgsyslog, report_html, sources
     from upkeeper.logs.sources import LogFile, ReadPlan
 else:
     # the reading (the server-log parsers, the parallel reader, the HTML report) is the worker's: 'upkeeper run'
@@ -58,6 +58,7 @@ else:
     parallel = lazy.module("upkeeper.logs.parallel")
     pglog = lazy.module("upkeeper.logs.pglog")
     pgstruct = lazy.module("upkeeper.logs.pgstruct")
+    pgsyslog = lazy.module("upkeeper.logs.pgsyslog")
     report_html = lazy.module("upkeeper.logs.report_html")
     sources = lazy.module("upkeeper.logs.sources")
 
@@ -73,9 +74,10 @@ def _in_another_language(rep: dict[str, Any]) -> bool:
 
 
 #: a line as syslog daemons write a program's message (rsyslog's and syslog-ng's traditional and RFC 3339 time
-#: stamps): the time, the host, then PostgreSQL's ident (syslog_ident, "postgres" by default) with its PID
+#: stamps): the time, the host, then PostgreSQL's ident (syslog_ident, "postgres" by default) with its PID, or any
+#: ident followed by PostgreSQL's sequence bracket ("[12-1] ")
 _SYSLOG_LINE = re.compile(r"(?:^|: )(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ "
-                          r"[\w.-]*postgres[\w.-]*\[\d+\]: ")
+                          r"(?:[\w.-]*postgres[\w.-]*\[\d+\]: |[^\s\[:]+\[\d+\]: \[\d+(?:-\d+)?\] )")
 
 
 def _syslog_samples(rep: dict[str, Any]) -> bool:
@@ -114,7 +116,9 @@ SELECT current_setting('log_line_prefix') AS prefix,
        current_setting('log_duration') AS log_duration,
        current_setting('log_min_duration_sample', true) AS min_duration_sample,
        current_setting('log_statement_sample_rate', true) AS sample_rate,
-       current_setting('log_transaction_sample_rate', true) AS xact_sample_rate
+       current_setting('log_transaction_sample_rate', true) AS xact_sample_rate,
+       current_setting('log_destination') AS destination,
+       current_setting('syslog_ident', true) AS syslog_ident
 """
 #: a duration setting as SHOW writes it ("-1", "0", "250ms", "1s", "2min") in ms; None if it is none of these
 _UNITS_MS = {"ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
@@ -157,7 +161,7 @@ def _number(text: str) -> float | None:
 
 
 LOGFILE_SQL = "SELECT pg_current_logfile(%s)"
-LogFormat = Literal["auto", "stderr", "csvlog", "jsonlog"]
+LogFormat = Literal["auto", "stderr", "csvlog", "jsonlog", "syslog"]
 #: the format a log file's name tells (after its rotation suffix): PostgreSQL names csvlog and jsonlog files
 #: after log_filename with .csv and .json for .log (or added)
 SUFFIX_FORMATS = {".csv": "csvlog", ".json": "jsonlog"}
@@ -215,10 +219,18 @@ class PostgresLogsOptions(TaskOptions):
         None, description="the server's log_line_prefix (default: read from the server with SHOW, else "
         "PostgreSQL's default '%m [%p] '). Source: PostgreSQL (the server's setting, else its default)")
     format: LogFormat = Field(
-        "auto", description="the log's format: stderr (with log_line_prefix), csvlog or jsonlog "
-        "(log_destination). auto: from the file name, as pgBadger does — .csv is csvlog, .json jsonlog, any "
-        "other stderr; with csvlog or jsonlog and no log_file, the server is asked for that log "
-        "(pg_current_logfile('csvlog')). Source: PostgreSQL (log_destination), pgBadger (--format, auto-detected)")
+        "auto", description="the log's format: stderr (with log_line_prefix), csvlog, jsonlog (log_destination), "
+        "or syslog: the messages of log_destination = 'syslog' as a syslog daemon (rsyslog, syslog-ng) writes them "
+        "to its file (/var/log/postgresql.log, /var/log/messages), with log_line_prefix inside each message (the "
+        "syslog line's time and pid stand in for a prefix without %m/%t/%n or %p). auto: from the file, as pgBadger "
+        "does — .csv is csvlog, .json jsonlog, a file whose first lines are syslog lines syslog, any other stderr; "
+        "with csvlog or jsonlog and no log_file, the server is asked for that log (pg_current_logfile('csvlog')). "
+        "Source: PostgreSQL (log_destination), pgBadger (--format, auto-detected; -f syslog)")
+    syslog_ident: str | None = Field(
+        None, min_length=1, description="with format syslog: read the lines of this program name (the syslog "
+        "tag before '[pid]:'); other programs' lines in the file are skipped, not counted (default: the server's "
+        "syslog_ident, asked with SHOW, else PostgreSQL's default 'postgres'). Source: PostgreSQL (syslog_ident), "
+        "pgBadger (--ident, default postgres)")
     rotated: bool = Field(True, description="also read rotated files: postgresql.log.1, .2.gz (or .zst, .xz, .bz2) … "
             "Source: upkeeper default")
     max_files: int = Field(30, ge=1, le=1000, description="at most this many files per log path. "
@@ -267,11 +279,22 @@ class PostgresLogsOptions(TaskOptions):
     @classmethod
     def _check_prefix(cls, v: str | None) -> str | None:
         if v is not None:
-            try:
-                pglog.compile_prefix(v)
+            try:  # (a syslog line's time and pid stand in for a prefix's: checked for the format below)
+                pglog.compile_prefix(pgsyslog.effective_prefix(v))
             except pglog.PrefixError as exc:
                 raise ValueError(f"{exc.message}. {exc.hint or ''}".strip()) from None
         return v
+
+    @model_validator(mode="after")
+    def _check_stderr_prefix(self) -> PostgresLogsOptions:
+        # a stderr log's lines have only the prefix to tell their time and process; a syslog file's have the
+        # syslog line's too (a prefix without them is set with format: syslog, not auto)
+        if self.log_line_prefix is not None and self.format != "syslog":
+            try:
+                pglog.compile_prefix(self.log_line_prefix)
+            except pglog.PrefixError as exc:
+                raise ValueError(f"log_line_prefix: {exc.message}. {exc.hint or ''}".strip()) from None
+        return self
 
 
 @task
@@ -305,10 +328,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 or any(c in path for c in "*?["):
             return
         fmt = options.get("format")
-        fmt = fmt if fmt in ("stderr", "csvlog", "jsonlog") else format_of(path)  # (auto, or what the run refuses)
-        kind, minimum = (("upkeeper.logs.pglog", pglog.MIN_PARALLEL) if fmt == "stderr" else
-                         ("upkeeper.logs.pgstruct", pgstruct.MIN_PARALLEL))
         files = sources.discover(path, rotated=options.get("rotated", True) is not False)
+        if fmt not in ("stderr", "csvlog", "jsonlog", "syslog"):  # (auto, or what the run refuses)
+            fmt = format_of(path)
+            if fmt == "stderr" and syslog_file(files):
+                fmt = "syslog"
+        from upkeeper.logs import pgsyslog
+
+        kind, minimum = (("upkeeper.logs.pglog", pglog.MIN_PARALLEL) if fmt == "stderr" else
+                         ("upkeeper.logs.pgsyslog", pgsyslog.MIN_PARALLEL) if fmt == "syslog" else
+                         ("upkeeper.logs.pgstruct", pgstruct.MIN_PARALLEL))
         workers = options.get("workers", 0)
         procs = workers if isinstance(workers, int) and workers > 0 else parallel.default_workers()
         if procs > 1 and sum(f.size * (8 if f.gz else 1) for f in files) >= minimum:
@@ -320,9 +349,16 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         assert isinstance(target, PostgresTarget)
         check_report_dir(ctx, options.report_dir)
         structured = options.format in ("csvlog", "jsonlog")
-        need_server = not options.log_file or not (options.log_line_prefix or structured)
+        need_server = (not options.log_file or not (options.log_line_prefix or structured)
+                       or (options.format == "syslog" and options.syslog_ident is None))
         server = self._server_settings(ctx, target, options.format) if need_server else {}
         path = options.log_file or server.get("logfile")
+        if not path and "syslog" in server.get("destination", "").lower():
+            raise TaskError(
+                f"{target.display()} sends its log to syslog (log_destination = '{server['destination']}'), which "
+                "writes it to a file of its own configuration",
+                "Try: set the job's log_file option to the file your syslog daemon writes PostgreSQL's messages to "
+                "(e.g. /var/log/postgresql.log, /var/log/messages on RHEL) and format: syslog")
         if not path and "error" in server:
             raise TaskError(f"cannot ask {target.display()} where it writes its log: {server['error']}",
                             "Try: check the target's connection settings, or set the job's log_file option")
@@ -353,24 +389,30 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 "set log_file to the file (or glob) the server writes; a non-root reader needs log_file_mode=0640")])
         fmt = self._format(options.format, files, path)
         prefix = options.log_line_prefix or server.get("prefix") or pglog.DEFAULT_PREFIX
-        if fmt == "stderr":
-            try:
-                pglog.compile_prefix(prefix)
+        ident = options.syslog_ident or server.get("syslog_ident") or "postgres"
+        if fmt in ("stderr", "syslog"):
+            try:  # (syslog: the syslog line's time and pid stand in for the prefix's)
+                pglog.compile_prefix(pgsyslog.effective_prefix(prefix) if fmt == "syslog" else prefix)
             except pglog.PrefixError as exc:
                 raise TaskError(exc.message, exc.hint) from None
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
-        parsing = f"{fmt}\n{prefix if fmt == 'stderr' else ''}"  # what decides which lines parse
+        # what decides which lines parse
+        parsing = f"{fmt}\n{prefix if fmt in ('stderr', 'syslog') else ''}" + (f"\n{ident}" if fmt == "syslog" else "")
         restarted = None
         if options.incremental:  # a prefix changed after runs that could parse none of their lines: read them again
             cursors, restarted = unparsed_restart(ctx, UNPARSED_KEY, parsing, cursors)
         started = cursors
         plan = sources.plan_reads(files, cursors, incremental=options.incremental)
         if fmt == "csvlog":
-            _hold_back_open_record(plan)
+            _hold_back_open_record(plan, pgstruct.complete_end)
+        elif fmt == "syslog" and options.incremental:  # a message whose last chunks are not written yet
+            _hold_back_open_record(plan, lambda path, start, end: pgsyslog.complete_end(path, start, end, prefix,
+                                                                                        ident))
         cont = b"\t" if fmt == "stderr" else b""
         # pieces begin where a message does: an error, a temporary file or a lock wait keeps its STATEMENT
         units = parallel.units_for(plan.ranges, continuation=cont, workers=options.workers,
                                    record_start=pgstruct.RECORD_START if fmt == "csvlog" else
+                                   pgsyslog.RECORD_START if fmt == "syslog" else
                                    pglog.message_start(prefix) if fmt == "stderr" else None)
         t0 = time.monotonic()
 
@@ -383,6 +425,12 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                 partial, gz_read = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=prefix), units,
                                                  workers=options.workers, progress=progress, continuation=cont,
                                                  min_parallel=pglog.MIN_PARALLEL, notes=read_notes,
+                                                 memory_limit=memory_limit(options.memory_limit_mb))
+            elif fmt == "syslog":
+                partial, gz_read = parallel.scan("upkeeper.logs.pgsyslog",
+                                                 pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident=ident),
+                                                 units, workers=options.workers, progress=progress,
+                                                 min_parallel=pgsyslog.MIN_PARALLEL, notes=read_notes,
                                                  memory_limit=memory_limit(options.memory_limit_mb))
             else:
                 partial, gz_read = parallel.scan("upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
@@ -409,13 +457,15 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                                 carry=pglog.MAX_CARRIED_PIDS, final=not options.incremental)
         rep = pglog.summarize(partial, top_n=options.top)
         rep["format"] = fmt
-        rep["log_line_prefix"] = prefix if fmt == "stderr" else None
+        rep["log_line_prefix"] = prefix if fmt in ("stderr", "syslog") else None
         # where the prefix came from: a wrong default is told apart from a wrong option or server setting
-        rep["log_line_prefix_from"] = (None if fmt != "stderr" else "option" if options.log_line_prefix
+        rep["log_line_prefix_from"] = (None if fmt not in ("stderr", "syslog") else "option" if options.log_line_prefix
                                        else "server" if server.get("prefix") else "default")
+        if fmt == "syslog":
+            rep["syslog_ident"] = ident
         rep["files"] = [{"path": r.file.path, "from": r.start, "to": r.end} for r in plan.ranges]
         rep["scan_seconds"] = round(seconds, 3)
-        reread = reread_message("log_line_prefix" if fmt == "stderr" else "format", restarted)
+        reread = reread_message("log_line_prefix" if fmt in ("stderr", "syslog") else "format", restarted)
         findings = (([Finding("logs.postgres.reread", Severity.INFO, path, reread)] if reread else [])
                     + plan_findings("postgres", plan.notes, options.rotated_dirs) + read_findings("postgres", read_notes)
                     + self._findings(options, rep, server, path))
@@ -429,7 +479,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             html = report_html.postgres_report(
                 rep, rep["findings"], title=f"PostgreSQL log report — {ctx.target_name or target.display()}",
                 subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · "
-                         + (f"prefix '{prefix}'" if fmt == "stderr" else fmt) + f" · job {ctx.job}",
+                         + (f"prefix '{prefix}'" if fmt == "stderr" else
+                            f"syslog ({ident}), prefix '{prefix}'" if fmt == "syslog" else fmt) + f" · job {ctx.job}",
                 trends=with_current(trends(ctx, TREND_METRICS), metrics, ctx.now()),
                 objectives={"query_p95_ms": options.query_p95_ms},
                 footer=f"upkeeper logs.postgres · {rep['bytes_read']:,} bytes in {seconds:.2f}s") if options.html else None
@@ -486,7 +537,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             return {}
         return {"prefix": row[0], "logfile": row[1] or "", "datadir": row[2], "min_duration": row[3],
                 "log_filename": row[4] or "", "log_duration": row[5] or "", "min_duration_sample": row[6] or "",
-                "sample_rate": row[7] or "", "xact_sample_rate": row[8] or ""}
+                "sample_rate": row[7] or "", "xact_sample_rate": row[8] or "", "destination": row[9] or "",
+                "syslog_ident": row[10] or ""}
 
     @staticmethod
     def _format(option: str, files: list[LogFile], path: str) -> str:
@@ -498,6 +550,8 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             raise TaskError(f"{path} matches logs of several formats: {', '.join(found)} (told by the file names: "
                             ".csv is csvlog, .json jsonlog, any other stderr)",
                             "Try: narrow log_file to one format's files (e.g. postgresql-*.csv), or set format")
+        if found[0] == "stderr" and syslog_file(files):  # (its first lines tell)
+            return "syslog"
         return found[0]
 
     @staticmethod
@@ -549,6 +603,14 @@ class PostgresLogs(Task[PostgresLogsOptions]):
 
     @staticmethod
     def _unparsed(o: PostgresLogsOptions, rep: dict[str, Any], server: dict[str, str], path: str) -> list[Finding]:
+        other = rep.get("syslog_other") or {}
+        if rep["format"] == "syslog" and other.get("lines") and not rep["lines"]:
+            idents = ", ".join(f"{k} ({v:,} lines)" for k, v in other["idents"].items())
+            return [Finding("logs.postgres.syslog_ident", Severity.WARNING, path,
+                            f"none of the {other['lines']:,} syslog lines read is of the program "
+                            f"'{rep.get('syslog_ident')}' (syslog_ident); the file holds lines of: {idents}",
+                            "set syslog_ident to the server's (SHOW syslog_ident), or log_file to the file the "
+                            "syslog daemon writes PostgreSQL's messages to", value=float(other["lines"]))]
         translated = rep.get("translated_durations", 0)
         lines = rep.get("translated_lines", 0)
         # (the prefix matched: the unparsed lines are translated severities, ERREUR, DÉTAIL …, not a wrong prefix)
@@ -562,21 +624,20 @@ class PostgresLogs(Task[PostgresLogsOptions]):
                             value=translated, data={"samples": rep["unparsed_samples"][:3]})]
         if rep["unparsed_pct"] <= o.unparsed_warn_pct:
             return []
-        if rep["format"] != "stderr":
+        if rep["format"] not in ("stderr", "syslog"):
             return [Finding("logs.postgres.unparsed", Severity.WARNING, path,
                             f"{rep['unparsed_pct']:.2f} % of records ({rep['unparsed']:,}) are not {rep['format']} "
                             "records" + (unparsed_note("format", rep["entries"], rep["unparsed"]) if o.incremental
                                          else ""), "check that the file is the server's " + rep["format"] + " log (log_destination);"
                             " for a stderr log set format: stderr", value=rep["unparsed_pct"],
                             threshold=o.unparsed_warn_pct, data={"samples": rep["unparsed_samples"][:3]})]
-        if _syslog_samples(rep):
+        if rep["format"] == "stderr" and _syslog_samples(rep):
             return [Finding("logs.postgres.syslog", Severity.WARNING, path,
                             f"{rep['unparsed_pct']:.2f} % of lines ({rep['unparsed']:,}) are PostgreSQL's messages as "
                             "syslog writes them (its own date, host and 'postgres[PID]:' before each), which "
-                            "logs.postgres does not read, so the report misses them",
-                            "let the server write its own log file: log_destination = 'stderr' (or 'csvlog', "
-                            "'jsonlog') with logging_collector = on, and point log_file at it (or leave log_file "
-                            "unset: the server says where it writes)",
+                            "the stderr format does not read, so the report misses them",
+                            "set format: syslog (or leave format: auto, which tells a syslog file by its first "
+                            "lines), with syslog_ident if the server's is not 'postgres'",
                             value=rep["unparsed_pct"], threshold=o.unparsed_warn_pct,
                             data={"samples": rep["unparsed_samples"][:3]})]
         default = ""
@@ -778,13 +839,14 @@ def _open_before(last: Any, files: list[LogFile], plan: ReadPlan) -> pglog.OpenS
     return None
 
 
-def _hold_back_open_record(plan: ReadPlan) -> None:
-    """A live csvlog's last record may not be whole yet (a newline inside a field was the last byte written):
-    leave it for the next run, whose read starts there (the range and the cursor end before it)."""
+def _hold_back_open_record(plan: ReadPlan, complete_end: Callable[[str, int, int], int]) -> None:
+    """A live csvlog's last record may not be whole yet (a newline inside a field was the last byte written), nor
+    a live syslog file's last messages (their last chunks not written yet): leave it for the next run, whose read
+    starts there (the range and the cursor end before it; ``complete_end(path, start, end)`` tells where)."""
     for i, r in enumerate(plan.ranges):
         if r.end is None or r.final or r.file.gz:
             continue
-        end = pgstruct.complete_end(r.file.path, r.start, r.end)
+        end = complete_end(r.file.path, r.start, r.end)
         if end == r.end:
             continue
         plan.ranges[i] = dataclasses.replace(r, end=end)
@@ -792,6 +854,20 @@ def _hold_back_open_record(plan: ReadPlan) -> None:
             if c["path"] == r.file.path and c["offset"] == r.end:
                 sources.move_cursor(c, end)
     plan.ranges[:] = [r for r in plan.ranges if r.end is None or r.end > r.start]
+
+
+def syslog_file(files: list[LogFile]) -> bool:
+    """Are most of the first lines of the newest of ``files`` that holds any (4 KB of it) syslog lines?"""
+    for lf in reversed(files):
+        try:
+            with open(lf.path, "rb") as raw:
+                fh: Any = sources.open_compressed(raw, lf.path) if lf.gz else raw
+                head = fh.read(4096)
+        except (OSError, EOFError, ValueError):
+            continue
+        if head.strip():
+            return bool(pgsyslog.looks_like_syslog(head))
+    return False
 
 
 def _mtime(path: str) -> float | None:

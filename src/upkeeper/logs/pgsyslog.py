@@ -1,0 +1,403 @@
+"""PostgreSQL's log as a syslog daemon writes it (``log_destination = 'syslog'``), read by the stderr parser.
+
+PostgreSQL's ``write_syslog()`` (src/backend/utils/error/elog.c) sends each message — the whole text the server
+would write to stderr for one report: its log_line_prefix, ``LOG:  …``, and the DETAIL, HINT, CONTEXT and STATEMENT
+lines with theirs — as one or more ``syslog()`` calls:
+
+* ``[SEQ] message`` for a message of one line of at most ``PG_SYSLOG_LIMIT`` (900) bytes, SEQ counting the
+  backend's messages (``syslog_sequence_numbers = on``, the default; off: no bracket at all);
+* ``[SEQ-N] chunk`` for a longer one: cut at each newline (the newline dropped, empty lines skipped) and a line
+  longer than 900 bytes at its last whitespace before that (the whitespace starts the next chunk; a word too long
+  is cut where it is); ``[N] chunk`` with ``syslog_sequence_numbers = off``.
+
+A syslog daemon writes each call as a line of its own after its time, the host and ``ident[pid]:``
+(``Dec  7 08:00:00 db1 postgres[4001]: [12-1] …``, or an RFC 3339 time: ``2026-12-07T08:00:00.123+01:00``), other
+processes' lines in between, and rsyslog writes control characters as ``#`` and three octal digits (a tab, which
+PostgreSQL puts at the start of every continuation line, as ``#011``).
+
+:class:`Joiner` undoes all that: it joins each message's chunks again (per pid: chunks of one message are
+consecutive calls of one backend), turns ``#011`` back into a tab (and ``#012`` into a newline, written so with
+``syslog_split_messages = off``) as pgBadger does, and writes the message as the server writes it to stderr, with
+the syslog header's time and pid in front of each line when log_line_prefix has none (:func:`effective_prefix`),
+so that :mod:`upkeeper.logs.pglog` reads it as it reads a stderr log — every part of its report.  Lines of other
+programs (another ident: ``/var/log/messages``) are skipped and not counted; lines that are no syslog lines at all
+are handed on as they are (unparsed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from upkeeper.logs import pglog
+
+#: smaller than the stderr parser's: joining chunks costs more than parsing them
+MIN_PARALLEL = 4 << 20
+#: backends whose last message waits for their next (only then is it known to have no more chunks): past this
+#: many (a server without connection pooling has a new pid per connection), the half whose message waits longest
+#: are taken as whole — the chunks of a message come within microseconds of each other
+MAX_PENDING = 10_000
+
+_MONTHS = {m: i for i, m in enumerate(
+    (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"), 1)}
+
+#: a syslog line: the time (traditional, without a year, or RFC 3339), the host, the tag (ident and pid), the
+#: message.  (pgBadger's syslog and syslog2 formats, without their optional extra words)
+LINE_RX = re.compile(
+    rb"(?m)^(?P<tt>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)"
+    rb"|(?P<date>\d{4}-\d\d-\d\d)T(?P<ihms>\d\d:\d\d:\d\d)(?P<frac>\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+    rb" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>[^\n]*)$")
+#: a line that is a syslog line (for the format's detection)
+HEADER_RX = re.compile(
+    rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ [^\s\[:]+(?:\[\d+\])?: ")
+#: a syslog line's time and host (a line of no program: the daemon's "last message repeated 3 times")
+_TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
+#: PostgreSQL's bracket: [SEQ], [SEQ-N] or [N]
+_BRACKET = re.compile(rb"\[(\d+)(?:-(\d+))?\](?: |$)")
+#: a line of a live file where a piece of the log may start (for parallel.split_units): not a chunk after a
+#: message's first one that says so ([SEQ-N] with N > 1, or a continuation line's tab)
+RECORD_START = re.compile(rb"(?![^\n]*?\]: \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
+_ESCAPED = re.compile(rb"#01[12]")
+_SECONDARY = frozenset((b"DETAIL", b"HINT", b"CONTEXT", b"QUERY", b"STATEMENT", b"LOCATION"))
+
+
+#: the whitespace write_syslog() cuts a long line at (isspace()), a tab aside: it starts a continuation line
+_BLANKS = frozenset((b" ", b"\v", b"\f", b"\r"))
+_SPACE = re.compile(rb"[ \t\n\v\f\r]")
+PG_SYSLOG_LIMIT = 900
+
+
+def _in_word(chunk: bytes) -> bool:
+    """Was ``chunk`` cut inside a word?  Such a chunk is 900 bytes (a few fewer when a multibyte character would
+    have been cut), with no whitespace after its first byte for write_syslog() to cut at."""
+    return len(chunk) >= PG_SYSLOG_LIMIT - 3 and _SPACE.search(chunk, 1) is None
+
+
+def unescape(text: bytes) -> bytes:
+    """rsyslog's escapes of a tab (``#011``) and a newline (``#012``) undone."""
+    if b"#01" not in text:
+        return text
+    return _ESCAPED.sub(lambda m: b"\t" if m[0] == b"#011" else b"\n", text)
+
+
+def _has(prefix: str, escapes: str) -> bool:
+    return re.search(r"%-?\d*[" + escapes + "]", prefix.replace("%%", "")) is not None
+
+
+def synthesized(prefix: str) -> tuple[bool, bool]:
+    """Whether the syslog header's time and pid must stand in for log_line_prefix's (it has no %m/%t/%n, no %p)."""
+    return not _has(prefix, "mtn"), not _has(prefix, "p")
+
+
+def effective_prefix(prefix: str) -> str:
+    """The log_line_prefix of the lines :class:`Joiner` writes: ``prefix`` after the syslog header's time (as %t)
+    and pid (as [%p]) when it has none of its own."""
+    need_time, need_pid = synthesized(prefix)
+    return ("%t " if need_time else "") + ("[%p] " if need_pid else "") + prefix
+
+
+@dataclass
+class _Message:
+    seq: bytes | None  # SEQ of [SEQ-N]; None for [N] (sequence numbers off, or a one-line [SEQ] message)
+    chunk: int
+    parts: list[bytes]
+    time: bytes  # the header's time of its first line, as %t writes it
+    offset: int  # where its first line starts in the file
+    #: its last chunk may have been cut inside a word: as long as a chunk can be, with no whitespace to cut at
+    in_word: bool = False
+
+
+class Joiner:
+    """Turns the lines of a syslog file into the stderr lines of ``ident``'s messages (see the module's doc).
+
+    ``feed`` takes whole lines (a buffer ending at a line end) at an offset of a file and returns the stderr text
+    of the messages complete by then; a message waits until its backend's next message (or :meth:`flush`): only
+    then is it known to have no more chunks."""
+
+    def __init__(self, log_line_prefix: str, ident: str) -> None:
+        self.ident = ident.encode()
+        self.need_time, self.need_pid = synthesized(log_line_prefix)
+        eff = effective_prefix(log_line_prefix)
+        pglog.compile_prefix(eff)  # (PrefixError: said by the caller)
+        # a line of a message (not a continuation line): the prefix and a severity, DETAIL, STATEMENT …
+        # (write_syslog() may have cut the line after "DETAIL: ", its second space starting the next chunk)
+        self.line_start = re.compile(rb"^" + pglog.compile_prefix(eff) + rb"(?P<lvl>" + pglog.LEVELS + rb"): ?(?: |$)")
+        # a prefix starting with "[" (e.g. '[%p] ') is told from a bracket by what follows
+        self.bracket_prefix = log_line_prefix.startswith("[")
+        self.pending: dict[bytes, _Message] = {}
+        #: a [SEQ-N] was seen: syslog_sequence_numbers is on, and a [SEQ] is a whole message of one line
+        self.seq_on = False
+        self.out: list[bytes] = []
+        self.first_offset = -1  # of the earliest message written into ``out``
+        self.source = ""
+        now = time.localtime()
+        self.year: tuple[int, int] = (now.tm_year, now.tm_mon)  # (year, month) of the source's last write: years for its lines
+        self._times: dict[bytes, bytes] = {}  # a header's time -> as %t writes it
+        self.skipped = 0  # lines of other idents
+        self.idents: dict[bytes, int] = {}  # ... by ident (a few)
+
+    # -- the header's time ------------------------------------------------------------------------------
+
+    def set_source(self, source: str) -> None:
+        """The file the next lines come from: its last write's year stands for the year traditional times lack
+        (the year before for a month after that write's month: the lines were written before it)."""
+        if source == self.source:
+            return
+        self.source = source
+        self._times.clear()
+        try:
+            t = time.localtime(os.stat(source).st_mtime)
+        except OSError:
+            t = time.localtime()
+        self.year = (t.tm_year, t.tm_mon)
+
+    def _time(self, m: re.Match[bytes]) -> bytes:
+        mon = m["mon"]
+        if mon is None:
+            return m["date"] + b" " + m["ihms"]
+        month = _MONTHS.get(mon, 1)
+        year = self.year[0] - (1 if month > self.year[1] else 0)
+        return b"%d-%02d-%02d %s" % (year, month, int(m["day"]), m["hms"])
+
+    # -- joining ---------------------------------------------------------------------------------------------
+
+    def feed(self, buf: bytes, offset: int) -> bytes:
+        """The stderr text of the messages ``buf`` completes (lines of no syslog form are handed on as they are)."""
+        pos = 0
+        ident = self.ident
+        times = self._times
+        for m in LINE_RX.finditer(buf):
+            if m.start() > pos:
+                self._foreign_text(buf[pos:m.start()], offset + pos)
+            pos = m.end() + 1
+            if m["ident"] != ident:
+                self.skipped += 1
+                if len(self.idents) < 20 or m["ident"] in self.idents:
+                    self.idents[m["ident"]] = self.idents.get(m["ident"], 0) + 1
+                continue
+            ts = times.get(m["tt"])
+            if ts is None:
+                if len(times) > 100_000:
+                    times.clear()
+                ts = times[m["tt"]] = self._time(m)
+            self.line(m["pid"] or b"0", ts, m["msg"], offset + m.start())
+        if pos < len(buf):
+            self._foreign_text(buf[pos:], offset + pos)
+        return self.take()
+
+    def _foreign_text(self, text: bytes, offset: int) -> None:
+        """Lines of no program's form: a syslog daemon's own without a tag ("last message repeated 3 times") are
+        skipped as other programs' are; lines that are no syslog lines at all are handed on as they are (the parser
+        counts them unparsed)."""
+        keep = []
+        for ln in text.strip(b"\n").split(b"\n"):
+            if _TIME_HOST.match(ln):
+                self.skipped += 1
+                self.idents[b"(no tag)"] = self.idents.get(b"(no tag)", 0) + 1
+            elif ln:
+                keep.append(ln)
+        if keep:
+            self._write(b"\n".join(keep) + b"\n", offset)
+
+    def line(self, pid: bytes, ts: bytes, body: bytes, offset: int) -> None:
+        """One syslog line of ``ident`` (``body``: its message, escapes not undone)."""
+        body = unescape(body)
+        b = _BRACKET.match(body)
+        cur = self.pending.get(pid)
+        if b is not None and self.bracket_prefix and b[2] is None and self._starts(body) \
+                and not self._starts(body[b.end():]):
+            b = None  # the prefix's bracket ('[%p] '), not PostgreSQL's
+        if b is None:  # a whole message (syslog_sequence_numbers = off)
+            if cur is not None:
+                self._emit(pid)
+            self._emit_one(_Message(None, 0, [body], ts, offset), pid)
+            return
+        text = body[b.end():]
+        n = int(b[2] or b[1])
+        seq = b[1] if b[2] is not None else None
+        if seq is not None:
+            self.seq_on = True
+        elif self.seq_on:  # [SEQ]: a whole message
+            if cur is not None:
+                self._emit(pid)
+            self._emit_one(_Message(None, 0, [text], ts, offset), pid)
+            return
+        if cur is not None:
+            if seq is not None and cur.seq == seq and n == cur.chunk + 1:
+                self._append(cur, text, n)
+                return
+            if seq is None and cur.seq is None and n == cur.chunk + 1 and not self._starts(text, primary=True):
+                self._append(cur, text, n)  # [N] of sequence numbers off (or the next [SEQ]: a new message)
+                return
+            self._emit(pid)
+        self.pending[pid] = _Message(seq, n, [text], ts, offset, _in_word(text))
+        if len(self.pending) > MAX_PENDING:  # the backends that logged nothing for longest: their messages are whole
+            for old in list(itertools.islice(self.pending, len(self.pending) - MAX_PENDING // 2)):
+                self._emit(old)
+
+    def _starts(self, text: bytes, primary: bool = False) -> bool:
+        """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …)."""
+        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00", b"1") + text)
+        return m is not None and not (primary and m["lvl"] in _SECONDARY)
+
+    def _append(self, cur: _Message, text: bytes, n: int) -> None:
+        """Add chunk ``text`` to ``cur``: the rest of a line write_syslog() cut at 900 bytes (at a whitespace, which
+        starts this chunk; or inside a word, when the last chunk had no whitespace to cut at), else the next line
+        (cut at its newline: a continuation line's tab, or the prefix of a DETAIL, STATEMENT … line)."""
+        cur.chunk = n
+        first = text[:1]
+        if first in _BLANKS or (first != b"\t" and cur.in_word and not self._starts(text)):
+            cur.parts.append(text)
+        else:
+            cur.parts.append(b"\n" + text)
+        cur.in_word = _in_word(text)
+
+    def _synth(self, ts: bytes, pid: bytes) -> bytes:
+        return (ts + b" " if self.need_time else b"") + (b"[" + pid + b"] " if self.need_pid else b"")
+
+    def _emit(self, pid: bytes) -> None:
+        self._emit_one(self.pending.pop(pid), pid)
+
+    def _emit_one(self, msg: _Message, pid: bytes) -> None:
+        text = b"".join(msg.parts).rstrip(b"\n")  # (its newline, with syslog_split_messages = off: #012)
+        synth = self._synth(msg.time, pid)
+        if synth:
+            text = (synth + text if b"\n" not in text else
+                    b"\n".join(ln if ln[:1] == b"\t" else synth + ln for ln in text.split(b"\n")))
+        self._write(text + b"\n", msg.offset)
+
+    def _write(self, text: bytes, offset: int) -> None:
+        if self.first_offset < 0:
+            self.first_offset = offset
+        self.out.append(text)
+
+    def flush(self) -> bytes:
+        """Every message still waiting, as complete (the end of the read)."""
+        for pid in list(self.pending):
+            self._emit(pid)
+        return self.take()
+
+    def take(self) -> bytes:
+        out = b"".join(self.out)
+        self.out = []
+        return out
+
+
+@dataclass(frozen=True)
+class PgSyslogOptions:
+    log_line_prefix: str = ""
+    ident: str = "postgres"
+    samples: int = 5
+
+
+class PgSyslogAccumulator:
+    """:class:`upkeeper.logs.pglog.PgAccumulator` fed the stderr lines a :class:`Joiner` makes of syslog lines (for
+    :func:`upkeeper.logs.parallel.scan`; its partial is pglog's)."""
+
+    def __init__(self, opts: PgSyslogOptions) -> None:
+        self.inner = pglog.PgAccumulator(pglog.PgScanOptions(log_line_prefix=effective_prefix(opts.log_line_prefix),
+                                                             samples=opts.samples))
+        self.joiner = Joiner(opts.log_line_prefix, opts.ident)
+        self._unit_end: tuple[str, int | None] | None = None
+        self._last: tuple[str, int] = ("", 0)
+
+    def sizes(self) -> dict[str, int]:
+        return {**self.inner.sizes(), "syslog messages waiting": len(self.joiner.pending)}
+
+    def start_unit(self, source: str, start: int, end: int | None) -> None:
+        if self._unit_end != (source, start):  # not the rest of the last unit: its waiting messages are whole
+            self._flush()
+        self._unit_end = (source, end)
+        self.inner.start_unit(source, start, end)
+
+    def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
+        j = self.joiner
+        j.set_source(source)
+        out = j.feed(buf, offset)
+        self._last = (source, offset)
+        self._hand_on(out, source, offset, len(buf))
+
+    def _hand_on(self, out: bytes, source: str, offset: int, read: int) -> None:
+        j = self.joiner
+        at = j.first_offset if j.first_offset >= 0 else offset
+        j.first_offset = -1
+        p = self.inner.p
+        before = p.bytes_read
+        if out:
+            self.inner.feed(out, source, at)
+        p.bytes_read = before + read  # the file's bytes, not the text made of them
+
+    def _flush(self) -> None:
+        out = self.joiner.flush()
+        if out:
+            self._hand_on(out, *self._last, 0)
+
+    def partial(self) -> pglog.PgPartial:
+        self._flush()
+        p = self.inner.partial()
+        p.syslog_skipped += self.joiner.skipped
+        for k, v in self.joiner.idents.items():
+            p.syslog_idents[k.decode("utf-8", "replace")] += v
+        return p
+
+
+def make_accumulator(opts: PgSyslogOptions) -> PgSyslogAccumulator:
+    return PgSyslogAccumulator(opts)
+
+
+def merge(parts: list[Any]) -> pglog.PgPartial:
+    return pglog.merge(parts)
+
+
+def looks_like_syslog(head: bytes) -> bool:
+    """Are most of the first lines of a file (``head``: its first bytes) syslog lines?"""
+    lines = [ln for ln in head.split(b"\n")[:20] if ln.strip()]
+    if len(head) > 200 and not head.endswith(b"\n") and len(lines) > 1:
+        lines = lines[:-1]  # (cut)
+    return bool(lines) and 2 * sum(1 for ln in lines if HEADER_RX.match(ln)) > len(lines)
+
+
+#: the lines at the end of a live syslog file among which a message's last chunk may be followed by more: a
+#: backend sends its message's chunks in one loop of syslog() calls, so only the lines other processes logged in
+#: those microseconds come between (or the daemon's write ended between them)
+TAIL_LINES = 200
+
+
+def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: str, *, quiet: float = 5.0,
+                 window: int = 1 << 20) -> int:
+    """Where to stop reading [start, end) of a live syslog file so that no message is read without its last chunks:
+    ``end``, unless the file was written less than ``quiet`` seconds ago — then the start of the earliest message
+    whose last chunk is among the file's last :data:`TAIL_LINES` lines of ``ident`` and its backend logged nothing
+    after it (more chunks may come).  The next run reads from there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return end
+    if time.time() - st.st_mtime > quiet or end <= start:
+        return end
+    at = max(start, end - window)
+    with open(path, "rb") as fh:
+        fh.seek(at)
+        data = fh.read(end - at)
+    if at > start:  # from a line start
+        nl = data.find(b"\n")
+        if nl < 0:
+            return end
+        data, at = data[nl + 1:], at + nl + 1
+    j = Joiner(log_line_prefix, ident)
+    j.set_source(path)
+    last: dict[bytes, int] = {}  # pid -> its last line's number
+    n = 0
+    for m in LINE_RX.finditer(data):
+        if m["ident"] != j.ident:
+            continue
+        pid = m["pid"] or b"0"
+        j.line(pid, b"", m["msg"], at + m.start())
+        last[pid] = n
+        n += 1
+    held = [msg.offset for pid, msg in j.pending.items() if n - last[pid] <= TAIL_LINES]
+    return min(held, default=end)

@@ -1,0 +1,223 @@
+"""The syslog transform (upkeeper.logs.pgsyslog): PostgreSQL's messages as its write_syslog() cuts them and rsyslog
+writes them, joined back into the stderr lines the server would have written."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from upkeeper.logs import pgsyslog
+from upkeeper.logs.pglog import summarize
+
+PG_SYSLOG_LIMIT = 900
+
+
+def write_syslog(line: bytes, seq: int, sequence_numbers: bool, split: bool = True) -> list[bytes]:
+    """What PostgreSQL's write_syslog() (src/backend/utils/error/elog.c) passes to syslog() for ``line`` (one
+    message's whole text, as send_message_to_server_log() builds it: ending with a newline)."""
+    out: list[bytes] = []
+    if split and (len(line) > PG_SYSLOG_LIMIT or b"\n" in line):
+        chunk_nr = 0
+        while line:
+            if line[:1] == b"\n":
+                line = line[1:]
+                continue
+            nl = line.find(b"\n")
+            buflen = min(nl if nl >= 0 else len(line), PG_SYSLOG_LIMIT)
+            while 0 < buflen < len(line) and (line[buflen] & 0xC0) == 0x80:  # pg_mbcliplen: a character boundary
+                buflen -= 1
+            if buflen < len(line) and not line[buflen:buflen + 1].isspace():
+                i = buflen - 1  # try to divide at a word boundary
+                while i > 0 and not line[i:i + 1].isspace():
+                    i -= 1
+                if i > 0:
+                    buflen = i
+            chunk_nr += 1
+            buf = line[:buflen]
+            out.append(b"[%d-%d] %s" % (seq, chunk_nr, buf) if sequence_numbers else b"[%d] %s" % (chunk_nr, buf))
+            line = line[buflen:]
+    else:
+        out.append(b"[%d] %s" % (seq, line) if sequence_numbers else line)
+    return out
+
+
+def rsyslog_escape(msg: bytes) -> bytes:
+    """rsyslog's $EscapeControlCharactersOnReceive: a control character as '#' and its three octal digits."""
+    return re.sub(rb"[\x00-\x1f]", lambda m: b"#%03o" % m[0][0], msg)
+
+
+def header(ident: str, pid: int, second: int) -> bytes:
+    return f"Dec  7 08:{second // 60 % 60:02d}:{second % 60:02d} db1 {ident}[{pid}]: ".encode()
+
+
+words = st.text(alphabet="abcdefxyz0123456789é(),'*=", min_size=1, max_size=40)
+long_word = st.integers(min_value=850, max_value=1300).map(lambda n: "w" * n)
+sql_line = st.lists(st.one_of(words, words, words, long_word), min_size=1, max_size=40).map(" ".join)
+statement = st.lists(sql_line, min_size=1, max_size=4).map("\n".join)
+
+
+def stderr_form(prefix_values: bytes, sql: str, detail: str | None) -> bytes:
+    """The message as send_message_to_server_log() builds it (append_with_tabs: a tab after each newline)."""
+    msg = prefix_values + b"LOG:  duration: 1.500 ms  statement: " + sql.encode().replace(b"\n", b"\n\t") + b"\n"
+    if detail is not None:
+        msg += prefix_values + b"DETAIL:  " + detail.encode().replace(b"\n", b"\n\t") + b"\n"
+    return msg
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages=st.lists(st.tuples(st.integers(min_value=1, max_value=3), statement,
+                                   st.one_of(st.none(), statement)), min_size=1, max_size=8),
+       sequence_numbers=st.booleans(), order=st.randoms(use_true_random=False), foreign=st.integers(0, 3),
+       split=st.booleans())
+def test_messages_are_joined_back_as_the_server_writes_them(messages: list[tuple[int, str, str | None]],
+                                                            sequence_numbers: bool, order: object, foreign: int,
+                                                            split: bool) -> None:
+    """Any messages — lines longer than 900 bytes cut at spaces or inside a word (and before a multibyte
+    character), multi-line statements, DETAIL lines — of backends whose lines interleave, with other programs'
+    lines between, sequence numbers on or off, split or not (syslog_split_messages): each backend's messages come
+    back whole, in order, as the server writes them to stderr (the syslog line's time and pid before each line of
+    a prefix that has neither)."""
+    import random
+
+    assert isinstance(order, random.Random)
+    per_pid: dict[int, list[bytes]] = {}
+    expected: dict[int, list[bytes]] = {}
+    seqs: dict[int, int] = {}
+    for pid, sql, detail in messages:
+        seqs[pid] = seqs.get(pid, 0) + 1
+        text = stderr_form(b"app@shop ", sql, detail)
+        ts = b"2026-12-07 08:00:01 "
+        expected.setdefault(pid, []).append(b"".join(
+            ln if ln.startswith(b"\t") else ts + b"[%d] " % pid + ln for ln in text.splitlines(keepends=True)))
+        per_pid.setdefault(pid, []).extend(rsyslog_escape(c) for c in
+                                           write_syslog(text, seqs[pid], sequence_numbers, split))
+    # interleave the backends' lines (each backend's in its order), and other programs' lines
+    queues = {pid: list(lines) for pid, lines in per_pid.items()}
+    log = b""
+    while queues:
+        pid = order.choice(sorted(queues))
+        log += header("postgres", pid, 1) + queues[pid].pop(0) + b"\n"
+        if not queues[pid]:
+            del queues[pid]
+        if foreign and order.random() < 0.2:
+            log += header("postgres-exporter", 77, 1) + b"[1-1] LOG:  not ours\n"
+            log += b"Dec  7 08:00:01 db1 kernel: [1.2] eth0: link up\n"
+    j = pgsyslog.Joiner("%u@%d ", "postgres")
+    j.year = (2026, 12)
+    j.source = "x"
+    out = j.feed(log, 0) + j.flush()
+    got: dict[int, list[bytes]] = {}
+    for block in re.split(rb"(?m)^(?=2026-12-07 08:00:01 \[\d+\] app@shop LOG:  )", out):
+        if block:
+            pid = int(re.match(rb"\S+ \S+ \[(\d+)\]", block)[1])  # type: ignore[index]
+            got.setdefault(pid, []).append(block)
+    assert got == expected
+
+
+def test_rsyslog_escapes_are_undone_as_pgbadger_does() -> None:
+    assert pgsyslog.unescape(b"#011SELECT 1#012#011FROM t") == b"\tSELECT 1\n\tFROM t"
+    assert pgsyslog.unescape(b"a #0111") == b"a \t1"  # (always three digits)
+    assert pgsyslog.unescape(b"#015 #043") == b"#015 #043"  # (others are left as they are)
+
+
+def test_a_prefix_with_a_bracket_is_not_taken_for_the_sequence_number() -> None:
+    """log_line_prefix '[%p] ' and syslog_sequence_numbers = off: '[4001] LOG: …' is the prefix, not a chunk."""
+    j = pgsyslog.Joiner("[%p] %u@%d ", "postgres")
+    j.year = (2026, 12)
+    j.source = "x"
+    log = (b"Dec  7 08:00:01 db1 postgres[4001]: [4001] app@shop LOG:  duration: 1.0 ms  statement: SELECT 1\n"
+           b"Dec  7 08:00:01 db1 postgres[4001]: [4001] app@shop LOG:  duration: 2.0 ms  statement: SELECT 2\n")
+    assert j.feed(log, 0) + j.flush() == (b"2026-12-07 08:00:01 [4001] app@shop LOG:  duration: 1.0 ms  statement: "
+                                          b"SELECT 1\n2026-12-07 08:00:01 [4001] app@shop LOG:  duration: 2.0 ms  "
+                                          b"statement: SELECT 2\n")
+
+
+def test_the_year_of_a_traditional_time_is_the_files_unless_its_month_is_later(tmp_path: Path) -> None:
+    """Dec 31 lines in a file last written on Jan 1 2027 are of 2026; Jan 1 lines of 2027."""
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(b"Dec 31 23:59:59 db1 postgres[1]: [1-1] LOG:  duration: 1.0 ms  statement: SELECT 1\n"
+                    b"Jan  1 00:00:01 db1 postgres[2]: [1-1] LOG:  duration: 1.0 ms  statement: SELECT 2\n")
+    when = time.mktime((2027, 1, 1, 0, 0, 5, 0, 0, -1))
+    os.utime(log, (when, when))
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="", ident="postgres"))
+    acc.start_unit(str(log), 0, None)
+    acc.feed(log.read_bytes(), str(log), 0)
+    rep = summarize(acc.partial())
+    assert (rep["first"], rep["last"]) == ("2026-12-31 23:59:59", "2027-01-01 00:00:01")
+    assert rep["statements"]["count"] == 2 and rep["unparsed"] == 0
+
+
+def test_auto_tells_a_syslog_file_by_its_first_lines() -> None:
+    assert pgsyslog.looks_like_syslog(b"Dec  7 08:00:01 db1 postgres[1]: [1-1] LOG:  x\n"
+                                      b"2026-12-07T08:00:01.5+01:00 db1 kernel: y\n")
+    assert not pgsyslog.looks_like_syslog(b"2026-12-07 08:00:01.123 UTC [4001] LOG:  x\n\tmore\n")
+
+
+def test_a_prefix_without_time_or_pid_is_for_a_syslog_file_only() -> None:
+    """The syslog line's time and pid stand in for a prefix's (users of syslog often drop %t and %p): accepted
+    with format: syslog; refused for the other formats, whose lines have only the prefix to tell them."""
+    import pytest
+
+    from upkeeper.tasks.logs.postgres import PostgresLogsOptions
+
+    assert PostgresLogsOptions.model_validate({"format": "syslog", "log_line_prefix": "%u@%d "})
+    for fmt in ("auto", "stderr"):
+        with pytest.raises(ValueError, match="has no %p"):
+            PostgresLogsOptions.model_validate({"format": fmt, "log_line_prefix": "%u@%d "})
+    with pytest.raises(ValueError, match="unknown escape"):
+        PostgresLogsOptions.model_validate({"format": "syslog", "log_line_prefix": "%Z "})
+
+
+def test_the_cli_reads_a_syslog_file(cli: object, tmp_path: Path) -> None:
+    """upkeeper logs postgres FILE --format syslog --prefix '%u@%d ' --ident …; a wrong ident says which programs
+    the file holds."""
+    from typing import Any
+
+    log = tmp_path / "messages"
+    log.write_bytes(b"Dec  7 08:00:00 db1 kernel: [1.0] eth0: link up\n"
+                    b"Dec  7 08:00:01 db1 pg15[4001]: [7-1] app@shop LOG:  duration: 12.5 ms  statement: SELECT *\n"
+                    b"Dec  7 08:00:01 db1 pg15[4001]: [7-2] #011FROM orders WHERE id = 42\n"
+                    b"Dec  7 08:00:02 db1 pg15[4001]: [8-1] app@shop ERROR:  relation \"ordres\" does not exist at "
+                    b"character 15\n"
+                    b"Dec  7 08:00:02 db1 pg15[4001]: [8-2] app@shop STATEMENT:  SELECT * FROM ordres\n")
+    run: Any = cli
+    r = run(["logs", "postgres", str(log), "--format", "syslog", "--prefix", "%u@%d ", "--ident", "pg15", "--json"])
+    assert r.code == 0, r.output
+    rep = r.json()
+    assert rep["statements"]["count"] == 1 and rep["most_frequent"][0]["fingerprint"] == \
+        "select * from orders where id = ?"
+    assert rep["errors"]["by_sqlstate"] == {"42P01": 1} and rep["unparsed"] == 0
+    assert rep["syslog_other"] == {"lines": 1, "idents": {"kernel": 1}}
+    r = run(["logs", "postgres", str(log), "--format", "syslog", "--prefix", "%u@%d "])
+    assert "none of the 5 syslog lines is of the program 'postgres'" in r.err and "pg15 (4)" in r.err, r.err
+
+
+def test_backends_that_logged_once_are_not_held_without_bound() -> None:
+    """A server without connection pooling: a new pid per connection, each logging one message and leaving.  Their
+    messages do not all wait for the end of the read: past MAX_PENDING the oldest are written."""
+    j = pgsyslog.Joiner("%m [%p] ", "postgres")
+    n = pgsyslog.MAX_PENDING + 10
+    log = b"".join(b"Dec  7 08:00:01 db1 postgres[%d]: [1-1] 2026-12-07 08:00:01.000 UTC [%d] LOG:  connection "
+                   b"received: host=[local]\n" % (pid, pid) for pid in range(1, n + 1))
+    out = j.feed(log, 0)
+    assert len(j.pending) <= pgsyslog.MAX_PENDING
+    assert out.count(b"\n") == n - len(j.pending) and out.startswith(b"2026-12-07 08:00:01.000 UTC [1] LOG:")
+    assert (out + j.flush()).count(b"\n") == n
+
+
+def test_lines_of_no_program_are_skipped_and_lines_of_no_syslog_form_unparsed() -> None:
+    """/var/log/messages: the daemon's own "last message repeated" lines (no tag) are skipped as other programs'
+    lines are; a line that is no syslog line at all (a truncated write) is unparsed."""
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres"))
+    acc.start_unit("x", 0, None)
+    acc.feed(b"Dec  7 08:00:00 db1 last message repeated 3 times\n"
+             b"Dec  7 08:00:01 db1 postgres[7]: [1-1] app@shop LOG:  duration: 1.0 ms  statement: SELECT 1\n"
+             b"garbage\n", "x", 0)
+    rep = summarize(acc.partial())
+    assert rep["statements"]["count"] == 1 and rep["unparsed"] == 1 and rep["lines"] == 2
+    assert rep["syslog_other"] == {"lines": 1, "idents": {"(no tag)": 1}}

@@ -1,0 +1,309 @@
+"""logs.postgres on a log written through syslog: a real PostgreSQL with log_destination = 'syslog', a real
+rsyslogd writing its messages (tests/services.py: syslogd), the real CLI; agreement with pgBadger -f syslog."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services import Syslogd
+from tasks.test_logs_postgres import (
+    ERROR_LEVELS,
+    as_badger_class,
+    assert_locks_and_deadlocks_agree,
+    badger_errors,
+)
+from upkeeper.logs import pgsyslog
+from upkeeper.logs.pglog import summarize
+from upkeeper.sandbox import pgworkload
+from upkeeper.sandbox.postgres import PostgresCluster
+
+#: a statement of more than PG_SYSLOG_LIMIT (900) bytes with spaces (cut at a word boundary) and one without
+LONG_WORDS = "SELECT " + ", ".join(f"{i} AS column_{i}" for i in range(120))
+LONG_WORD = "SELECT '" + "x" * 1500 + "' AS one_word"
+MULTILINE = "SELECT name,\n       qty\n  FROM upk_items\n WHERE id = 7"
+
+
+def syslog_cluster(base: Path, prefix: str, ident: str, sequence_numbers: bool = True) -> PostgresCluster:
+    conf = (pgworkload.LOGGING_CONF + f"log_destination = 'syslog'\nsyslog_ident = '{ident}'\n"
+            f"syslog_sequence_numbers = {'on' if sequence_numbers else 'off'}\nlog_line_prefix = '{prefix}'\n")
+    return PostgresCluster(base, extra_conf=conf)
+
+
+def workload(cluster: PostgresCluster) -> dict[str, int]:
+    done = pgworkload.run(lambda: cluster.connect())
+    with cluster.connect() as c:
+        for _ in range(3):
+            c.execute(LONG_WORDS)
+            c.execute(LONG_WORD)
+            c.execute(MULTILINE)
+        try:  # an error whose STATEMENT is chunked too
+            c.execute(LONG_WORDS + "\n  FROM no_such_table_either")
+        except Exception:
+            done["errors"] += 1
+    return done
+
+
+def finish(cluster: PostgresCluster, syslogd: Syslogd, ident: str) -> None:
+    """A marker statement, and wait until rsyslogd wrote it to every file."""
+    marker = f"upk-end-{uuid.uuid4().hex[:8]}"
+    with cluster.connect() as c:
+        c.execute(f"SELECT '{marker}'")
+    for path in (syslogd.file(ident), syslogd.file(ident, iso=True), syslogd.all):
+        syslogd.wait_for(path, marker)
+
+
+def badger(log: Path, prefix: str, ident: str, tmp_path: Path, fmt: str = "syslog") -> dict[str, Any]:
+    exe = shutil.which("pgbadger")
+    if exe is None:
+        pytest.fail("pgbadger is not installed (scripts/ensure-system-deps.sh installs it)")
+    out = tmp_path / f"{log.name}.{fmt}.badger.json"
+    res = subprocess.run([exe, "--pid-dir", str(tmp_path), "-f", fmt, "--ident", ident, "--prefix", prefix,
+                          "-x", "json", "-o", str(out), str(log)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def ours(log: Path, prefix: str, ident: str, buffer: int = 1 << 16) -> dict[str, Any]:
+    """Our report of ``log``, fed in buffers of whole lines as parallel.read_unit hands them."""
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident=ident))
+    acc.start_unit(str(log), 0, None)
+    data = log.read_bytes()
+    i = 0
+    while i < len(data):
+        j = data.rfind(b"\n", i, i + buffer) + 1 or len(data)
+        if j <= i:
+            j = len(data)
+        acc.feed(data[i:j], str(log), i)
+        i = j
+    return summarize(acc.partial(), top_n=1000)
+
+
+def ours_whole(log: Path, prefix: str, ident: str) -> dict[str, Any]:
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident=ident))
+    acc.start_unit(str(log), 0, None)
+    acc.feed(log.read_bytes(), str(log), 0)
+    return summarize(acc.partial(), top_n=1000)
+
+
+def figures(rep: dict[str, Any]) -> dict[str, Any]:
+    """The counts of a report (its examples aside: which statement is kept as an example follows where the buffers
+    were cut)."""
+    return {"lines": rep["lines"], "unparsed": rep["unparsed"], "statements": rep["statements"]["count"],
+            "total_ms": rep["statements"]["total_ms"],
+            "fingerprints": {q["fingerprint"]: q["count"] for q in rep["most_frequent"]},
+            "errors": rep["errors"]["by_sqlstate"],
+            "classes": {(e["level"], e["message"]): e["count"] for e in rep["errors"]["classes"]},
+            "locks": (rep["locks"]["waits"], rep["locks"]["failures"], rep["locks"]["total_wait_ms"]),
+            "deadlocks": rep["deadlocks"]["count"], "temp": (rep["temp_files"]["count"], rep["temp_files"]["total_bytes"]),
+            "checkpoints": (rep["checkpoints"]["count"], rep["checkpoints"]["buffers"]),
+            "first": rep["first"], "last": rep["last"]}
+
+
+def assert_agrees_with_badger(mine: dict[str, Any], theirs: dict[str, Any], log: Path) -> None:
+    overall = theirs["overall_stat"]
+    assert mine["unparsed"] == 0, mine["unparsed_samples"]
+    assert mine["statements"]["count"] == overall["queries_number"]
+    assert abs(mine["statements"]["total_ms"] - overall["postgres"]["queries_duration"]["execute"]) < 1.0
+    their_fps = {k.rstrip(";").replace("?.?", "?"): v["count"] for k, v in theirs["normalyzed_info"]["postgres"].items()}
+    assert {q["fingerprint"]: q["count"] for q in mine["most_frequent"]} == their_fps
+    temp = theirs["tempfile_info"]["postgres"]
+    assert (mine["temp_files"]["count"], mine["temp_files"]["total_bytes"]) == (temp["count"], temp["size"])
+    # the checkpointer's lines: with %q in the prefix their prefix is empty, and pgBadger 12.0's syslog formats
+    # then miss them (wbuffer 0); ours are the log's own figures
+    wrote = sum(int(x) for x in re.findall(r"checkpoint complete: wrote (\d+) buffers", log.read_text()))
+    assert wrote and mine["checkpoints"]["buffers"] == wrote
+    assert theirs["checkpoint_info"]["wbuffer"] in (0, wrote)
+    theirs_err = {k: v["count"] for k, v in badger_errors(theirs).items()}
+    mine_err: dict[str, int] = {}
+    for e in mine["errors"]["classes"]:
+        assert e["level"] in ERROR_LEVELS
+        mine_err[as_badger_class(e)] = mine_err.get(as_badger_class(e), 0) + e["count"]
+    assert mine_err == theirs_err
+    assert_locks_and_deadlocks_agree(mine, theirs)
+
+
+@pytest.fixture(scope="module")
+def syslog_pg(services_dir: Path, syslogd: Syslogd) -> Any:
+    """A server logging through syslog with a prefix of neither time nor pid (the syslog line has both), after the
+    workload, long and multi-line statements; its ident is this module's own."""
+    ident = f"upk{uuid.uuid4().hex[:8]}"
+    prefix = "%q%u@%d "
+    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
+    cluster.start()
+    try:
+        done = workload(cluster)
+        finish(cluster, syslogd, ident)
+        yield cluster, ident, prefix, done
+    finally:
+        cluster.stop()
+
+
+def test_a_syslog_log_agrees_with_pgbadger(syslog_pg: Any, syslogd: Syslogd, tmp_path: Path) -> None:
+    """Chunks joined again ([SEQ-N]: multi-line statements, statements over 900 bytes cut at a space and in a
+    word), the syslog line's time and pid standing in for the prefix's: the same statements, fingerprints,
+    errors, lock waits, deadlock, temporary file and checkpoint as pgBadger -f syslog finds."""
+    cluster, ident, prefix, done = syslog_pg
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    text = log.read_text()
+    assert re.search(rf"^\w{{3}} [ \d]\d \d\d:\d\d:\d\d \S+ {ident}\[\d+\]: \[\d+-2\] #011", text, re.M), text[:2000]
+    assert re.search(r"\[\d+-2\]  \S", text), "the long statement was not cut at a space"
+    mine = ours(log, prefix, ident)
+    assert mine["statements"]["count"] >= done["statements"] + 9
+    fps = {q["fingerprint"]: q for q in mine["most_frequent"]}
+    assert fps["select name, qty from upk_items where id = ?"]["count"] >= 3
+    assert any(f.startswith("select ? as column_0, ? as column_1") and q["count"] == 3 for f, q in fps.items())
+    assert fps["select ? as one_word"]["count"] == 3
+    assert mine["first"] and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", mine["first"]), mine["first"]
+    assert figures(mine) == figures(ours_whole(log, prefix, ident))  # (however the file is cut into buffers)
+    assert_agrees_with_badger(mine, badger(log, prefix, ident, tmp_path), log)
+    # the RFC 3339 form (rsyslog's RSYSLOG_FileFormat): the same report; pgBadger's syslog2 agrees too
+    iso = tmp_path / "postgresql.iso.log"
+    shutil.copy(syslogd.file(ident, iso=True), iso)
+    mine_iso = ours(iso, prefix, ident)
+    assert figures(mine_iso) == figures(mine)
+    assert_agrees_with_badger(mine_iso, badger(iso, prefix, ident, tmp_path, fmt="syslog2"), iso)
+
+
+def test_other_programs_lines_are_skipped_not_unparsed(syslog_pg: Any, syslogd: Syslogd, tmp_path: Path) -> None:
+    """/var/log/messages: every program's lines (other servers' too, other tests' idents) — only the ident's are
+    read, the others neither parsed nor counted unparsed; the report is the one of the ident's own file."""
+    _cluster, ident, prefix, _done = syslog_pg
+    everything = tmp_path / "messages"
+    shutil.copy(syslogd.all, everything)
+    with open(everything, "a") as fh:
+        fh.write("Dec  7 08:00:00 db1 kernel: [12345.678] eth0: link up\nDec  7 08:00:00 db1 CRON[99]: (root) CMD "
+                 "(run-parts /etc/cron.hourly)\n")
+    mine = ours(everything, prefix, ident)
+    own = ours(syslogd.file(ident), prefix, ident)
+    assert figures(mine) == figures(own)
+    others = [ln for ln in everything.read_text().splitlines() if f" {ident}[" not in ln]
+    assert mine["syslog_other"]["lines"] == len(others) >= 2
+
+
+def config(make_config: Any, cluster: PostgresCluster, tmp_path: Path, name: str = "upkeeper.yaml",
+           **options: Any) -> Path:
+    path: Path = make_config({
+        "targets": {"db": cluster.target("postgres")},
+        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
+                             "options": {"report_dir": str(tmp_path / "reports"), **options}}},
+    }, name)
+    return path
+
+
+def run(cli: Any, cfg: Path) -> dict[str, Any]:
+    res = cli(["--config", str(cfg), "run", "pg-logs", "--json"])
+    assert res.code in (0, 1), res.output
+    out: dict[str, Any] = res.json()[0]
+    return out
+
+
+def test_the_task_reads_a_syslog_file_told_by_its_lines(cli: Any, make_config: Any, syslog_pg: Any,
+                                                      syslogd: Syslogd, tmp_path: Path) -> None:
+    """format auto (a file named .log, its first lines syslog lines), log_line_prefix and syslog_ident asked of
+    the server: the whole report; forced stderr says the file is syslog's and to set format: syslog; the server
+    asked where it logs says it logs to syslog and what to set."""
+    cluster, ident, prefix, done = syslog_pg
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    r = run(cli, config(make_config, cluster, tmp_path, log_file=str(log), incremental=False))
+    m = r["metrics"]
+    assert m["unparsed_pct"] == 0 and m["statements"] >= done["statements"], r["summary"]
+    assert m["deadlocks"] == 1 and m["lock_waits"] >= 1 and m["temp_files"] >= 1 and m["checkpoints"] >= 1
+    checks = {f["check"]: f for f in r["findings"]}
+    for code in ("42P01", "22012", "23505", "42601", "42703", "40P01"):
+        assert f"logs.postgres.error.{code}" in checks, code
+    data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+    assert (data["format"], data["log_line_prefix"], data["syslog_ident"]) == ("syslog", prefix, ident)
+    # format: stderr on it: the old warning, now pointing at format: syslog
+    r = run(cli, config(make_config, cluster, tmp_path, "stderr.yaml", log_file=str(log), format="stderr",
+                        log_line_prefix="%m [%p] ", incremental=False))
+    checks = {f["check"]: f for f in r["findings"]}
+    assert "format: syslog" in checks["logs.postgres.syslog"]["remediation"], list(checks)
+    # a wrong ident: nothing read, and said which programs the file holds
+    r = run(cli, config(make_config, cluster, tmp_path, "ident.yaml", log_file=str(log), format="syslog",
+                        syslog_ident="postgres", incremental=False))
+    checks = {f["check"]: f for f in r["findings"]}
+    assert ident in checks["logs.postgres.syslog_ident"]["message"], list(checks)
+    # no log_file: the server has no log file of its own to tell
+    res = cli(["--config", str(config(make_config, cluster, tmp_path, "nofile.yaml")), "run", "pg-logs", "--json"])
+    assert "sends its log to syslog (log_destination = 'syslog')" in res.json()[0]["summary"], res.output
+
+
+def test_incremental_runs_never_read_half_a_message(cli: Any, make_config: Any, syslog_pg: Any, syslogd: Syslogd,
+                                                    tmp_path: Path) -> None:
+    """A live syslog file whose last message has only its first chunk written yet (rsyslog writes chunk by chunk):
+    the run reads up to that message and the next run reads it whole — every statement once, with its whole text
+    (its fingerprint), as one read of the whole file counts them."""
+    cluster, ident, prefix, _done = syslog_pg
+    lines = syslogd.file(ident).read_bytes().splitlines(keepends=True)
+    # cut after the first chunk of the last statement over 900 bytes (its next chunk, cut at a space, not written)
+    cut = max(i for i, ln in enumerate(lines) if re.search(rb"\]: \[\d+-2\]  \S", ln))
+    assert re.search(rb"\]: \[\d+-1\] .* statement: SELECT", lines[cut - 1]), lines[cut - 1]
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(b"".join(lines[:cut]))
+    cfg = config(make_config, cluster, tmp_path, log_file=str(log), format="syslog", log_line_prefix=prefix,
+                 syslog_ident=ident, rotated=False)
+
+    def counts(r: dict[str, Any]) -> Counter[str]:
+        data = json.loads(Path(next(a["path"] for a in r["artifacts"] if a["format"] == "json")).read_text())
+        assert data["unparsed"] == 0, data["unparsed_samples"]
+        return Counter({q["fingerprint"]: q["count"] for q in data["most_frequent"]})
+
+    first = run(cli, cfg)  # (the file was just written: its last messages may have more to come)
+    with open(log, "ab") as fh:
+        fh.write(b"".join(lines[cut:]))
+    old = time.time() - 60  # the daemon wrote the rest, and nothing since: the file is quiet, read to its end
+    os.utime(log, (old, old))
+    second = run(cli, cfg)
+    whole = ours(log, prefix, ident)
+    assert first["metrics"]["statements"] > 0 and second["metrics"]["statements"] > 0
+    # (read without its last chunks, the message would count its statement cut short — another fingerprint — and
+    # the next run its last chunks as unparsed lines)
+    assert counts(first) + counts(second) == Counter({q["fingerprint"]: q["count"] for q in whole["most_frequent"]})
+    assert first["metrics"]["errors"] + second["metrics"]["errors"] == whole["errors"]["total"]
+    assert run(cli, cfg)["metrics"]["lines"] == 0
+
+
+@pytest.fixture(scope="module")
+def syslog_pg_plain(services_dir: Path, syslogd: Syslogd) -> Any:
+    """syslog_sequence_numbers = off ([N] chunks, no bracket on a message of one line) and a prefix with its own
+    time and pid and %e (each error's SQLSTATE)."""
+    ident = f"upk{uuid.uuid4().hex[:8]}"
+    prefix = "%m [%p] %e %q%u@%d "
+    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident, sequence_numbers=False)
+    cluster.start()
+    try:
+        done = workload(cluster)
+        finish(cluster, syslogd, ident)
+        yield cluster, ident, prefix, done
+    finally:
+        cluster.stop()
+
+
+def test_sequence_numbers_off_and_sqlstates_agree_with_pgbadger(syslog_pg_plain: Any, syslogd: Syslogd,
+                                                              tmp_path: Path) -> None:
+    cluster, ident, prefix, done = syslog_pg_plain
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    text = log.read_text()
+    assert re.search(rf"{ident}\[\d+\]: \[2\] #011", text) and not re.search(rf"{ident}\[\d+\]: \[\d+-\d+\]", text)
+    mine = ours(log, prefix, ident)
+    assert mine["statements"]["count"] >= done["statements"] + 9
+    assert {"42P01", "22012", "23505", "42601", "42703", "40P01"} <= set(mine["errors"]["by_sqlstate"])
+    assert mine["errors"]["inferred_sqlstates"] == 0  # (%e gave each)
+    theirs = badger(log, prefix, ident, tmp_path)
+    assert_agrees_with_badger(mine, theirs, log)
+    assert theirs["checkpoint_info"]["wbuffer"] == mine["checkpoints"]["buffers"]  # (a prefix of its own here)
