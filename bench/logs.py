@@ -6,7 +6,9 @@
 * PostgreSQL logs: a real cluster logging every statement (log_min_duration_statement = 0)
   under pgbench (100k+ statements) plus the upkeeper workload (errors, a deadlock, a lock wait,
   temp files, checkpoints), read by ``pgbadger -j 2`` and by ``upkeeper run pg-log-analysis``
-  (logs.postgres);
+  (logs.postgres); the same messages as its csvlog, and through a real rsyslogd of the benchmark's own
+  (log_destination syslog; ``pgbadger -f syslog -j 2`` against ``format: syslog``) when rsyslog is installed and
+  no system syslog daemon owns /dev/log;
 * memory: the peak RSS of the whole upkeeper process tree, sampled while it runs; with
   ``--memory-gb 1`` also on a 1 GB access log.
 
@@ -173,16 +175,80 @@ def bench_access(work: Path, size_mb: int, repeat: int) -> dict[str, Any]:
     }
 
 
+#: a private rsyslogd for the syslog leg: /dev/log (where PostgreSQL's syslog(3) writes) into one file, written as
+#: rsyslog's default traditional file format
+RSYSLOG_CONF = """\
+global(workDirectory="{d}/work")
+module(load="imuxsock" SysSock.Name="/dev/log" SysSock.RateLimit.Interval="0")
+if $programname == "{ident}" then action(type="omfile" file="{d}/postgresql-syslog.log"
+                                         template="RSYSLOG_TraditionalFileFormat")
+"""
+SYSLOG_IDENT = "upkbench"
+
+
+def start_rsyslogd(work: Path) -> subprocess.Popen[bytes] | None:
+    """A real rsyslogd of its own reading /dev/log, or None (and why, printed) when it cannot run here: not
+    installed, or the system's syslog daemon owns /dev/log."""
+    import socket
+
+    exe = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
+    if exe is None:
+        print("no rsyslogd (apt install rsyslog): the syslog leg is left out", flush=True)
+        return None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.connect("/dev/log")
+        print("a syslog daemon of the system owns /dev/log: the syslog leg is left out", flush=True)
+        return None
+    except OSError:
+        pass
+    finally:
+        s.close()
+    d = work / "rsyslog"
+    shutil.rmtree(d, ignore_errors=True)
+    (d / "work").mkdir(parents=True)
+    (d / "rsyslog.conf").write_text(RSYSLOG_CONF.format(d=d, ident=SYSLOG_IDENT))
+    Path("/dev/log").unlink(missing_ok=True)  # (a socket left by a daemon that died)
+    p = subprocess.Popen([exe, "-n", "-f", str(d / "rsyslog.conf"), "-i", str(d / "rsyslogd.pid")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            s.connect("/dev/log")
+            return p
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    p.kill()
+    raise SystemExit("rsyslogd did not start listening on /dev/log within 10 s")
+
+
+def stop_rsyslogd(p: subprocess.Popen[bytes], log: Path, statements_in: Path) -> None:
+    """Stop it once it has written every message (the stderr log's last line is in its file too)."""
+    last = statements_in.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1].split(b" LOG:  ", 1)[-1][:60]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (log.exists() and last in log.read_bytes()[-200_000:]):
+        time.sleep(0.2)
+    p.terminate()
+    p.wait(timeout=30)
+    Path("/dev/log").unlink(missing_ok=True)
+
+
 def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]:
     base = work / "pg"
     if base.exists():
         shutil.rmtree(base)
     base.mkdir(parents=True)
     base.chmod(0o755)
-    # the same statements in the stderr log and in the csvlog (the logging collector writes both)
+    rsyslogd = start_rsyslogd(work)
+    # the same statements in the stderr log and in the csvlog (the logging collector writes both), and through
+    # syslog (a real rsyslogd's file) when one can run here
     cluster = PostgresCluster(base, extra_conf=pgworkload.LOGGING_CONF + (
-        "log_destination = 'stderr,csvlog'\nlogging_collector = on\nlog_directory = 'log'\n"
-        "log_filename = 'postgresql.log'\nlog_rotation_size = 0\n"))
+        f"log_destination = 'stderr,csvlog{',syslog' if rsyslogd else ''}'\nlogging_collector = on\n"
+        f"log_directory = 'log'\nlog_filename = 'postgresql.log'\nlog_rotation_size = 0\n"
+        f"syslog_ident = '{SYSLOG_IDENT}'\n"))
     cluster.start()
     print(f"pgbench: {transactions} transactions x 4 clients with every statement logged…", flush=True)
     try:
@@ -196,6 +262,9 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
         cluster.stop()
     log = work / "postgresql.log"
     shutil.copy(cluster.data / "log" / "postgresql.log", log)
+    syslog_log = work / "rsyslog" / "postgresql-syslog.log"
+    if rsyslogd is not None:
+        stop_rsyslogd(rsyslogd, syslog_log, log)
     csvlog = work / "postgresql.csv"
     shutil.copy(cluster.data / "log" / "postgresql.csv", csvlog)
     size, csv_size = log.stat().st_size, csvlog.stat().st_size
@@ -240,6 +309,7 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
         raise SystemExit(f"upkeeper counted {mc['statements']} statements in the csvlog, {m['statements']} in the "
                          "stderr log")
     b, u, bc, uc = best(b_runs), best(u_runs), best(bc_runs), best(uc_runs)
+    syslog = bench_pg_syslog(work, syslog_log, cluster, repeat, int(m["statements"])) if rsyslogd else None
     return {
         "log_bytes": size, "statements": int(m["statements"]), "fingerprints": int(m["fingerprints"]),
         "log_generation": "real PostgreSQL 15 cluster, log_min_duration_statement=0, pgbench -c 4 -j 2 -t "
@@ -259,6 +329,42 @@ def bench_postgres(work: Path, transactions: int, repeat: int) -> dict[str, Any]
             "speedup_vs_pgbadger_j2": round(bc["seconds"] / uc["seconds"], 2),
             "scan_seconds_vs_stderr": round(mc["scan_seconds"] / m["scan_seconds"], 2),
         },
+        "syslog": syslog,
+    }
+
+
+def bench_pg_syslog(work: Path, log: Path, cluster: PostgresCluster, repeat: int, statements: int) -> dict[str, Any]:
+    """The same statements as rsyslogd wrote them (log_destination syslog, the same log_line_prefix):
+    pgBadger ``-f syslog -j 2`` against ``format: syslog``."""
+    badger = shutil.which("pgbadger")
+    assert badger, "pgbadger is not installed"
+    size = log.stat().st_size
+    b_runs, u_runs = [], []
+    bjson = work / "pgbadger-syslog.json"
+    for i in range(repeat):
+        print(f"pgbadger -j 2 and upkeeper on the syslog log {i + 1}/{repeat}…", flush=True)
+        b_runs.append(timed([badger, "-j", "2", "--pid-dir", str(work), "-f", "syslog", "--prefix",
+                             pgworkload.LOG_LINE_PREFIX, "--ident", SYSLOG_IDENT, "-o", str(bjson), "-q", str(log)]))
+        cfg = write_config(work / "pg-syslog.yaml", work / f"history-pg-syslog-{i}.db",
+                           {"db": cluster.target("postgres")},
+                           {"pg-log-analysis": {"task": "logs.postgres", "target": "db", "options": {
+                               "log_file": str(log), "format": "syslog", "syslog_ident": SYSLOG_IDENT,
+                               "log_line_prefix": pgworkload.LOG_LINE_PREFIX, "incremental": False,
+                               "report_dir": str(work / "reports")}}})
+        u_runs.append(timed([*UPKEEPER, "--config", str(cfg), "run", "pg-log-analysis", "--json"]))
+    theirs = json.loads(bjson.read_text())["overall_stat"]["queries_number"]
+    m = fastest_metrics(u_runs)
+    if int(m["statements"]) != theirs or int(m["statements"]) != statements:
+        raise SystemExit(f"statements through syslog: upkeeper {m['statements']}, pgBadger {theirs}, "
+                         f"{statements} in the stderr log")
+    b, u = best(b_runs), best(u_runs)
+    return {
+        "log_bytes": size, "statements": int(m["statements"]),
+        "log_generation": "the same cluster's messages through a real rsyslogd (traditional file format, "
+                          "syslog_sequence_numbers on)",
+        "pgbadger_j2": b | {"mb_per_s": round(size / 1e6 / b["seconds"], 2)},
+        "upkeeper": u | {"mb_per_s": round(size / 1e6 / u["seconds"], 2), "scan_seconds": m["scan_seconds"]},
+        "speedup_vs_pgbadger_j2": round(b["seconds"] / u["seconds"], 2),
     }
 
 
@@ -326,6 +432,11 @@ def main() -> None:
               f"upkeeper {c['upkeeper']['seconds']}s (scan {c['upkeeper']['scan_seconds']}s, "
               f"{c['upkeeper']['scan_mb_per_s']} MB/s) -> {c['speedup_vs_pgbadger_j2']}x wall; csvlog scan "
               f"{c['scan_seconds_vs_stderr']}x the stderr scan's time")
+        sl = p.get("syslog")
+        if sl:
+            print(f"the same through rsyslogd, {sl['log_bytes'] / 1e6:.0f} MB: pgBadger -f syslog -j2 "
+                  f"{sl['pgbadger_j2']['seconds']}s, upkeeper {sl['upkeeper']['seconds']}s (scan "
+                  f"{sl['upkeeper']['scan_seconds']}s) -> {sl['speedup_vs_pgbadger_j2']}x wall")
     if "memory" in result:
         mm = result["memory"]
         print(f"{mm['log_bytes'] / 1e9:.1f} GB access log: {mm['seconds']}s, peak RSS {mm['peak_rss_mb']} MB")
