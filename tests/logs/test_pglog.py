@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -492,6 +494,7 @@ def test_a_long_query_whose_statement_was_forgotten_still_counts(cut: bool, thou
     # unpaired: each statement once); the others still wait (for a next run) when the bound was not reached
     untimed = st_["untimed"]
     assert (untimed["count"], untimed["by_kind"]) == ((0, {}) if thousands == 11 else (1000, {"select": 1000}))
+    assert sum(untimed["by_hour"].values()) == untimed["count"]  # (the two taken back there too)
     assert st_["prepare_bind"] == {"count": 2, "total_ms": 0.3}
     if thousands == 11:
         assert st_["unpaired"]["count"] == 0
@@ -610,3 +613,65 @@ def test_statements_logged_without_a_duration_are_counted_untimed() -> None:
             "select ?": (2, None, None), "update t set a = ?": (1, None, None),
             "delete from t where id = ?": (1, None, None)}, cut
         assert untimed["most_frequent"][0]["example"] == "SELECT 1"
+
+
+def test_untimed_statements_count_by_hour_database_and_user_wherever_the_log_is_cut() -> None:
+    """The statements logged without their duration were counted per fingerprint and kind only: a server logging
+    with log_statement alone showed no statement per hour, database or user (pgBadger's per-hour, per-database and
+    per-user query counts hold them).  Now statements.untimed has its own by_hour/by_database/by_user, by the
+    hour, database and user of the "statement:"/"execute" line — never in the timed ones (no 0 ms) —, the same in
+    one read, in two pieces resolved in log order, and across two runs (the statement left waiting by the first is
+    counted by the second, under its own hour, database and user)."""
+    from upkeeper.logs.pglog import merge, open_from_json, open_to_json, resolve
+
+    prefix = "%m [%p] %q%u@%d "
+    log = (b"2024-03-01 10:59:59.000 UTC [1] alice@shop LOG:  statement: SELECT 1\n"
+           b"2024-03-01 11:00:00.001 UTC [1] alice@shop LOG:  statement: SELECT 2\n"
+           b"2024-03-01 11:00:00.002 UTC [1] alice@shop LOG:  duration: 3.000 ms\n"  # SELECT 2's: timed
+           b"2024-03-01 11:00:00.003 UTC [2] bob@crm LOG:  execute <unnamed>: UPDATE t SET a = 1\n"
+           b"2024-03-01 11:00:00.004 UTC [2] bob@crm ERROR:  division by zero\n"
+           b"2024-03-01 11:00:00.004 UTC [2] bob@crm STATEMENT:  UPDATE t SET a = 1\n"
+           b"2024-03-01 12:00:00.005 UTC [3] bob@shop LOG:  statement: DELETE FROM t WHERE id = 7\n"
+           b"2024-03-01 12:00:00.006 UTC [3] bob@shop LOG:  disconnection: session time: 0:00:00.010 user=bob "
+           b"database=shop\n"
+           b"2024-03-01 13:00:00.007 UTC [4] carol@crm LOG:  statement: SELECT 3\n")
+    want = {"by_hour": {"2024-03-01 10:00": 1, "2024-03-01 11:00": 1, "2024-03-01 12:00": 1, "2024-03-01 13:00": 1},
+            "by_database": {"crm": 2, "shop": 2}, "by_user": {"bob": 2, "alice": 1, "carol": 1}}
+    lines = log.splitlines(keepends=True)
+    for cut in range(len(lines)):
+        head, tail = b"".join(lines[:cut]), b"".join(lines[cut:])
+        pieces = [(0, log)] if cut == 0 else [(0, head), (len(head), tail)]
+        parts = []
+        for off, buf in pieces:
+            acc = PgAccumulator(PgScanOptions(log_line_prefix=prefix))
+            acc.start_unit("log", off, off + len(buf))
+            acc.feed(buf, "log", off)
+            parts.append(acc.partial())
+        p = merge(parts[::-1])
+        resolve(p, ["log"], final=True)
+        rep = summarize(p)
+        untimed = rep["statements"]["untimed"]
+        assert untimed["count"] == 4, cut
+        assert {k: untimed[k] for k in want} == want, cut
+        # the timed figures are the timed statement's alone
+        assert (rep["by_hour"], rep["by_database"], rep["by_user"]) == (
+            {"2024-03-01 11:00": 1}, {"shop": 1}, {"alice": 1}), cut
+        if cut == 0:
+            continue
+        # two runs: the first leaves what waits for the second, which counts it
+        runs = []
+        state = None
+        for k, (off, buf) in enumerate(pieces):
+            acc = PgAccumulator(PgScanOptions(log_line_prefix=prefix))
+            acc.start_unit("log", off, off + len(buf))
+            acc.feed(buf, "log", off)
+            p = acc.partial()
+            waiting = resolve(p, ["log"], state, final=k == 1)
+            state = open_from_json(json.loads(json.dumps(open_to_json(waiting))))
+            runs.append(summarize(p)["statements"]["untimed"])
+        for key, counts in want.items():
+            got: dict[str, int] = {}
+            for u in runs:
+                for name, n in u[key].items():
+                    got[name] = got.get(name, 0) + n
+            assert got == counts, (cut, key)

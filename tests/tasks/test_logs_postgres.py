@@ -1294,7 +1294,9 @@ def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_confi
     statement that gets no duration counts once, per fingerprint and kind, its time unknown (None, never 0 ms) —
     the same counts as pgBadger's on a real server's log (pgbench with the three protocols, failing statements,
     a lock wait, a deadlock).  With log_min_duration_statement = 0 as well, each statement is logged when it starts
-    and its duration on a bare line after it: counted once, timed (pgBadger 12 counts it twice there)."""
+    and its duration on a bare line after it: counted once, timed (pgBadger 12 counts it twice there).
+    The untimed statements were in no by-hour/database/user figure (pgBadger's per-hour, per-database and per-user
+    query counts hold them): now statements.untimed has them, pgBadger's counts (a second database and user too)."""
     cluster = PostgresCluster(services_dir / "pg-log-statement", extra_conf=(
         f"lc_messages = 'C'\nlog_line_prefix = '{pgworkload.LOG_LINE_PREFIX}'\ndeadlock_timeout = '200ms'\n"))
     cluster.start()
@@ -1303,6 +1305,10 @@ def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_confi
         env = {**os.environ, **cluster.env()}
         pgbench = str(cluster.bin / "pgbench")
         subprocess.run([pgbench, "-i", "-s", "1", "-q", "postgres"], env=env, check=True, capture_output=True)
+        cluster.execute("CREATE ROLE upk_app LOGIN")
+        cluster.create_database("upk_other")
+        cluster.execute("CREATE TABLE upk_notes (id int, note text); GRANT ALL ON upk_notes TO upk_app",
+                        dbname="upk_other")
         for name, settings in (("all", {"log_statement": "all"}), ("mod", {"log_statement": "mod"}),
                                ("both", {"log_statement": "all", "log_min_duration_statement": "0"})):
 
@@ -1320,6 +1326,17 @@ def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_confi
             pgworkload.run(connect, statements=60)
             with connect() as c:
                 c.execute("DELETE FROM upk_items WHERE id > %s", (1990,))
+            # another user on another database: 5 SELECTs, 3 INSERTs, 1 UPDATE
+            cluster.execute("ALTER ROLE upk_app RESET ALL")
+            for k, v in settings.items():  # (set by a superuser: upk_app may not)
+                cluster.execute(f"ALTER ROLE upk_app SET {k} = '{v}'")
+            with psycopg.connect(cluster.conninfo("upk_other").replace("user=postgres", "user=upk_app"),
+                                 autocommit=True) as c:
+                for i in range(5):
+                    c.execute("SELECT count(*) FROM upk_notes WHERE id > %s", (i,))
+                for i in range(3):
+                    c.execute("INSERT INTO upk_notes VALUES (%s, 'x')", (i,))
+                c.execute("UPDATE upk_notes SET note = 'y'")
             time.sleep(0.3)  # (the last lines reach the file)
             slices[name] = cluster.log.read_bytes()[start:]
     finally:
@@ -1343,10 +1360,25 @@ def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_confi
         assert mine_fp == theirs, name  # the same statements, the same fingerprints and counts
         assert st_["count"] + untimed["count"] == logged > 100, name  # each logged statement once
         assert st_["unpaired"]["count"] == 0, name
+        # each logged statement once in the by-hour/database/user figures: the timed ones' plus the untimed ones'
+        for key in ("by_hour", "by_database", "by_user"):
+            both = {k: mine[key].get(k, 0) + untimed[key].get(k, 0) for k in {*mine[key], *untimed[key]}}
+            assert sum(both.values()) == logged and sum(untimed[key].values()) == untimed["count"], (name, key)
         if name == "both":  # timed, each once: pgBadger counts each statement and its bare duration apart
             assert badger["overall_stat"]["queries_number"] > logged
             assert 0 < untimed["count"] < 20, untimed  # the statements that failed: no duration
             continue
+        assert untimed["by_user"]["upk_app"] == untimed["by_database"]["upk_other"] == (9 if name == "all" else 4)
+        # pgBadger's queries per hour, database and user: the untimed statements' (no statement is timed here)
+        per_hour: dict[str, int] = {}
+        for day, hours in badger["per_minute_info"]["postgres"].items():
+            for hour, minutes in hours.items():
+                n = sum(m.get("query", {}).get("count", 0) for m in minutes.values())
+                if n:
+                    per_hour[f"{day[:4]}-{day[4:6]}-{day[6:]} {hour}:00"] = n
+        assert untimed["by_hour"] == per_hour, name
+        for key, info in (("by_database", "database_info"), ("by_user", "user_info")):
+            assert untimed[key] == {k: v["count"] for k, v in badger[info]["postgres"].items()}, (name, key)
         assert st_["count"] == 0 and st_["percentiles"] == {} and st_["total_ms"] == 0
         assert untimed["count"] == badger["overall_stat"]["queries_number"]
         kinds = badger["overall_stat"]["postgres"]
@@ -1366,6 +1398,13 @@ def test_log_statement_without_durations_counts_as_pgbadger(cli: Any, make_confi
     assert "query p95 objective (< 100 ms) cannot be judged" in f["message"], f["message"]
     assert "log_min_duration_statement = 0" in f["remediation"]
     assert not [f for f in r["findings"] if f["check"] == "logs.postgres.query_p95"]
+    page = Path(next(a["path"] for a in r["artifacts"] if a["format"] == "html")).read_text()
+    untimed_html = page[page.index("Logged without their duration"):]
+    assert "statements without a duration per hour" in untimed_html
+    assert "<td>upk_other</td>" in untimed_html and "<td>upk_app</td>" in untimed_html
+    res = cli(["logs", "postgres", "--prefix", pgworkload.LOG_LINE_PREFIX, str(tmp_path / "all.log")])
+    assert res.code == 0, res.output
+    assert "statements logged without their duration" in res.output and "upk_other" in res.output, res.output
 
 
 #: errors raised in PL/pgSQL: (statement, the SQLSTATE the csvlog gives) — a RAISE's own message and code

@@ -432,6 +432,12 @@ def postgres_cmd(
     console.print(f"read as {fmt}" + (f" (ident {ident})" if fmt == "syslog" else "")
                   + (f" with the log_line_prefix {prefix!r}" if fmt in ("stderr", "syslog") else "") + ", "
                   f"{len(found)} file(s)", markup=False)
+    untimed = st["untimed"]
+    if untimed["count"]:  # log_statement's statements with no duration: counted apart, their time unknown
+        console.print(f"{untimed['count']:,} statements logged without their duration, their time unknown", markup=False)
+        console.print(_table("logged without their duration, by database and user", ["database", "user", "statements"],
+                             [*[[k, "", v] for k, v in untimed["by_database"].items()],
+                              *[["", k, v] for k, v in untimed["by_user"].items()]], (2,)))
     console.print(_table("most time-consuming queries", ["query", "count", "total ms", "mean ms", "max ms"],
                          [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]
                           for q in rep["slowest_total"]], (1, 2, 3, 4)))

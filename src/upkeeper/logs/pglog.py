@@ -341,8 +341,17 @@ _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) s
 # compare in log order within a file, so examples and samples can be the earliest ones whatever the
 # order in which pieces of the log were scanned and merged.
 Pos = tuple[str, int, int]
-#: a statement waiting for its bare duration at the end of a piece: (fingerprint, example, position)
-OpenStatement = tuple[bytes, bytes, Pos]
+#: when and by whom a statement was logged: (its hour "2024-03-01 10", its database, its user), each None when the
+#: prefix (or the record) has none — what an untimed statement counts under in the by-hour/database/user figures
+Where = tuple[bytes | None, bytes | None, bytes | None]
+_NO_WHERE: Where = (None, None, None)
+#: a statement waiting for its bare duration at the end of a piece: (fingerprint, example, position, where)
+OpenStatement = tuple[bytes, bytes, Pos, Where]
+#: a statement waiting for its bare duration in a scan: (text or its first WAITING_TEXT bytes, position, the whole
+#: text's fingerprint when cut, where)
+Waiting = tuple[bytes, Pos, bytes | None, Where]
+#: a forgotten statement counted untimed (taken back if its duration comes): its fingerprint and where
+Forgotten = tuple[bytes, Where]
 #: a backend's pairing state: its statement waiting for a duration, and bare durations with no statement
 #: (its Parse and Bind when an "execute" line follows)
 #: a bare duration: (ms text, time, database, user) — database and user None when the prefix has none
@@ -352,7 +361,7 @@ PidState = tuple[OpenStatement | None, list[Dur]]
 UNPAIRED_FP = b"(statement not in the log window)"
 _NO_POS: Pos = ("", -1, -1)
 #: where the durations whose statement is not known are counted (:func:`_orphan`)
-_UNPAIRED: OpenStatement = (UNPAIRED_FP, UNPAIRED_FP, _NO_POS)
+_UNPAIRED: OpenStatement = (UNPAIRED_FP, UNPAIRED_FP, _NO_POS, _NO_WHERE)
 #: why a bare duration was not paired: its statement was forgotten (more backends waited than are remembered:
 #: MAX_WAITING in a scan, MAX_CARRIED_PIDS across runs), or none was logged before it (before the log window,
 #: or log_statement does not log it), or it was one of the (at most MAX_UNPAIRED) logged right before an error
@@ -383,7 +392,7 @@ class Segment:
     wait_tail: dict[bytes, bytes | None] = field(default_factory=dict)
     #: backends of ``tail`` whose waiting statement was forgotten in this stretch (see PgAccumulator._bound_state),
     #: with its fingerprint (it was counted untimed: taken back if its duration comes after all)
-    gone: dict[bytes, bytes] = field(default_factory=dict)
+    gone: dict[bytes, Forgotten] = field(default_factory=dict)
     #: backends whose first entry here was a "statement:" (and no bare duration before it)
     stmt_first: set[bytes] = field(default_factory=set)
 
@@ -397,7 +406,7 @@ class OpenState:
     waits: dict[bytes, bytes] = field(default_factory=dict)
     #: backends whose waiting statement was forgotten (over the bound): their next bare duration is its (the
     #: statement's fingerprint when this run counted it untimed, None when a run before did)
-    gone: dict[bytes, bytes | None] = field(default_factory=dict)
+    gone: dict[bytes, Forgotten | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -416,6 +425,10 @@ class PgPartial:
     #: statements log_statement logged that got no duration (none logged: log_statement alone, or only slow ones
     #: timed; or the statement failed): fingerprint -> [count, earliest example, its pos] — counted, never timed
     untimed: dict[bytes, list[Any]] = field(default_factory=dict)
+    #: the same statements by the hour, database and user of their "statement:"/"execute" line
+    untimed_by_hour: Counter[bytes] = field(default_factory=Counter)
+    untimed_by_db: Counter[bytes] = field(default_factory=Counter)
+    untimed_by_user: Counter[bytes] = field(default_factory=Counter)
     by_hour: Counter[bytes] = field(default_factory=Counter)  # "2024-03-01 10" -> statements
     by_db: Counter[bytes] = field(default_factory=Counter)
     by_user: Counter[bytes] = field(default_factory=Counter)
@@ -551,15 +564,15 @@ class PgAccumulator:
         # pid -> last "statement:"/"execute …:" (log_statement), waiting for its bare duration (log_duration)
         # (a long text is kept as its first WAITING_TEXT bytes — all a report shows of it — and its fingerprint,
         # computed from the whole text when it is logged: up to MAX_WAITING of them wait, each up to 1 MiB)
-        self.last_statement: dict[bytes, tuple[bytes, Pos, bytes | None]] = {}
+        self.last_statement: dict[bytes, Waiting] = {}
         self._sized = self._added = 0  # their bytes at the last look, and the bytes stored since (see _bound_state)
         self.unpaired: dict[bytes, list[Dur]] = {}  # pid -> bare durations with no statement (yet): Parse, Bind
         # pid -> fingerprint: backends whose waiting statement _bound_state forgot, counting it untimed (their next
         # bare duration is its: then counted unpaired, and taken back from the untimed ones)
-        self.gone: dict[bytes, bytes] = {}
+        self.gone: dict[bytes, Forgotten] = {}
         # statements that got no duration (superseded by the backend's next statement, failed, the session ended),
         # fingerprinted and counted together at the end of each consume() (see _flush_untimed)
-        self._untimed_q: list[tuple[bytes, Pos, bytes | None]] = []
+        self._untimed_q: list[Waiting] = []
         # the current piece of the log (see Segment): backends whose pairing state is known in it (an ordered
         # set), and the bare durations (and what ended them) of the others
         # (-> what made it known: "statement", "execute", "error", "end" (its session ended), "duration" (a bare
@@ -609,8 +622,8 @@ class PgAccumulator:
             sts = [waiting.pop(pid) for pid in old]
             # counted untimed now (a backend that ended without log_disconnections never logs their duration), and
             # taken back from the untimed ones if the duration comes after all
-            for pid, fp in zip(old, self._count_untimed(sts), strict=True):
-                self.gone[pid] = fp
+            for pid, st, fp in zip(old, sts, self._count_untimed(sts), strict=True):
+                self.gone[pid] = (fp, st[3])
         excess = len(self.unpaired) - MAX_OPEN_PIDS
         if excess > 0:
             for pid in list(itertools.islice(self.unpaired, excess)):
@@ -684,7 +697,7 @@ class PgAccumulator:
         fps = dict(zip(texts, fingerprints(texts, self.fp_cache), strict=True))
         for pid in self.known:
             st = self.last_statement.get(pid)
-            stmt = ((st[2] if st[2] is not None else fps[st[0]]), st[0][:2000], st[1]) if st is not None else None
+            stmt = ((st[2] if st[2] is not None else fps[st[0]]), st[0][:2000], st[1], st[3]) if st is not None else None
             unp = self.unpaired.get(pid)
             tail[pid] = (stmt, list(unp or [])) if stmt is not None or unp else None
         wait_tail = {pid: self.waiting.get(pid) for pid in self.wait_known}
@@ -1026,7 +1039,8 @@ class PgAccumulator:
             prev = self.last_statement.pop(pid, None)  # re-inserted last: the dict stays in order of last use
             if prev is not None:  # the backend's statement before got no duration: untimed
                 self._untimed_q.append(prev)
-            self.last_statement[pid] = self._waiting(msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i))
+            self.last_statement[pid] = self._waiting(msg[11:].replace(b"\n\t", b"\n"), (self._src, self._off, i),
+                                                     self._where(ts, r))
             return
         if msg.startswith(b"execute "):
             em = _EXECUTE.match(msg)
@@ -1044,7 +1058,7 @@ class PgAccumulator:
                 if prev is not None:  # the backend's statement before got no duration: untimed
                     self._untimed_q.append(prev)
                 self.last_statement[pid] = self._waiting(msg[em.end():].replace(b"\n\t", b"\n"),
-                                                         (self._src, self._off, i))
+                                                         (self._src, self._off, i), self._where(ts, r))
             return
         if msg.startswith((b"checkpoint ", b"restartpoint ")):
             restart = msg[:1] == b"r"
@@ -1127,14 +1141,14 @@ class PgAccumulator:
         elif _TRANSLATED_DURATION.match(msg):
             p.translated += 1
 
-    def _count_untimed(self, sts: list[tuple[bytes, Pos, bytes | None]]) -> list[bytes]:
+    def _count_untimed(self, sts: list[Waiting]) -> list[bytes]:
         """Count waiting statements (as :meth:`_waiting` keeps them) that got no duration: untimed.  Their
         fingerprints, in order."""
-        texts = [q for q, _pos, fp in sts if fp is None]
+        texts = [st[0] for st in sts if st[2] is None]
         computed = iter(fingerprints(texts, self.fp_cache)) if texts else iter(())
-        fps = [fp if fp is not None else next(computed) for _q, _pos, fp in sts]
-        for (q, pos, _fp), fp in zip(sts, fps, strict=True):
-            _add_untimed(self.p.untimed, fp, q, pos)
+        fps = [st[2] if st[2] is not None else next(computed) for st in sts]
+        for (q, pos, _fp, where), fp in zip(sts, fps, strict=True):
+            _untimed(self.p, fp, q, pos, where)
         return fps
 
     def _flush_untimed(self) -> None:
@@ -1142,22 +1156,26 @@ class PgAccumulator:
             self._count_untimed(self._untimed_q)
             self._untimed_q = []
 
-    def _waiting(self, q: bytes, pos: Pos) -> tuple[bytes, Pos, bytes | None]:
+    def _waiting(self, q: bytes, pos: Pos, where: Where) -> Waiting:
         """A statement waiting for its bare duration, as kept: a long one cut, with the whole's fingerprint."""
         if len(q) <= WAITING_TEXT:
             self._added += len(q)
-            return q, pos, None
+            return q, pos, None, where
         fp = fingerprints([q], self.fp_cache)[0]
         self._added += WAITING_TEXT + len(fp)
-        return q[:WAITING_TEXT], pos, fp
+        return q[:WAITING_TEXT], pos, fp, where
 
-    def _durations_bare(self, ms_b: bytes, st: tuple[bytes, Pos, bytes | None], ts: bytes | None,
-                        r: tuple[bytes, ...]) -> None:
-        q, pos, fp = st
+    def _where(self, ts: bytes | None, r: tuple[bytes, ...]) -> Where:
+        """The hour, database and user of the entry ``r`` (logged at ``ts``)."""
+        return (ts[:13] if ts else None, r[self.g_db - 1] if self.g_db is not None else None,
+                r[self.g_user - 1] if self.g_user is not None else None)
+
+    def _durations_bare(self, ms_b: bytes, st: Waiting, ts: bytes | None, r: tuple[bytes, ...]) -> None:
+        q, pos, fp, where = st
         # the statement's database and user: its session's, on the duration line's prefix as on any
         _pair(self.p, (ms_b, ts, r[self.g_db - 1] if self.g_db is not None else None,
                        r[self.g_user - 1] if self.g_user is not None else None),
-              (fp if fp is not None else fingerprints([q], self.fp_cache)[0], q, pos))
+              (fp if fp is not None else fingerprints([q], self.fp_cache)[0], q, pos, where))
 
     def partial(self) -> PgPartial:
         self._close_segment()
@@ -1167,7 +1185,7 @@ class PgAccumulator:
 def _pair(p: PgPartial, dur: Dur, stmt: OpenStatement) -> None:
     """A statement (log_statement) and its bare duration (log_duration) counted as one timed statement."""
     ms_b, ts, db, user = dur
-    fp, q, pos = stmt
+    fp, q, pos, _where = stmt
     p.durations[ms_b] += 1
     _add_query(p.queries, fp, float(ms_b), q, pos)
     if ts is not None:
@@ -1229,16 +1247,32 @@ def _add_untimed(untimed: dict[bytes, list[Any]], fp: bytes, q: bytes, pos: Pos,
         st[1], st[2] = q[:2000], pos
 
 
-def _uncount_untimed(p: PgPartial, fp: bytes | None) -> None:
+def _untimed(p: PgPartial, fp: bytes, q: bytes, pos: Pos, where: Where) -> None:
+    """A statement that got no duration counted untimed: by fingerprint, and by its hour, database and user."""
+    _add_untimed(p.untimed, fp, q, pos)
+    hour, db, user = where
+    if hour:
+        p.untimed_by_hour[hour] += 1
+    if db is not None:
+        p.untimed_by_db[db] += 1
+    if user is not None:
+        p.untimed_by_user[user] += 1
+
+
+def _uncount_untimed(p: PgPartial, forgot: Forgotten | None) -> None:
     """A statement counted untimed when it was forgotten got its duration after all (counted unpaired): take it
-    back (``fp`` None: a run before counted it)."""
-    if fp is None:
+    back (``forgot`` None: a run before counted it)."""
+    if forgot is None:
         return
+    fp, (hour, db, user) = forgot
     st = p.untimed.get(fp)
     if st is not None:
         st[0] -= 1
         if st[0] <= 0:
             del p.untimed[fp]
+    for c, k in ((p.untimed_by_hour, hour), (p.untimed_by_db, db), (p.untimed_by_user, user)):
+        if k is not None and k in c:
+            _uncount(c, k)
 
 
 def _by_log_order(order: Sequence[str] | None) -> Callable[[Segment], tuple[int, str, int]]:
@@ -1260,7 +1294,7 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
     only the statements waiting).  ``p`` has no segments left."""
     state: dict[bytes, PidState] = dict(before.pairs) if before is not None else {}
     waits: dict[bytes, bytes] = dict(before.waits) if before is not None else {}
-    gone: dict[bytes, bytes | None] = dict(before.gone) if before is not None else {}
+    gone: dict[bytes, Forgotten | None] = dict(before.gone) if before is not None else {}
 
     for seg in sorted(p.segments, key=_by_log_order(order)):
         for pid, (durs, closer) in seg.heads.items():
@@ -1276,7 +1310,7 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
                 _pair(p, durs[0], stmt)  # (a statement waiting has no bare durations before it: unp is empty)
                 durs = durs[1:]
             elif stmt is not None:  # its backend logged another statement, an error, its end: no duration came
-                _add_untimed(p.untimed, *stmt)
+                _untimed(p, *stmt)
             unp = [*unp, *durs]
             for d in unp[:-MAX_UNPAIRED]:
                 _orphan(p, d, pid, "not_logged")
@@ -1299,7 +1333,7 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
         for pid, st in seg.tail.items():
             was = state.pop(pid, None)
             if was is not None and was[0] is not None:  # (a backend whose first entry here was a "statement:")
-                _add_untimed(p.untimed, *was[0])
+                _untimed(p, *was[0])
             gone.pop(pid, None)
             if st is not None:
                 state[pid] = st
@@ -1327,7 +1361,7 @@ def resolve(p: PgPartial, order: Sequence[str] | None = None, before: OpenState 
             for d in unp:
                 _orphan(p, d, pid, "not_logged")
             if stmt is not None:
-                _add_untimed(p.untimed, *stmt)
+                _untimed(p, *stmt)
             del state[pid]
     p.segments = []
     return OpenState(state, waits, gone)
@@ -1348,7 +1382,7 @@ def _excess(n: int, sizes: Callable[[], list[int]]) -> tuple[int, int]:
     return excess, total
 
 
-def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, bytes | None], n: int | None = None
+def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, Forgotten | None], n: int | None = None
             ) -> None:
     """Keep ``n`` backends of ``state`` (those that logged last; None: as many as :func:`_excess` allows): the
     others' waiting statements are forgotten (their duration, when it comes, is counted unpaired: ``gone``), their
@@ -1360,8 +1394,8 @@ def _forget(p: PgPartial, state: dict[bytes, PidState], gone: dict[bytes, bytes 
     for pid in list(itertools.islice(state, excess)):
         stmt, unp = state.pop(pid)
         if stmt is not None:  # counted untimed (taken back if its duration comes in this run after all)
-            _add_untimed(p.untimed, *stmt)
-            gone[pid] = stmt[0]
+            _untimed(p, *stmt)
+            gone[pid] = (stmt[0], stmt[3])
         for d in unp:
             _orphan(p, d, pid, "forgotten")
 
@@ -1392,11 +1426,11 @@ def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, l
         if stmt is None:
             out.append([pid.decode("latin-1"), None, unp_j])
             continue
-        fp, q, pos = stmt
+        fp, q, pos, where = stmt
         # (an example only: 500 characters of it keep the state small when log_statement logs statements whose
         # duration is never logged, and many backends have one waiting)
-        out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q))[:CARRIED_EXAMPLE], list(pos)],
-                    unp_j])
+        out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q))[:CARRIED_EXAMPLE], list(pos),
+                                            [None if x is None else x.decode("latin-1") for x in where]], unp_j])
     gone = [pid.decode("latin-1") for pid in list(state.gone)[-MAX_CARRIED_GONE:]]
     return {"pairs": out, "waits": waits, "gone": gone}
 
@@ -1426,13 +1460,17 @@ def open_from_json(data: Any) -> OpenState:
                 unp.append((ms_b or b"0", ts_b, db_b, user_b))
             stmt: OpenStatement | None = None
             if stmt_j is not None:
-                fp_s, q_s, (src, off, i) = stmt_j
-                stmt = (str(fp_s).encode("latin-1"), str(q_s).encode(), (str(src), int(off), int(i)))
+                # [fingerprint, example, position, [hour, database, user]] (no where: saved before it was kept)
+                fp_s, q_s, (src, off, i), *rest = stmt_j
+                where_j = rest[0] if rest and isinstance(rest[0], list) and len(rest[0]) == 3 else [None] * 3
+                hour_b, db_b, user_b = (None if x is None else str(x).encode("latin-1") for x in where_j)
+                stmt = (str(fp_s).encode("latin-1"), str(q_s).encode(), (str(src), int(off), int(i)),
+                        (hour_b, db_b, user_b))
             out[str(pid_s).encode("latin-1")] = (stmt, unp)
         except (TypeError, ValueError, UnicodeError):
             continue
     # (their statements were counted untimed by the run before: not taken back here)
-    gone: dict[bytes, bytes | None] = {str(x).encode("latin-1"): None for x in data["gone"]
+    gone: dict[bytes, Forgotten | None] = {str(x).encode("latin-1"): None for x in data["gone"]
                                        if isinstance(x, str) and x.isascii()} if isinstance(data.get("gone"), list) else {}
     return OpenState(out, waits, gone)
 
@@ -1452,8 +1490,10 @@ def merge(parts: list[PgPartial]) -> PgPartial:
                      "checkpoint_distance_kb", "checkpoint_warnings", "autovacuum", "autoanalyze", "connections",
                      "translated", "translated_lines", "syslog_skipped"):
             setattr(out, name, getattr(out, name) + getattr(p, name))
-        for name in ("durations", "by_hour", "by_db", "by_user", "errors", "errors_by_hour", "raised", "lock_types",
-                     "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons", "syslog_idents"):
+        for name in ("durations", "by_hour", "by_db", "by_user", "untimed_by_hour", "untimed_by_db",
+                     "untimed_by_user", "errors", "errors_by_hour", "raised", "lock_types",
+                     "lock_queries", "lock_failure_queries", "temp_queries", "temp_query_bytes", "checkpoint_reasons",
+                     "syslog_idents"):
             getattr(out, name).update(getattr(p, name))
         for fp, st in p.queries.items():
             mine = out.queries.get(fp)
@@ -1560,6 +1600,11 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
                        # (None, never 0) — in none of the figures above
                        "untimed": {"count": sum(u[0] for u in p.untimed.values()), "fingerprints": len(p.untimed),
                                    "by_kind": dict(top(untimed_kinds, len(untimed_kinds))),
+                                   # by their "statement:" line's hour, database and user (as by_hour, by_database,
+                                   # by_user are the timed statements')
+                                   "by_hour": {_s(k) + ":00": v for k, v in sorted(p.untimed_by_hour.items())},
+                                   "by_database": {_s(k) or "(none)": v for k, v in top(p.untimed_by_db, top_n)},
+                                   "by_user": {_s(k) or "(none)": v for k, v in top(p.untimed_by_user, top_n)},
                                    "most_frequent": [
                                        {"fingerprint": _s(fp), "count": u[0], "total_ms": None, "mean_ms": None,
                                         "max_ms": None, "example": redact(_s(u[1]))}

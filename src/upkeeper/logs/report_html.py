@@ -443,8 +443,13 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
         body.append(f"<h3>Logged without their duration ({fmt_num(untimed['count'])})</h3>"
                     '<p class="muted">log_statement logged these statements, nothing logged how long they took '
                     "(set log_min_duration_statement = 0, or log_duration = on): counted, their time unknown.</p>"
+                    + time_chart(untimed.get("by_hour", {}), what="statements without a duration")
                     + bar_chart([(k, float(v)) for k, v in untimed.get("by_kind", {}).items()], width=520,
                                 title="statements without a duration, by kind", label_width=80)
+                    + table(["database", "statements"], list(untimed.get("by_database", {}).items()), numeric=(1,),
+                            empty="no database in the log_line_prefix (%d)")
+                    + table(["user", "statements"], list(untimed.get("by_user", {}).items()), numeric=(1,),
+                            empty="no user in the log_line_prefix (%u)")
                     + table(["query (fingerprint)", "count", "time"],
                             [(q["fingerprint"], q["count"], "unknown") for q in untimed.get("most_frequent", [])],
                             numeric=(1,), code=(0,)))
