@@ -1214,6 +1214,61 @@ def test_free_text_paths_count_typed_sql_and_script_in_their_query_strings_apart
     assert merged == {"sql_injection": (2, 2), "xss": (0, 1), "path_traversal": (1, 0)}, merged
 
 
+def test_free_text_paths_match_the_path_of_an_absolute_request_line() -> None:
+    """``GET http://shop.example/search?q=…`` (an absolute-form request line, RFC 9112 3.2.2: nginx takes it and logs
+    it as sent) to a path listed in free_text_paths counted as an attack answered 2xx, while ``GET /search?q=…``
+    did not: what was left of the line without its query string was an absolute request line (``absolute_uri:``),
+    which looked like more than typed text.  Now the listed paths are matched against the path of an http(s)
+    target too, and its typed text counts apart when the host is the site's own (here: its visitors' referers name
+    it); for another host, with another scheme, or to another path it counts as before.  The same on every scan
+    path (the C cut, the pyarrow cut, Python, the line parser), and merged from two workers' partial results."""
+
+    def line(ip: str, request: str, status: int = 200, referer: str = "-") -> bytes:
+        size = 900 + len(request)
+        return (f'{ip} - - [01/Mar/2024:10:00:00 +0000] "{request}" {status} {size} "{referer}" "Mozilla/5.0" '
+                "0.010").encode()
+
+    visitors = [line(f"203.0.113.{k}", "GET / HTTP/1.1", referer="https://shop.example/cart") for k in range(1, 4)]
+    data = b"\n".join([
+        *visitors,
+        line("192.0.2.1", "GET http://shop.example/search?q=select+*+from+users+where+id%3D1 HTTP/1.1"),
+        line("192.0.2.2", "GET HTTPS://Shop.Example:443/Search?q=%3Cscript%3Ealert(1)%3C/script%3E HTTP/1.1"),
+        line("192.0.2.3", "GET http://shop.example/search?q=1%27+or+%271%27%3D%271 HTTP/1.1"),
+        line("198.51.100.7", "GET http://other.test/search?q=1%27+or+%271%27%3D%271 HTTP/1.1"),  # not its host
+        line("198.51.100.7", "GET ftp://shop.example/search?q=1%27+or+%271%27%3D%271 HTTP/1.1"),  # not http(s)
+        line("198.51.100.7", "GET http://shop.example/products?id=1%27+or+%271%27%3D%271 HTTP/1.1"),  # not listed
+        line("198.51.100.7", "GET http://shop.example/search/%27%20or%201=1--?q=a HTTP/1.1"),  # in the path
+    ]) + b"\n"
+
+    def attacks(rep: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+        return {a["category"]: (a["hits"], a["ok"], a["free_text"]) for a in rep["security"]["attacks"]}
+
+    assert attacks(scan(data)[0]) == {"sql_injection": (6, 6, 0), "xss": (1, 1, 0)}
+    free = ("/search",)
+    for chunk in (1 << 20, 200):
+        fast, _ = scan(data, chunk=chunk, free_text_paths=free)
+        kernels, _ = scan(data, chunk=chunk, native_cut=False, free_text_paths=free)
+        python_fast, _ = scan(data, chunk=chunk, arrow=False, free_text_paths=free)
+        reference, _ = scan(data, chunk=chunk, fast=False, free_text_paths=free)
+        assert fast == kernels == python_fast == reference
+        assert attacks(fast) == {"sql_injection": (6, 4, 2), "xss": (1, 0, 1)}, attacks(fast)
+    lines = data.splitlines(keepends=True)
+    for cut in (2, 4, 6):  # the referers (which tell the host is the site's own) in one part or both
+        parts = []
+        for half in (lines[:cut], lines[cut:]):
+            acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, free_text_paths=free))
+            acc.feed(b"".join(half))
+            parts.append(acc.partial())
+        assert attacks(summarize(access.merge(parts))) == {"sql_injection": (6, 4, 2), "xss": (1, 0, 1)}, cut
+    # the site's names told (server_names): the same without referers
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, free_text_paths=free))
+    acc.feed(b"".join(lines[3:]))
+    assert attacks(summarize(acc.partial(), server_names=["shop.example"])) == {
+        "sql_injection": (6, 4, 2), "xss": (1, 0, 1)}
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, free_text_paths=free))
+    acc.feed(b"".join(lines[3:]))
+    assert attacks(summarize(acc.partial())) == {"sql_injection": (6, 6, 0), "xss": (1, 1, 0)}  # not known as its own
+
 def _requests_traffic(seed: int, n: int, vhost: bool = False) -> bytes:
     """A few popular URLs among many seen once (cache-busting ``?_=<ms>``, ids), some 404s and static files."""
     import random

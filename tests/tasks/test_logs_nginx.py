@@ -1055,6 +1055,22 @@ def test_a_site_search_listed_in_free_text_paths_raises_no_attack_warning(cli: A
     assert "1 answered 2xx (2 more answered 2xx on free_text_paths" in again["message"], again["message"]
     assert "/api/items" in again["message"]  # the example shown is the one that was not typed
 
+    # an absolute request line (RFC 9112 3.2.2), which nginx takes and logs as sent: the same search, by the site's
+    # own name, is typed text too (it was an injection answered 2xx); by another host's, an attack as before
+    import socket
+
+    for host in ("shop.example", "other.test"):
+        with socket.create_connection(("127.0.0.1", fresh_site_log.port), timeout=10) as sock:
+            sock.sendall(f"GET http://{host}/search?q=1%27+or+%271%27%3D%271 HTTP/1.1\r\nHost: {host}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            assert sock.recv(64).startswith(b"HTTP/1.1 200"), host
+    wait_for_log_lines(fresh_site_log.access_log, len(typed) + 3)
+    assert b'"GET http://shop.example/search?q=' in fresh_site_log.access_log.read_bytes()  # logged as sent
+    cfg = config(make_config, fresh_site_log, tmp_path, incremental=False, free_text_paths=["/search"],
+                 server_names=["shop.example"])
+    absolute = checks(run(cli, cfg))["logs.nginx.attack.sql_injection"][0]
+    assert "2 answered 2xx (3 more answered 2xx on free_text_paths" in absolute["message"], absolute["message"]
+
 
 def distinct_requests_log(path: Path, lines: int) -> int:
     """``lines`` requests whose request lines and clients are all distinct (cache-busting query strings from a

@@ -188,8 +188,18 @@ FREE_TEXT = "~free_text"
 _QUERY_PART = re.compile(rb"\?[^ \t]*")
 
 
-def free_text_category(learned: str) -> tuple[str, bool]:
-    """A learned attack category without its :data:`FREE_TEXT` mark, and whether it had one."""
+#: the mark of a learned category whose payload was only in the query string of a free-text path asked for in an
+#: absolute request line (``GET http://host/search?q=…``), with its host: typed text when the host is the site's own
+FREE_TEXT_AT = FREE_TEXT + "@"
+_HTTP_TARGET = re.compile(rb"https?://", re.I)
+
+
+def free_text_category(learned: str, own: Callable[[str], bool] | None = None) -> tuple[str, bool]:
+    """A learned attack category without its :data:`FREE_TEXT` mark, and whether it had one (one of
+    :data:`FREE_TEXT_AT` only when ``own`` says its host is the site's own: see :func:`own_hosts`)."""
+    cat, at, host = learned.rpartition(FREE_TEXT_AT)  # (a host holds no "@")
+    if at:
+        return cat, own is not None and own(host)
     return (learned[:-len(FREE_TEXT)], True) if learned.endswith(FREE_TEXT) else (learned, False)
 
 
@@ -1002,9 +1012,14 @@ class Accumulator:
         if self.free_text is not None:  # typed text in a search box's query string: counted apart
             for i, cat in found.items():
                 if cat in FREE_TEXT_CATEGORIES and b"?" in lst[i] and self.free_text.fullmatch(
-                        nginx_uri(request_path(lst[i])).lower()) and not attack_category(
-                        _QUERY_PART.sub(b"", lst[i], count=1)):
-                    found[i] = cat + FREE_TEXT
+                        nginx_uri(path := request_path(lst[i])).lower()):
+                    rest = attack_category(_QUERY_PART.sub(b"", lst[i], count=1))
+                    if not rest:
+                        found[i] = cat + FREE_TEXT
+                    elif (host := absolute_host(rest)) is not None and _HTTP_TARGET.match(path):
+                        # an absolute request line (RFC 9112 3.2.2: nginx takes it, and logs it as sent) for the
+                        # path: typed text if it names the site's own host, which the summary tells (own_hosts)
+                        found[i] = cat + FREE_TEXT_AT + host
         for i, cat in found.items():
             self.attack_of[lst[i]] = cat
 
@@ -1803,7 +1818,7 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     catch_all = catch_all_sizes(p, page_sizes)
     cats: dict[str, dict[str, Any]] = {}
     for (marked, ip, st), c in p.attacks.items():
-        learned, free = free_text_category(marked)
+        learned, free = free_text_category(marked, own)
         if (cat := resolved_category(learned, own)) is None:
             continue
         e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0, "catch_all": 0,
@@ -1813,14 +1828,14 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
         if (sc := status_code(st)) is not None and 200 <= sc < 300:
             e["free_text" if free else "ok"] += c
     for (marked, size), c in p.attack_answers.items():
-        learned, free = free_text_category(marked)
+        learned, free = free_text_category(marked, own)
         if size in catch_all and (cat := resolved_category(learned, own)) in cats:
             cats[cat]["free_text" if free else "ok"] -= c
             cats[cat]["catch_all"] += c
     samples: dict[str, set[bytes]] = {}
     typed: dict[str, set[bytes]] = {}  # samples on free-text paths: shown after the others
     for marked, lst in p.attack_samples.items():
-        learned, free = free_text_category(marked)
+        learned, free = free_text_category(marked, own)
         if (cat := resolved_category(learned, own)) is not None:
             (typed if free else samples).setdefault(cat, set()).update(lst)
     attacks = []
