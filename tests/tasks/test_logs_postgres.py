@@ -1424,6 +1424,8 @@ PLPGSQL_RAISES = (
     ("DO $$BEGIN PERFORM 1/0; END$$", "22012"),  # an error in a PL/pgSQL statement: no RAISE
     ("DO $$BEGIN RAISE WARNING 'upk warning'; END$$", "01000"),
     ("DO $$BEGIN RAISE WARNING 'division by zero'; END$$", "01000"),
+    ("DO $$BEGIN RAISE WARNING 'upk coded warning' USING ERRCODE = '22012'; END$$", "22012"),
+    ("DO $$BEGIN RAISE WARNING 'upk deprecated' USING ERRCODE = '01P01'; END$$", "01P01"),
 )
 
 
@@ -1432,8 +1434,10 @@ def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_
     words: RAISE EXCEPTION 'division by zero' was counted 22012 (it is P0001), and an ASSERT's was unknown (always
     P0004).  Now the CONTEXT tells: "… at ASSERT" is P0004; "… at RAISE" (the innermost frame: a re-raised error
     keeps where it was raised) is P0001 unless the RAISE named another condition, which the log does not tell — so
-    it stays unknown ('-----'; a warning's, 01000), and the class says it was raised (its finding says P0001 unless
-    …).  Checked against the csvlog of the same server: a code we give is the server's; unknown stays unknown."""
+    it stays unknown ('-----'), and the class says it was raised (its finding says P0001 unless …).  A RAISE
+    WARNING's was given 01000, a warning's default, but RAISE WARNING … USING ERRCODE = '22012' logs 22012: it stays
+    unknown too, 01000 named as likely (as P0001 is for an error's).  Checked against the csvlog of the same server:
+    a code we give is the server's; unknown stays unknown."""
     cluster = stderr_and_csvlog_cluster(services_dir / "pg-plpgsql-raise")
     try:
         with cluster.connect() as c:
@@ -1443,12 +1447,18 @@ def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_
             for sql, code in PLPGSQL_RAISES:
                 try:
                     c.execute(sql.encode())
-                    assert code == "01000", sql
                 except psycopg.Error as exc:
                     assert exc.sqlstate == code, (sql, exc.sqlstate)
+                else:  # a warning: the server's code is the csvlog's (checked below)
+                    assert "WARNING" in sql, sql
     finally:
         cluster.stop()
-    stderr = ours(cluster.data / "log" / "postgresql.log", pgworkload.LOG_LINE_PREFIX)["errors"]
+    whole = ours(cluster.data / "log" / "postgresql.log", pgworkload.LOG_LINE_PREFIX)
+    stderr = whole["errors"]
+    from upkeeper.logs.report_html import postgres_report
+
+    page = postgres_report(whole, [], title="t", subtitle="s", trends={}, objectives={}, history=False)
+    assert "----- (a RAISE: likely 01000)" in page and "----- (a RAISE: likely P0001)" in page
     acc = pgstruct.make_accumulator(pgstruct.PgStructOptions(format="csvlog"))
     acc.feed((cluster.data / "log" / "postgresql.csv").read_bytes())
     truth = summarize(acc.partial(), top_n=1000)["errors"]
@@ -1460,7 +1470,8 @@ def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_
     for e in stderr["classes"]:
         told.setdefault((e["level"], e["message"]), {})[e["sqlstate"]] = e["count"]
         if e.get("raised_by_plpgsql"):
-            assert e["sqlstate"] in ("-----", "01000") and e["raised_by_plpgsql"] == e["count"], e
+            assert e["sqlstate"] == "-----" and e["raised_by_plpgsql"] == e["count"], e
+            assert e["likely_sqlstate"] == ("01000" if e["level"] == "WARNING" else "P0001"), e
     assert told.keys() == real.keys() and len(real) == len(PLPGSQL_RAISES) - 3  # (upk_f twice, division by zero thrice)
     for k, codes in told.items():
         assert sum(codes.values()) == sum(real[k].values()), k
@@ -1472,8 +1483,12 @@ def test_errors_raised_by_plpgsql_get_no_wrong_sqlstate(services_dir: Path, tmp_
     assert by_msg["from upk_f ?"]["raised_by_plpgsql"] == 2 and by_msg["from upk_f ?"]["sqlstate"] == "-----"
     assert by_msg['relation "?" does not exist']["sqlstate"] == "-----"
     raised = sum(e.get("raised_by_plpgsql", 0) for e in stderr["classes"])
-    assert raised == 11  # every RAISE but the re-raise; the warnings' (01000) too
-    assert stderr["by_sqlstate"]["-----"] == 9
+    assert raised == 13  # every RAISE but the re-raise; the warnings' too
+    assert stderr["by_sqlstate"]["-----"] == 13 and "01000" not in stderr["by_sqlstate"]
+    # the server's codes of the four warnings: 01000 twice (no condition named), 22012, 01P01
+    warned = {e["message"]: e["sqlstate"] for e in truth["classes"] if e["level"] == "WARNING"}
+    assert warned == {"upk warning": "01000", "division by zero": "01000", "upk coded warning": "22012",
+                      "upk deprecated": "01P01"}, warned
     from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions
 
     rep = {"errors": stderr}

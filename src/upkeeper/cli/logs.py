@@ -442,7 +442,9 @@ def postgres_cmd(
                          [[q["fingerprint"][:120], q["count"], q["total_ms"], q["mean_ms"], q["max_ms"]]
                           for q in rep["slowest_total"]], (1, 2, 3, 4)))
     console.print(_table("errors", ["level", "SQLSTATE", "message", "count"],
-                         [[e["level"], e["sqlstate"], e["message"][:100], e["count"]]
+                         [[e["level"], e["sqlstate"] + (f" (a RAISE: likely {e['likely_sqlstate']})"
+                                                        if e.get("likely_sqlstate") else ""), e["message"][:100],
+                           e["count"]]
                           for e in rep["errors"]["classes"]], (3,)))
     if html is not None:
         console.print(f"report: {html}", markup=False)

@@ -931,7 +931,8 @@ class PgAccumulator:
         ASSERT raises assert_failure, P0004, always.  A RAISE's message is the function's own text ("division by
         zero" there is no division by zero: it was taken for 22012), and its SQLSTATE P0001 (raise_exception)
         unless the RAISE named another condition (USING ERRCODE, RAISE unique_violation …), which the log does
-        not tell: unknown (``-----``; 01000 for a warning, as any warning's unknown code), the class marked raised."""
+        not tell: unknown (``-----``), the class marked raised.  So is a RAISE WARNING's (01000 unless it named
+        another: ``RAISE WARNING '…' USING ERRCODE = '22012'`` logs 22012)."""
         inferred = self.unlogged.pop(pid)
         m = _PLPGSQL_RAISE.match(context)
         pend = self.pending.get(pid)
@@ -942,7 +943,7 @@ class PgAccumulator:
         by_assert = m.group(1) == b"ASSERT"
         if by_assert and level == "WARNING":
             return
-        new = (level, "P0004" if by_assert else "01000" if level == "WARNING" else "-----", msg)
+        new = (level, "P0004" if by_assert else "-----", msg)
         p = self.p
         p.inferred_codes += by_assert - inferred
         if kind == "deadlock":  # (its message said "deadlock detected": the function's words, no deadlock)
@@ -1544,6 +1545,11 @@ def _s(b: bytes | None) -> str:
     return "" if b is None else b.decode("utf-8", errors="replace")
 
 
+#: the SQLSTATE of a PL/pgSQL RAISE that names no condition, by level (ERROR and above: raise_exception; a
+#: WARNING's: warning, elog's default): a class it raised without %e is unknown, this one likely
+RAISE_DEFAULT_SQLSTATE = {"WARNING": "01000"}
+
+
 def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     """The report as plain JSON-able data. Examples (statements as logged, samples, deadlock details) are
     redacted: ``ALTER ROLE … PASSWORD '…'`` and conninfo passwords never reach a report or a finding."""
@@ -1580,6 +1586,7 @@ def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
                            "statements": [redact(_s(x)) for _, x in p.error_examples.get((level, code, msg), [])]})
             if p.raised.get((level, code, msg)):  # (its SQLSTATE: P0001 unless the RAISE named another)
                 errors[-1]["raised_by_plpgsql"] = p.raised[(level, code, msg)]
+                errors[-1]["likely_sqlstate"] = RAISE_DEFAULT_SQLSTATE.get(level, "P0001")
     waits = sorted(p.lock_wait_ms)
     return {
         "lines": p.lines, "entries": p.entries, "unparsed": p.unparsed,

@@ -461,7 +461,10 @@ def postgres_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, 
     body.append(bar_chart([(k, float(v)) for k, v in err["by_sqlstate"].items()][:15], width=520,
                           title="errors by SQLSTATE", colors=["#dc2626"], label_width=80))
     body.append(table(["level", "SQLSTATE", "message", "count", "statement"],
-                      [(e["level"], e["sqlstate"], e["message"], e["count"], (e["statements"] or [""])[0])
+                      # (a PL/pgSQL RAISE's, unknown without %e: its likely code said, not taken for the real one)
+                      [(e["level"], e["sqlstate"] + (f" (a RAISE: likely {e['likely_sqlstate']})"
+                                                     if e.get("likely_sqlstate") else ""),
+                        e["message"], e["count"], (e["statements"] or [""])[0])
                        for e in err["classes"]], numeric=(3,), code=(4,), empty="no errors"))
     locks = rep["locks"]
     body.append("<h2>Locks and deadlocks</h2>" + table(
