@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import compress
@@ -341,10 +341,10 @@ _TOO_FREQUENT = re.compile(rb"checkpoints are occurring too frequently \((\d+) s
 # compare in log order within a file, so examples and samples can be the earliest ones whatever the
 # order in which pieces of the log were scanned and merged.
 Pos = tuple[str, int, int]
-#: when and by whom a statement was logged: (its hour "2024-03-01 10", its database, its user), each None when the
-#: prefix (or the record) has none — what an untimed statement counts under in the by-hour/database/user figures
-Where = tuple[bytes | None, bytes | None, bytes | None]
-_NO_WHERE: Where = (None, None, None)
+#: when and by whom a statement was logged: (its hour "2024-03-01 10", (its database, its user)), each None when the
+#: prefix (or the record) has none (a pair as :func:`_who_getter` makes it: no tuple built in Python per statement) — what an untimed statement counts under in the by-hour/database/user figures
+Where = tuple[bytes | None, tuple[bytes | None, bytes | None]]
+_NO_WHERE: Where = (None, (None, None))
 #: a statement waiting for its bare duration at the end of a piece: (fingerprint, example, position, where)
 OpenStatement = tuple[bytes, bytes, Pos, Where]
 #: a statement waiting for its bare duration in a scan: (text or its first WAITING_TEXT bytes, position, the whole
@@ -553,6 +553,9 @@ class PgAccumulator:
         self._epoch_ts: dict[bytes, bytes] = {}
         self.g_db = gi.get("db")
         self.g_user = gi.get("user")
+        # an entry's database and user (None: not in the prefix), what an untimed statement counts under
+        self._who: Who = _who_getter(self.g_db, self.g_user)
+        self._wheres: dict[Where, Where] = {}  # see _where
         self.g_sqlstate = gi.get("sqlstate")
         self.g_tag = gi.get("tag")
         self.g_pid = gi["pid"]
@@ -639,6 +642,8 @@ class PgAccumulator:
         _bound(self.gone, MAX_GONE_PIDS)
         if len(self.fp_cache) > MAX_FP_CACHE:
             self.fp_cache.clear()
+        if len(self._wheres) > MAX_FP_CACHE:
+            self._wheres.clear()
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
         if not buf:
@@ -1059,7 +1064,8 @@ class PgAccumulator:
                 if prev is not None:  # the backend's statement before got no duration: untimed
                     self._untimed_q.append(prev)
                 self.last_statement[pid] = self._waiting(msg[em.end():].replace(b"\n\t", b"\n"),
-                                                         (self._src, self._off, i), self._where(ts, r))
+                                                         (self._src, self._off, i),
+                                                         self._where(ts, r))
             return
         if msg.startswith((b"checkpoint ", b"restartpoint ")):
             restart = msg[:1] == b"r"
@@ -1148,14 +1154,23 @@ class PgAccumulator:
         texts = [st[0] for st in sts if st[2] is None]
         computed = iter(fingerprints(texts, self.fp_cache)) if texts else iter(())
         fps = [st[2] if st[2] is not None else next(computed) for st in sts]
-        for (q, pos, _fp, where), fp in zip(sts, fps, strict=True):
-            _untimed(self.p, fp, q, pos, where)
+        untimed = self.p.untimed
+        for (q, pos, _fp, _where), fp in zip(sts, fps, strict=True):
+            _add_untimed(untimed, fp, q, pos)
+        _count_where(self.p, Counter(map(itemgetter(3), sts)))  # (few distinct: hours x databases x users)
         return fps
 
     def _flush_untimed(self) -> None:
         if self._untimed_q:
             self._count_untimed(self._untimed_q)
             self._untimed_q = []
+
+    def _where(self, ts: bytes | None, r: tuple[bytes, ...]) -> Where:
+        """The hour, database and user of the entry ``r`` logged at ``ts``: one object for all entries alike (kept
+        with each waiting statement; a log of log_statement lines alone scanned ~10 % faster than with one object
+        each)."""
+        w = (ts[:13] if ts else None, self._who(r))
+        return self._wheres.setdefault(w, w)
 
     def _waiting(self, q: bytes, pos: Pos, where: Where) -> Waiting:
         """A statement waiting for its bare duration, as kept: a long one cut, with the whole's fingerprint."""
@@ -1165,11 +1180,6 @@ class PgAccumulator:
         fp = fingerprints([q], self.fp_cache)[0]
         self._added += WAITING_TEXT + len(fp)
         return q[:WAITING_TEXT], pos, fp, where
-
-    def _where(self, ts: bytes | None, r: tuple[bytes, ...]) -> Where:
-        """The hour, database and user of the entry ``r`` (logged at ``ts``)."""
-        return (ts[:13] if ts else None, r[self.g_db - 1] if self.g_db is not None else None,
-                r[self.g_user - 1] if self.g_user is not None else None)
 
     def _durations_bare(self, ms_b: bytes, st: Waiting, ts: bytes | None, r: tuple[bytes, ...]) -> None:
         q, pos, fp, where = st
@@ -1181,6 +1191,17 @@ class PgAccumulator:
     def partial(self) -> PgPartial:
         self._close_segment()
         return self.p
+
+
+#: a row's (database, user)
+Who = Callable[[tuple[bytes, ...]], tuple[bytes | None, bytes | None]]
+
+
+def _who_getter(g_db: int | None, g_user: int | None) -> Who:
+    """A row's (database, user) by their groups (1-based; None: not in the prefix)."""
+    if g_db is not None and g_user is not None:
+        return itemgetter(g_db - 1, g_user - 1)
+    return lambda r: (r[g_db - 1] if g_db is not None else None, r[g_user - 1] if g_user is not None else None)
 
 
 def _pair(p: PgPartial, dur: Dur, stmt: OpenStatement) -> None:
@@ -1251,13 +1272,18 @@ def _add_untimed(untimed: dict[bytes, list[Any]], fp: bytes, q: bytes, pos: Pos,
 def _untimed(p: PgPartial, fp: bytes, q: bytes, pos: Pos, where: Where) -> None:
     """A statement that got no duration counted untimed: by fingerprint, and by its hour, database and user."""
     _add_untimed(p.untimed, fp, q, pos)
-    hour, db, user = where
-    if hour:
-        p.untimed_by_hour[hour] += 1
-    if db is not None:
-        p.untimed_by_db[db] += 1
-    if user is not None:
-        p.untimed_by_user[user] += 1
+    _count_where(p, {where: 1})
+
+
+def _count_where(p: PgPartial, wheres: Mapping[Where, int]) -> None:
+    """Count untimed statements by their hour, database and user (``wheres``: how many of each)."""
+    for (hour, (db, user)), n in wheres.items():
+        if hour:
+            p.untimed_by_hour[hour] += n
+        if db is not None:
+            p.untimed_by_db[db] += n
+        if user is not None:
+            p.untimed_by_user[user] += n
 
 
 def _uncount_untimed(p: PgPartial, forgot: Forgotten | None) -> None:
@@ -1265,7 +1291,7 @@ def _uncount_untimed(p: PgPartial, forgot: Forgotten | None) -> None:
     back (``forgot`` None: a run before counted it)."""
     if forgot is None:
         return
-    fp, (hour, db, user) = forgot
+    fp, (hour, (db, user)) = forgot
     st = p.untimed.get(fp)
     if st is not None:
         st[0] -= 1
@@ -1431,7 +1457,8 @@ def open_to_json(state: OpenState, limit: int = MAX_CARRIED_PIDS) -> dict[str, l
         # (an example only: 500 characters of it keep the state small when log_statement logs statements whose
         # duration is never logged, and many backends have one waiting)
         out.append([pid.decode("latin-1"), [fp.decode("latin-1"), redact(_s(q))[:CARRIED_EXAMPLE], list(pos),
-                                            [None if x is None else x.decode("latin-1") for x in where]], unp_j])
+                                            [None if x is None else x.decode("latin-1") for x in (where[0], *where[1])]],
+                    unp_j])
     gone = [pid.decode("latin-1") for pid in list(state.gone)[-MAX_CARRIED_GONE:]]
     return {"pairs": out, "waits": waits, "gone": gone}
 
@@ -1466,7 +1493,7 @@ def open_from_json(data: Any) -> OpenState:
                 where_j = rest[0] if rest and isinstance(rest[0], list) and len(rest[0]) == 3 else [None] * 3
                 hour_b, db_b, user_b = (None if x is None else str(x).encode("latin-1") for x in where_j)
                 stmt = (str(fp_s).encode("latin-1"), str(q_s).encode(), (str(src), int(off), int(i)),
-                        (hour_b, db_b, user_b))
+                        (hour_b, (db_b, user_b)))
             out[str(pid_s).encode("latin-1")] = (stmt, unp)
         except (TypeError, ValueError, UnicodeError):
             continue
