@@ -221,3 +221,62 @@ def test_lines_of_no_program_are_skipped_and_lines_of_no_syslog_form_unparsed() 
     rep = summarize(acc.partial())
     assert rep["statements"]["count"] == 1 and rep["unparsed"] == 1 and rep["lines"] == 2
     assert rep["syslog_other"] == {"lines": 1, "idents": {"(no tag)": 1}}
+
+
+def joined(log: bytes, prefix: str) -> bytes:
+    j = pgsyslog.Joiner(prefix, "postgres")
+    j.year = (2026, 12)
+    j.source = "x"
+    return j.feed(log, 0) + j.flush()
+
+
+def test_a_chunk_without_its_message_is_unparsed_not_another_backends() -> None:
+    """A chunk whose message's first chunks are not in the file (rsyslog dropped one under load; a UDP relay
+    lost it) or not in the piece read: its own syslog line, unparsed — not a continuation line glued to the
+    message written before it, another backend's (whose statement it changed: 'select b from t1')."""
+    log = (b"Dec  7 08:00:01 db1 postgres[2]: [7-1] 2026-12-07 08:00:01.000 UTC [2] LOG:  duration: 2.000 ms  "
+           b"statement: SELECT b\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [6-3] #011FROM t1\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [6-4] 2026-12-07 08:00:01.000 UTC [1] DETAIL:  parameters: $1 = '1'\n")
+    out = joined(log, "%m [%p] ")
+    assert out.split(b"\n")[0] + b"\n" in log
+    assert b"2026-12-07 08:00:01.000 UTC [2] LOG:  duration: 2.000 ms  statement: SELECT b\n" in out
+    assert b"\n\tFROM" not in out and b"\n2026-12-07 08:00:01.000 UTC [1] DETAIL" not in out
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%m [%p] ", ident="postgres"))
+    acc.start_unit("x", 0, None)
+    acc.feed(log, "x", 0)
+    rep = summarize(acc.partial())
+    assert [q["fingerprint"] for q in rep["most_frequent"]] == ["select b"] and rep["unparsed"] == 2
+    # sequence numbers off: [N] of a message whose [1] is missing
+    plain = (b"Dec  7 08:00:01 db1 postgres[2]: 2026-12-07 08:00:01.000 UTC [2] LOG:  duration: 2.000 ms  "
+             b"statement: SELECT b\n"
+             b"Dec  7 08:00:01 db1 postgres[1]: [2] #011FROM t1\n")
+    assert joined(plain, "%m [%p] ").endswith(b"SELECT b\nDec  7 08:00:01 db1 postgres[1]: [2] #011FROM t1\n")
+
+
+def test_a_prefix_that_starts_with_a_bracket_and_a_dash_is_not_a_chunk_number() -> None:
+    """log_line_prefix '[%l-1] user=%u ' with syslog_sequence_numbers = off: '[5-1] user=app LOG: …' starts with
+    the prefix, not PostgreSQL's [SEQ-N] (read so, every line was unparsed)."""
+    log = (b"Dec  7 08:00:01 db1 postgres[1]: [5-1] user=app LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [6-1] user=app LOG:  duration: 2.000 ms  statement: SELECT 2\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [1] [7-1] user=app ERROR:  division by zero\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [2] [7-2] user=app STATEMENT:  SELECT 1/0\n")
+    assert joined(log, "[%l-1] user=%u ") == (
+        b"2026-12-07 08:00:01 [1] [5-1] user=app LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+        b"2026-12-07 08:00:01 [1] [6-1] user=app LOG:  duration: 2.000 ms  statement: SELECT 2\n"
+        b"2026-12-07 08:00:01 [1] [7-1] user=app ERROR:  division by zero\n"
+        b"2026-12-07 08:00:01 [1] [7-2] user=app STATEMENT:  SELECT 1/0\n")
+
+
+def test_escaped_newlines_are_read_only_where_a_message_can_hold_one() -> None:
+    """syslog_split_messages = off sends a message whole, its newlines as rsyslog's #012: read as newlines before
+    a continuation line or a DETAIL … line; never before a line that would be a message of its own (a client's
+    '#012… ERROR:' in a statement), and not at all in a log whose messages are cut into chunks."""
+    whole = b"Dec  7 08:00:01 db1 postgres[1]: [5] app@shop ERROR:  boom#012app@shop STATEMENT:  SELECT 1#012#011FROM t#012\n"
+    assert joined(whole, "%u@%d ") == (b"2026-12-07 08:00:01 [1] app@shop ERROR:  boom\n"
+                                       b"2026-12-07 08:00:01 [1] app@shop STATEMENT:  SELECT 1\n\tFROM t\n")
+    forged = b"Dec  7 08:00:01 db1 postgres[1]: [6] app@shop LOG:  statement: SELECT '#012app@shop ERROR:  x'\n"
+    assert joined(forged, "%u@%d ").count(b"\n") == 1
+    chunked = (b"Dec  7 08:00:01 db1 postgres[2]: [4-1] app@shop LOG:  statement: SELECT 1\n"
+               b"Dec  7 08:00:01 db1 postgres[2]: [4-2] #011FROM t\n")
+    assert joined(chunked + whole, "%u@%d ").count(b"\n") == 3  # (the #012 of a client's statement, then)

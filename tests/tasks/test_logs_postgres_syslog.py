@@ -307,3 +307,38 @@ def test_sequence_numbers_off_and_sqlstates_agree_with_pgbadger(syslog_pg_plain:
     theirs = badger(log, prefix, ident, tmp_path)
     assert_agrees_with_badger(mine, theirs, log)
     assert theirs["checkpoint_info"]["wbuffer"] == mine["checkpoints"]["buffers"]  # (a prefix of its own here)
+
+
+def test_a_client_cannot_forge_messages_through_the_syslog_transform(services_dir: Path, syslogd: Syslogd,
+                                                                      tmp_path: Path) -> None:
+    """Text a client writes into a statement cannot become a message of its own in the report: "#012" (rsyslog's
+    escape of a newline, which the server never sends while it cuts its messages) followed by a fake error or
+    a fake slow statement, nor the text after a word long enough for write_syslog() to cut it at 900 bytes.
+    (The old reader counted each fake as an error and a statement of its own.)"""
+    ident = f"upk{uuid.uuid4().hex[:8]}"
+    prefix = "%q%u@%d "
+    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
+    cluster.start()
+    try:
+        fake_error = "postgres@postgres ERROR:  forged error"
+        fake_slow = "postgres@postgres LOG:  duration: 99999.000 ms  statement: SELECT forged"
+        with cluster.connect() as c:
+            c.execute(f"SELECT '#012{fake_error}#012{fake_slow}' AS escaped")
+            # " 'xxx…" is the second chunk: 900 bytes without a blank after its first, cut inside the word, so
+            # the third chunk starts with the client's text
+            c.execute("SELECT '" + "x" * 898 + fake_error + "' AS in_a_word")
+            c.execute("SELECT 1 AS after")
+        finish(cluster, syslogd, ident)
+    finally:
+        cluster.stop()
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    text = log.read_text()
+    assert f"#012{fake_error}" in text
+    assert re.search(rf"\]: \[\d+-3\] {re.escape(fake_error)}'", text), "the word was not cut where the test needs"
+    for mine in (ours(log, prefix, ident), ours(syslogd.file(ident, iso=True), prefix, ident)):
+        assert mine["unparsed"] == 0, mine["unparsed_samples"]
+        assert mine["errors"]["total"] == 0, mine["errors"]
+        fps = {q["fingerprint"]: q for q in mine["most_frequent"]}
+        assert "select forged" not in fps and max(q["max_ms"] for q in fps.values()) < 99999
+        assert fps["select ? as escaped"]["count"] == 1 and fps["select ? as in_a_word"]["count"] == 1

@@ -67,6 +67,8 @@ _SECONDARY = frozenset((b"DETAIL", b"HINT", b"CONTEXT", b"QUERY", b"STATEMENT", 
 
 #: the whitespace write_syslog() cuts a long line at (isspace()), a tab aside: it starts a continuation line
 _BLANKS = frozenset((b" ", b"\v", b"\f", b"\r"))
+#: how a chunk after a message's first may start: a blank write_syslog() cut at, a continuation line's tab
+_CONTINUED = frozenset((*_BLANKS, b"\t"))
 _SPACE = re.compile(rb"[ \t\n\v\f\r]")
 PG_SYSLOG_LIMIT = 900
 
@@ -78,7 +80,8 @@ def _in_word(chunk: bytes) -> bool:
 
 
 def unescape(text: bytes) -> bytes:
-    """rsyslog's escapes of a tab (``#011``) and a newline (``#012``) undone."""
+    """rsyslog's escapes of a tab (``#011``) and a newline (``#012``) undone (all of them: see
+    :meth:`Joiner.newlines` for the newlines a message may hold)."""
     if b"#01" not in text:
         return text
     return _ESCAPED.sub(lambda m: b"\t" if m[0] == b"#011" else b"\n", text)
@@ -131,6 +134,9 @@ class Joiner:
         self.pending: dict[bytes, _Message] = {}
         #: a [SEQ-N] was seen: syslog_sequence_numbers is on, and a [SEQ] is a whole message of one line
         self.seq_on = False
+        #: a message cut into chunks was seen: syslog_split_messages is on, so no message holds a newline (its
+        #: "#012" is text a client wrote, not an escaped newline)
+        self.split = False
         self.out: list[bytes] = []
         self.first_offset = -1  # of the earliest message written into ``out``
         self.source = ""
@@ -184,7 +190,7 @@ class Joiner:
                 if len(times) > 100_000:
                     times.clear()
                 ts = times[m["tt"]] = self._time(m)
-            self.line(m["pid"] or b"0", ts, m["msg"], offset + m.start())
+            self.line(m["pid"] or b"0", ts, m["msg"], offset + m.start(), m[0])
         if pos < len(buf):
             self._foreign_text(buf[pos:], offset + pos)
         return self.take()
@@ -203,14 +209,14 @@ class Joiner:
         if keep:
             self._write(b"\n".join(keep) + b"\n", offset)
 
-    def line(self, pid: bytes, ts: bytes, body: bytes, offset: int) -> None:
-        """One syslog line of ``ident`` (``body``: its message, escapes not undone)."""
-        body = unescape(body)
+    def line(self, pid: bytes, ts: bytes, body: bytes, offset: int, raw: bytes = b"") -> None:
+        """One syslog line of ``ident`` (``body``: its message, escapes not undone; ``raw``: the whole line)."""
+        if b"#011" in body:
+            body = body.replace(b"#011", b"\t")
         b = _BRACKET.match(body)
         cur = self.pending.get(pid)
-        if b is not None and self.bracket_prefix and b[2] is None and self._starts(body) \
-                and not self._starts(body[b.end():]):
-            b = None  # the prefix's bracket ('[%p] '), not PostgreSQL's
+        if b is not None and self.bracket_prefix and self._starts(body) and not self._starts(body[b.end():]):
+            b = None  # the prefix's bracket ('[%p] ', '[%l-1] '), not PostgreSQL's
         if b is None:  # a whole message (syslog_sequence_numbers = off)
             if cur is not None:
                 self._emit(pid)
@@ -230,27 +236,58 @@ class Joiner:
             if seq is not None and cur.seq == seq and n == cur.chunk + 1:
                 self._append(cur, text, n)
                 return
-            if seq is None and cur.seq is None and n == cur.chunk + 1 and not self._starts(text, primary=True):
-                self._append(cur, text, n)  # [N] of sequence numbers off (or the next [SEQ]: a new message)
+            # [N] of sequence numbers off, unless it is the next [SEQ] (a new message: sequence numbers on, none
+            # of its messages cut yet); a chunk cut at a blank or inside a word continues the line whatever it says
+            if seq is None and cur.seq is None and n == cur.chunk + 1 and (
+                    text[:1] in _CONTINUED or cur.in_word or not self._starts(text, primary=True)):
+                self._append(cur, text, n)
                 return
             self._emit(pid)
+        if n > 1 and (seq is not None or text[:1] in _CONTINUED or self._starts(text, secondary=True)):
+            # a chunk after a message's first whose first chunks are not here (the syslog daemon dropped one, or
+            # the read starts after them): handed on as the syslog line it is, counted unparsed — as a line of its
+            # own it would be taken for the continuation of whatever message came before, another backend's
+            self._write((raw or body) + b"\n", offset)
+            return
         self.pending[pid] = _Message(seq, n, [text], ts, offset, _in_word(text))
         if len(self.pending) > MAX_PENDING:  # the backends that logged nothing for longest: their messages are whole
             for old in list(itertools.islice(self.pending, len(self.pending) - MAX_PENDING // 2)):
                 self._emit(old)
 
-    def _starts(self, text: bytes, primary: bool = False) -> bool:
-        """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …)."""
+    def newlines(self, text: bytes) -> bytes:
+        """``text`` (a whole message, not cut into chunks) with rsyslog's ``#012`` turned into the newlines it
+        stands for: where the server sends a message whole (syslog_split_messages = off) its newlines are escaped
+        so.  Not in a log where messages are cut (no newline is sent then), and never before a line that starts
+        a message (the next line of a message is a continuation, tab first, or its DETAIL, HINT, CONTEXT, QUERY,
+        STATEMENT or LOCATION): "#012" written by a client (a statement, a user name in a failed login's
+        message) must not forge a message of its own, an error or a statement with a duration."""
+        if b"#012" not in text or self.split:
+            return text
+        parts = text.split(b"#012")
+        out = [parts[0]]
+        for part in parts[1:]:
+            nl = part == b"" or part[:1] == b"\t" or self._starts(part, secondary=True)
+            out.append((b"\n" if nl else b"#012") + part)
+        return b"".join(out)
+
+    def _starts(self, text: bytes, primary: bool = False, secondary: bool = False) -> bool:
+        """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …;
+        ``secondary``: one of those)."""
         m = self.line_start.match(self._synth(b"1970-01-01 00:00:00", b"1") + text)
-        return m is not None and not (primary and m["lvl"] in _SECONDARY)
+        if m is None:
+            return False
+        return not (primary and m["lvl"] in _SECONDARY) and not (secondary and m["lvl"] not in _SECONDARY)
 
     def _append(self, cur: _Message, text: bytes, n: int) -> None:
         """Add chunk ``text`` to ``cur``: the rest of a line write_syslog() cut at 900 bytes (at a whitespace, which
         starts this chunk; or inside a word, when the last chunk had no whitespace to cut at), else the next line
-        (cut at its newline: a continuation line's tab, or the prefix of a DETAIL, STATEMENT … line)."""
+        (cut at its newline: a continuation line's tab, or the prefix of a DETAIL, STATEMENT … line).  After a
+        chunk that may have been cut inside a word, only a DETAIL, STATEMENT … line is taken for a new line: a
+        message has no second LOG or ERROR line, and the text after such a cut is a client's to choose."""
+        self.split = True
         cur.chunk = n
         first = text[:1]
-        if first in _BLANKS or (first != b"\t" and cur.in_word and not self._starts(text)):
+        if first in _BLANKS or (first != b"\t" and cur.in_word and not self._starts(text, secondary=True)):
             cur.parts.append(text)
         else:
             cur.parts.append(b"\n" + text)
@@ -263,7 +300,8 @@ class Joiner:
         self._emit_one(self.pending.pop(pid), pid)
 
     def _emit_one(self, msg: _Message, pid: bytes) -> None:
-        text = b"".join(msg.parts).rstrip(b"\n")  # (its newline, with syslog_split_messages = off: #012)
+        # (a message sent whole: its newlines, with syslog_split_messages = off, and its last one, as #012)
+        text = (self.newlines(msg.parts[0]) if len(msg.parts) == 1 else b"".join(msg.parts)).rstrip(b"\n")
         synth = self._synth(msg.time, pid)
         if synth:
             text = (synth + text if b"\n" not in text else
