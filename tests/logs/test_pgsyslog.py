@@ -155,6 +155,8 @@ def test_the_year_of_a_traditional_time_is_the_files_unless_its_month_is_later(t
 def test_auto_tells_a_syslog_file_by_its_first_lines() -> None:
     assert pgsyslog.looks_like_syslog(b"Dec  7 08:00:01 db1 postgres[1]: [1-1] LOG:  x\n"
                                       b"2026-12-07T08:00:01.5+01:00 db1 kernel: y\n")
+    assert pgsyslog.looks_like_syslog(b"<134>1 2026-12-07T08:00:01.5+01:00 db1 postgres 4001 - -  [1-1] LOG:  x\n")
+    assert pgsyslog.looks_like_syslog(b"Dec 07 08:00:01.123456 db1 postgres[1]: [1-1] LOG:  x\n")
     assert not pgsyslog.looks_like_syslog(b"2026-12-07 08:00:01.123 UTC [4001] LOG:  x\n\tmore\n")
 
 
@@ -280,3 +282,13 @@ def test_escaped_newlines_are_read_only_where_a_message_can_hold_one() -> None:
     chunked = (b"Dec  7 08:00:01 db1 postgres[2]: [4-1] app@shop LOG:  statement: SELECT 1\n"
                b"Dec  7 08:00:01 db1 postgres[2]: [4-2] #011FROM t\n")
     assert joined(chunked + whole, "%u@%d ").count(b"\n") == 3  # (the #012 of a client's statement, then)
+
+
+def test_other_daemons_forms_of_a_syslog_line() -> None:
+    """Forms rsyslog here does not write (so built by hand): syslog-ng's frac_digits and journalctl's
+    short-precise (fractions of a second on a traditional time), busybox syslogd's facility.priority before the
+    tag.  Each line was skipped as a line of no program before."""
+    for head in (b"Dec 07 08:00:01.123456 db1 postgres[1]: ", b"Dec  7 08:00:01.123 db1 postgres[1]: ",
+                 b"Dec  7 08:00:01 db1 local0.info postgres[1]: "):
+        out = joined(head + b"[3-1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n", "%u@%d ")
+        assert out == b"2026-12-07 08:00:01 [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n", head

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -342,3 +343,71 @@ def test_a_client_cannot_forge_messages_through_the_syslog_transform(services_di
         fps = {q["fingerprint"]: q for q in mine["most_frequent"]}
         assert "select forged" not in fps and max(q["max_ms"] for q in fps.values()) < 99999
         assert fps["select ? as escaped"]["count"] == 1 and fps["select ? as in_a_word"]["count"] == 1
+
+
+
+#: a private rsyslogd's configuration (the session's owns /dev/log, where PostgreSQL writes): a socket of its own,
+#: repeated messages reduced (Ubuntu's rsyslog.conf: $RepeatedMsgReduction on), three of rsyslog's file formats
+PRIVATE_RSYSLOG_CONF = """\
+global(workDirectory="{d}/work")
+$RepeatedMsgReduction on
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{d}/log.sock" RateLimit.Interval="0")
+action(type="omfile" file="{d}/out/traditional.log" template="RSYSLOG_TraditionalFileFormat")
+action(type="omfile" file="{d}/out/rfc5424.log" template="RSYSLOG_SyslogProtocol23Format")
+action(type="omfile" file="{d}/out/rfc3339.log" template="RSYSLOG_FileFormat")
+"""
+
+
+def test_rsyslog_formats_and_repeated_messages(tmp_path: Path) -> None:
+    """A real rsyslogd with repeated-message reduction (Ubuntu's default), writing RSYSLOG_TraditionalFileFormat,
+    RSYSLOG_SyslogProtocol23Format (RFC 5424: '<13>1 2026-…T…+00:00 host postgres 4001 - - …') and
+    RSYSLOG_FileFormat; fed as syslog(3) feeds /dev/log the messages of a server with syslog_sequence_numbers =
+    off (the only setting where two messages can be alike): the same statements from each file — one logged three
+    times in a row is one line and 'message repeated 2 times: [ …]' (its text cut at 800 bytes when longer), and
+    counts 3 (the old reader counted it once, and the repeat line as a statement of user 'message repeated 2
+    times: [ app'); RFC 5424 lines were all unparsed."""
+    exe = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
+    if exe is None:
+        pytest.fail("rsyslogd is not installed (scripts/ensure-system-deps.sh installs the rsyslog package)")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "rsyslog.conf").write_text(PRIVATE_RSYSLOG_CONF.format(d=tmp_path))
+    daemon = subprocess.Popen([exe, "-n", "-f", str(tmp_path / "rsyslog.conf"), "-i", str(tmp_path / "pid")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "log.sock").exists():
+            assert daemon.poll() is None and time.monotonic() < deadline, "rsyslogd did not start"
+            time.sleep(0.05)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.connect(str(tmp_path / "log.sock"))
+
+        def send(pid: int, msg: str) -> None:  # as glibc's syslog(3) with LOG_PID (PostgreSQL's openlog)
+            sock.send(f"<134>{time.strftime('%b %e %H:%M:%S')} postgres[{pid}]: {msg}".encode())
+            time.sleep(0.002)
+
+        short = "app@shop LOG:  duration: 0.010 ms  statement: SELECT 1"
+        long = "app@shop LOG:  duration: 0.020 ms  statement: SELECT " + ", ".join(["2"] * 400)
+        for msg in (short, short, short, long, long, long):
+            send(4001, msg)
+        send(4001, "[1] app@shop LOG:  duration: 0.030 ms  statement: SELECT 3")
+        send(4001, "[2] \tFROM upk_items")
+        send(4002, short)
+        send(4001, "app@shop LOG:  statement: SELECT 'upk-end'")
+        sock.close()
+        for name in ("traditional", "rfc5424", "rfc3339"):
+            Syslogd(tmp_path).wait_for(tmp_path / "out" / f"{name}.log", "upk-end")
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+    trad = (tmp_path / "out" / "traditional.log").read_text()
+    assert "postgres[4001]: message repeated 2 times: [ app@shop LOG:  duration: 0.010 ms" in trad, trad
+    assert re.search(r"message repeated 2 times: \[ app@shop LOG:  duration: 0.020 ms .{700,800}\]$", trad, re.M)
+    assert re.search(r"^<134>1 \S+ \S+ postgres 4001 - - ", (tmp_path / "out" / "rfc5424.log").read_text(), re.M)
+    for name in ("traditional", "rfc5424", "rfc3339"):
+        rep = ours(tmp_path / "out" / f"{name}.log", "%u@%d ", "postgres")
+        assert rep["unparsed"] == 0, (name, rep["unparsed_samples"])
+        fps = {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}
+        assert fps == {"select ?": 4, "select " + ", ".join(["?"] * 400): 3, "select ? from upk_items": 1}, name
+        assert list(rep["by_user"]) == ["app"] and rep["statements"]["count"] == 8, (name, rep["by_user"])

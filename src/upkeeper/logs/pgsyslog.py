@@ -45,22 +45,40 @@ MAX_PENDING = 10_000
 _MONTHS = {m: i for i, m in enumerate(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"), 1)}
 
-#: a syslog line: the time (traditional, without a year, or RFC 3339), the host, the tag (ident and pid), the
-#: message.  (pgBadger's syslog and syslog2 formats, without their optional extra words)
+#: a syslog line: the time (traditional, without a year — with fractions of a second as syslog-ng's frac_digits
+#: and journalctl's short-precise write it — or RFC 3339), the host, a facility.priority some daemons write
+#: (busybox syslogd), the tag (ident and pid), the message.  (pgBadger's syslog and syslog2 formats)
 LINE_RX = re.compile(
-    rb"(?m)^(?P<tt>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)"
+    rb"(?m)^(?P<tt>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?:\.\d+)?"
     rb"|(?P<date>\d{4}-\d\d-\d\d)T(?P<ihms>\d\d:\d\d:\d\d)(?P<frac>\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
-    rb" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>[^\n]*)$")
+    rb" (?P<host>\S+) (?:[a-z0-9]+\.[a-z]+ )?(?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>[^\n]*)$")
+#: an RFC 5424 line (rsyslog's RSYSLOG_SyslogProtocol23Format, syslog-ng's flags(syslog-protocol)):
+#: ``<PRI>1 TIME HOST APP PROCID MSGID STRUCTURED-DATA MSG`` (the groups of :data:`LINE_RX`; PROCID "-": none)
+RFC5424_RX = re.compile(
+    rb"(?m)^<\d{1,3}>1 (?P<tt>(?P<date>\d{4}-\d\d-\d\d)T(?P<ihms>\d\d:\d\d:\d\d)(?P<frac>\.\d+)?"
+    rb"(?:Z|[+-]\d\d:\d\d))(?P<mon>(?!))?(?P<day>(?!))?(?P<hms>(?!))? (?P<host>\S+) (?P<ident>\S+) "
+    rb"(?:(?P<pid>\d+)|\S+) \S+ (?:-|(?:\[(?:[^\]\\\n]|\\.)*\])+) {0,2}(?P<msg>[^\n]*)$")
 #: a line that is a syslog line (for the format's detection)
 HEADER_RX = re.compile(
-    rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ [^\s\[:]+(?:\[\d+\])?: ")
+    rb"(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ "
+    rb"(?:[a-z0-9]+\.[a-z]+ )?[^\s\[:]+(?:\[\d+\])?: |<\d{1,3}>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S* \S+ \S+ \S+ \S+ )")
 #: a syslog line's time and host (a line of no program: the daemon's "last message repeated 3 times")
-_TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
+_TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
+#: rsyslog's line for the same message again and again (RepeatedMsgReduction, on in Ubuntu's rsyslog.conf): it
+#: stands for that many more of the program's last message (the text in brackets is cut at 800 bytes)
+_REPEATED = re.compile(rb" ?message repeated (\d+) times: \[")
+
+
+def line_rx(buf: bytes) -> re.Pattern[bytes]:
+    """The form of the syslog lines of ``buf`` (lines of whole lines of one file): RFC 5424, else traditional."""
+    return RFC5424_RX if buf[:1] == b"<" else LINE_RX
+
+
 #: PostgreSQL's bracket: [SEQ], [SEQ-N] or [N]
 _BRACKET = re.compile(rb"\[(\d+)(?:-(\d+))?\](?: |$)")
 #: a line of a live file where a piece of the log may start (for parallel.split_units): not a chunk after a
 #: message's first one that says so ([SEQ-N] with N > 1, or a continuation line's tab)
-RECORD_START = re.compile(rb"(?![^\n]*?\]: \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
+RECORD_START = re.compile(rb"(?![^\n]*? \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
 _ESCAPED = re.compile(rb"#01[12]")
 _SECONDARY = frozenset((b"DETAIL", b"HINT", b"CONTEXT", b"QUERY", b"STATEMENT", b"LOCATION"))
 
@@ -144,6 +162,7 @@ class Joiner:
         self.year: tuple[int, int] = (now.tm_year, now.tm_mon)  # (year, month) of the source's last write: years for its lines
         self._times: dict[bytes, bytes] = {}  # a header's time -> as %t writes it
         self.skipped = 0  # lines of other idents
+        self.last: tuple[bytes, bytes] | None = None  # (pid, message) of the last line of ``ident``
         self.idents: dict[bytes, int] = {}  # ... by ident (a few)
 
     # -- the header's time ------------------------------------------------------------------------------
@@ -176,7 +195,8 @@ class Joiner:
         pos = 0
         ident = self.ident
         times = self._times
-        for m in LINE_RX.finditer(buf):
+        last = self.last  # (pid, message) of the last line of ``ident``
+        for m in line_rx(buf).finditer(buf):
             if m.start() > pos:
                 self._foreign_text(buf[pos:m.start()], offset + pos)
             pos = m.end() + 1
@@ -190,7 +210,16 @@ class Joiner:
                 if len(times) > 100_000:
                     times.clear()
                 ts = times[m["tt"]] = self._time(m)
-            self.line(m["pid"] or b"0", ts, m["msg"], offset + m.start(), m[0])
+            pid, msg = m["pid"] or b"0", m["msg"]
+            if msg[:1] in b" m" and (rep := _REPEATED.match(msg)) and msg.endswith(b"]") and last is not None \
+                    and last[0] == pid and last[1].startswith(msg[rep.end():-1].removeprefix(b" ")):
+                # the backend's last message (the text in brackets may be cut short), so many more times
+                for _ in range(int(rep[1])):
+                    self.line(pid, ts, last[1], offset + m.start(), m[0])
+                continue
+            last = (pid, msg)
+            self.line(pid, ts, msg, offset + m.start(), m[0])
+        self.last = last
         if pos < len(buf):
             self._foreign_text(buf[pos:], offset + pos)
         return self.take()
@@ -430,7 +459,7 @@ def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: s
     j.set_source(path)
     last: dict[bytes, int] = {}  # pid -> its last line's number
     n = 0
-    for m in LINE_RX.finditer(data):
+    for m in line_rx(data).finditer(data):
         if m["ident"] != j.ident:
             continue
         pid = m["pid"] or b"0"
