@@ -292,3 +292,44 @@ def test_other_daemons_forms_of_a_syslog_line() -> None:
                  b"Dec  7 08:00:01 db1 local0.info postgres[1]: "):
         out = joined(head + b"[3-1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n", "%u@%d ")
         assert out == b"2026-12-07 08:00:01 [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n", head
+
+
+def test_pieces_read_in_parallel_are_cut_where_no_message_is_in_flight(tmp_path: Path) -> None:
+    """A busy server: other backends' lines come between the chunks of a multi-line statement.  A big file is
+    read in pieces by several processes; a piece starting at a line that merely starts a message (as before)
+    split the messages in flight there — each read as a statement cut short and unparsed lines (2 workers on a
+    synthetic 15 MB file, 64 backends interleaving their chunks: 186 statements of the wrong fingerprint, 289
+    lines unparsed).  Cut where none is in flight, the pieces give the one-process report."""
+    import random
+
+    from upkeeper.logs import parallel
+    from upkeeper.logs.pglog import PgPartial
+
+    rnd = random.Random(7)
+    seq: dict[int, int] = {}
+    lines: list[bytes] = []
+    for i in range(6000):
+        pid = 100 + i % 40
+        seq[pid] = seq.get(pid, 0) + 1
+        h = b"Dec  7 08:00:01 db1 postgres[%d]: " % pid
+        chunks = [b"[%d-1] app@shop LOG:  duration: 1.000 ms  statement: SELECT name," % seq[pid],
+                  b"[%d-2] #011       qty" % seq[pid], b"[%d-3] #011  FROM upk_items WHERE id = %d" % (seq[pid], i)]
+        for c in chunks:
+            lines.append(h + c + b"\n")
+            if rnd.random() < 0.3:  # another backend's one-line message between
+                other = 200 + rnd.randrange(40)
+                seq[other] = seq.get(other, 0) + 1
+                lines.append(b"Dec  7 08:00:01 db1 postgres[%d]: [%d] app@shop LOG:  duration: 2.000 ms  "
+                             b"statement: SELECT 1\n" % (other, seq[other]))
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(b"".join(lines))
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=32 << 10,
+                                 record_start=pgsyslog.RECORD_START)
+    assert len(units) > 10
+    opts = pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres")
+    partial, _ = parallel.scan("upkeeper.logs.pgsyslog", opts, units, workers=2, min_parallel=0)
+    assert isinstance(partial, PgPartial)
+    rep = summarize(partial)
+    assert rep["unparsed"] == 0, rep["unparsed_samples"]
+    assert {q["fingerprint"]: q["count"] for q in rep["most_frequent"]} == {
+        "select name, qty from upk_items where id = ?": 6000, "select ?": len(lines) - 18000}

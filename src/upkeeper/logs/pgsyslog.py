@@ -76,9 +76,43 @@ def line_rx(buf: bytes) -> re.Pattern[bytes]:
 
 #: PostgreSQL's bracket: [SEQ], [SEQ-N] or [N]
 _BRACKET = re.compile(rb"\[(\d+)(?:-(\d+))?\](?: |$)")
-#: a line of a live file where a piece of the log may start (for parallel.split_units): not a chunk after a
-#: message's first one that says so ([SEQ-N] with N > 1, or a continuation line's tab)
-RECORD_START = re.compile(rb"(?![^\n]*? \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
+#: a line that starts a message: not a chunk after a message's first one that says so ([SEQ-N] with N > 1, or a
+#: continuation line's tab)
+_START_LINE = re.compile(rb"(?![^\n]*? \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
+#: lines after a place where the log may be cut in pieces that must hold no chunk of a message begun before it
+CUT_LOOKAHEAD = 50
+
+
+class _CleanCut:
+    """Where a piece of the log may start (for parallel.split_units: ``match(buf, pos)`` at a line start): a line
+    that starts a message, with no other message in flight across it — none of the next :data:`CUT_LOOKAHEAD`
+    lines is a later chunk of a message whose first chunk came before (a backend sends its chunks within
+    microseconds, other backends' lines between).  Cut there, no message is split between two pieces (each
+    split one read as a statement cut short and its rest as unparsed lines)."""
+
+    def match(self, buf: bytes, pos: int = 0, /) -> bool:
+        if not _START_LINE.match(buf, pos):
+            return False
+        started: set[tuple[bytes | None, ...]] = set()
+        seen = 0
+        for m in line_rx(buf[pos:pos + 1]).finditer(buf, pos):
+            seen += 1
+            if seen > CUT_LOOKAHEAD:
+                return True
+            msg = m["msg"]
+            b = _BRACKET.match(msg)
+            if b is None:
+                continue
+            key = (m["host"], m["ident"], m["pid"], b[1] if b[2] is not None else None)
+            chunk = int(b[2] or b[1])
+            if chunk == 1:
+                started.add(key)
+            elif key not in started and (b[2] is not None or msg[b.end():b.end() + 1] in (b" ", b"#", b"\t")):
+                return False  # (sequence numbers off: [N] of a blank or a tab the line was cut at)
+        return False  # (too few lines after it in ``buf`` to tell)
+
+
+RECORD_START = _CleanCut()
 _ESCAPED = re.compile(rb"#01[12]")
 _SECONDARY = frozenset((b"DETAIL", b"HINT", b"CONTEXT", b"QUERY", b"STATEMENT", b"LOCATION"))
 
