@@ -333,3 +333,18 @@ def test_pieces_read_in_parallel_are_cut_where_no_message_is_in_flight(tmp_path:
     assert rep["unparsed"] == 0, rep["unparsed_samples"]
     assert {q["fingerprint"]: q["count"] for q in rep["most_frequent"]} == {
         "select name, qty from upk_items where id = ?": 6000, "select ?": len(lines) - 18000}
+
+
+def test_a_live_file_of_every_program_does_not_hold_postgres_messages_back_for_hours(tmp_path: Path) -> None:
+    """/var/log/messages, written every second by other programs, PostgreSQL logging an error an hour: the
+    error's message was held back (left for the next run) while fewer than 200 lines *of PostgreSQL* followed it
+    — for as many hours, run after run.  Only a message among the file's last lines may have chunks to come."""
+    log = tmp_path / "messages"
+    pg = b"Dec  7 08:00:01 db1 postgres[7]: [3-1] app@shop ERROR:  deadlock detected\n"
+    others = b"".join(b"Dec  7 08:%02d:%02d db1 CRON[%d]: (root) CMD (true)\n" % (i // 60 % 60, i % 60, i)
+                      for i in range(300))
+    log.write_bytes(pg + others)  # (just written: the file is live)
+    size = log.stat().st_size
+    assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == size
+    log.write_bytes(others + pg)  # the message among the last lines: its next chunk may come
+    assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == len(others)

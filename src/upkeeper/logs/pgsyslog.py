@@ -462,7 +462,8 @@ def looks_like_syslog(head: bytes) -> bool:
     return bool(lines) and 2 * sum(1 for ln in lines if HEADER_RX.match(ln)) > len(lines)
 
 
-#: the lines at the end of a live syslog file among which a message's last chunk may be followed by more: a
+#: the lines at the end of a live syslog file (of every program: /var/log/messages is written every second by
+#: others while PostgreSQL may log a line an hour) among which a message's last chunk may be followed by more: a
 #: backend sends its message's chunks in one loop of syslog() calls, so only the lines other processes logged in
 #: those microseconds come between (or the daemon's write ended between them)
 TAIL_LINES = 200
@@ -493,12 +494,11 @@ def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: s
     j.set_source(path)
     last: dict[bytes, int] = {}  # pid -> its last line's number
     n = 0
-    for m in line_rx(data).finditer(data):
+    for n, m in enumerate(line_rx(data).finditer(data), 1):  # (every program's lines: see TAIL_LINES)
         if m["ident"] != j.ident:
             continue
         pid = m["pid"] or b"0"
         j.line(pid, b"", m["msg"], at + m.start())
         last[pid] = n
-        n += 1
-    held = [msg.offset for pid, msg in j.pending.items() if n - last[pid] <= TAIL_LINES]
+    held = [msg.offset for pid, msg in j.pending.items() if n - last[pid] < TAIL_LINES]
     return min(held, default=end)
