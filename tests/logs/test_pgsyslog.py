@@ -294,12 +294,12 @@ def test_other_daemons_forms_of_a_syslog_line() -> None:
         assert out == b"2026-12-07 08:00:01 [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n", head
 
 
-def test_pieces_read_in_parallel_are_cut_where_no_message_is_in_flight(tmp_path: Path) -> None:
+def test_pieces_read_in_parallel_read_their_messages_last_chunks_past_their_end(tmp_path: Path) -> None:
     """A busy server: other backends' lines come between the chunks of a multi-line statement.  A big file is
-    read in pieces by several processes; a piece starting at a line that merely starts a message (as before)
-    split the messages in flight there — each read as a statement cut short and unparsed lines (2 workers on a
-    synthetic 15 MB file, 64 backends interleaving their chunks: 186 statements of the wrong fingerprint, 289
-    lines unparsed).  Cut where none is in flight, the pieces give the one-process report."""
+    read in pieces by several processes; a piece starting at a line that starts a message split the messages in
+    flight there — each read as a statement cut short and unparsed lines (2 workers on a synthetic 15 MB file, 64
+    backends interleaving their chunks: 186 statements of the wrong fingerprint, 289 lines unparsed).  Each piece
+    now reads its messages' last chunks past its end, the next skips them: the one-process report."""
     import random
 
     from upkeeper.logs import parallel

@@ -411,3 +411,47 @@ def test_rsyslog_formats_and_repeated_messages(tmp_path: Path) -> None:
         fps = {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}
         assert fps == {"select ?": 4, "select " + ", ".join(["?"] * 400): 3, "select ? from upk_items": 1}, name
         assert list(rep["by_user"]) == ["app"] and rep["statements"]["count"] == 8, (name, rep["by_user"])
+
+
+def test_a_busy_servers_log_read_in_pieces_gives_the_one_process_report(services_dir: Path, syslogd: Syslogd,
+                                                                        tmp_path: Path) -> None:
+    """A dozen backends logging multi-line statements at once: rsyslogd writes hundreds, at times thousands, of
+    other lines between two chunks of one message.  Read in pieces by two processes, cut anywhere a message
+    starts, each piece reads its messages' last chunks past its end and the next skips them: the report of one
+    process reading it all.  (Before: each cut split the messages in flight there — on such a log, 180 pieces,
+    1,590 lines unparsed and as many statements of a fingerprint cut short.)"""
+    import threading
+
+    from upkeeper.logs import parallel
+
+    ident = f"upk{uuid.uuid4().hex[:8]}"
+    prefix = "%q%u@%d "
+    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
+    cluster.start()
+    try:
+        def client(k: int) -> None:
+            with cluster.connect() as c:
+                for i in range(600):
+                    c.execute(f"SELECT {k} AS a,\n       {i} AS b\n  FROM generate_series(1, 1)\n WHERE true")
+
+        clients = [threading.Thread(target=client, args=(k,)) for k in range(12)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        finish(cluster, syslogd, ident)
+    finally:
+        cluster.stop()
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    one = ours(log, prefix, ident)
+    assert one["unparsed"] == 0 and one["statements"]["count"] >= 7200
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=32 << 10,
+                                 record_start=pgsyslog.RECORD_START)
+    assert len(units) > 20
+    partial, _ = parallel.scan("upkeeper.logs.pgsyslog", pgsyslog.PgSyslogOptions(log_line_prefix=prefix,
+                                                                                   ident=ident),
+                               units, workers=2, min_parallel=0)
+    pieces = summarize(partial, top_n=1000)
+    assert pieces["unparsed"] == 0, pieces["unparsed_samples"]
+    assert figures(pieces) == figures(one)

@@ -21,6 +21,7 @@ import os
 import pickle
 import platform
 import queue
+import re
 import sys
 import tempfile
 import threading
@@ -229,13 +230,7 @@ class Unit:
             return 0
 
 
-class RecordStart(Protocol):
-    """Where a record may start: a compiled pattern, or any object whose ``match(buf, pos)`` says so."""
-
-    def match(self, string: bytes, pos: int = 0, /) -> object: ...
-
-
-def entry_start(buf: bytes, pos: int, continuation: bytes, record_start: RecordStart | None = None) -> int:
+def entry_start(buf: bytes, pos: int, continuation: bytes, record_start: re.Pattern[bytes] | None = None) -> int:
     """First offset ≥ ``pos`` that starts a line (and, with ``continuation``, a new entry; with
     ``record_start``, a line that it matches: a record that may span lines, such as a csvlog one)."""
     while True:
@@ -253,7 +248,7 @@ def entry_start(buf: bytes, pos: int, continuation: bytes, record_start: RecordS
 
 def split_units(path: str, start: int, end: int, *, final: bool, label: str = "",
                 continuation: bytes = b"", unit: int = UNIT, ident: tuple[int, int] | None = None,
-                record_start: RecordStart | None = None) -> list[Unit]:
+                record_start: re.Pattern[bytes] | None = None) -> list[Unit]:
     """Cut [start, end) of a plain file into units that begin at line/entry starts (see :func:`entry_start`)."""
     if end - start <= unit * 1.5:
         return [Unit(path, start, end, False, final, label, ident)]
@@ -685,7 +680,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
 
 
 def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
-              record_start: RecordStart | None = None, per_process: int = 3) -> list[Unit]:
+              record_start: re.Pattern[bytes] | None = None, per_process: int = 3) -> list[Unit]:
     """Units for :class:`~upkeeper.logs.sources.ReadRange` items (plain files are cut into pieces).
 
     Pieces are sized so that every process gets a few of them (balance): total / (``per_process`` x

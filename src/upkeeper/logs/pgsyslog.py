@@ -76,43 +76,15 @@ def line_rx(buf: bytes) -> re.Pattern[bytes]:
 
 #: PostgreSQL's bracket: [SEQ], [SEQ-N] or [N]
 _BRACKET = re.compile(rb"\[(\d+)(?:-(\d+))?\](?: |$)")
-#: a line that starts a message: not a chunk after a message's first one that says so ([SEQ-N] with N > 1, or a
-#: continuation line's tab)
-_START_LINE = re.compile(rb"(?![^\n]*? \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
-#: lines after a place where the log may be cut in pieces that must hold no chunk of a message begun before it
-CUT_LOOKAHEAD = 50
-
-
-class _CleanCut:
-    """Where a piece of the log may start (for parallel.split_units: ``match(buf, pos)`` at a line start): a line
-    that starts a message, with no other message in flight across it — none of the next :data:`CUT_LOOKAHEAD`
-    lines is a later chunk of a message whose first chunk came before (a backend sends its chunks within
-    microseconds, other backends' lines between).  Cut there, no message is split between two pieces (each
-    split one read as a statement cut short and its rest as unparsed lines)."""
-
-    def match(self, buf: bytes, pos: int = 0, /) -> bool:
-        if not _START_LINE.match(buf, pos):
-            return False
-        started: set[tuple[bytes | None, ...]] = set()
-        seen = 0
-        for m in line_rx(buf[pos:pos + 1]).finditer(buf, pos):
-            seen += 1
-            if seen > CUT_LOOKAHEAD:
-                return True
-            msg = m["msg"]
-            b = _BRACKET.match(msg)
-            if b is None:
-                continue
-            key = (m["host"], m["ident"], m["pid"], b[1] if b[2] is not None else None)
-            chunk = int(b[2] or b[1])
-            if chunk == 1:
-                started.add(key)
-            elif key not in started and (b[2] is not None or msg[b.end():b.end() + 1] in (b" ", b"#", b"\t")):
-                return False  # (sequence numbers off: [N] of a blank or a tab the line was cut at)
-        return False  # (too few lines after it in ``buf`` to tell)
-
-
-RECORD_START = _CleanCut()
+#: a line of a live file where a piece of the log may start (for parallel.split_units): not a chunk after a
+#: message's first one that says so ([SEQ-N] with N > 1, or a continuation line's tab).  Other backends' messages
+#: may be in flight there: each piece reads its messages' last chunks past its end, the next skips them
+#: (:meth:`Joiner.read_ahead`)
+RECORD_START = re.compile(rb"(?![^\n]*? \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
+#: how far past the end of a piece of the log its messages' last chunks are looked for (and how far into the next
+#: piece they are skipped): rsyslog, fed by a dozen busy backends, wrote up to 2,900 other lines (300 KB) between
+#: two chunks of one message
+READ_AHEAD = 1 << 20
 _ESCAPED = re.compile(rb"#01[12]")
 _SECONDARY = frozenset((b"DETAIL", b"HINT", b"CONTEXT", b"QUERY", b"STATEMENT", b"LOCATION"))
 
@@ -164,6 +136,7 @@ class _Message:
     offset: int  # where its first line starts in the file
     #: its last chunk may have been cut inside a word: as long as a chunk can be, with no whitespace to cut at
     in_word: bool = False
+    last: int = 0  # where its last chunk's line starts in the file
 
 
 class Joiner:
@@ -195,6 +168,10 @@ class Joiner:
         now = time.localtime()
         self.year: tuple[int, int] = (now.tm_year, now.tm_mon)  # (year, month) of the source's last write: years for its lines
         self._times: dict[bytes, bytes] = {}  # a header's time -> as %t writes it
+        #: the piece read starts before this offset, after other pieces: a chunk there of a message begun before
+        #: it is the piece before's (:meth:`read_ahead`), unless the backend started another message since
+        self.skip_before = -1
+        self.seen: set[bytes] = set()  # (those backends)
         self.skipped = 0  # lines of other idents
         self.last: tuple[bytes, bytes] | None = None  # (pid, message) of the last line of ``ident``
         self.idents: dict[bytes, int] = {}  # ... by ident (a few)
@@ -276,14 +253,15 @@ class Joiner:
         """One syslog line of ``ident`` (``body``: its message, escapes not undone; ``raw``: the whole line)."""
         if b"#011" in body:
             body = body.replace(b"#011", b"\t")
-        b = _BRACKET.match(body)
+        early = offset < self.skip_before
+        b = self._bracket(body)
         cur = self.pending.get(pid)
-        if b is not None and self.bracket_prefix and self._starts(body) and not self._starts(body[b.end():]):
-            b = None  # the prefix's bracket ('[%p] ', '[%l-1] '), not PostgreSQL's
         if b is None:  # a whole message (syslog_sequence_numbers = off)
             if cur is not None:
                 self._emit(pid)
             self._emit_one(_Message(None, 0, [body], ts, offset), pid)
+            if early:
+                self.seen.add(pid)
             return
         text = body[b.end():]
         n = int(b[2] or b[1])
@@ -294,28 +272,68 @@ class Joiner:
             if cur is not None:
                 self._emit(pid)
             self._emit_one(_Message(None, 0, [text], ts, offset), pid)
+            if early:
+                self.seen.add(pid)
             return
         if cur is not None:
-            if seq is not None and cur.seq == seq and n == cur.chunk + 1:
-                self._append(cur, text, n)
-                return
-            # [N] of sequence numbers off, unless it is the next [SEQ] (a new message: sequence numbers on, none
-            # of its messages cut yet); a chunk cut at a blank or inside a word continues the line whatever it says
-            if seq is None and cur.seq is None and n == cur.chunk + 1 and (
-                    text[:1] in _CONTINUED or cur.in_word or not self._starts(text, primary=True)):
-                self._append(cur, text, n)
+            if self._continues(cur, seq, n, text):
+                self._append(cur, text, n, offset)
                 return
             self._emit(pid)
         if n > 1 and (seq is not None or text[:1] in _CONTINUED or self._starts(text, secondary=True)):
+            if early and pid not in self.seen:
+                return  # a message begun before this piece: the piece before read it whole (read_ahead)
             # a chunk after a message's first whose first chunks are not here (the syslog daemon dropped one, or
             # the read starts after them): handed on as the syslog line it is, counted unparsed — as a line of its
             # own it would be taken for the continuation of whatever message came before, another backend's
             self._write((raw or body) + b"\n", offset)
             return
-        self.pending[pid] = _Message(seq, n, [text], ts, offset, _in_word(text))
+        if early:
+            self.seen.add(pid)
+        self.pending[pid] = _Message(seq, n, [text], ts, offset, _in_word(text), offset)
         if len(self.pending) > MAX_PENDING:  # the backends that logged nothing for longest: their messages are whole
             for old in list(itertools.islice(self.pending, len(self.pending) - MAX_PENDING // 2)):
                 self._emit(old)
+
+    def _bracket(self, body: bytes) -> re.Match[bytes] | None:
+        """PostgreSQL's [SEQ-N], [SEQ] or [N] at the start of ``body``, if it has one."""
+        b = _BRACKET.match(body)
+        if b is not None and self.bracket_prefix and self._starts(body) and not self._starts(body[b.end():]):
+            return None  # the prefix's bracket ('[%p] ', '[%l-1] '), not PostgreSQL's
+        return b
+
+    def _continues(self, cur: _Message, seq: bytes | None, n: int, text: bytes) -> bool:
+        """Is chunk ``[seq-n] text`` (``[n] text``: seq None) the next of ``cur``, its backend's waiting message?"""
+        if seq is not None:
+            return cur.seq == seq and n == cur.chunk + 1
+        # [N] of sequence numbers off, unless it is the next [SEQ] (a new message: sequence numbers on, none of its
+        # messages cut yet); a chunk cut at a blank or inside a word continues the line whatever it says
+        return cur.seq is None and n == cur.chunk + 1 and (
+            text[:1] in _CONTINUED or cur.in_word or not self._starts(text, primary=True))
+
+    def read_ahead(self, buf: bytes, pids: set[bytes]) -> None:
+        """The lines after the end of the piece read (``buf``: whole lines): the next chunks of the waiting
+        messages of ``pids`` — other backends' lines came between a message's chunks, and the piece ended among
+        them — until each backend's message is whole (its next line is no chunk of it).  The piece after skips
+        those chunks (see :attr:`skip_before`)."""
+        for m in line_rx(buf).finditer(buf):
+            pid = m["pid"] or b"0"
+            if pid not in pids or m["ident"] != self.ident:
+                continue
+            cur = self.pending.get(pid)
+            if cur is not None:
+                body = m["msg"].replace(b"#011", b"\t")
+                b = self._bracket(body)
+                if b is not None and (b[2] is not None or not self.seq_on):
+                    text = body[b.end():]
+                    n = int(b[2] or b[1])
+                    if self._continues(cur, b[1] if b[2] is not None else None, n, text):
+                        self._append(cur, text, n, cur.last)
+                        continue
+                self._emit(pid)
+            pids.discard(pid)
+            if not pids:
+                return
 
     def newlines(self, text: bytes) -> bytes:
         """``text`` (a whole message, not cut into chunks) with rsyslog's ``#012`` turned into the newlines it
@@ -341,7 +359,7 @@ class Joiner:
             return False
         return not (primary and m["lvl"] in _SECONDARY) and not (secondary and m["lvl"] not in _SECONDARY)
 
-    def _append(self, cur: _Message, text: bytes, n: int) -> None:
+    def _append(self, cur: _Message, text: bytes, n: int, offset: int) -> None:
         """Add chunk ``text`` to ``cur``: the rest of a line write_syslog() cut at 900 bytes (at a whitespace, which
         starts this chunk; or inside a word, when the last chunk had no whitespace to cut at), else the next line
         (cut at its newline: a continuation line's tab, or the prefix of a DETAIL, STATEMENT … line).  After a
@@ -349,6 +367,7 @@ class Joiner:
         message has no second LOG or ERROR line, and the text after such a cut is a client's to choose."""
         self.split = True
         cur.chunk = n
+        cur.last = offset
         first = text[:1]
         if first in _BLANKS or (first != b"\t" and cur.in_word and not self._starts(text, secondary=True)):
             cur.parts.append(text)
@@ -411,9 +430,28 @@ class PgSyslogAccumulator:
 
     def start_unit(self, source: str, start: int, end: int | None) -> None:
         if self._unit_end != (source, start):  # not the rest of the last unit: its waiting messages are whole
-            self._flush()
+            self._finish_unit()
+            # (a piece after another: the chunks at its start of messages begun before are the other's)
+            self.joiner.skip_before = start + READ_AHEAD if start > 0 else -1
+            self.joiner.seen.clear()
         self._unit_end = (source, end)
         self.inner.start_unit(source, start, end)
+
+    def _finish_unit(self) -> None:
+        """The waiting messages of the piece read are whole — once their chunks after its end are read."""
+        source, end = self._unit_end or ("", None)
+        if end is not None and self.joiner.pending:
+            pids = {pid for pid, msg in self.joiner.pending.items() if msg.last >= end - READ_AHEAD}
+            if pids:
+                try:
+                    with open(source, "rb") as fh:
+                        fh.seek(end)
+                        data = fh.read(READ_AHEAD)
+                except OSError:
+                    data = b""
+                self.joiner.read_ahead(data[:data.rfind(b"\n") + 1], pids)
+        self._unit_end = None
+        self._flush()
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
         j = self.joiner
@@ -438,7 +476,7 @@ class PgSyslogAccumulator:
             self._hand_on(out, *self._last, 0)
 
     def partial(self) -> pglog.PgPartial:
-        self._flush()
+        self._finish_unit()
         p = self.inner.partial()
         p.syslog_skipped += self.joiner.skipped
         for k, v in self.joiner.idents.items():
