@@ -348,3 +348,20 @@ def test_a_live_file_of_every_program_does_not_hold_postgres_messages_back_for_h
     assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == size
     log.write_bytes(others + pg)  # the message among the last lines: its next chunk may come
     assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == len(others)
+
+
+def test_a_live_files_message_whose_backend_was_descheduled_is_held_back(tmp_path: Path) -> None:
+    """A busy server: a backend descheduled between two syslog() calls, rsyslogd wrote hundreds of other
+    backends' lines (up to 2,900 seen) before its message's next chunk.  Its first chunk, 500 lines from the end
+    of a file written a moment ago but within the last seconds of its lines' times, may have more to come: held
+    back (it was read cut short, its rest then unparsed in the next run)."""
+    log = tmp_path / "postgresql.log"
+    head = b"Dec  7 08:00:01 db1 postgres[7]: [3-1] app@shop LOG:  duration: 1.000 ms  statement: SELECT a,\n"
+    busy = b"".join(b"Dec  7 08:00:02 db1 postgres[%d]: [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+                    % (100 + i) for i in range(500))
+    log.write_bytes(head + busy)
+    assert pgsyslog.complete_end(str(log), 0, len(head + busy), "%u@%d ", "postgres") == 0
+    # a minute later in the file's own times: whole (its backend would have sent its next chunk by then)
+    later = busy.replace(b"08:00:02", b"08:01:02")
+    log.write_bytes(head + later)
+    assert pgsyslog.complete_end(str(log), 0, len(head + later), "%u@%d ", "postgres") == len(head + later)

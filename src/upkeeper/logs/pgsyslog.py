@@ -26,6 +26,8 @@ are handed on as they are (unparsed).
 
 from __future__ import annotations
 
+import calendar
+import functools
 import itertools
 import os
 import re
@@ -502,17 +504,20 @@ def looks_like_syslog(head: bytes) -> bool:
 
 #: the lines at the end of a live syslog file (of every program: /var/log/messages is written every second by
 #: others while PostgreSQL may log a line an hour) among which a message's last chunk may be followed by more: a
-#: backend sends its message's chunks in one loop of syslog() calls, so only the lines other processes logged in
-#: those microseconds come between (or the daemon's write ended between them)
+#: backend sends its message's chunks in one loop of syslog() calls, so only the lines other processes logged
+#: meanwhile come between (or the daemon's write ended between them) …
 TAIL_LINES = 200
+#: … or written in the file's last seconds (by its lines' times): a busy server's backend, descheduled between two
+#: syslog() calls, had rsyslogd write up to 2,900 other lines between two chunks of its message
+TAIL_SECONDS = 2
 
 
 def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: str, *, quiet: float = 5.0,
                  window: int = 1 << 20) -> int:
     """Where to stop reading [start, end) of a live syslog file so that no message is read without its last chunks:
     ``end``, unless the file was written less than ``quiet`` seconds ago — then the start of the earliest message
-    whose last chunk is among the file's last :data:`TAIL_LINES` lines of ``ident`` and its backend logged nothing
-    after it (more chunks may come).  The next run reads from there."""
+    whose last chunk is among the file's last :data:`TAIL_LINES` lines or :data:`TAIL_SECONDS` seconds and its
+    backend logged nothing after it (more chunks may come).  The next run reads from there."""
     try:
         st = os.stat(path)
     except OSError:
@@ -530,13 +535,24 @@ def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: s
         data, at = data[nl + 1:], at + nl + 1
     j = Joiner(log_line_prefix, ident)
     j.set_source(path)
-    last: dict[bytes, int] = {}  # pid -> its last line's number
-    n = 0
+    last: dict[bytes, tuple[int, bytes]] = {}  # pid -> its last line's number and time
+    n, newest = 0, b""
     for n, m in enumerate(line_rx(data).finditer(data), 1):  # (every program's lines: see TAIL_LINES)
+        newest = m["tt"]
         if m["ident"] != j.ident:
             continue
         pid = m["pid"] or b"0"
         j.line(pid, b"", m["msg"], at + m.start())
-        last[pid] = n
-    held = [msg.offset for pid, msg in j.pending.items() if n - last[pid] < TAIL_LINES]
+        last[pid] = (n, m["tt"])
+    if not newest:
+        return end
+
+    @functools.cache
+    def seconds(tt: bytes) -> float:  # (a line's time as UTC: they are compared with each other only)
+        m = LINE_RX.match(tt + b" h p: ")
+        return calendar.timegm(time.strptime(j._time(m).decode(), "%Y-%m-%d %H:%M:%S")) if m else 0.0
+
+    recent = seconds(newest) - TAIL_SECONDS
+    held = [msg.offset for pid, msg in j.pending.items()
+            if n - last[pid][0] < TAIL_LINES or seconds(last[pid][1]) >= recent]
     return min(held, default=end)
