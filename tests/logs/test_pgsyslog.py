@@ -365,3 +365,15 @@ def test_a_live_files_message_whose_backend_was_descheduled_is_held_back(tmp_pat
     later = busy.replace(b"08:00:02", b"08:01:02")
     log.write_bytes(head + later)
     assert pgsyslog.complete_end(str(log), 0, len(head + later), "%u@%d ", "postgres") == len(head + later)
+
+
+def test_a_live_file_with_a_line_of_no_real_time_is_read_not_a_traceback(tmp_path: Path) -> None:
+    """The hold-back compares the lines' times: a line whose time is no time ('Jan 45 99:99:99', a damaged
+    write) holds nothing back for its time, and raises nothing."""
+    log = tmp_path / "postgresql.log"
+    busy = b"".join(b"Dec  7 08:00:02 db1 postgres[%d]: [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+                    % (100 + i) for i in range(300))
+    log.write_bytes(b"Dec  7 08:00:01 db1 postgres[7]: [3-1] app@shop LOG:  statement: SELECT a,\n" + busy
+                    + b"Jan 45 99:99:99 db1 postgres[8]: [1] app@shop LOG:  statement: SELECT 2\n")
+    size = log.stat().st_size
+    assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == size  # (pid 7: 301 lines back)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import calendar
 import functools
 import itertools
+import math
 import os
 import re
 import time
@@ -550,7 +551,10 @@ def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: s
     @functools.cache
     def seconds(tt: bytes) -> float:  # (a line's time as UTC: they are compared with each other only)
         m = LINE_RX.match(tt + b" h p: ")
-        return calendar.timegm(time.strptime(j._time(m).decode(), "%Y-%m-%d %H:%M:%S")) if m else 0.0
+        try:
+            return calendar.timegm(time.strptime(j._time(m).decode(), "%Y-%m-%d %H:%M:%S")) if m else math.nan
+        except ValueError:  # ("Jan 45 99:99:99": no time, no message held for it)
+            return math.nan
 
     recent = seconds(newest) - TAIL_SECONDS
     held = [msg.offset for pid, msg in j.pending.items()
