@@ -197,6 +197,14 @@ def test_the_cli_reads_a_syslog_file(cli: object, tmp_path: Path) -> None:
     assert rep["syslog_other"] == {"lines": 1, "idents": {"kernel": 1}}
     r = run(["logs", "postgres", str(log), "--format", "syslog", "--prefix", "%u@%d "])
     assert "none of the 5 syslog lines is of the program 'postgres'" in r.err and "pg15 (4)" in r.err, r.err
+    # --format auto (the default) tells the file by its lines: pgBadger's syslog prefix, without %p or a time, is
+    # accepted for it (it was refused before the file was looked at: "add [%p] to log_line_prefix")
+    r = run(["logs", "postgres", str(log), "--prefix", "%u@%d ", "--ident", "pg15", "--json"])
+    assert r.code == 0 and r.json()["format"] == "syslog" and r.json()["statements"]["count"] == 1, r.output
+    stderr_log = tmp_path / "postgresql.log"
+    stderr_log.write_bytes(b"app@shop LOG:  duration: 12.5 ms  statement: SELECT 1\n")
+    r = run(["logs", "postgres", str(stderr_log), "--prefix", "%u@%d "])
+    assert r.code != 0 and "has no %p" in r.err and "--format syslog" in r.err, r.err
 
 
 def test_backends_that_logged_once_are_not_held_without_bound() -> None:
