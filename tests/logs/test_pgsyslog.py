@@ -385,3 +385,54 @@ def test_a_live_file_with_a_line_of_no_real_time_is_read_not_a_traceback(tmp_pat
                     + b"Jan 45 99:99:99 db1 postgres[8]: [1] app@shop LOG:  statement: SELECT 2\n")
     size = log.stat().st_size
     assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == size  # (pid 7: 301 lines back)
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=st.lists(st.tuples(st.integers(min_value=1, max_value=4), statement,
+                                   st.one_of(st.none(), statement)), min_size=2, max_size=10),
+       sequence_numbers=st.booleans(), order=st.randoms(use_true_random=False),
+       cuts=st.lists(st.floats(min_value=0.05, max_value=0.95), min_size=1, max_size=3))
+def test_pieces_cut_anywhere_a_message_starts_give_the_whole_files_report(
+        messages: list[tuple[int, str, str | None]], sequence_numbers: bool, order: object,
+        cuts: list[float]) -> None:
+    """Interleaved backends' messages cut into pieces at lines where a message may start (as parallel.split_units
+    cuts), each piece read by an accumulator of its own (as by another process): merged, the same statements
+    and lines as one read of the file."""
+    import random
+    import tempfile
+
+    from upkeeper.logs.pglog import merge
+
+    assert isinstance(order, random.Random)
+    seqs: dict[int, int] = {}
+    queues: dict[int, list[bytes]] = {}
+    for pid, sql, detail in messages:
+        seqs[pid] = seqs.get(pid, 0) + 1
+        queues.setdefault(pid, []).extend(rsyslog_escape(c) for c in write_syslog(
+            stderr_form(b"app@shop ", sql, detail), seqs[pid], sequence_numbers))
+    log = b""
+    while queues:
+        pid = order.choice(sorted(queues))
+        log += header("postgres", pid, 1) + queues[pid].pop(0) + b"\n"
+        if not queues[pid]:
+            del queues[pid]
+    with tempfile.NamedTemporaryFile(suffix=".log") as fh:
+        fh.write(log)
+        fh.flush()
+        opts = pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres")
+
+        def report(bounds: list[int]) -> dict[str, object]:
+            parts = []
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                acc = pgsyslog.make_accumulator(opts)
+                acc.start_unit(fh.name, a, b if b < len(log) else None)
+                acc.feed(log[a:b], fh.name, a)
+                parts.append(acc.partial())
+            rep = summarize(merge(parts), top_n=1000)
+            return {"statements": rep["statements"]["count"], "unparsed": rep["unparsed"],
+                    "fps": {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}}
+
+        starts = [m.start() for m in re.finditer(rb"(?m)^", log) if 0 < m.start() < len(log)
+                  and pgsyslog.RECORD_START.match(log, m.start())]
+        bounds = sorted({starts[int(c * len(starts))] for c in cuts} if starts else set())
+        assert report([0, *bounds, len(log)]) == report([0, len(log)])

@@ -283,9 +283,9 @@ class Joiner:
                 self._append(cur, text, n, offset)
                 return
             self._emit(pid)
+        if n > 1 and early and pid not in self.seen and (seq is not None or not self._starts(text, primary=True)):
+            return  # a chunk of a message begun before this piece: the piece before read it whole (read_ahead)
         if n > 1 and (seq is not None or text[:1] in _CONTINUED or self._starts(text, secondary=True)):
-            if early and pid not in self.seen:
-                return  # a message begun before this piece: the piece before read it whole (read_ahead)
             # a chunk after a message's first whose first chunks are not here (the syslog daemon dropped one, or
             # the read starts after them): handed on as the syslog line it is, counted unparsed — as a line of its
             # own it would be taken for the continuation of whatever message came before, another backend's
