@@ -47,8 +47,11 @@ def test_usage_errors(cli: Any, tmp_path: Path) -> None:
     assert r.code == 2 and "no such file" in r.err
     r = cli(["logs", "nginx", str(tmp_path), "--format", '"$request"'])
     assert r.code == 2 and "$remote_addr" in r.err
-    r = cli(["logs", "postgres", str(tmp_path), "--prefix", "%m"])
-    assert r.code == 2 and "%p" in r.err
+    r = cli(["logs", "postgres", str(tmp_path), "--prefix", "%m", "--format", "stderr"])
+    assert r.code == 2 and "%p" in r.err  # (said before the files are looked for)
+    (tmp_path / "postgresql.log").write_text("2024-03-01 10:00:00.000 UTC LOG:  checkpoint starting: time\n")
+    r = cli(["logs", "postgres", str(tmp_path / "postgresql.log"), "--prefix", "%m"])
+    assert r.code == 2 and "%p" in r.err  # (format auto: once the file's lines tell it is no syslog file)
     r = cli(["logs", "goaccess-format", "--format", "combined"])
     assert r.code == 0 and "--log-format=%h %^[%d:%t %^]" in r.out
 

@@ -155,6 +155,8 @@ def test_the_year_of_a_traditional_time_is_the_files_unless_its_month_is_later(t
 def test_auto_tells_a_syslog_file_by_its_first_lines() -> None:
     assert pgsyslog.looks_like_syslog(b"Dec  7 08:00:01 db1 postgres[1]: [1-1] LOG:  x\n"
                                       b"2026-12-07T08:00:01.5+01:00 db1 kernel: y\n")
+    assert pgsyslog.looks_like_syslog(b"<134>1 2026-12-07T08:00:01.5+01:00 db1 postgres 4001 - -  [1-1] LOG:  x\n")
+    assert pgsyslog.looks_like_syslog(b"Dec 07 08:00:01.123456 db1 postgres[1]: [1-1] LOG:  x\n")
     assert not pgsyslog.looks_like_syslog(b"2026-12-07 08:00:01.123 UTC [4001] LOG:  x\n\tmore\n")
 
 
@@ -195,6 +197,14 @@ def test_the_cli_reads_a_syslog_file(cli: object, tmp_path: Path) -> None:
     assert rep["syslog_other"] == {"lines": 1, "idents": {"kernel": 1}}
     r = run(["logs", "postgres", str(log), "--format", "syslog", "--prefix", "%u@%d "])
     assert "none of the 5 syslog lines is of the program 'postgres'" in r.err and "pg15 (4)" in r.err, r.err
+    # --format auto (the default) tells the file by its lines: pgBadger's syslog prefix, without %p or a time, is
+    # accepted for it (it was refused before the file was looked at: "add [%p] to log_line_prefix")
+    r = run(["logs", "postgres", str(log), "--prefix", "%u@%d ", "--ident", "pg15", "--json"])
+    assert r.code == 0 and r.json()["format"] == "syslog" and r.json()["statements"]["count"] == 1, r.output
+    stderr_log = tmp_path / "postgresql.log"
+    stderr_log.write_bytes(b"app@shop LOG:  duration: 12.5 ms  statement: SELECT 1\n")
+    r = run(["logs", "postgres", str(stderr_log), "--prefix", "%u@%d "])
+    assert r.code != 0 and "has no %p" in r.err and "--format syslog" in r.err, r.err
 
 
 def test_backends_that_logged_once_are_not_held_without_bound() -> None:
@@ -221,3 +231,208 @@ def test_lines_of_no_program_are_skipped_and_lines_of_no_syslog_form_unparsed() 
     rep = summarize(acc.partial())
     assert rep["statements"]["count"] == 1 and rep["unparsed"] == 1 and rep["lines"] == 2
     assert rep["syslog_other"] == {"lines": 1, "idents": {"(no tag)": 1}}
+
+
+def joined(log: bytes, prefix: str) -> bytes:
+    j = pgsyslog.Joiner(prefix, "postgres")
+    j.year = (2026, 12)
+    j.source = "x"
+    return j.feed(log, 0) + j.flush()
+
+
+def test_a_chunk_without_its_message_is_unparsed_not_another_backends() -> None:
+    """A chunk whose message's first chunks are not in the file (rsyslog dropped one under load; a UDP relay
+    lost it) or not in the piece read: its own syslog line, unparsed — not a continuation line glued to the
+    message written before it, another backend's (whose statement it changed: 'select b from t1')."""
+    log = (b"Dec  7 08:00:01 db1 postgres[2]: [7-1] 2026-12-07 08:00:01.000 UTC [2] LOG:  duration: 2.000 ms  "
+           b"statement: SELECT b\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [6-3] #011FROM t1\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [6-4] 2026-12-07 08:00:01.000 UTC [1] DETAIL:  parameters: $1 = '1'\n")
+    out = joined(log, "%m [%p] ")
+    assert out.split(b"\n")[0] + b"\n" in log
+    assert b"2026-12-07 08:00:01.000 UTC [2] LOG:  duration: 2.000 ms  statement: SELECT b\n" in out
+    assert b"\n\tFROM" not in out and b"\n2026-12-07 08:00:01.000 UTC [1] DETAIL" not in out
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%m [%p] ", ident="postgres"))
+    acc.start_unit("x", 0, None)
+    acc.feed(log, "x", 0)
+    rep = summarize(acc.partial())
+    assert [q["fingerprint"] for q in rep["most_frequent"]] == ["select b"] and rep["unparsed"] == 2
+    # sequence numbers off: [N] of a message whose [1] is missing
+    plain = (b"Dec  7 08:00:01 db1 postgres[2]: 2026-12-07 08:00:01.000 UTC [2] LOG:  duration: 2.000 ms  "
+             b"statement: SELECT b\n"
+             b"Dec  7 08:00:01 db1 postgres[1]: [2] #011FROM t1\n")
+    assert joined(plain, "%m [%p] ").endswith(b"SELECT b\nDec  7 08:00:01 db1 postgres[1]: [2] #011FROM t1\n")
+
+
+def test_a_prefix_that_starts_with_a_bracket_and_a_dash_is_not_a_chunk_number() -> None:
+    """log_line_prefix '[%l-1] user=%u ' with syslog_sequence_numbers = off: '[5-1] user=app LOG: …' starts with
+    the prefix, not PostgreSQL's [SEQ-N] (read so, every line was unparsed)."""
+    log = (b"Dec  7 08:00:01 db1 postgres[1]: [5-1] user=app LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [6-1] user=app LOG:  duration: 2.000 ms  statement: SELECT 2\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [1] [7-1] user=app ERROR:  division by zero\n"
+           b"Dec  7 08:00:01 db1 postgres[1]: [2] [7-2] user=app STATEMENT:  SELECT 1/0\n")
+    assert joined(log, "[%l-1] user=%u ") == (
+        b"2026-12-07 08:00:01 [1] [5-1] user=app LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+        b"2026-12-07 08:00:01 [1] [6-1] user=app LOG:  duration: 2.000 ms  statement: SELECT 2\n"
+        b"2026-12-07 08:00:01 [1] [7-1] user=app ERROR:  division by zero\n"
+        b"2026-12-07 08:00:01 [1] [7-2] user=app STATEMENT:  SELECT 1/0\n")
+
+
+def test_escaped_newlines_are_read_only_where_a_message_can_hold_one() -> None:
+    """syslog_split_messages = off sends a message whole, its newlines as rsyslog's #012: read as newlines before
+    a continuation line or a DETAIL … line; never before a line that would be a message of its own (a client's
+    '#012… ERROR:' in a statement), and not at all in a log whose messages are cut into chunks."""
+    whole = b"Dec  7 08:00:01 db1 postgres[1]: [5] app@shop ERROR:  boom#012app@shop STATEMENT:  SELECT 1#012#011FROM t#012\n"
+    assert joined(whole, "%u@%d ") == (b"2026-12-07 08:00:01 [1] app@shop ERROR:  boom\n"
+                                       b"2026-12-07 08:00:01 [1] app@shop STATEMENT:  SELECT 1\n\tFROM t\n")
+    forged = b"Dec  7 08:00:01 db1 postgres[1]: [6] app@shop LOG:  statement: SELECT '#012app@shop ERROR:  x'\n"
+    assert joined(forged, "%u@%d ").count(b"\n") == 1
+    chunked = (b"Dec  7 08:00:01 db1 postgres[2]: [4-1] app@shop LOG:  statement: SELECT 1\n"
+               b"Dec  7 08:00:01 db1 postgres[2]: [4-2] #011FROM t\n")
+    assert joined(chunked + whole, "%u@%d ").count(b"\n") == 3  # (the #012 of a client's statement, then)
+
+
+def test_other_daemons_forms_of_a_syslog_line() -> None:
+    """Forms rsyslog here does not write (so built by hand): syslog-ng's frac_digits and journalctl's
+    short-precise (fractions of a second on a traditional time), busybox syslogd's facility.priority before the
+    tag.  Each line was skipped as a line of no program before."""
+    for head in (b"Dec 07 08:00:01.123456 db1 postgres[1]: ", b"Dec  7 08:00:01.123 db1 postgres[1]: ",
+                 b"Dec  7 08:00:01 db1 local0.info postgres[1]: "):
+        out = joined(head + b"[3-1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n", "%u@%d ")
+        assert out == b"2026-12-07 08:00:01 [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n", head
+
+
+def test_pieces_read_in_parallel_read_their_messages_last_chunks_past_their_end(tmp_path: Path) -> None:
+    """A busy server: other backends' lines come between the chunks of a multi-line statement.  A big file is
+    read in pieces by several processes; a piece starting at a line that starts a message split the messages in
+    flight there — each read as a statement cut short and unparsed lines (2 workers on a synthetic 15 MB file, 64
+    backends interleaving their chunks: 186 statements of the wrong fingerprint, 289 lines unparsed).  Each piece
+    now reads its messages' last chunks past its end, the next skips them: the one-process report."""
+    import random
+
+    from upkeeper.logs import parallel
+    from upkeeper.logs.pglog import PgPartial
+
+    rnd = random.Random(7)
+    seq: dict[int, int] = {}
+    lines: list[bytes] = []
+    for i in range(6000):
+        pid = 100 + i % 40
+        seq[pid] = seq.get(pid, 0) + 1
+        h = b"Dec  7 08:00:01 db1 postgres[%d]: " % pid
+        chunks = [b"[%d-1] app@shop LOG:  duration: 1.000 ms  statement: SELECT name," % seq[pid],
+                  b"[%d-2] #011       qty" % seq[pid], b"[%d-3] #011  FROM upk_items WHERE id = %d" % (seq[pid], i)]
+        for c in chunks:
+            lines.append(h + c + b"\n")
+            if rnd.random() < 0.3:  # another backend's one-line message between
+                other = 200 + rnd.randrange(40)
+                seq[other] = seq.get(other, 0) + 1
+                lines.append(b"Dec  7 08:00:01 db1 postgres[%d]: [%d] app@shop LOG:  duration: 2.000 ms  "
+                             b"statement: SELECT 1\n" % (other, seq[other]))
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(b"".join(lines))
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=32 << 10,
+                                 record_start=pgsyslog.RECORD_START)
+    assert len(units) > 10
+    opts = pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres")
+    partial, _ = parallel.scan("upkeeper.logs.pgsyslog", opts, units, workers=2, min_parallel=0)
+    assert isinstance(partial, PgPartial)
+    rep = summarize(partial)
+    assert rep["unparsed"] == 0, rep["unparsed_samples"]
+    assert {q["fingerprint"]: q["count"] for q in rep["most_frequent"]} == {
+        "select name, qty from upk_items where id = ?": 6000, "select ?": len(lines) - 18000}
+
+
+def test_a_live_file_of_every_program_does_not_hold_postgres_messages_back_for_hours(tmp_path: Path) -> None:
+    """/var/log/messages, written every second by other programs, PostgreSQL logging an error an hour: the
+    error's message was held back (left for the next run) while fewer than 200 lines *of PostgreSQL* followed it
+    — for as many hours, run after run.  Only a message among the file's last lines may have chunks to come."""
+    log = tmp_path / "messages"
+    pg = b"Dec  7 08:00:01 db1 postgres[7]: [3-1] app@shop ERROR:  deadlock detected\n"
+    others = b"".join(b"Dec  7 08:%02d:%02d db1 CRON[%d]: (root) CMD (true)\n" % (i // 60 % 60, i % 60, i)
+                      for i in range(300))
+    log.write_bytes(pg + others)  # (just written: the file is live)
+    size = log.stat().st_size
+    assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == size
+    log.write_bytes(others + pg)  # the message among the last lines: its next chunk may come
+    assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == len(others)
+
+
+def test_a_live_files_message_whose_backend_was_descheduled_is_held_back(tmp_path: Path) -> None:
+    """A busy server: a backend descheduled between two syslog() calls, rsyslogd wrote hundreds of other
+    backends' lines (up to 2,900 seen) before its message's next chunk.  Its first chunk, 500 lines from the end
+    of a file written a moment ago but within the last seconds of its lines' times, may have more to come: held
+    back (it was read cut short, its rest then unparsed in the next run)."""
+    log = tmp_path / "postgresql.log"
+    head = b"Dec  7 08:00:01 db1 postgres[7]: [3-1] app@shop LOG:  duration: 1.000 ms  statement: SELECT a,\n"
+    busy = b"".join(b"Dec  7 08:00:02 db1 postgres[%d]: [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+                    % (100 + i) for i in range(500))
+    log.write_bytes(head + busy)
+    assert pgsyslog.complete_end(str(log), 0, len(head + busy), "%u@%d ", "postgres") == 0
+    # a minute later in the file's own times: whole (its backend would have sent its next chunk by then)
+    later = busy.replace(b"08:00:02", b"08:01:02")
+    log.write_bytes(head + later)
+    assert pgsyslog.complete_end(str(log), 0, len(head + later), "%u@%d ", "postgres") == len(head + later)
+
+
+def test_a_live_file_with_a_line_of_no_real_time_is_read_not_a_traceback(tmp_path: Path) -> None:
+    """The hold-back compares the lines' times: a line whose time is no time ('Jan 45 99:99:99', a damaged
+    write) holds nothing back for its time, and raises nothing."""
+    log = tmp_path / "postgresql.log"
+    busy = b"".join(b"Dec  7 08:00:02 db1 postgres[%d]: [1] app@shop LOG:  duration: 1.000 ms  statement: SELECT 1\n"
+                    % (100 + i) for i in range(300))
+    log.write_bytes(b"Dec  7 08:00:01 db1 postgres[7]: [3-1] app@shop LOG:  statement: SELECT a,\n" + busy
+                    + b"Jan 45 99:99:99 db1 postgres[8]: [1] app@shop LOG:  statement: SELECT 2\n")
+    size = log.stat().st_size
+    assert pgsyslog.complete_end(str(log), 0, size, "%u@%d ", "postgres") == size  # (pid 7: 301 lines back)
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=st.lists(st.tuples(st.integers(min_value=1, max_value=4), statement,
+                                   st.one_of(st.none(), statement)), min_size=2, max_size=10),
+       sequence_numbers=st.booleans(), order=st.randoms(use_true_random=False),
+       cuts=st.lists(st.floats(min_value=0.05, max_value=0.95), min_size=1, max_size=3))
+def test_pieces_cut_anywhere_a_message_starts_give_the_whole_files_report(
+        messages: list[tuple[int, str, str | None]], sequence_numbers: bool, order: object,
+        cuts: list[float]) -> None:
+    """Interleaved backends' messages cut into pieces at lines where a message may start (as parallel.split_units
+    cuts), each piece read by an accumulator of its own (as by another process): merged, the same statements
+    and lines as one read of the file."""
+    import random
+    import tempfile
+
+    from upkeeper.logs.pglog import merge
+
+    assert isinstance(order, random.Random)
+    seqs: dict[int, int] = {}
+    queues: dict[int, list[bytes]] = {}
+    for pid, sql, detail in messages:
+        seqs[pid] = seqs.get(pid, 0) + 1
+        queues.setdefault(pid, []).extend(rsyslog_escape(c) for c in write_syslog(
+            stderr_form(b"app@shop ", sql, detail), seqs[pid], sequence_numbers))
+    log = b""
+    while queues:
+        pid = order.choice(sorted(queues))
+        log += header("postgres", pid, 1) + queues[pid].pop(0) + b"\n"
+        if not queues[pid]:
+            del queues[pid]
+    with tempfile.NamedTemporaryFile(suffix=".log") as fh:
+        fh.write(log)
+        fh.flush()
+        opts = pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres")
+
+        def report(bounds: list[int]) -> dict[str, object]:
+            parts = []
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                acc = pgsyslog.make_accumulator(opts)
+                acc.start_unit(fh.name, a, b if b < len(log) else None)
+                acc.feed(log[a:b], fh.name, a)
+                parts.append(acc.partial())
+            rep = summarize(merge(parts), top_n=1000)
+            return {"statements": rep["statements"]["count"], "unparsed": rep["unparsed"],
+                    "fps": {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}}
+
+        starts = [m.start() for m in re.finditer(rb"(?m)^", log) if 0 < m.start() < len(log)
+                  and pgsyslog.RECORD_START.match(log, m.start())]
+        bounds = sorted({starts[int(c * len(starts))] for c in cuts} if starts else set())
+        assert report([0, *bounds, len(log)]) == report([0, len(log)])

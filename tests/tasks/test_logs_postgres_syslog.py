@@ -3,10 +3,12 @@ rsyslogd writing its messages (tests/services.py: syslogd), the real CLI; agreem
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -252,6 +254,11 @@ def test_incremental_runs_never_read_half_a_message(cli: Any, make_config: Any, 
     # cut after the first chunk of the last statement over 900 bytes (its next chunk, cut at a space, not written)
     cut = max(i for i, ln in enumerate(lines) if re.search(rb"\]: \[\d+-2\]  \S", ln))
     assert re.search(rb"\]: \[\d+-1\] .* statement: SELECT", lines[cut - 1]), lines[cut - 1]
+    # the lines before it a minute older (the workload took a few seconds, all of which a live file's last
+    # seconds hold back): the run reads up to the messages among the file's last lines
+    for i in range(cut - 1):
+        stamp = datetime.datetime.strptime(lines[i][:15].decode(), "%b %d %H:%M:%S")
+        lines[i] = (stamp - datetime.timedelta(minutes=1)).strftime("%b %e %H:%M:%S").encode() + lines[i][15:]
     log = tmp_path / "postgresql.log"
     log.write_bytes(b"".join(lines[:cut]))
     cfg = config(make_config, cluster, tmp_path, log_file=str(log), format="syslog", log_line_prefix=prefix,
@@ -307,3 +314,150 @@ def test_sequence_numbers_off_and_sqlstates_agree_with_pgbadger(syslog_pg_plain:
     theirs = badger(log, prefix, ident, tmp_path)
     assert_agrees_with_badger(mine, theirs, log)
     assert theirs["checkpoint_info"]["wbuffer"] == mine["checkpoints"]["buffers"]  # (a prefix of its own here)
+
+
+def test_a_client_cannot_forge_messages_through_the_syslog_transform(services_dir: Path, syslogd: Syslogd,
+                                                                      tmp_path: Path) -> None:
+    """Text a client writes into a statement cannot become a message of its own in the report: "#012" (rsyslog's
+    escape of a newline, which the server never sends while it cuts its messages) followed by a fake error or
+    a fake slow statement, nor the text after a word long enough for write_syslog() to cut it at 900 bytes.
+    (The old reader counted each fake as an error and a statement of its own.)"""
+    ident = f"upk{uuid.uuid4().hex[:8]}"
+    prefix = "%q%u@%d "
+    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
+    cluster.start()
+    try:
+        fake_error = "postgres@postgres ERROR:  forged error"
+        fake_slow = "postgres@postgres LOG:  duration: 99999.000 ms  statement: SELECT forged"
+        with cluster.connect() as c:
+            c.execute(f"SELECT '#012{fake_error}#012{fake_slow}' AS escaped")
+            # " 'xxx…" is the second chunk: 900 bytes without a blank after its first, cut inside the word, so
+            # the third chunk starts with the client's text
+            c.execute("SELECT '" + "x" * 898 + fake_error + "' AS in_a_word")
+            c.execute("SELECT 1 AS after")
+        finish(cluster, syslogd, ident)
+    finally:
+        cluster.stop()
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    text = log.read_text()
+    assert f"#012{fake_error}" in text
+    assert re.search(rf"\]: \[\d+-3\] {re.escape(fake_error)}'", text), "the word was not cut where the test needs"
+    for mine in (ours(log, prefix, ident), ours(syslogd.file(ident, iso=True), prefix, ident)):
+        assert mine["unparsed"] == 0, mine["unparsed_samples"]
+        assert mine["errors"]["total"] == 0, mine["errors"]
+        fps = {q["fingerprint"]: q for q in mine["most_frequent"]}
+        assert "select forged" not in fps and max(q["max_ms"] for q in fps.values()) < 99999
+        assert fps["select ? as escaped"]["count"] == 1 and fps["select ? as in_a_word"]["count"] == 1
+
+
+
+#: a private rsyslogd's configuration (the session's owns /dev/log, where PostgreSQL writes): a socket of its own,
+#: repeated messages reduced (Ubuntu's rsyslog.conf: $RepeatedMsgReduction on), three of rsyslog's file formats
+PRIVATE_RSYSLOG_CONF = """\
+global(workDirectory="{d}/work")
+$RepeatedMsgReduction on
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{d}/log.sock" RateLimit.Interval="0")
+action(type="omfile" file="{d}/out/traditional.log" template="RSYSLOG_TraditionalFileFormat")
+action(type="omfile" file="{d}/out/rfc5424.log" template="RSYSLOG_SyslogProtocol23Format")
+action(type="omfile" file="{d}/out/rfc3339.log" template="RSYSLOG_FileFormat")
+"""
+
+
+def test_rsyslog_formats_and_repeated_messages(tmp_path: Path) -> None:
+    """A real rsyslogd with repeated-message reduction (Ubuntu's default), writing RSYSLOG_TraditionalFileFormat,
+    RSYSLOG_SyslogProtocol23Format (RFC 5424: '<13>1 2026-…T…+00:00 host postgres 4001 - - …') and
+    RSYSLOG_FileFormat; fed as syslog(3) feeds /dev/log the messages of a server with syslog_sequence_numbers =
+    off (the only setting where two messages can be alike): the same statements from each file — one logged three
+    times in a row is one line and 'message repeated 2 times: [ …]' (its text cut at 800 bytes when longer), and
+    counts 3 (the old reader counted it once, and the repeat line as a statement of user 'message repeated 2
+    times: [ app'); RFC 5424 lines were all unparsed."""
+    exe = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None)
+    if exe is None:
+        pytest.fail("rsyslogd is not installed (scripts/ensure-system-deps.sh installs the rsyslog package)")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "rsyslog.conf").write_text(PRIVATE_RSYSLOG_CONF.format(d=tmp_path))
+    daemon = subprocess.Popen([exe, "-n", "-f", str(tmp_path / "rsyslog.conf"), "-i", str(tmp_path / "pid")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "log.sock").exists():
+            assert daemon.poll() is None and time.monotonic() < deadline, "rsyslogd did not start"
+            time.sleep(0.05)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.connect(str(tmp_path / "log.sock"))
+
+        def send(pid: int, msg: str) -> None:  # as glibc's syslog(3) with LOG_PID (PostgreSQL's openlog)
+            sock.send(f"<134>{time.strftime('%b %e %H:%M:%S')} postgres[{pid}]: {msg}".encode())
+            time.sleep(0.002)
+
+        short = "app@shop LOG:  duration: 0.010 ms  statement: SELECT 1"
+        long = "app@shop LOG:  duration: 0.020 ms  statement: SELECT " + ", ".join(["2"] * 400)
+        for msg in (short, short, short, long, long, long):
+            send(4001, msg)
+        send(4001, "[1] app@shop LOG:  duration: 0.030 ms  statement: SELECT 3")
+        send(4001, "[2] \tFROM upk_items")
+        send(4002, short)
+        send(4001, "app@shop LOG:  statement: SELECT 'upk-end'")
+        sock.close()
+        for name in ("traditional", "rfc5424", "rfc3339"):
+            Syslogd(tmp_path).wait_for(tmp_path / "out" / f"{name}.log", "upk-end")
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+    trad = (tmp_path / "out" / "traditional.log").read_text()
+    assert "postgres[4001]: message repeated 2 times: [ app@shop LOG:  duration: 0.010 ms" in trad, trad
+    assert re.search(r"message repeated 2 times: \[ app@shop LOG:  duration: 0.020 ms .{700,800}\]$", trad, re.M)
+    assert re.search(r"^<134>1 \S+ \S+ postgres 4001 - - ", (tmp_path / "out" / "rfc5424.log").read_text(), re.M)
+    for name in ("traditional", "rfc5424", "rfc3339"):
+        rep = ours(tmp_path / "out" / f"{name}.log", "%u@%d ", "postgres")
+        assert rep["unparsed"] == 0, (name, rep["unparsed_samples"])
+        fps = {q["fingerprint"]: q["count"] for q in rep["most_frequent"]}
+        assert fps == {"select ?": 4, "select " + ", ".join(["?"] * 400): 3, "select ? from upk_items": 1}, name
+        assert list(rep["by_user"]) == ["app"] and rep["statements"]["count"] == 8, (name, rep["by_user"])
+
+
+def test_a_busy_servers_log_read_in_pieces_gives_the_one_process_report(services_dir: Path, syslogd: Syslogd,
+                                                                        tmp_path: Path) -> None:
+    """A dozen backends logging multi-line statements at once: rsyslogd writes hundreds, at times thousands, of
+    other lines between two chunks of one message.  Read in pieces by two processes, cut anywhere a message
+    starts, each piece reads its messages' last chunks past its end and the next skips them: the report of one
+    process reading it all.  (Before: each cut split the messages in flight there — on such a log, 180 pieces,
+    1,590 lines unparsed and as many statements of a fingerprint cut short.)"""
+    import threading
+
+    from upkeeper.logs import parallel
+
+    ident = f"upk{uuid.uuid4().hex[:8]}"
+    prefix = "%q%u@%d "
+    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
+    cluster.start()
+    try:
+        def client(k: int) -> None:
+            with cluster.connect() as c:
+                for i in range(600):
+                    c.execute(f"SELECT {k} AS a,\n       {i} AS b\n  FROM generate_series(1, 1)\n WHERE true")
+
+        clients = [threading.Thread(target=client, args=(k,)) for k in range(12)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        finish(cluster, syslogd, ident)
+    finally:
+        cluster.stop()
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    one = ours(log, prefix, ident)
+    assert one["unparsed"] == 0 and one["statements"]["count"] >= 7200
+    units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=32 << 10,
+                                 record_start=pgsyslog.RECORD_START)
+    assert len(units) > 20
+    partial, _ = parallel.scan("upkeeper.logs.pgsyslog", pgsyslog.PgSyslogOptions(log_line_prefix=prefix,
+                                                                                   ident=ident),
+                               units, workers=2, min_parallel=0)
+    pieces = summarize(partial, top_n=1000)
+    assert pieces["unparsed"] == 0, pieces["unparsed_samples"]
+    assert figures(pieces) == figures(one)

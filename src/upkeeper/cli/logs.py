@@ -309,6 +309,17 @@ def nginx_cmd(
         console.print(f"report: {html}", markup=False)
 
 
+def _prefix_error(prefix: str) -> str | None:
+    """What is wrong with ``prefix`` as a log_line_prefix (None: nothing)."""
+    from upkeeper.logs.pglog import PrefixError, compile_prefix
+
+    try:
+        compile_prefix(prefix)
+    except PrefixError as exc:
+        return exc.message
+    return None
+
+
 @logs_app.command("postgres")
 def postgres_cmd(
     files: list[str] = typer.Argument(..., help="PostgreSQL server logs (stderr, csvlog, jsonlog or syslog; plain or "
@@ -348,13 +359,18 @@ def postgres_cmd(
     if fmt not in ("auto", "stderr", "csvlog", "jsonlog", "syslog"):
         raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog, jsonlog or syslog")
     def check_prefix() -> None:
-        try:  # (syslog: the syslog line's time and pid stand in for the prefix's)
-            compile_prefix(pgsyslog.effective_prefix(prefix) if fmt == "syslog" else prefix)
+        try:  # (syslog, or auto before the files tell: the syslog line's time and pid stand in for the prefix's)
+            compile_prefix(pgsyslog.effective_prefix(prefix) if fmt in ("syslog", "auto") else prefix)
         except PrefixError as exc:
-            raise UsageError(exc.message, exc.hint) from None
+            hint = exc.hint
+            if given == "auto" and fmt == "stderr" and exc.message != _prefix_error(pgsyslog.effective_prefix(prefix)):
+                hint = (f"{hint or ''} (or, if the server logs through syslog, --format syslog: the files' first "
+                        "lines were not syslog lines)").strip()
+            raise UsageError(exc.message, hint) from None
 
+    given = fmt
     # before the files are looked for: a bad option is said first (a prefix without %p or a time is one of a
-    # syslog file only, said so with --format syslog)
+    # syslog file only: said once the files tell their format)
     if fmt in ("stderr", "syslog") or (fmt == "auto" and all(format_of(f) == "stderr" for f in files)):
         check_prefix()
     _check_html(html)

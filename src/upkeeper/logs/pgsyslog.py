@@ -26,7 +26,10 @@ are handed on as they are (unparsed).
 
 from __future__ import annotations
 
+import calendar
+import functools
 import itertools
+import math
 import os
 import re
 import time
@@ -45,28 +48,54 @@ MAX_PENDING = 10_000
 _MONTHS = {m: i for i, m in enumerate(
     (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"), 1)}
 
-#: a syslog line: the time (traditional, without a year, or RFC 3339), the host, the tag (ident and pid), the
-#: message.  (pgBadger's syslog and syslog2 formats, without their optional extra words)
+#: a syslog line: the time (traditional, without a year — with fractions of a second as syslog-ng's frac_digits
+#: and journalctl's short-precise write it — or RFC 3339), the host, a facility.priority some daemons write
+#: (busybox syslogd), the tag (ident and pid), the message.  (pgBadger's syslog and syslog2 formats)
 LINE_RX = re.compile(
-    rb"(?m)^(?P<tt>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)"
+    rb"(?m)^(?P<tt>(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<hms>\d\d:\d\d:\d\d)(?:\.\d+)?"
     rb"|(?P<date>\d{4}-\d\d-\d\d)T(?P<ihms>\d\d:\d\d:\d\d)(?P<frac>\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
-    rb" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>[^\n]*)$")
+    rb" (?P<host>\S+) (?:[a-z0-9]+\.[a-z]+ )?(?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>[^\n]*)$")
+#: an RFC 5424 line (rsyslog's RSYSLOG_SyslogProtocol23Format, syslog-ng's flags(syslog-protocol)):
+#: ``<PRI>1 TIME HOST APP PROCID MSGID STRUCTURED-DATA MSG`` (the groups of :data:`LINE_RX`; PROCID "-": none)
+RFC5424_RX = re.compile(
+    rb"(?m)^<\d{1,3}>1 (?P<tt>(?P<date>\d{4}-\d\d-\d\d)T(?P<ihms>\d\d:\d\d:\d\d)(?P<frac>\.\d+)?"
+    rb"(?:Z|[+-]\d\d:\d\d))(?P<mon>(?!))?(?P<day>(?!))?(?P<hms>(?!))? (?P<host>\S+) (?P<ident>\S+) "
+    rb"(?:(?P<pid>\d+)|\S+) \S+ (?:-|(?:\[(?:[^\]\\\n]|\\.)*\])+) {0,2}(?P<msg>[^\n]*)$")
 #: a line that is a syslog line (for the format's detection)
 HEADER_RX = re.compile(
-    rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ [^\s\[:]+(?:\[\d+\])?: ")
+    rb"(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ "
+    rb"(?:[a-z0-9]+\.[a-z]+ )?[^\s\[:]+(?:\[\d+\])?: |<\d{1,3}>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S* \S+ \S+ \S+ \S+ )")
 #: a syslog line's time and host (a line of no program: the daemon's "last message repeated 3 times")
-_TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
+_TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
+#: rsyslog's line for the same message again and again (RepeatedMsgReduction, on in Ubuntu's rsyslog.conf): it
+#: stands for that many more of the program's last message (the text in brackets is cut at 800 bytes)
+_REPEATED = re.compile(rb" ?message repeated (\d+) times: \[")
+
+
+def line_rx(buf: bytes) -> re.Pattern[bytes]:
+    """The form of the syslog lines of ``buf`` (lines of whole lines of one file): RFC 5424, else traditional."""
+    return RFC5424_RX if buf[:1] == b"<" else LINE_RX
+
+
 #: PostgreSQL's bracket: [SEQ], [SEQ-N] or [N]
 _BRACKET = re.compile(rb"\[(\d+)(?:-(\d+))?\](?: |$)")
 #: a line of a live file where a piece of the log may start (for parallel.split_units): not a chunk after a
-#: message's first one that says so ([SEQ-N] with N > 1, or a continuation line's tab)
-RECORD_START = re.compile(rb"(?![^\n]*?\]: \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
+#: message's first one that says so ([SEQ-N] with N > 1, or a continuation line's tab).  Other backends' messages
+#: may be in flight there: each piece reads its messages' last chunks past its end, the next skips them
+#: (:meth:`Joiner.read_ahead`)
+RECORD_START = re.compile(rb"(?![^\n]*? \[\d+(?:-(?:[2-9]|[1-9]\d+)\]|\] #011))")
+#: how far past the end of a piece of the log its messages' last chunks are looked for (and how far into the next
+#: piece they are skipped): rsyslog, fed by a dozen busy backends, wrote up to 2,900 other lines (300 KB) between
+#: two chunks of one message
+READ_AHEAD = 1 << 20
 _ESCAPED = re.compile(rb"#01[12]")
 _SECONDARY = frozenset((b"DETAIL", b"HINT", b"CONTEXT", b"QUERY", b"STATEMENT", b"LOCATION"))
 
 
 #: the whitespace write_syslog() cuts a long line at (isspace()), a tab aside: it starts a continuation line
 _BLANKS = frozenset((b" ", b"\v", b"\f", b"\r"))
+#: how a chunk after a message's first may start: a blank write_syslog() cut at, a continuation line's tab
+_CONTINUED = frozenset((*_BLANKS, b"\t"))
 _SPACE = re.compile(rb"[ \t\n\v\f\r]")
 PG_SYSLOG_LIMIT = 900
 
@@ -78,7 +107,8 @@ def _in_word(chunk: bytes) -> bool:
 
 
 def unescape(text: bytes) -> bytes:
-    """rsyslog's escapes of a tab (``#011``) and a newline (``#012``) undone."""
+    """rsyslog's escapes of a tab (``#011``) and a newline (``#012``) undone (all of them: see
+    :meth:`Joiner.newlines` for the newlines a message may hold)."""
     if b"#01" not in text:
         return text
     return _ESCAPED.sub(lambda m: b"\t" if m[0] == b"#011" else b"\n", text)
@@ -109,6 +139,7 @@ class _Message:
     offset: int  # where its first line starts in the file
     #: its last chunk may have been cut inside a word: as long as a chunk can be, with no whitespace to cut at
     in_word: bool = False
+    last: int = 0  # where its last chunk's line starts in the file
 
 
 class Joiner:
@@ -131,13 +162,21 @@ class Joiner:
         self.pending: dict[bytes, _Message] = {}
         #: a [SEQ-N] was seen: syslog_sequence_numbers is on, and a [SEQ] is a whole message of one line
         self.seq_on = False
+        #: a message cut into chunks was seen: syslog_split_messages is on, so no message holds a newline (its
+        #: "#012" is text a client wrote, not an escaped newline)
+        self.split = False
         self.out: list[bytes] = []
         self.first_offset = -1  # of the earliest message written into ``out``
         self.source = ""
         now = time.localtime()
         self.year: tuple[int, int] = (now.tm_year, now.tm_mon)  # (year, month) of the source's last write: years for its lines
         self._times: dict[bytes, bytes] = {}  # a header's time -> as %t writes it
+        #: the piece read starts before this offset, after other pieces: a chunk there of a message begun before
+        #: it is the piece before's (:meth:`read_ahead`), unless the backend started another message since
+        self.skip_before = -1
+        self.seen: set[bytes] = set()  # (those backends)
         self.skipped = 0  # lines of other idents
+        self.last: tuple[bytes, bytes] | None = None  # (pid, message) of the last line of ``ident``
         self.idents: dict[bytes, int] = {}  # ... by ident (a few)
 
     # -- the header's time ------------------------------------------------------------------------------
@@ -170,7 +209,8 @@ class Joiner:
         pos = 0
         ident = self.ident
         times = self._times
-        for m in LINE_RX.finditer(buf):
+        last = self.last  # (pid, message) of the last line of ``ident``
+        for m in line_rx(buf).finditer(buf):
             if m.start() > pos:
                 self._foreign_text(buf[pos:m.start()], offset + pos)
             pos = m.end() + 1
@@ -184,7 +224,16 @@ class Joiner:
                 if len(times) > 100_000:
                     times.clear()
                 ts = times[m["tt"]] = self._time(m)
-            self.line(m["pid"] or b"0", ts, m["msg"], offset + m.start())
+            pid, msg = m["pid"] or b"0", m["msg"]
+            if msg[:1] in b" m" and (rep := _REPEATED.match(msg)) and msg.endswith(b"]") and last is not None \
+                    and last[0] == pid and last[1].startswith(msg[rep.end():-1].removeprefix(b" ")):
+                # the backend's last message (the text in brackets may be cut short), so many more times
+                for _ in range(int(rep[1])):
+                    self.line(pid, ts, last[1], offset + m.start(), m[0])
+                continue
+            last = (pid, msg)
+            self.line(pid, ts, msg, offset + m.start(), m[0])
+        self.last = last
         if pos < len(buf):
             self._foreign_text(buf[pos:], offset + pos)
         return self.take()
@@ -203,18 +252,19 @@ class Joiner:
         if keep:
             self._write(b"\n".join(keep) + b"\n", offset)
 
-    def line(self, pid: bytes, ts: bytes, body: bytes, offset: int) -> None:
-        """One syslog line of ``ident`` (``body``: its message, escapes not undone)."""
-        body = unescape(body)
-        b = _BRACKET.match(body)
+    def line(self, pid: bytes, ts: bytes, body: bytes, offset: int, raw: bytes = b"") -> None:
+        """One syslog line of ``ident`` (``body``: its message, escapes not undone; ``raw``: the whole line)."""
+        if b"#011" in body:
+            body = body.replace(b"#011", b"\t")
+        early = offset < self.skip_before
+        b = self._bracket(body)
         cur = self.pending.get(pid)
-        if b is not None and self.bracket_prefix and b[2] is None and self._starts(body) \
-                and not self._starts(body[b.end():]):
-            b = None  # the prefix's bracket ('[%p] '), not PostgreSQL's
         if b is None:  # a whole message (syslog_sequence_numbers = off)
             if cur is not None:
                 self._emit(pid)
             self._emit_one(_Message(None, 0, [body], ts, offset), pid)
+            if early:
+                self.seen.add(pid)
             return
         text = body[b.end():]
         n = int(b[2] or b[1])
@@ -225,32 +275,104 @@ class Joiner:
             if cur is not None:
                 self._emit(pid)
             self._emit_one(_Message(None, 0, [text], ts, offset), pid)
+            if early:
+                self.seen.add(pid)
             return
         if cur is not None:
-            if seq is not None and cur.seq == seq and n == cur.chunk + 1:
-                self._append(cur, text, n)
-                return
-            if seq is None and cur.seq is None and n == cur.chunk + 1 and not self._starts(text, primary=True):
-                self._append(cur, text, n)  # [N] of sequence numbers off (or the next [SEQ]: a new message)
+            if self._continues(cur, seq, n, text):
+                self._append(cur, text, n, offset)
                 return
             self._emit(pid)
-        self.pending[pid] = _Message(seq, n, [text], ts, offset, _in_word(text))
+        if n > 1 and early and pid not in self.seen and (seq is not None or not self._starts(text, primary=True)):
+            return  # a chunk of a message begun before this piece: the piece before read it whole (read_ahead)
+        if n > 1 and (seq is not None or text[:1] in _CONTINUED or self._starts(text, secondary=True)):
+            # a chunk after a message's first whose first chunks are not here (the syslog daemon dropped one, or
+            # the read starts after them): handed on as the syslog line it is, counted unparsed — as a line of its
+            # own it would be taken for the continuation of whatever message came before, another backend's
+            self._write((raw or body) + b"\n", offset)
+            return
+        if early:
+            self.seen.add(pid)
+        self.pending[pid] = _Message(seq, n, [text], ts, offset, _in_word(text), offset)
         if len(self.pending) > MAX_PENDING:  # the backends that logged nothing for longest: their messages are whole
             for old in list(itertools.islice(self.pending, len(self.pending) - MAX_PENDING // 2)):
                 self._emit(old)
 
-    def _starts(self, text: bytes, primary: bool = False) -> bool:
-        """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …)."""
-        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00", b"1") + text)
-        return m is not None and not (primary and m["lvl"] in _SECONDARY)
+    def _bracket(self, body: bytes) -> re.Match[bytes] | None:
+        """PostgreSQL's [SEQ-N], [SEQ] or [N] at the start of ``body``, if it has one."""
+        b = _BRACKET.match(body)
+        if b is not None and self.bracket_prefix and self._starts(body) and not self._starts(body[b.end():]):
+            return None  # the prefix's bracket ('[%p] ', '[%l-1] '), not PostgreSQL's
+        return b
 
-    def _append(self, cur: _Message, text: bytes, n: int) -> None:
+    def _continues(self, cur: _Message, seq: bytes | None, n: int, text: bytes) -> bool:
+        """Is chunk ``[seq-n] text`` (``[n] text``: seq None) the next of ``cur``, its backend's waiting message?"""
+        if seq is not None:
+            return cur.seq == seq and n == cur.chunk + 1
+        # [N] of sequence numbers off, unless it is the next [SEQ] (a new message: sequence numbers on, none of its
+        # messages cut yet); a chunk cut at a blank or inside a word continues the line whatever it says
+        return cur.seq is None and n == cur.chunk + 1 and (
+            text[:1] in _CONTINUED or cur.in_word or not self._starts(text, primary=True))
+
+    def read_ahead(self, buf: bytes, pids: set[bytes]) -> None:
+        """The lines after the end of the piece read (``buf``: whole lines): the next chunks of the waiting
+        messages of ``pids`` — other backends' lines came between a message's chunks, and the piece ended among
+        them — until each backend's message is whole (its next line is no chunk of it).  The piece after skips
+        those chunks (see :attr:`skip_before`)."""
+        for m in line_rx(buf).finditer(buf):
+            pid = m["pid"] or b"0"
+            if pid not in pids or m["ident"] != self.ident:
+                continue
+            cur = self.pending.get(pid)
+            if cur is not None:
+                body = m["msg"].replace(b"#011", b"\t")
+                b = self._bracket(body)
+                if b is not None and (b[2] is not None or not self.seq_on):
+                    text = body[b.end():]
+                    n = int(b[2] or b[1])
+                    if self._continues(cur, b[1] if b[2] is not None else None, n, text):
+                        self._append(cur, text, n, cur.last)
+                        continue
+                self._emit(pid)
+            pids.discard(pid)
+            if not pids:
+                return
+
+    def newlines(self, text: bytes) -> bytes:
+        """``text`` (a whole message, not cut into chunks) with rsyslog's ``#012`` turned into the newlines it
+        stands for: where the server sends a message whole (syslog_split_messages = off) its newlines are escaped
+        so.  Not in a log where messages are cut (no newline is sent then), and never before a line that starts
+        a message (the next line of a message is a continuation, tab first, or its DETAIL, HINT, CONTEXT, QUERY,
+        STATEMENT or LOCATION): "#012" written by a client (a statement, a user name in a failed login's
+        message) must not forge a message of its own, an error or a statement with a duration."""
+        if b"#012" not in text or self.split:
+            return text
+        parts = text.split(b"#012")
+        out = [parts[0]]
+        for part in parts[1:]:
+            nl = part == b"" or part[:1] == b"\t" or self._starts(part, secondary=True)
+            out.append((b"\n" if nl else b"#012") + part)
+        return b"".join(out)
+
+    def _starts(self, text: bytes, primary: bool = False, secondary: bool = False) -> bool:
+        """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …;
+        ``secondary``: one of those)."""
+        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00", b"1") + text)
+        if m is None:
+            return False
+        return not (primary and m["lvl"] in _SECONDARY) and not (secondary and m["lvl"] not in _SECONDARY)
+
+    def _append(self, cur: _Message, text: bytes, n: int, offset: int) -> None:
         """Add chunk ``text`` to ``cur``: the rest of a line write_syslog() cut at 900 bytes (at a whitespace, which
         starts this chunk; or inside a word, when the last chunk had no whitespace to cut at), else the next line
-        (cut at its newline: a continuation line's tab, or the prefix of a DETAIL, STATEMENT … line)."""
+        (cut at its newline: a continuation line's tab, or the prefix of a DETAIL, STATEMENT … line).  After a
+        chunk that may have been cut inside a word, only a DETAIL, STATEMENT … line is taken for a new line: a
+        message has no second LOG or ERROR line, and the text after such a cut is a client's to choose."""
+        self.split = True
         cur.chunk = n
+        cur.last = offset
         first = text[:1]
-        if first in _BLANKS or (first != b"\t" and cur.in_word and not self._starts(text)):
+        if first in _BLANKS or (first != b"\t" and cur.in_word and not self._starts(text, secondary=True)):
             cur.parts.append(text)
         else:
             cur.parts.append(b"\n" + text)
@@ -263,7 +385,8 @@ class Joiner:
         self._emit_one(self.pending.pop(pid), pid)
 
     def _emit_one(self, msg: _Message, pid: bytes) -> None:
-        text = b"".join(msg.parts).rstrip(b"\n")  # (its newline, with syslog_split_messages = off: #012)
+        # (a message sent whole: its newlines, with syslog_split_messages = off, and its last one, as #012)
+        text = (self.newlines(msg.parts[0]) if len(msg.parts) == 1 else b"".join(msg.parts)).rstrip(b"\n")
         synth = self._synth(msg.time, pid)
         if synth:
             text = (synth + text if b"\n" not in text else
@@ -310,9 +433,28 @@ class PgSyslogAccumulator:
 
     def start_unit(self, source: str, start: int, end: int | None) -> None:
         if self._unit_end != (source, start):  # not the rest of the last unit: its waiting messages are whole
-            self._flush()
+            self._finish_unit()
+            # (a piece after another: the chunks at its start of messages begun before are the other's)
+            self.joiner.skip_before = start + READ_AHEAD if start > 0 else -1
+            self.joiner.seen.clear()
         self._unit_end = (source, end)
         self.inner.start_unit(source, start, end)
+
+    def _finish_unit(self) -> None:
+        """The waiting messages of the piece read are whole — once their chunks after its end are read."""
+        source, end = self._unit_end or ("", None)
+        if end is not None and self.joiner.pending:
+            pids = {pid for pid, msg in self.joiner.pending.items() if msg.last >= end - READ_AHEAD}
+            if pids:
+                try:
+                    with open(source, "rb") as fh:
+                        fh.seek(end)
+                        data = fh.read(READ_AHEAD)
+                except OSError:
+                    data = b""
+                self.joiner.read_ahead(data[:data.rfind(b"\n") + 1], pids)
+        self._unit_end = None
+        self._flush()
 
     def feed(self, buf: bytes, source: str = "", offset: int = 0) -> None:
         j = self.joiner
@@ -337,7 +479,7 @@ class PgSyslogAccumulator:
             self._hand_on(out, *self._last, 0)
 
     def partial(self) -> pglog.PgPartial:
-        self._flush()
+        self._finish_unit()
         p = self.inner.partial()
         p.syslog_skipped += self.joiner.skipped
         for k, v in self.joiner.idents.items():
@@ -361,18 +503,22 @@ def looks_like_syslog(head: bytes) -> bool:
     return bool(lines) and 2 * sum(1 for ln in lines if HEADER_RX.match(ln)) > len(lines)
 
 
-#: the lines at the end of a live syslog file among which a message's last chunk may be followed by more: a
-#: backend sends its message's chunks in one loop of syslog() calls, so only the lines other processes logged in
-#: those microseconds come between (or the daemon's write ended between them)
+#: the lines at the end of a live syslog file (of every program: /var/log/messages is written every second by
+#: others while PostgreSQL may log a line an hour) among which a message's last chunk may be followed by more: a
+#: backend sends its message's chunks in one loop of syslog() calls, so only the lines other processes logged
+#: meanwhile come between (or the daemon's write ended between them) …
 TAIL_LINES = 200
+#: … or written in the file's last seconds (by its lines' times): a busy server's backend, descheduled between two
+#: syslog() calls, had rsyslogd write up to 2,900 other lines between two chunks of its message
+TAIL_SECONDS = 2
 
 
 def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: str, *, quiet: float = 5.0,
                  window: int = 1 << 20) -> int:
     """Where to stop reading [start, end) of a live syslog file so that no message is read without its last chunks:
     ``end``, unless the file was written less than ``quiet`` seconds ago — then the start of the earliest message
-    whose last chunk is among the file's last :data:`TAIL_LINES` lines of ``ident`` and its backend logged nothing
-    after it (more chunks may come).  The next run reads from there."""
+    whose last chunk is among the file's last :data:`TAIL_LINES` lines or :data:`TAIL_SECONDS` seconds and its
+    backend logged nothing after it (more chunks may come).  The next run reads from there."""
     try:
         st = os.stat(path)
     except OSError:
@@ -390,14 +536,27 @@ def complete_end(path: str, start: int, end: int, log_line_prefix: str, ident: s
         data, at = data[nl + 1:], at + nl + 1
     j = Joiner(log_line_prefix, ident)
     j.set_source(path)
-    last: dict[bytes, int] = {}  # pid -> its last line's number
-    n = 0
-    for m in LINE_RX.finditer(data):
+    last: dict[bytes, tuple[int, bytes]] = {}  # pid -> its last line's number and time
+    n, newest = 0, b""
+    for n, m in enumerate(line_rx(data).finditer(data), 1):  # (every program's lines: see TAIL_LINES)
+        newest = m["tt"]
         if m["ident"] != j.ident:
             continue
         pid = m["pid"] or b"0"
         j.line(pid, b"", m["msg"], at + m.start())
-        last[pid] = n
-        n += 1
-    held = [msg.offset for pid, msg in j.pending.items() if n - last[pid] <= TAIL_LINES]
+        last[pid] = (n, m["tt"])
+    if not newest:
+        return end
+
+    @functools.cache
+    def seconds(tt: bytes) -> float:  # (a line's time as UTC: they are compared with each other only)
+        m = LINE_RX.match(tt + b" h p: ")
+        try:
+            return calendar.timegm(time.strptime(j._time(m).decode(), "%Y-%m-%d %H:%M:%S")) if m else math.nan
+        except ValueError:  # ("Jan 45 99:99:99": no time, no message held for it)
+            return math.nan
+
+    recent = seconds(newest) - TAIL_SECONDS
+    held = [msg.offset for pid, msg in j.pending.items()
+            if n - last[pid][0] < TAIL_LINES or seconds(last[pid][1]) >= recent]
     return min(held, default=end)

@@ -76,8 +76,9 @@ def _in_another_language(rep: dict[str, Any]) -> bool:
 #: a line as syslog daemons write a program's message (rsyslog's and syslog-ng's traditional and RFC 3339 time
 #: stamps): the time, the host, then PostgreSQL's ident (syslog_ident, "postgres" by default) with its PID, or any
 #: ident followed by PostgreSQL's sequence bracket ("[12-1] ")
-_SYSLOG_LINE = re.compile(r"(?:^|: )(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ "
-                          r"(?:[\w.-]*postgres[\w.-]*\[\d+\]: |[^\s\[:]+\[\d+\]: \[\d+(?:-\d+)?\] )")
+_SYSLOG_LINE = re.compile(r"(?:^|: )(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ "
+                          r"(?:[\w.-]*postgres[\w.-]*\[\d+\]: |[^\s\[:]+\[\d+\]: \[\d+(?:-\d+)?\] )"
+                          r"|<\d{1,3}>1 \d{4}-\d\d-\d\dT\S+ \S+ \S+ \S+ \S+ )")  # (RFC 5424)
 
 
 def _syslog_samples(rep: dict[str, Any]) -> bool:
