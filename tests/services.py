@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from upkeeper.sandbox.nginx import NginxServer
@@ -487,16 +488,6 @@ class Syslogd:
         pytest.fail(f"rsyslogd did not write {text!r} to {path} within {timeout} s")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _our_rsyslogd(base: Path) -> int | None:
     try:
         pid = int((base / "rsyslogd.pid").read_text().strip())
@@ -535,7 +526,7 @@ def syslogd() -> Iterator[Syslogd]:
     with open(base / "lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            live = [p for p in (int(x) for x in users.read_text().split()) if _alive(p)] if users.exists() else []
+            live = [p for p in (int(x) for x in users.read_text().split()) if psutil.pid_exists(p)] if users.exists() else []
             if _our_rsyslogd(base) is None:
                 if _dev_log_listened():
                     pytest.skip("a syslog daemon of the system owns /dev/log: PostgreSQL's syslog messages go to "
@@ -558,7 +549,7 @@ def syslogd() -> Iterator[Syslogd]:
     with open(base / "lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            live = [p for p in (int(x) for x in users.read_text().split()) if _alive(p) and p != os.getpid()]
+            live = [p for p in (int(x) for x in users.read_text().split()) if psutil.pid_exists(p) and p != os.getpid()]
             users.write_text(" ".join(map(str, live)))
             pid = _our_rsyslogd(base)
             if not live and pid is not None:

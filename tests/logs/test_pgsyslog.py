@@ -7,6 +7,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,6 +56,22 @@ def header(ident: str, pid: int, second: int) -> bytes:
     return f"Dec  7 08:{second // 60 % 60:02d}:{second % 60:02d} db1 {ident}[{pid}]: ".encode()
 
 
+def interleave(per_pid: dict[int, list[bytes]], order: Any, foreign: int = 0) -> bytes:
+    """Each backend's syslog lines in its order, the backends' interleaved at random (``order``: a
+    random.Random), and with ``foreign`` (non-zero) other programs' lines between."""
+    queues = {pid: list(lines) for pid, lines in per_pid.items()}
+    log = b""
+    while queues:
+        pid = order.choice(sorted(queues))
+        log += header("postgres", pid, 1) + queues[pid].pop(0) + b"\n"
+        if not queues[pid]:
+            del queues[pid]
+        if foreign and order.random() < 0.2:
+            log += header("postgres-exporter", 77, 1) + b"[1-1] LOG:  not ours\n"
+            log += b"Dec  7 08:00:01 db1 kernel: [1.2] eth0: link up\n"
+    return log
+
+
 words = st.text(alphabet="abcdefxyz0123456789é(),'*=", min_size=1, max_size=40)
 long_word = st.integers(min_value=850, max_value=1300).map(lambda n: "w" * n)
 sql_line = st.lists(st.one_of(words, words, words, long_word), min_size=1, max_size=40).map(" ".join)
@@ -97,16 +114,7 @@ def test_messages_are_joined_back_as_the_server_writes_them(messages: list[tuple
         per_pid.setdefault(pid, []).extend(rsyslog_escape(c) for c in
                                            write_syslog(text, seqs[pid], sequence_numbers, split))
     # interleave the backends' lines (each backend's in its order), and other programs' lines
-    queues = {pid: list(lines) for pid, lines in per_pid.items()}
-    log = b""
-    while queues:
-        pid = order.choice(sorted(queues))
-        log += header("postgres", pid, 1) + queues[pid].pop(0) + b"\n"
-        if not queues[pid]:
-            del queues[pid]
-        if foreign and order.random() < 0.2:
-            log += header("postgres-exporter", 77, 1) + b"[1-1] LOG:  not ours\n"
-            log += b"Dec  7 08:00:01 db1 kernel: [1.2] eth0: link up\n"
+    log = interleave(per_pid, order, foreign)
     j = pgsyslog.Joiner("%u@%d ", "postgres")
     j.year = (2026, 12)
     j.source = "x"
@@ -178,7 +186,6 @@ def test_a_prefix_without_time_or_pid_is_for_a_syslog_file_only() -> None:
 def test_the_cli_reads_a_syslog_file(cli: object, tmp_path: Path) -> None:
     """upkeeper logs postgres FILE --format syslog --prefix '%u@%d ' --ident …; a wrong ident says which programs
     the file holds."""
-    from typing import Any
 
     log = tmp_path / "messages"
     log.write_bytes(b"Dec  7 08:00:00 db1 kernel: [1.0] eth0: link up\n"
@@ -410,12 +417,7 @@ def test_pieces_cut_anywhere_a_message_starts_give_the_whole_files_report(
         seqs[pid] = seqs.get(pid, 0) + 1
         queues.setdefault(pid, []).extend(rsyslog_escape(c) for c in write_syslog(
             stderr_form(b"app@shop ", sql, detail), seqs[pid], sequence_numbers))
-    log = b""
-    while queues:
-        pid = order.choice(sorted(queues))
-        log += header("postgres", pid, 1) + queues[pid].pop(0) + b"\n"
-        if not queues[pid]:
-            del queues[pid]
+    log = interleave(queues, order)
     with tempfile.NamedTemporaryFile(suffix=".log") as fh:
         fh.write(log)
         fh.flush()

@@ -21,12 +21,13 @@ from upkeeper.sandbox import pgworkload
 from upkeeper.sandbox.postgres import PostgresCluster
 
 
-def config(make_config: Any, cluster: PostgresCluster, tmp_path: Path, **options: Any) -> Path:
+def config(make_config: Any, cluster: PostgresCluster, tmp_path: Path, name: str = "upkeeper.yaml",
+           **options: Any) -> Path:
     path: Path = make_config({
         "targets": {"db": cluster.target("postgres")},
         "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
                              "options": {"report_dir": str(tmp_path / "reports"), **options}}},
-    })
+    }, name)
     return path
 
 

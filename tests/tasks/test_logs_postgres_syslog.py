@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from tasks.test_logs_postgres import (
     as_badger_class,
     assert_locks_and_deadlocks_agree,
     badger_errors,
+    config,
+    run,
 )
 from upkeeper.logs import pgsyslog
 from upkeeper.logs.pglog import summarize
@@ -136,13 +139,11 @@ def assert_agrees_with_badger(mine: dict[str, Any], theirs: dict[str, Any], log:
     assert_locks_and_deadlocks_agree(mine, theirs)
 
 
-@pytest.fixture(scope="module")
-def syslog_pg(services_dir: Path, syslogd: Syslogd) -> Any:
-    """A server logging through syslog with a prefix of neither time nor pid (the syslog line has both), after the
-    workload, long and multi-line statements; its ident is this module's own."""
+def started(services_dir: Path, syslogd: Syslogd, prefix: str, sequence_numbers: bool = True) -> Iterator[Any]:
+    """A server of an ident of its own logging through syslog with ``prefix``, after the workload (long and
+    multi-line statements) has run and rsyslogd has written it: (cluster, ident, prefix, the workload's counts)."""
     ident = f"upk{uuid.uuid4().hex[:8]}"
-    prefix = "%q%u@%d "
-    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
+    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident, sequence_numbers=sequence_numbers)
     cluster.start()
     try:
         done = workload(cluster)
@@ -150,6 +151,13 @@ def syslog_pg(services_dir: Path, syslogd: Syslogd) -> Any:
         yield cluster, ident, prefix, done
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def syslog_pg(services_dir: Path, syslogd: Syslogd) -> Any:
+    """A server logging through syslog with a prefix of neither time nor pid (the syslog line has both), after the
+    workload, long and multi-line statements; its ident is this module's own."""
+    yield from started(services_dir, syslogd, "%q%u@%d ")
 
 
 def test_a_syslog_log_agrees_with_pgbadger(syslog_pg: Any, syslogd: Syslogd, tmp_path: Path) -> None:
@@ -193,23 +201,6 @@ def test_other_programs_lines_are_skipped_not_unparsed(syslog_pg: Any, syslogd: 
     assert figures(mine) == figures(own)
     others = [ln for ln in everything.read_text().splitlines() if f" {ident}[" not in ln]
     assert mine["syslog_other"]["lines"] == len(others) >= 2
-
-
-def config(make_config: Any, cluster: PostgresCluster, tmp_path: Path, name: str = "upkeeper.yaml",
-           **options: Any) -> Path:
-    path: Path = make_config({
-        "targets": {"db": cluster.target("postgres")},
-        "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db",
-                             "options": {"report_dir": str(tmp_path / "reports"), **options}}},
-    }, name)
-    return path
-
-
-def run(cli: Any, cfg: Path) -> dict[str, Any]:
-    res = cli(["--config", str(cfg), "run", "pg-logs", "--json"])
-    assert res.code in (0, 1), res.output
-    out: dict[str, Any] = res.json()[0]
-    return out
 
 
 def test_the_task_reads_a_syslog_file_told_by_its_lines(cli: Any, make_config: Any, syslog_pg: Any,
@@ -288,16 +279,7 @@ def test_incremental_runs_never_read_half_a_message(cli: Any, make_config: Any, 
 def syslog_pg_plain(services_dir: Path, syslogd: Syslogd) -> Any:
     """syslog_sequence_numbers = off ([N] chunks, no bracket on a message of one line) and a prefix with its own
     time and pid and %e (each error's SQLSTATE)."""
-    ident = f"upk{uuid.uuid4().hex[:8]}"
-    prefix = "%m [%p] %e %q%u@%d "
-    cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident, sequence_numbers=False)
-    cluster.start()
-    try:
-        done = workload(cluster)
-        finish(cluster, syslogd, ident)
-        yield cluster, ident, prefix, done
-    finally:
-        cluster.stop()
+    yield from started(services_dir, syslogd, "%m [%p] %e %q%u@%d ", sequence_numbers=False)
 
 
 def test_sequence_numbers_off_and_sqlstates_agree_with_pgbadger(syslog_pg_plain: Any, syslogd: Syslogd,
