@@ -229,15 +229,19 @@ def test_backends_that_logged_once_are_not_held_without_bound() -> None:
 
 def test_lines_of_no_program_are_skipped_and_lines_of_no_syslog_form_unparsed() -> None:
     """/var/log/messages: the daemon's own "last message repeated" lines (no tag) are skipped as other programs'
-    lines are; a line that is no syslog line at all (a truncated write) is unparsed."""
+    lines are, and so are journalctl's markers in its output saved to a file (``-- Boot … --``: they were counted
+    unparsed); a line that is no syslog line at all (a truncated write) is unparsed."""
     acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres"))
     acc.start_unit("x", 0, None)
-    acc.feed(b"Dec  7 08:00:00 db1 last message repeated 3 times\n"
+    acc.feed(b"-- Logs begin at Mon 2026-12-07 07:00:00 UTC, end at Mon 2026-12-07 08:10:00 UTC. --\n"
+             b"Dec  7 08:00:00 db1 last message repeated 3 times\n"
              b"Dec  7 08:00:01 db1 postgres[7]: [1-1] app@shop LOG:  duration: 1.0 ms  statement: SELECT 1\n"
+             b"-- Boot 4f0e62a1b2c34d5e8f9a0b1c2d3e4f50 --\n"
+             b"Dec  7 08:05:01 db1 postgres[9]: [1-1] app@shop LOG:  duration: 2.0 ms  statement: SELECT 2\n"
              b"garbage\n", "x", 0)
     rep = summarize(acc.partial())
-    assert rep["statements"]["count"] == 1 and rep["unparsed"] == 1 and rep["lines"] == 2
-    assert rep["syslog_other"] == {"lines": 1, "idents": {"(no tag)": 1}}
+    assert rep["statements"]["count"] == 2 and rep["unparsed"] == 1 and rep["lines"] == 3
+    assert rep["syslog_other"] == {"lines": 3, "idents": {"(no tag)": 1, "(journalctl)": 2}}
 
 
 def joined(log: bytes, prefix: str) -> bytes:

@@ -67,6 +67,9 @@ HEADER_RX = re.compile(
     rb"(?:[a-z0-9]+\.[a-z]+ )?[^\s\[:]+(?:\[\d+\])?: |<\d{1,3}>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S* \S+ \S+ \S+ \S+ )")
 #: a syslog line's time and host (a line of no program: the daemon's "last message repeated 3 times")
 _TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
+#: journalctl's own lines in its output saved to a file (``journalctl -u postgresql > pg.log``): ``-- Boot 4f0e… --``,
+#: ``-- Reboot --``, ``-- Logs begin at …, end at … --``, ``-- Journal begins at … --``, ``-- No entries --``
+_JOURNAL_MARK = re.compile(rb"-- [^\n]{1,300} --\r?")
 #: rsyslog's line for the same message again and again (RepeatedMsgReduction, on in Ubuntu's rsyslog.conf): it
 #: stands for that many more of the program's last message (the text in brackets is cut at 800 bytes)
 _REPEATED = re.compile(rb" ?message repeated (\d+) times: \[")
@@ -239,14 +242,17 @@ class Joiner:
         return self.take()
 
     def _foreign_text(self, text: bytes, offset: int) -> None:
-        """Lines of no program's form: a syslog daemon's own without a tag ("last message repeated 3 times") are
-        skipped as other programs' are; lines that are no syslog lines at all are handed on as they are (the parser
-        counts them unparsed)."""
+        """Lines of no program's form: a syslog daemon's own without a tag ("last message repeated 3 times") and
+        journalctl's markers (``-- Boot … --``) are skipped as other programs' are; lines that are no syslog lines at
+        all are handed on as they are (the parser counts them unparsed)."""
         keep = []
         for ln in text.strip(b"\n").split(b"\n"):
             if _TIME_HOST.match(ln):
                 self.skipped += 1
                 self.idents[b"(no tag)"] = self.idents.get(b"(no tag)", 0) + 1
+            elif _JOURNAL_MARK.fullmatch(ln):
+                self.skipped += 1
+                self.idents[b"(journalctl)"] = self.idents.get(b"(journalctl)", 0) + 1
             elif ln:
                 keep.append(ln)
         if keep:
