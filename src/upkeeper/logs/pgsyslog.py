@@ -258,6 +258,14 @@ class Joiner:
         if keep:
             self._write(b"\n".join(keep) + b"\n", offset)
 
+    def _whole(self, pid: bytes, cur: _Message | None, text: bytes, ts: bytes, offset: int, early: bool) -> None:
+        """A message of one line (no chunks follow): the backend's waiting message first, then this one."""
+        if cur is not None:
+            self._emit(pid)
+        self._emit_one(_Message(None, 0, [text], ts, offset), pid)
+        if early:
+            self.seen.add(pid)
+
     def line(self, pid: bytes, ts: bytes, body: bytes, offset: int, raw: bytes = b"") -> None:
         """One syslog line of ``ident`` (``body``: its message, escapes not undone; ``raw``: the whole line)."""
         if b"#011" in body:
@@ -266,11 +274,7 @@ class Joiner:
         b = self._bracket(body)
         cur = self.pending.get(pid)
         if b is None:  # a whole message (syslog_sequence_numbers = off)
-            if cur is not None:
-                self._emit(pid)
-            self._emit_one(_Message(None, 0, [body], ts, offset), pid)
-            if early:
-                self.seen.add(pid)
+            self._whole(pid, cur, body, ts, offset, early)
             return
         text = body[b.end():]
         n = int(b[2] or b[1])
@@ -278,11 +282,7 @@ class Joiner:
         if seq is not None:
             self.seq_on = True
         elif self.seq_on:  # [SEQ]: a whole message
-            if cur is not None:
-                self._emit(pid)
-            self._emit_one(_Message(None, 0, [text], ts, offset), pid)
-            if early:
-                self.seen.add(pid)
+            self._whole(pid, cur, text, ts, offset, early)
             return
         if cur is not None:
             if self._continues(cur, seq, n, text):
