@@ -168,19 +168,47 @@ def test_auto_tells_a_syslog_file_by_its_first_lines() -> None:
     assert not pgsyslog.looks_like_syslog(b"2026-12-07 08:00:01.123 UTC [4001] LOG:  x\n\tmore\n")
 
 
-def test_a_prefix_without_time_or_pid_is_for_a_syslog_file_only() -> None:
-    """The syslog line's time and pid stand in for a prefix's (users of syslog often drop %t and %p): accepted
-    with format: syslog; refused for the other formats, whose lines have only the prefix to tell them."""
+def test_a_prefix_without_time_or_pid_is_for_a_syslog_file_only(cli: object, make_config: Any,
+                                                                  tmp_path: Path) -> None:
+    """The syslog line's time and pid stand in for a prefix's (users of syslog often drop %t and %p, pgBadger's
+    recommended syslog prefix is 'user=%u,db=%d '): accepted with format: syslog, refused with stderr, whose lines
+    have only the prefix to tell them.  With format: auto (the default) the file decides: the option's check used
+    to refuse such a prefix before the run could look at the file (the CLI already let the file decide)."""
     import pytest
 
     from upkeeper.tasks.logs.postgres import PostgresLogsOptions
 
-    assert PostgresLogsOptions.model_validate({"format": "syslog", "log_line_prefix": "%u@%d "})
-    for fmt in ("auto", "stderr"):
-        with pytest.raises(ValueError, match="has no %p"):
-            PostgresLogsOptions.model_validate({"format": fmt, "log_line_prefix": "%u@%d "})
+    for fmt in ("syslog", "auto"):
+        assert PostgresLogsOptions.model_validate({"format": fmt, "log_line_prefix": "%u@%d "})
+    with pytest.raises(ValueError, match="has no %p"):
+        PostgresLogsOptions.model_validate({"format": "stderr", "log_line_prefix": "%u@%d "})
     with pytest.raises(ValueError, match="unknown escape"):
         PostgresLogsOptions.model_validate({"format": "syslog", "log_line_prefix": "%Z "})
+    with pytest.raises(ValueError, match="unknown escape"):
+        PostgresLogsOptions.model_validate({"log_line_prefix": "%Z "})
+
+    def job(log: Path, name: str) -> dict[str, Any]:
+        cfg = make_config({"targets": {"db": {"kind": "postgres", "host": "127.0.0.1", "port": 1}},
+                           "jobs": {"pg-logs": {"task": "logs.postgres", "target": "db", "options": {
+                               "log_file": str(log), "log_line_prefix": "user=%u,db=%d ", "syslog_ident": "postgres",
+                               "incremental": False, "report_dir": str(tmp_path / "r")}}}}, name)
+        res = cli(["--config", str(cfg), "run", "pg-logs", "--json"])  # type: ignore[operator]
+        assert res.code in (0, 1), res.output
+        out: dict[str, Any] = res.json()[0]
+        return out
+
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(b"Dec  7 08:00:01 db1 postgres[4001]: [7-1] user=app,db=shop LOG:  duration: 12.5 ms  "
+                    b"statement: SELECT 1\n"
+                    b"Dec  7 08:00:02 db1 postgres[4001]: [8-1] user=app,db=shop ERROR:  division by zero\n")
+    r = job(log, "syslog.yaml")
+    assert r["status"] != "error" and r["metrics"]["statements"] == 1 and r["metrics"]["errors"] == 1, r
+    # the same prefix on a log the server writes itself: the run says why it cannot read it
+    plain = tmp_path / "plain.log"
+    plain.write_bytes(b"user=app,db=shop LOG:  duration: 12.5 ms  statement: SELECT 1\n")
+    r = job(plain, "plain.yaml")
+    assert r["status"] == "error", r
+    assert "has no %p" in r["summary"] and f"{plain} reads as a stderr log (format: auto)" in r["summary"], r
 
 
 def test_the_cli_reads_a_syslog_file(cli: object, tmp_path: Path) -> None:

@@ -289,8 +289,9 @@ class PostgresLogsOptions(TaskOptions):
     @model_validator(mode="after")
     def _check_stderr_prefix(self) -> PostgresLogsOptions:
         # a stderr log's lines have only the prefix to tell their time and process; a syslog file's have the
-        # syslog line's too (a prefix without them is set with format: syslog, not auto)
-        if self.log_line_prefix is not None and self.format != "syslog":
+        # syslog line's too (a prefix without them is checked by the run with format: auto, once the file's lines
+        # tell which it is)
+        if self.log_line_prefix is not None and self.format == "stderr":
             try:
                 pglog.compile_prefix(self.log_line_prefix)
             except pglog.PrefixError as exc:
@@ -395,6 +396,10 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             try:  # (syslog: the syslog line's time and pid stand in for the prefix's)
                 pglog.compile_prefix(pgsyslog.effective_prefix(prefix) if fmt == "syslog" else prefix)
             except pglog.PrefixError as exc:
+                if options.format == "auto" and fmt == "stderr":  # (the option's check left it to the file)
+                    raise TaskError(f"{exc.message}, and {path} reads as a stderr log (format: auto)",
+                                    f"{exc.hint}; or, if a syslog daemon writes the file, set format: syslog "
+                                    "(a syslog line's time and pid stand in for the prefix's)") from None
                 raise TaskError(exc.message, exc.hint) from None
         cursors = ctx.state.get(CURSORS_KEY, []) if options.incremental else []
         # what decides which lines parse
