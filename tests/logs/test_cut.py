@@ -276,3 +276,143 @@ def test_decode_request_uses_the_c_unquote() -> None:
     assert classify._unquote is _cut.unquote
     assert classify.referer_exploit(b"https://x.example/?q=%24%7Bjndi%3Aldap%3A%2F%2Fa.b%2Fc%7D") == "log4shell_in_referer"
     assert classify.nginx_uri(b"/wp-login%2ephp") == b"/wp-login.php"
+
+
+# -- combos: the distinct combinations of coded columns (ArrowScanner._combos) ------------------------------------
+
+def _scanners() -> tuple[Any, Any]:
+    """A scanner with the C extension's combos and one with the pyarrow kernels'."""
+    native = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    kernels = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, native_cut=False))
+    for acc in (native, kernels):
+        acc.feed(b"\n".join(GOOD) + b"\n")
+    assert native.arrow is not None and kernels.arrow is not None
+    assert native.arrow.combos is _cut.combos and kernels.arrow.combos is None
+    return native.arrow, kernels.arrow
+
+
+_SCANNERS: list[tuple[Any, Any]] = []
+_combo_value = {
+    "bytes": st.one_of(st.none(), st.sampled_from([b"", b"a", b"b", b"ab", b"\x00", b"\xff" * 3])),
+    "int64": st.one_of(st.none(), st.integers(-3, 3), st.sampled_from([2 ** 62, -(2 ** 63)])),
+    "int32": st.one_of(st.none(), st.integers(0, 4)),
+}
+_ARROW_TYPE = {"bytes": pa.large_binary(), "int64": pa.int64(), "int32": pa.int32()}
+
+
+@st.composite
+def combo_case(draw: st.DrawFn) -> tuple[list[Any], Any, bool]:
+    """1 to 3 columns of one length (nulls, collisions), sliced anywhere, and a keep mask (nulls too) or None."""
+    kinds = draw(st.lists(st.sampled_from(sorted(_combo_value)), min_size=1, max_size=3))
+    n = draw(st.integers(0, 60))
+    head, tail = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    cols = [pa.array(draw(st.lists(_combo_value[k], min_size=n + head + tail, max_size=n + head + tail)),
+                     _ARROW_TYPE[k]).slice(head, n) for k in kinds]
+    keep = None
+    if draw(st.booleans()):
+        keep = pa.array(draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n + 2, max_size=n + 2)),
+                        pa.bool_()).slice(draw(st.integers(0, 2)), n)
+    return cols, keep, draw(st.booleans())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(combo_case())
+def test_fuzz_combos_in_c_equal_the_pyarrow_kernels(case: tuple[list[Any], Any, bool]) -> None:
+    """_cut.combos (the visitors, latencies, bursts, pairs of the arrow scan) finds the combinations, their counts and
+    their order that dictionary_encode, int64 keys and value_counts/unique find: rows with a null value or not kept
+    (false or null) left out, in the order of their first row, for columns and masks sliced anywhere."""
+    if not _SCANNERS:
+        _SCANNERS.append(_scanners())
+    native, kernels = _SCANNERS[0]
+    cols, keep, count = case
+    want = kernels._combos(cols, keep, count)
+    assert native._combos(cols, keep, count) == want
+    # counted into a dict: Counter.update of the combinations' counts (tuples of the values; a value for one column)
+    keys = list(zip(*want[0], strict=True)) if len(cols) > 1 else want[0][0]
+    into: Counter[Any] = Counter({keys[0]: 7} if keys else {})  # (one combination counted already)
+    expect = Counter(into)
+    expect.update(dict(zip(keys, want[1], strict=True)) if count else {})
+    if count:
+        coded = [native._coded(c) for c in cols]
+        mask = None if keep is None else (keep.buffers()[1], keep.offset, keep.buffers()[0] if keep.null_count else None)
+        assert _cut.combos(coded, mask, True, into) is None
+        assert into == expect and list(into.items()) == list(expect.items())
+
+
+def _combos_model(cols: list[tuple[list[Any], bytes, int, int, bytes | None]],
+                  keep: tuple[bytes, int, bytes | None] | None) -> tuple[list[list[Any]], list[int]]:
+    """What combos is to find, in plain Python over the raw buffers."""
+    def bit(b: bytes, i: int) -> bool:
+        return bool(b[i >> 3] >> (i & 7) & 1)
+    n = cols[0][3]
+    found: dict[tuple[int, ...], int] = {}
+    for r in range(n):
+        if keep is not None and (not bit(keep[0], keep[1] + r) or (keep[2] is not None and not bit(keep[2], keep[1] + r))):
+            continue
+        codes = []
+        for keys, data, off, _n, valid in cols:
+            if valid is not None and not bit(valid, off + r):
+                break
+            c = int.from_bytes(data[4 * (off + r):4 * (off + r) + 4], "little", signed=True)
+            if not 0 <= c < len(keys):
+                raise IndexError(c)
+            codes.append(c)
+        else:
+            found[tuple(codes)] = found.get(tuple(codes), 0) + 1
+    return ([[cols[j][0][k[j]] for k in found] for j in range(len(cols))], list(found.values()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda k: st.tuples(
+    st.integers(0, 40), st.lists(st.tuples(st.integers(0, 6), st.binary(max_size=200), st.integers(0, 9),
+                                           st.one_of(st.none(), st.binary(max_size=30))), min_size=k, max_size=k),
+    st.one_of(st.none(), st.tuples(st.binary(max_size=30), st.integers(0, 9), st.one_of(st.none(), st.binary(max_size=30)))),
+)))
+def test_fuzz_combos_of_hostile_buffers_raise_or_agree_with_a_python_model(
+        case: tuple[int, list[tuple[int, bytes, int, bytes | None]], tuple[bytes, int, bytes | None] | None]) -> None:
+    """Random bytes as codes, bitmaps and masks, short buffers, offsets past the end: combos reads nothing out of
+    bounds — it refuses short buffers (ValueError) and codes out of their keys (IndexError), else finds what a
+    plain Python reading of the same buffers finds."""
+    n, raw, keep = case
+    cols = [([b"k%d" % i for i in range(nkeys)], data, off, n, valid) for nkeys, data, off, valid in raw]
+    short = any(4 * (off + n) > len(data) or (valid is not None and off + n > 8 * len(valid))
+                for _k, data, off, _n, valid in cols)
+    short = short or keep is not None and (keep[1] + n > 8 * len(keep[0])
+                                           or keep[2] is not None and keep[1] + n > 8 * len(keep[2]))
+    if short:
+        with pytest.raises(ValueError, match="too short"):
+            _cut.combos(cols, keep, True, None)
+        return
+    try:
+        want = _combos_model(cols, keep)
+    except IndexError:
+        with pytest.raises(IndexError, match="out of its keys"):
+            _cut.combos(cols, keep, True, None)
+        return
+    values, counts = _cut.combos(cols, keep, True, None) or ((), [])
+    assert (list(values), counts) == want
+
+
+def test_combos_refuse_odd_arguments_and_count_many_rows() -> None:
+    col = pa.array([0, 1, 1], pa.int32())
+    data = col.buffers()[1]
+    for bad, err in [([], ValueError), ([([b"a", b"b"], data, 0, 3, None)] * 9, ValueError),
+                     ([([b"a", b"b"], data, 0, 3, None), ([b"a", b"b"], data, 0, 2, None)], ValueError),
+                     ([((b"a", b"b"), data, 0, 3, None)], TypeError), ([([b"a", b"b"], data, -1, 3, None)], ValueError),
+                     ([([b"a", b"b"], data, 2 ** 62, 2 ** 62, None)], ValueError),
+                     ([([b"a", b"b"], data, 0, 3, "no buffer")], TypeError), (5, TypeError)]:
+        with pytest.raises(err):
+            _cut.combos(bad, None, True, None)
+    with pytest.raises(TypeError):
+        _cut.combos([([b"a", b"b"], data, 0, 3, None)], None, True, [])
+    with pytest.raises(ValueError, match="too short"):
+        _cut.combos([([b"a", b"b"], data, 0, 3, None)], (b"", 0, None), True, None)
+    with pytest.raises(IndexError):
+        _cut.combos([([b"a"], data, 0, 3, None)], None, True, None)
+    assert _cut.combos([([b"a", b"b"], data, 0, 0, None)], None, True, None) == (([],), [])
+    many = pa.array([3] * (1 << 20) + [0], pa.int32())
+    got: dict[Any, int] = {b"d": 2 ** 64}
+    _cut.combos([([b"a", b"b", b"c", b"d"], many.buffers()[1], 0, len(many), None)] * 2, None, True, got)
+    assert got == {b"d": 2 ** 64, (b"d", b"d"): 1 << 20, (b"a", b"a"): 1}
+    _cut.combos([([b"a", b"b", b"c", b"d"], many.buffers()[1], 0, len(many), None)], None, True, got)
+    assert got == {b"d": 2 ** 64 + (1 << 20), (b"d", b"d"): 1 << 20, (b"a", b"a"): 1, b"a": 1}

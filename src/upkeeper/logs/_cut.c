@@ -832,6 +832,237 @@ static PyObject *collapse_lists(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ---- distinct combinations of coded columns ------------------------------------------------------------
+ *
+ * combos(cols, keep, count, into): the distinct combinations of the codes of 1 to MAX_COMBO_COLS Arrow int32
+ * arrays of one length (dictionary codes: what arrowscan.ArrowScanner._combos made with dictionary_encode and
+ * int64 arithmetic, value_counts or unique), in one hash pass.
+ *   cols   per column (keys, data, offset, length, validity): ``keys`` a list (code i stands for keys[i]), then the
+ *          array's data buffer, offset and length and its validity bitmap or None (arrowscan._int32_buffers)
+ *   keep   None, or a boolean array of that length as (data, offset, validity): only the rows where it is valid and
+ *          true are read (Array.filter's: a null drops the row)
+ *   count  whether to count each combination's rows
+ *   into   None: returns (values, counts): per column, the keys of each combination; the count of each (an empty
+ *          list unless count).  A dict: into[k] = count + into.get(k, 0) for each combination's key k (the keys'
+ *          tuple; the key itself for one column), as Counter.update(dict) does, and returns None.
+ * A row with a null code is left out; the combinations come in the order of their first row (value_counts' and
+ * unique's order).  A code outside its keys raises IndexError; buffers shorter than offset + length, ValueError.
+ */
+#define MAX_COMBO_COLS 8
+
+/* do `count` items of `size` bytes from `offset` fit in a buffer of `len` bytes? (no overflow) */
+static int span_fits(Py_ssize_t offset, Py_ssize_t count, Py_ssize_t size, Py_ssize_t len) {
+    if (offset < 0 || count < 0 || len < 0) return 0;
+    Py_ssize_t cap = len / size;
+    return offset <= cap && count <= cap - offset;
+}
+
+/* do `count` bits from bit `offset` fit in a bitmap of `len` bytes? */
+static int bits_fit(Py_ssize_t offset, Py_ssize_t count, Py_ssize_t len) {
+    if (offset < 0 || count < 0 || len < 0 || len > PY_SSIZE_T_MAX / 8) return 0;
+    return offset <= len * 8 && count <= len * 8 - offset;
+}
+
+static int bit_at(const unsigned char *b, Py_ssize_t i) { return (b[i >> 3] >> (i & 7)) & 1; }
+
+static uint64_t mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static PyObject *combos(PyObject *self, PyObject *args) {
+    PyObject *cols_obj, *keep_obj, *into;
+    int count;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOpO", &cols_obj, &keep_obj, &count, &into)) return NULL;
+    if (into != Py_None && !PyDict_Check(into)) {
+        PyErr_SetString(PyExc_TypeError, "combos: into must be a dict or None");
+        return NULL;
+    }
+    PyObject *keys[MAX_COMBO_COLS];
+    Py_buffer data[MAX_COMBO_COLS], bits[MAX_COMBO_COLS], kdata, kbits;
+    int got_data[MAX_COMBO_COLS] = {0}, got_bits[MAX_COMBO_COLS] = {0}, got_kdata = 0, got_kbits = 0;
+    Py_ssize_t offs[MAX_COMBO_COLS], koff = 0, n = 0;
+    PyObject *result = NULL, *values = NULL, *counts = NULL;
+    Py_ssize_t *slots = NULL, *dcount = NULL, *first = NULL;
+    int ncols = 0;
+    PyObject *seq = PySequence_Fast(cols_obj, "combos: cols must be a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t nseq = PySequence_Fast_GET_SIZE(seq);
+    if (nseq < 1 || nseq > MAX_COMBO_COLS) {
+        PyErr_SetString(PyExc_ValueError, "combos: 1 to 8 columns");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < nseq; j++) {
+        PyObject *validity;
+        Py_ssize_t length;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "O!y*nnO", &PyList_Type, &keys[j], &data[j],
+                              &offs[j], &length, &validity))
+            goto done;
+        got_data[j] = 1;
+        Py_INCREF(keys[j]);  /* (held: the dict's hash or eq may run code that changes cols) */
+        ncols = (int)j + 1;
+        if (validity != Py_None) {
+            if (PyObject_GetBuffer(validity, &bits[j], PyBUF_SIMPLE) != 0) goto done;
+            got_bits[j] = 1;
+        }
+        if (j == 0) n = length;
+        if (length != n || !span_fits(offs[j], length, 4, data[j].len)
+            || (got_bits[j] && !bits_fit(offs[j], length, bits[j].len))) {
+            PyErr_SetString(PyExc_ValueError, "combos: the columns' lengths differ or their buffers are too short");
+            goto done;
+        }
+    }
+    if (keep_obj != Py_None) {
+        PyObject *kvalid;
+        if (!PyArg_ParseTuple(keep_obj, "y*nO", &kdata, &koff, &kvalid)) goto done;
+        got_kdata = 1;
+        if (kvalid != Py_None) {
+            if (PyObject_GetBuffer(kvalid, &kbits, PyBUF_SIMPLE) != 0) goto done;
+            got_kbits = 1;
+        }
+        if (!bits_fit(koff, n, kdata.len) || (got_kbits && !bits_fit(koff, n, kbits.len))) {
+            PyErr_SetString(PyExc_ValueError, "combos: the keep mask's buffers are too short");
+            goto done;
+        }
+    }
+    /* the hash table: slots hold a combination's number + 1 (0: empty), at least twice as many as rows */
+    Py_ssize_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    slots = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    dcount = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    first = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));  /* each combination's first row */
+    if (!slots || !dcount || !first) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t nd = 0;
+    const int32_t *code[MAX_COMBO_COLS];
+    const unsigned char *valid[MAX_COMBO_COLS];
+    for (int j = 0; j < ncols; j++) {
+        code[j] = (const int32_t *)data[j].buf + offs[j];
+        valid[j] = got_bits[j] ? (const unsigned char *)bits[j].buf : NULL;
+    }
+    for (Py_ssize_t r = 0; r < n; r++) {
+        if (got_kdata && (!bit_at(kdata.buf, koff + r) || (got_kbits && !bit_at(kbits.buf, koff + r)))) continue;
+        uint64_t h = 0x9e3779b97f4a7c15ULL;
+        int skip = 0;
+        for (int j = 0; j < ncols; j++) {
+            if (valid[j] && !bit_at(valid[j], offs[j] + r)) {
+                skip = 1;
+                break;
+            }
+            int32_t c = code[j][r];
+            if (c < 0 || c >= PyList_GET_SIZE(keys[j])) {
+                PyErr_SetString(PyExc_IndexError, "combos: a code is out of its keys' range");
+                goto done;
+            }
+            h = mix64(h ^ (uint64_t)(uint32_t)c) + (uint64_t)j;
+        }
+        if (skip) continue;
+        Py_ssize_t at = (Py_ssize_t)(h & (uint64_t)(cap - 1));
+        for (;;) {
+            Py_ssize_t d = slots[at];
+            if (!d) {
+                slots[at] = nd + 1;
+                first[nd] = r;
+                dcount[nd++] = 1;
+                break;
+            }
+            Py_ssize_t f = first[d - 1];
+            int same = 1;
+            for (int j = 0; j < ncols && same; j++) same = code[j][f] == code[j][r];
+            if (same) {
+                dcount[d - 1]++;
+                break;
+            }
+            at = (at + 1) & (cap - 1);
+        }
+    }
+    if (into != Py_None) {
+        for (Py_ssize_t d = 0; d < nd; d++) {
+            PyObject *key;
+            Py_ssize_t f = first[d];
+            if (ncols == 1) {
+                if (code[0][f] >= PyList_GET_SIZE(keys[0])) goto changed;
+                key = PyList_GET_ITEM(keys[0], code[0][f]);
+                Py_INCREF(key);
+            } else {
+                key = PyTuple_New(ncols);
+                if (!key) goto done;
+                for (int j = 0; j < ncols; j++) {
+                    if (code[j][f] >= PyList_GET_SIZE(keys[j])) {
+                        Py_DECREF(key);
+                        goto changed;
+                    }
+                    PyObject *v = PyList_GET_ITEM(keys[j], code[j][f]);
+                    Py_INCREF(v);
+                    PyTuple_SET_ITEM(key, j, v);
+                }
+            }
+            PyObject *c = PyLong_FromSsize_t(dcount[d]);
+            PyObject *had = c ? PyDict_GetItemWithError(into, key) : NULL;  /* borrowed */
+            PyObject *sum = NULL;
+            if (had) {
+                sum = PyNumber_Add(c, had);
+            } else if (c && !PyErr_Occurred()) {
+                sum = (Py_INCREF(c), c);
+            }
+            int bad = !sum || PyDict_SetItem(into, key, sum) != 0;
+            Py_XDECREF(sum);
+            Py_XDECREF(c);
+            Py_DECREF(key);
+            if (bad) goto done;
+        }
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    values = PyTuple_New(ncols);
+    counts = PyList_New(count ? nd : 0);
+    if (!values || !counts) goto done;
+    for (int j = 0; j < ncols; j++) {
+        PyObject *col = PyList_New(nd);
+        if (!col) goto done;
+        PyTuple_SET_ITEM(values, j, col);
+        for (Py_ssize_t d = 0; d < nd; d++) {
+            int32_t c = code[j][first[d]];
+            if (c >= PyList_GET_SIZE(keys[j])) goto changed;
+            PyObject *v = PyList_GET_ITEM(keys[j], c);
+            Py_INCREF(v);
+            PyList_SET_ITEM(col, d, v);
+        }
+    }
+    for (Py_ssize_t d = 0; count && d < nd; d++) {
+        PyObject *c = PyLong_FromSsize_t(dcount[d]);
+        if (!c) goto done;
+        PyList_SET_ITEM(counts, d, c);
+    }
+    result = PyTuple_Pack(2, values, counts);
+    goto done;
+changed:
+    PyErr_SetString(PyExc_RuntimeError, "combos: the keys changed while counting");
+done:
+    PyMem_Free(slots);
+    PyMem_Free(dcount);
+    PyMem_Free(first);
+    Py_XDECREF(values);
+    Py_XDECREF(counts);
+    for (int j = 0; j < MAX_COMBO_COLS; j++) {
+        if (j < ncols) Py_DECREF(keys[j]);
+        if (got_data[j]) PyBuffer_Release(&data[j]);
+        if (got_bits[j]) PyBuffer_Release(&bits[j]);
+    }
+    if (got_kdata) PyBuffer_Release(&kdata);
+    if (got_kbits) PyBuffer_Release(&kbits);
+    Py_DECREF(seq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -843,6 +1074,8 @@ static PyMethodDef methods[] = {
      "count_rows(into, keys, indices, offset, length, validity): Counter.update(keys[i] for each row's index i)"},
     {"collapse_lists", collapse_lists, METH_VARARGS,
      "collapse_lists(buf, quotes) -> bytes | None: the blanks of lists of upstream values made 0xA0"},
+    {"combos", combos, METH_VARARGS,
+     "combos(cols, keep, count, into) -> (values, counts) | None: the distinct combinations of coded columns"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

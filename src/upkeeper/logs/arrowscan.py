@@ -67,6 +67,12 @@ if TYPE_CHECKING:
 #: what :func:`upkeeper.logs._cut.cut` returns: lines, validity bitmap, kept lines, rejected lines, line starts,
 #: and per field (offsets, data)
 CutResult = tuple[int, bytes, int, list[bytes], bytes, tuple[tuple[bytes, bytes], ...]]
+#: a column as :func:`upkeeper.logs._cut.combos` takes it: its keys (code i stands for keys[i]), then an int32
+#: array of codes as :func:`_int32_buffers` gives it
+Coded = tuple[list[Any], Any, int, int, Any]
+#: what :func:`upkeeper.logs._cut.combos` returns: per column the keys of each combination, and their counts (None
+#: when it counted into a dict)
+CombosResult = tuple[tuple[list[Any], ...], list[int]] | None
 #: what :func:`upkeeper.logs._cut.endpoints` returns: endpoints, (index, path) of the word candidates, URL offsets
 #: and data
 EndpointsResult = tuple[list[bytes], list[tuple[int, bytes]], bytes, bytes]
@@ -371,6 +377,8 @@ class ArrowScanner:
         self.count_rows: Callable[[dict[Any, int], list[Any], Any, int, int, Any], None] | None = None
         #: GoAccess's keys of request lines in C (upkeeper.logs._cut.request_keys), or None
         self.keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[int], bytes, bytes]] | None = None
+        #: the distinct combinations of coded columns in one hash pass in C (upkeeper.logs._cut.combos), or None
+        self.combos: Callable[[list[Coded], Any, bool, dict[Any, int] | None], CombosResult] | None = None
         if acc.opts.native_cut:
             try:
                 from upkeeper.logs import _cut
@@ -382,6 +390,7 @@ class ArrowScanner:
                 self.keys_of = _cut.request_keys
                 self.count_rows = getattr(_cut, "count_rows", None)  # (None: an extension built before it)
                 self.add_counts = _cut.add_counts
+                self.combos = getattr(_cut, "combos", None)  # (None: an extension built before it)
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -797,14 +806,23 @@ class ArrowScanner:
         # unique visitors: (date, ip, agent) of the requests whose status is not 4xx
         tenc = pc.dictionary_encode(tk)
         tdict = tenc.dictionary.to_pylist()
-        dates = pc.take(pa.array([tinfo[t][0] for t in tdict], pa.int32()), tenc.indices)
-        del tenc
         keep = None
         no4 = [x for x in statuses if x[:1] == b"4"]
         if no4:
             keep = pc.invert(self._mask_in(s, no4))
         one_ua = self.agents.setdefault
-        vcols, _ = self._combos([dates, h] + ([ua] if ua is not None else []), keep, count=False)
+        if self.combos is not None:  # the dates coded by their index among this buffer's dates
+            day_of = [tinfo[t][0] for t in tdict]
+            days = list(dict.fromkeys(day_of))
+            day_no = {d: i for i, d in enumerate(days)}
+            dates = pc.take(pa.array([day_no[d] for d in day_of], pa.int32()), tenc.indices)
+            del tenc
+            vcols = self._native_combos([(days, *_int32_buffers(dates)), self._coded(h)]
+                                        + ([self._coded(ua)] if ua is not None else []), keep, False)
+        else:
+            dates = pc.take(pa.array([tinfo[t][0] for t in tdict], pa.int32()), tenc.indices)
+            del tenc
+            vcols, _ = self._combos([dates, h] + ([ua] if ua is not None else []), keep, count=False)
         del dates
         vips = [one_ip(ip, ip) for ip in vcols[1]]
         vuas = [one_ua(a, a) for a in vcols[2]] if ua is not None else [b"-"] * len(vips)
@@ -1001,6 +1019,9 @@ class ArrowScanner:
 
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
         """Count the (endpoint, time token) pairs."""
+        if self.combos is not None:  # (the endpoint ids are codes of ep_list already)
+            self.combos([(self.ep_list, *_int32_buffers(row_ep)), self._coded(times)], None, True, counter)
+            return
         (es, toks), counts = self._combos([row_ep, times])
         self.add_counts(counter, dict(zip(zip(map(self.ep_list.__getitem__, es), toks, strict=True), counts,
                                           strict=True)))
@@ -1014,12 +1035,27 @@ class ArrowScanner:
         keep = ok2 if not skip else pc.and_(ok2, pc.invert(pc.is_in(row_ep, value_set=pa.array(skip, pa.int32()))))
         if not pc.any(keep).as_py():
             return
-        (es, szs), _ = self._combos([row_ep.filter(keep), sizes.filter(keep)], count=False)
+        if self.combos is not None:
+            es, szs = self._native_combos([self._coded(row_ep), self._coded(sizes)], keep, False)
+        else:
+            (es, szs), _ = self._combos([row_ep.filter(keep), sizes.filter(keep)], count=False)
         size_of = self.acc._route_size
         ep_list = self.ep_list
         dropped = {e for e, sz in zip(es, szs, strict=True) if not size_of(ep_list[e], sz)}
         if dropped:
             self.route_skip = sorted(dropped.union(skip))
+
+    def _coded(self, col: Any) -> Coded:
+        """``col`` dictionary-encoded, as :func:`upkeeper.logs._cut.combos` takes a column."""
+        enc = self.pc.dictionary_encode(col)
+        return (enc.dictionary.to_pylist(), *_int32_buffers(enc.indices))
+
+    def _native_combos(self, cols: list[Coded], keep: Any, count: bool) -> list[list[Any]]:
+        """:func:`upkeeper.logs._cut.combos` of coded columns: per column, the values of each combination."""
+        assert self.combos is not None
+        got = self.combos(cols, _bool_buffers(keep) if keep is not None else None, count, None)
+        assert got is not None
+        return list(got[0])
 
     def _pair_counts(self, a: Any, b: Any) -> list[tuple[tuple[Any, Any], int]]:
         (xs, ys), counts = self._combos([a, b])
@@ -1031,9 +1067,16 @@ class ArrowScanner:
 
         Each column is dictionary-encoded and the codes are combined into one int64 key, so one
         hash pass finds the combinations and the keys are decoded with vector arithmetic (no Acero
-        group-by: less code loaded, less memory).
+        group-by: less code loaded, less memory); with the C extension, one pass of
+        :func:`upkeeper.logs._cut.combos` over the codes does it all (same combinations, same order: their first
+        rows').
         """
         pa, pc = self.pa, self.pc
+        if self.combos is not None:
+            got = self.combos([self._coded(c) for c in cols], _bool_buffers(keep) if keep is not None else None,
+                              count, None)
+            assert got is not None
+            return list(got[0]), got[1]
         codes: list[Any] = []
         dicts: list[Any] = []
         for col in cols:
@@ -1142,6 +1185,13 @@ def _int32_buffers(col: Any) -> tuple[Any, int, int, Any]:
     ``_cut.count_rows`` takes them."""
     validity, data = col.buffers()
     return data, col.offset, len(col), validity if col.null_count else None
+
+
+def _bool_buffers(mask: Any) -> tuple[Any, int, Any]:
+    """A boolean array's data buffer (its bits), offset and validity bitmap (None: no null), as
+    ``_cut.combos`` takes a mask."""
+    validity, data = mask.buffers()
+    return data, mask.offset, validity if mask.null_count else None
 
 
 def _positions(values: list[bytes], known: Container[bytes]) -> list[int]:
