@@ -416,3 +416,56 @@ def test_combos_refuse_odd_arguments_and_count_many_rows() -> None:
     assert got == {b"d": 2 ** 64, (b"d", b"d"): 1 << 20, (b"a", b"a"): 1}
     _cut.combos([([b"a", b"b", b"c", b"d"], many.buffers()[1], 0, len(many), None)], None, True, got)
     assert got == {b"d": 2 ** 64 + (1 << 20), (b"d", b"d"): 1 << 20, (b"a", b"a"): 1, b"a": 1}
+
+
+# -- request_ids: the endpoint id and static path of each distinct request line -----------------------------------
+
+def _request_ids_model(lines: list[bytes], ep_of: dict[bytes, bytes], static_of: dict[bytes, bytes | None],
+                       ep_ids: dict[bytes, int], ep_list: list[bytes]) -> tuple[list[int], list[bytes | None], bool]:
+    """ArrowScanner._aggregate's Python code that request_ids replaces (ids given in order of first appearance)."""
+    eps = [ep_of[x] for x in lines]
+    for e in dict.fromkeys(eps):
+        if e not in ep_ids:
+            ep_ids[e] = len(ep_list)
+            ep_list.append(e)
+    sp_of = [static_of[x] for x in lines]
+    return [ep_ids[e] for e in eps], sp_of, any(sp is not None for sp in sp_of)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(max_size=6), max_size=30), st.lists(st.binary(max_size=2), min_size=1, max_size=6),
+       st.lists(st.one_of(st.none(), st.binary(max_size=4)), min_size=1, max_size=5), st.integers(0, 4), st.randoms())
+def test_fuzz_request_ids_in_c_equal_the_python_maps(lines: list[bytes], endpoints: list[bytes],
+                                                     statics: list[bytes | None], known: int, rnd: Any) -> None:
+    """_cut.request_ids gives each line the id of its endpoint (new endpoints numbered on, in order of first
+    appearance, appended to the list) and its static path, as the maps it replaces did."""
+    ep_of = {x: rnd.choice(endpoints) for x in lines}
+    static_of = {x: rnd.choice(statics) for x in lines}
+    ep_list = list(dict.fromkeys(endpoints))[:known]
+    ep_ids = {e: i for i, e in enumerate(ep_list)}
+    want_ids, want_ep_list = dict(ep_ids), list(ep_list)
+    want = _request_ids_model(lines, ep_of, static_of, want_ids, want_ep_list)
+    ids, sp_of, any_static = _cut.request_ids(lines, ep_of, static_of, ep_ids, ep_list)
+    assert (pa.Array.from_buffers(pa.int32(), len(lines), [None, pa.py_buffer(ids)]).to_pylist(), sp_of,
+            any_static) == want
+    assert ep_ids == want_ids and ep_list == want_ep_list and len(ids) == 4 * len(lines)
+
+
+def test_request_ids_refuse_unlearned_lines_and_odd_ids() -> None:
+    with pytest.raises(KeyError):
+        _cut.request_ids([b"a", b"b"], {b"a": b"e"}, {b"a": None, b"b": None}, {}, [])
+    with pytest.raises(KeyError):
+        _cut.request_ids([b"a"], {b"a": b"e"}, {}, {}, [])
+    for ids, err in [({b"e": "0"}, TypeError), ({b"e": -1}, ValueError), ({b"e": 2 ** 31}, ValueError),
+                     ({b"e": 2 ** 70}, OverflowError)]:
+        with pytest.raises(err):
+            _cut.request_ids([b"a"], {b"a": b"e"}, {b"a": None}, ids, [b"e"])
+    for args in [((b"a",), {}, {}, {}, []), ([b"a"], {}, {}, {}, ()), ([b"a"], [], {}, {}, [])]:
+        with pytest.raises(TypeError):
+            _cut.request_ids(*args)
+    assert _cut.request_ids([], {}, {}, {}, []) == (b"", [], False)
+    ep_ids: dict[bytes, int] = {b"e": 2 ** 31 - 1}
+    ids, sp_of, any_static = _cut.request_ids([b"a", b"b"], {b"a": b"e", b"b": b"f"}, {b"a": None, b"b": b"/s.css"},
+                                              ep_ids, [b"x"])
+    assert ids == (2 ** 31 - 1).to_bytes(4, "little") + (1).to_bytes(4, "little") and sp_of == [None, b"/s.css"]
+    assert any_static and ep_ids == {b"e": 2 ** 31 - 1, b"f": 1}

@@ -1063,6 +1063,97 @@ done:
     return result;
 }
 
+/* ---- the endpoint id and static path of each distinct request line ------------------------------------------
+ *
+ * request_ids(lines, ep_of, static_of, ep_ids, ep_list) -> (ids, statics, any_static): for each request line of the
+ * list ``lines`` (all of them learned: in ``ep_of`` and ``static_of``), the id of its endpoint ep_of[line] in
+ * ``ep_ids`` (an endpoint not there yet gets the next one, len(ep_list), and is appended to ``ep_list``: ids in the
+ * order of first appearance) and its static path static_of[line] (None: not a static file).  ``ids`` is the ids as
+ * an Arrow int32 data buffer (bytes), ``statics`` the list of static paths, ``any_static`` whether one is not None.
+ * What arrowscan.ArrowScanner._aggregate did with three maps over the lines, a dict.fromkeys and a pyarrow array of
+ * a Python list.  A line not learned raises KeyError; an id that is no int in [0, 2**31), ValueError or TypeError.
+ */
+static PyObject *request_ids(PyObject *self, PyObject *args) {
+    PyObject *lines, *ep_of, *static_of, *ep_ids, *ep_list;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &lines, &PyDict_Type, &ep_of, &PyDict_Type, &static_of,
+                          &PyDict_Type, &ep_ids, &PyList_Type, &ep_list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (n > PY_SSIZE_T_MAX / 4) return PyErr_NoMemory();
+    PyObject *ids = PyBytes_FromStringAndSize(NULL, n * 4), *statics = PyList_New(n), *result = NULL;
+    int any_static = 0;
+    if (!ids || !statics) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(ids);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i >= PyList_GET_SIZE(lines)) {
+            PyErr_SetString(PyExc_RuntimeError, "request_ids: the lines changed");
+            goto done;
+        }
+        PyObject *raw = PyList_GET_ITEM(lines, i);
+        Py_INCREF(raw);
+        PyObject *ep = PyDict_GetItemWithError(ep_of, raw);  /* borrowed */
+        if (!ep) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, raw);
+            Py_DECREF(raw);
+            goto done;
+        }
+        Py_INCREF(ep);
+        long id = -1;
+        PyObject *known = PyDict_GetItemWithError(ep_ids, ep);  /* borrowed */
+        if (known) {
+            id = PyLong_AsLong(known);
+            if (id == -1 && PyErr_Occurred()) {
+                Py_DECREF(ep);
+                Py_DECREF(raw);
+                goto done;
+            }
+        } else if (!PyErr_Occurred()) {
+            Py_ssize_t next = PyList_GET_SIZE(ep_list);
+            PyObject *num = next <= INT32_MAX ? PyLong_FromSsize_t(next) : NULL;
+            int bad = !num || PyDict_SetItem(ep_ids, ep, num) != 0 || PyList_Append(ep_list, ep) != 0;
+            Py_XDECREF(num);
+            if (bad) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "request_ids: more than 2**31 endpoints");
+                Py_DECREF(ep);
+                Py_DECREF(raw);
+                goto done;
+            }
+            id = (long)next;
+        } else {
+            Py_DECREF(ep);
+            Py_DECREF(raw);
+            goto done;
+        }
+        Py_DECREF(ep);
+        if (id < 0 || id > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "request_ids: an endpoint id out of int32's range");
+            Py_DECREF(raw);
+            goto done;
+        }
+        uint32_t u = (uint32_t)id;
+        out[4 * i] = (unsigned char)u;
+        out[4 * i + 1] = (unsigned char)(u >> 8);
+        out[4 * i + 2] = (unsigned char)(u >> 16);
+        out[4 * i + 3] = (unsigned char)(u >> 24);
+        PyObject *sp = PyDict_GetItemWithError(static_of, raw);  /* borrowed */
+        if (!sp) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, raw);
+            Py_DECREF(raw);
+            goto done;
+        }
+        Py_DECREF(raw);
+        Py_INCREF(sp);
+        PyList_SET_ITEM(statics, i, sp);
+        if (sp != Py_None) any_static = 1;
+    }
+    result = Py_BuildValue("OOO", ids, statics, any_static ? Py_True : Py_False);
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(statics);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -1076,6 +1167,8 @@ static PyMethodDef methods[] = {
      "collapse_lists(buf, quotes) -> bytes | None: the blanks of lists of upstream values made 0xA0"},
     {"combos", combos, METH_VARARGS,
      "combos(cols, keep, count, into) -> (values, counts) | None: the distinct combinations of coded columns"},
+    {"request_ids", request_ids, METH_VARARGS,
+     "request_ids(lines, ep_of, static_of, ep_ids, ep_list) -> (ids, statics, any_static)"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

@@ -377,6 +377,9 @@ class ArrowScanner:
         self.count_rows: Callable[[dict[Any, int], list[Any], Any, int, int, Any], None] | None = None
         #: GoAccess's keys of request lines in C (upkeeper.logs._cut.request_keys), or None
         self.keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[int], bytes, bytes]] | None = None
+        #: the endpoint id and static path of each distinct request line in C (upkeeper.logs._cut.request_ids), or None
+        self.request_ids: Callable[[list[bytes], dict[bytes, bytes], dict[bytes, bytes | None], dict[bytes, int],
+                                    list[bytes]], tuple[bytes, list[bytes | None], bool]] | None = None
         #: the distinct combinations of coded columns in one hash pass in C (upkeeper.logs._cut.combos), or None
         self.combos: Callable[[list[Coded], Any, bool, dict[Any, int] | None], CombosResult] | None = None
         if acc.opts.native_cut:
@@ -391,6 +394,7 @@ class ArrowScanner:
                 self.count_rows = getattr(_cut, "count_rows", None)  # (None: an extension built before it)
                 self.add_counts = _cut.add_counts
                 self.combos = getattr(_cut, "combos", None)  # (None: an extension built before it)
+                self.request_ids = getattr(_cut, "request_ids", None)
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -859,18 +863,25 @@ class ArrowScanner:
             acc._learn_security(new, cand, hints)
             del rdarr
         del renc
-        eps = list(map(ep_of.__getitem__, rdict))
-        for e in dict.fromkeys(eps):  # the endpoints in order of appearance
-            self._ep_id(e)
-        ep_per = pa.array(list(map(self.ep_ids.__getitem__, eps)), pa.int32())
-        del eps
+        static_of = acc.static_of
+        sp_of: list[bytes | None]
+        if self.request_ids is not None:  # in C: the same ids, in the same order
+            ids, sp_of, any_static = self.request_ids(rdict, ep_of, static_of, self.ep_ids, self.ep_list)
+            ep_per = pa.Array.from_buffers(pa.int32(), len(rdict), [None, pa.py_buffer(ids)])
+        else:
+            eps = list(map(ep_of.__getitem__, rdict))
+            for e in dict.fromkeys(eps):  # the endpoints in order of appearance
+                self._ep_id(e)
+            ep_per = pa.array(list(map(self.ep_ids.__getitem__, eps)), pa.int32())
+            del eps
+            sp_of = list(map(static_of.__getitem__, rdict))
+            any_static = any(map(is_not, sp_of, repeat(None)))
         row_ep = pc.take(ep_per, ridx)
         ep_list = self.ep_list
         code_of = {x: status_code(x) for x in statuses}  # '0503' is 503, as in the status distribution
         # hits per request line, static files (not a 404 by its text: GoAccess's not-found panel reads the text),
         # endpoint errors, 404s: the rows' request lines (or keys) fed to the Counters, which count them in C (a
         # Python step per distinct (line, status) cost more)
-        static_of = acc.static_of
         count_rows = self.count_rows
         if count_rows is not None:
             count_rows(acc.c_req, rdict, *_int32_buffers(ridx))
@@ -880,9 +891,8 @@ class ArrowScanner:
             del rows
         nf_text = [x for x in statuses if x[:3] == b"404"]
         nf_m = self._mask_in(s, nf_text) if nf_text else None
-        sp_of = list(map(static_of.__getitem__, rdict))
         if count_rows is not None:
-            if any(map(is_not, sp_of, repeat(None))):
+            if any_static:
                 count_rows(p.static_paths, sp_of, *_int32_buffers(ridx if nf_m is None else ridx.filter(pc.invert(nf_m))))
         else:
             static_path = {i: sp for i in compress(range(len(sp_of)), map(is_not, sp_of, repeat(None)))
