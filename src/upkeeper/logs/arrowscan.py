@@ -37,7 +37,7 @@ import platform
 import re
 import struct
 from collections import Counter
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_not, not_
@@ -795,21 +795,44 @@ class ArrowScanner:
             total = pc.sum(bi).as_py()
             p.bandwidth += int(total or 0)
         one_ip = self.ips.setdefault
-        p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
-        ref_counts = dict(self._counts(ref)) if ref is not None else {}
-        acc.c_ref.update(ref_counts)
-        if ua is not None:
-            acc.c_ua.update(dict(self._counts(ua)))
+        tenc = pc.dictionary_encode(tk)
+        tdict = tenc.dictionary.to_pylist()
+        count_rows = self.count_rows
+        # addresses, agents and referers: dictionary-encoded once (the codes serve the visitors too) and counted in C
+        # where the extension is built (the same counts in the same order as value_counts': first appearance)
+        coded: dict[str, Coded] = {}
+        refs: Collection[bytes]
+        if self.combos is not None and count_rows is not None:
+            hc = self._coded(h)
+            coded["h"] = hc = ([one_ip(ip, ip) for ip in hc[0]], *hc[1:])
+            count_rows(p.hosts, *hc)
+            refs = []
+            if ref is not None:
+                coded["R"] = rc = self._coded(ref)
+                count_rows(acc.c_ref, *rc)
+                refs = rc[0]
+            if ua is not None:
+                coded["u"] = uc = self._coded(ua)
+                count_rows(acc.c_ua, *uc)
+            per_time: dict[bytes, int] = {}
+            count_rows(per_time, tdict, *_int32_buffers(tenc.indices))
+            time_counts = list(per_time.items())
         else:
+            p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
+            refs = dict(self._counts(ref)) if ref is not None else {}
+            acc.c_ref.update(refs)
+            if ua is not None:
+                acc.c_ua.update(dict(self._counts(ua)))
+            time_counts = self._counts(tk)
+        if ua is None:
             acc.c_ua[b"-"] += n
-        for t, c in self._counts(tk):
+        for t, c in time_counts:
             p.minutes[tinfo[t]] += c
+        del time_counts
         status_counts = self._counts(s)
         p.status.update(dict(status_counts))
         statuses = [x for x, _ in status_counts]
         # unique visitors: (date, ip, agent) of the requests whose status is not 4xx
-        tenc = pc.dictionary_encode(tk)
-        tdict = tenc.dictionary.to_pylist()
         keep = None
         no4 = [x for x in statuses if x[:1] == b"4"]
         if no4:
@@ -821,8 +844,8 @@ class ArrowScanner:
             day_no = {d: i for i, d in enumerate(days)}
             dates = pc.take(pa.array([day_no[d] for d in day_of], pa.int32()), tenc.indices)
             del tenc
-            vcols = self._native_combos([(days, *_int32_buffers(dates)), self._coded(h)]
-                                        + ([self._coded(ua)] if ua is not None else []), keep, False)
+            vcols = self._native_combos([(days, *_int32_buffers(dates)), coded["h"]]
+                                        + ([coded["u"]] if ua is not None else []), keep, False)
         else:
             dates = pc.take(pa.array([tinfo[t][0] for t in tdict], pa.int32()), tenc.indices)
             del tenc
@@ -882,7 +905,6 @@ class ArrowScanner:
         # hits per request line, static files (not a 404 by its text: GoAccess's not-found panel reads the text),
         # endpoint errors, 404s: the rows' request lines (or keys) fed to the Counters, which count them in C (a
         # Python step per distinct (line, status) cost more)
-        count_rows = self.count_rows
         if count_rows is not None:
             count_rows(acc.c_req, rdict, *_int32_buffers(ridx))
         else:
@@ -1008,20 +1030,20 @@ class ArrowScanner:
         if ua is not None:
             # (this buffer's agents only: all those seen so far were read at every buffer, quadratic in a log
             # whose agents all differ)
-            sc = acc.scanner_agents(self._distinct(ua))
+            sc = acc.scanner_agents(coded["u"][0] if "u" in coded else self._distinct(ua))
             if sc:
                 m = self._mask_in(ua, list(sc))
                 if m.true_count:
                     for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
                         p.scanners[(sc[a], ip)] += c
         # exploits sent as the referer
-        bad = acc.referer_exploits(ref_counts) if ref_counts else {}
+        bad = acc.referer_exploits(refs) if refs else {}
         if bad and ref is not None:
             m = self._mask_in(ref, list(bad))
             for (x, ip), c in self._pair_counts(ref.filter(m), h.filter(m)):
                 p.scanners[(bad[x], ip)] += c
         # the clients that named each host in a referer (until enough did: access.REFERER_CLIENTS)
-        pending = acc.pending_referers(ref_counts) if ref_counts else {}
+        pending = acc.pending_referers(refs) if refs else {}
         if pending and ref is not None:
             m = self._mask_in(ref, list(pending))
             for (x, ip), _c in self._pair_counts(ref.filter(m), h.filter(m)):
