@@ -469,3 +469,60 @@ def test_request_ids_refuse_unlearned_lines_and_odd_ids() -> None:
                                               ep_ids, [b"x"])
     assert ids == (2 ** 31 - 1).to_bytes(4, "little") + (1).to_bytes(4, "little") and sp_of == [None, b"/s.css"]
     assert any_static and ep_ids == {b"e": 2 ** 31 - 1, b"f": 1}
+
+
+# -- request_shapes: new request lines of the common shape, and their static files --------------------------------
+
+_shape_piece = st.sampled_from([b"GET", b"HEAD", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"POST", b"get", b"GETX",
+                                b" ", b"/", b"/a", b".css", b".CsS", b".Js", b".js", b"?", b"?x.css", b"%", b"@", b"\t",
+                                b"\x00", b"\x0b", b"\x0c", b"\r", b"\n", b"\xff", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2",
+                                b"HTTP/2.0", b"HTTP/3", b"HTTP/3.0", b"HTTP/1.2", b"HTTP/2.", b"x", b".", b"#", b"1"])
+_shape_line = st.one_of(st.lists(_shape_piece, max_size=10).map(b"".join), st.binary(max_size=40),
+                        st.builds(lambda m, u, p: m + b" " + u + b" " + p,
+                                  st.sampled_from([b"GET", b"HEAD", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"POST"]),
+                                  st.lists(_shape_piece, max_size=6).map(lambda x: b"/" + b"".join(x)),
+                                  st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/2.0", b"HTTP/3",
+                                                   b"HTTP/3.0", b"HTTP/1.1 ", b"HTTP/4"])))
+_extensions = st.one_of(st.none(), st.lists(st.sampled_from([b".css", b".js", b".png", b".woff2", b".c", b".x-y",
+                                                             b".7z"]), max_size=4, unique=True).map(tuple))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_shape_line, max_size=30), _extensions, st.integers(0, 3))
+@example([b"GET /a.CSS HTTP/1.1", b"GET /.css HTTP/2", b"GET / HTTP/2.0", b"OPTIONS /x.Js?y HTTP/3"], (b".css", b".js"),
+         0)
+def test_fuzz_request_shapes_in_c_equal_re2(lines: list[bytes], extensions: tuple[bytes, ...] | None,
+                                            head: int) -> None:
+    """_cut.request_shapes finds the lines RE2 matches with SIMPLE_REQUEST, and among them the URLs the static
+    pattern of the extensions matches (their path up to '?'), for an array sliced anywhere."""
+    from upkeeper.logs.arrowscan import SIMPLE_REQUEST, static_pattern
+
+    arr = pa.array([b"GET / HTTP/1.1"] * head + lines, pa.large_binary()).slice(head)
+    simple = pc.match_substring_regex(arr, SIMPLE_REQUEST).to_pylist()
+    _valid, offsets, data = arr.buffers()
+    bits, statics = _cut.request_shapes(offsets, data if data is not None else b"", arr.offset, len(arr), extensions)
+    got = pa.Array.from_buffers(pa.bool_(), len(arr), [None, pa.py_buffer(bits)]).to_pylist()
+    assert got == simple
+    urls = [x.split(b" ")[1] for x, ok in zip(lines, simple, strict=True) if ok]
+    rx = static_pattern(frozenset(extensions)) if extensions is not None else None
+    want = ([(k, u.split(b"?", 1)[0]) for k, u in enumerate(urls)
+             if rx and pc.match_substring_regex(pa.array([u], pa.large_binary()), rx)[0].as_py()]
+            if extensions is not None else [])
+    assert statics == want
+
+
+def test_request_shapes_refuse_offsets_out_of_range_and_odd_extensions() -> None:
+    arr = pa.array([b"GET / HTTP/1.1", b"GET /x.css HTTP/1.1"], pa.large_binary())
+    _valid, offsets, data = arr.buffers()
+    for start, n in [(-1, 1), (0, 3), (2, 1), (0, -1), (2 ** 60, 1)]:
+        with pytest.raises(ValueError, match="out of range"):
+            _cut.request_shapes(offsets, data, start, n, None)
+    bad = pa.array([16, 8, 30], pa.int64()).buffers()[1]  # decreasing, then past the data
+    with pytest.raises(ValueError, match="out of range"):
+        _cut.request_shapes(bad, data, 0, 2, None)
+    for exts in [[b".css"], (b".css", ".js"), (1,)]:
+        with pytest.raises(TypeError):
+            _cut.request_shapes(offsets, data, 0, 2, exts)
+    assert _cut.request_shapes(offsets, data, 0, 2, (b".css",)) == (b"\x03", [(1, b"/x.css")])
+    assert _cut.request_shapes(offsets, data, 1, 1, (b".css",)) == (b"\x01", [(0, b"/x.css")])
+    assert _cut.request_shapes(offsets, b"", 0, 0, ()) == (b"", [])

@@ -1162,6 +1162,136 @@ done:
     return result;
 }
 
+/* ---- the shape of new request lines, and their static files ----------------------------------------------------
+ *
+ * request_shapes(offsets, data, start, n, extensions) -> (simple, statics): for n request lines of an Arrow
+ * large_binary array (int64 offsets, from index start):
+ *   simple   an Arrow validity-style bitmap (bytes, LSB first) of the lines matching arrowscan.SIMPLE_REQUEST as
+ *            RE2 matches it on bytes: "GET", "HEAD", "PUT", "DELETE", "PATCH" or "OPTIONS", one blank, a URL beginning
+ *            with '/' without ' ', '%', '@', '\t', '\n', '\r', '\0', '\v' or '\f', one blank, and "HTTP/1.0",
+ *            "HTTP/1.1", "HTTP/2", "HTTP/2.0", "HTTP/3" or "HTTP/3.0" to the end
+ *   statics  when extensions (a tuple of bytes) is not None: (k, path) for the k-th simple line (counted from 0)
+ *            whose URL matches arrowscan.static_pattern(extensions) ("(?s).(?:ext|...)$": longer than an extension
+ *            it ends with, an ASCII letter of the extension matching either case of it, other bytes themselves),
+ *            path its URL up to the first '?'; else an empty list
+ */
+static int url_ok(unsigned char c) {
+    return !(c == ' ' || c == '%' || c == '@' || c == '\t' || c == '\n' || c == '\r' || c == 0 || c == 0x0b ||
+             c == 0x0c);
+}
+
+/* 1 when [s, s+len) is of SIMPLE_REQUEST's shape; *u0, *u1: its URL */
+static int simple_request(const unsigned char *s, Py_ssize_t len, Py_ssize_t *u0, Py_ssize_t *u1) {
+    static const char *const meths[] = {"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    static const char *const protos[] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/2.0", "HTTP/3", "HTTP/3.0"};
+    Py_ssize_t i = -1;
+    for (size_t m = 0; m < sizeof(meths) / sizeof(meths[0]); m++) {
+        Py_ssize_t ml = (Py_ssize_t)strlen(meths[m]);
+        if (len > ml && memcmp(s, meths[m], (size_t)ml) == 0 && s[ml] == ' ') {
+            i = ml + 1;
+            break;
+        }
+    }
+    if (i < 0 || i >= len || s[i] != '/') return 0;
+    Py_ssize_t start = i;
+    while (i < len && url_ok(s[i])) i++;
+    if (i >= len || s[i] != ' ') return 0;
+    Py_ssize_t pl = len - i - 1;
+    for (size_t k = 0; k < sizeof(protos) / sizeof(protos[0]); k++) {
+        if (pl == (Py_ssize_t)strlen(protos[k]) && memcmp(s + i + 1, protos[k], (size_t)pl) == 0) {
+            *u0 = start;
+            *u1 = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* does the URL [u, u+len) end with the extension [x, x+xl), a byte before it? */
+static int ends_with_ext(const unsigned char *u, Py_ssize_t len, const unsigned char *x, Py_ssize_t xl) {
+    if (len <= xl) return 0;
+    const unsigned char *t = u + len - xl;
+    for (Py_ssize_t i = 0; i < xl; i++) {
+        unsigned char c = x[i], b = t[i];
+        if (b == c) continue;
+        /* (static_pattern: [Xx] for a letter, the letter upper-cased then as it is) */
+        if (c >= 'a' && c <= 'z' && b == c - 32) continue;
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *request_shapes(PyObject *self, PyObject *args) {
+    Py_buffer ob, db;
+    Py_ssize_t start, n;
+    PyObject *exts;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnO", &ob, &db, &start, &n, &exts)) return NULL;
+    PyObject *bits = NULL, *statics = NULL, *result = NULL;
+    const int64_t *off = ob.buf;
+    const unsigned char *data = db.buf;
+    if (exts != Py_None) {
+        if (!PyTuple_Check(exts)) {
+            PyErr_SetString(PyExc_TypeError, "request_shapes: extensions must be a tuple of bytes or None");
+            goto done;
+        }
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(exts); k++) {
+            if (!PyBytes_Check(PyTuple_GET_ITEM(exts, k))) {
+                PyErr_SetString(PyExc_TypeError, "request_shapes: extensions must be a tuple of bytes or None");
+                goto done;
+            }
+        }
+    }
+    if (start < 0 || n < 0 || !span_fits(start, n, (Py_ssize_t)sizeof(int64_t), ob.len)
+        || (n + 1) > ob.len / (Py_ssize_t)sizeof(int64_t) - start) {
+        PyErr_SetString(PyExc_ValueError, "request_shapes: offsets out of range");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t a = off[start + i], b = off[start + i + 1];
+        if (a < 0 || b < a || b > db.len) {
+            PyErr_SetString(PyExc_ValueError, "request_shapes: offsets out of range");
+            goto done;
+        }
+    }
+    bits = PyBytes_FromStringAndSize(NULL, (n + 7) / 8);
+    statics = PyList_New(0);
+    if (!bits || !statics) goto done;
+    unsigned char *vb = (unsigned char *)PyBytes_AS_STRING(bits);
+    memset(vb, 0, (size_t)((n + 7) / 8));
+    Py_ssize_t k = 0;  /* simple lines so far */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *s = data + off[start + i];
+        Py_ssize_t len = (Py_ssize_t)(off[start + i + 1] - off[start + i]), u0, u1;
+        if (!simple_request(s, len, &u0, &u1)) continue;
+        vb[i >> 3] |= (unsigned char)(1 << (i & 7));
+        if (exts != Py_None) {
+            for (Py_ssize_t x = 0; x < PyTuple_GET_SIZE(exts); x++) {
+                PyObject *ext = PyTuple_GET_ITEM(exts, x);
+                if (!ends_with_ext(s + u0, u1 - u0, (const unsigned char *)PyBytes_AS_STRING(ext),
+                                   PyBytes_GET_SIZE(ext)))
+                    continue;
+                const unsigned char *q = memchr(s + u0, '?', (size_t)(u1 - u0));
+                PyObject *item = Py_BuildValue("(ny#)", k, (const char *)(s + u0), (q ? q : s + u1) - (s + u0));
+                if (!item || PyList_Append(statics, item) != 0) {
+                    Py_XDECREF(item);
+                    goto done;
+                }
+                Py_DECREF(item);
+                break;
+            }
+        }
+        k++;
+    }
+    result = PyTuple_Pack(2, bits, statics);
+done:
+    Py_XDECREF(bits);
+    Py_XDECREF(statics);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&db);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -1177,6 +1307,8 @@ static PyMethodDef methods[] = {
      "combos(cols, keep, count, into) -> (values, counts) | None: the distinct combinations of coded columns"},
     {"request_ids", request_ids, METH_VARARGS,
      "request_ids(lines, ep_of, static_of, ep_ids, ep_list) -> (ids, statics, any_static)"},
+    {"request_shapes", request_shapes, METH_VARARGS,
+     "request_shapes(offsets, data, start, n, extensions) -> (simple, statics)"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

@@ -367,6 +367,12 @@ class ArrowScanner:
         self.ips: dict[bytes, bytes] = {}
         self.agents: dict[bytes, bytes] = {}
         self.static_rx = static_pattern(acc.is_static.simple)
+        #: the extensions of :attr:`static_rx` (None when it is None) as :func:`upkeeper.logs._cut.request_shapes`
+        #: takes them
+        self.static_exts = tuple(sorted(acc.is_static.simple or ())) if self.static_rx is not None else None
+        #: the shape and static files of new distinct request lines in C (upkeeper.logs._cut.request_shapes), or None
+        self.shapes: Callable[[Any, Any, int, int, tuple[bytes, ...] | None],
+                              tuple[bytes, list[tuple[int, bytes]]]] | None = None
         #: the line cut in C (upkeeper.logs._cut, built at install), or None: the pyarrow cut
         self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int, int, int]]], CutResult] | None = None
         #: the endpoints of new request lines of the common shape in C (upkeeper.logs._cut.endpoints), or None
@@ -395,6 +401,7 @@ class ArrowScanner:
                 self.add_counts = _cut.add_counts
                 self.combos = getattr(_cut, "combos", None)  # (None: an extension built before it)
                 self.request_ids = getattr(_cut, "request_ids", None)
+                self.shapes = getattr(_cut, "request_shapes", None)
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -471,7 +478,17 @@ class ArrowScanner:
         from upkeeper.logs.classify import _WORD, ENDPOINT_MAX, WORD_WINDOW, _word
 
         pa, pc, acc = self.pa, self.pc, self.acc
-        simple = pc.match_substring_regex(rdarr, SIMPLE_REQUEST)
+        # (k, static path) of the k-th line of the common shape whose URL is a static file, when C found them
+        statics: list[tuple[int, bytes]] | None = None
+        if self.shapes is not None and rdarr.type == pa.large_binary() and not rdarr.offset \
+                and not rdarr.null_count:  # in C: the lines of the common shape and (RE2's extensions) static files
+            _valid, offsets, data = rdarr.buffers()
+            bits, statics = self.shapes(offsets, data if data is not None else b"", 0, len(rdarr), self.static_exts)
+            if self.static_exts is None:
+                statics = None
+            simple = pa.Array.from_buffers(pa.bool_(), len(rdarr), [None, pa.py_buffer(bits)])
+        else:
+            simple = pc.match_substring_regex(rdarr, SIMPLE_REQUEST)
         n = simple.true_count
         if n < len(new):
             acc._learn_requests([new[i] for i in pc.indices_nonzero(pc.invert(simple)).to_pylist()],
@@ -516,7 +533,10 @@ class ArrowScanner:
         acc.page_of.update(compress(raws, map(_FRONT.__contains__, eps)))
         static_of = acc.static_of
         static_of.update(dict.fromkeys(raws))
-        if self.static_rx is None:  # extensions RE2 is not given: the reference's matcher
+        if statics is not None:
+            for k, path in statics:
+                static_of[raws[k]] = path
+        elif self.static_rx is None:  # extensions RE2 is not given: the reference's matcher
             static = acc.is_static
             for raw, u in zip(raws, url.to_pylist(), strict=True):
                 if static(u):
@@ -928,8 +948,12 @@ class ArrowScanner:
         errs = [x for x in statuses if (code := code_of[x]) is not None and not 200 <= code < 300]
         if errs:
             m = self._mask_in(s, errs)
-            p.endpoint_errors.update(zip(map(ep_list.__getitem__, row_ep.filter(m).to_pylist()),
-                                         s.filter(m).to_pylist(), strict=True))
+            if self.combos is not None:  # the (endpoint, status) pairs counted in C: the same counts, the same order
+                self.combos([(ep_list, *_int32_buffers(row_ep)), self._coded(s)], _bool_buffers(m), True,
+                            p.endpoint_errors)
+            else:
+                p.endpoint_errors.update(zip(map(ep_list.__getitem__, row_ep.filter(m).to_pylist()),
+                                             s.filter(m).to_pylist(), strict=True))
         if nf_m is not None:
             if count_rows is not None:
                 count_rows(acc.c_req404, rdict, *_int32_buffers(ridx.filter(nf_m)))
@@ -1010,9 +1034,10 @@ class ArrowScanner:
                 keep_first(samples.setdefault(cat, []), trim(raw), p.samples)  # as the line parser has it
         # sensitive files answered 2xx (rare, per row), and the body sizes of the front page's 2xx answers
         ok2 = [x for x in statuses if 200 <= (code_of[x] or 0) < 300]
+        ok2_m = self._mask_in(s, ok2) if ok2 else None  # (the rows answered 2xx)
         sens = _positions(rdict, acc.sensitive_of) if ok2 and acc.sensitive_of else []
         if sens:
-            m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), self._mask_in(s, ok2))
+            m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), ok2_m)
             bs = bi.filter(m).to_pylist() if bi is not None else None
             for k, (ri, ip, st, t) in enumerate(zip(ridx.filter(m).to_pylist(), h.filter(m).to_pylist(),
                                                     s.filter(m).to_pylist(), tk.filter(m).to_pylist(), strict=True)):
@@ -1020,11 +1045,11 @@ class ArrowScanner:
         # the front page's request lines (Accumulator.page_of) are those of its endpoints: found by endpoint id
         front = [i for e in FRONT_ENDPOINTS if (i := self.ep_ids.get(e)) is not None] if ok2 and bi is not None else []
         if front and bi is not None:
-            m = pc.and_(pc.is_in(row_ep, value_set=pa.array(front, row_ep.type)), self._mask_in(s, ok2))
+            m = pc.and_(pc.is_in(row_ep, value_set=pa.array(front, row_ep.type)), ok2_m)
             for size, c in self._counts(bi.filter(m)):
                 p.page_sizes[size] += c
-        if ok2 and bi is not None:  # the one body size of each GET route (a catch-all's page answers them all)
-            self._route_sizes(row_ep, bi, self._mask_in(s, ok2))
+        if ok2_m is not None and bi is not None:  # the one body size of each GET route (a catch-all's page answers
+            self._route_sizes(row_ep, bi, ok2_m)  # them all)
         del row_ep
         # scanner user agents
         if ua is not None:
