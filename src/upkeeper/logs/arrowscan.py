@@ -834,8 +834,9 @@ class ArrowScanner:
             if ua is not None:
                 coded["u"] = uc = self._coded(ua)
                 count_rows(acc.c_ua, *uc)
+            coded["time"] = (tdict, *_int32_buffers(tenc.indices))
             per_time: dict[bytes, int] = {}
-            count_rows(per_time, tdict, *_int32_buffers(tenc.indices))
+            count_rows(per_time, *coded["time"])
             time_counts = list(per_time.items())
         else:
             p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
@@ -994,7 +995,7 @@ class ArrowScanner:
                 skip = [i for i in seen if rdict[i] in assets]
                 m = pc.and_(m, pc.invert(pc.is_in(ridx, value_set=pa.array(skip, ridx.type))))
             bursts: Counter[tuple[bytes, TimeInfo]] = Counter()
-            for (ip, t), c in self._pair_counts(h.filter(m), tk.filter(m)):
+            for (ip, t), c in self._pair_counts(h, tk, m, coded, "h", "time"):
                 bursts[(ip, tinfo[t])] += c
             p.nf_bursts.update(bursts)
         # failed logins (a POST to a login path answered one of its failure statuses) and the logins that
@@ -1059,19 +1060,19 @@ class ArrowScanner:
             if sc:
                 m = self._mask_in(ua, list(sc))
                 if m.true_count:
-                    for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
+                    for (a, ip), c in self._pair_counts(ua, h, m, coded, "u", "h"):
                         p.scanners[(sc[a], ip)] += c
         # exploits sent as the referer
         bad = acc.referer_exploits(refs) if refs else {}
         if bad and ref is not None:
             m = self._mask_in(ref, list(bad))
-            for (x, ip), c in self._pair_counts(ref.filter(m), h.filter(m)):
+            for (x, ip), c in self._pair_counts(ref, h, m, coded, "R", "h"):
                 p.scanners[(bad[x], ip)] += c
         # the clients that named each host in a referer (until enough did: access.REFERER_CLIENTS)
         pending = acc.pending_referers(refs) if refs else {}
         if pending and ref is not None:
             m = self._mask_in(ref, list(pending))
-            for (x, ip), _c in self._pair_counts(ref.filter(m), h.filter(m)):
+            for (x, ip), _c in self._pair_counts(ref, h, m, coded, "R", "h"):
                 acc.referer_client(pending[x], ip)
 
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
@@ -1114,7 +1115,17 @@ class ArrowScanner:
         assert got is not None
         return list(got[0])
 
-    def _pair_counts(self, a: Any, b: Any) -> list[tuple[tuple[Any, Any], int]]:
+    def _pair_counts(self, a: Any, b: Any, mask: Any = None, coded: dict[str, Coded] | None = None,
+                     ka: str = "", kb: str = "") -> list[tuple[tuple[Any, Any], int]]:
+        """The distinct (a, b) pairs of the rows (those of ``mask`` when given) and their counts; with the columns'
+        codes (``coded[ka]``, ``coded[kb]``) counted in C (upkeeper.logs._cut.combos) under the mask, without a
+        filtered copy of each column or its encoding."""
+        if mask is not None and coded is not None and ka in coded and kb in coded and self.combos is not None:
+            got = self.combos([coded[ka], coded[kb]], _bool_buffers(mask), True, None)
+            assert got is not None
+            return list(zip(zip(*got[0], strict=True), got[1], strict=True))
+        if mask is not None:
+            a, b = a.filter(mask), b.filter(mask)
         (xs, ys), counts = self._combos([a, b])
         return list(zip(zip(xs, ys, strict=True), counts, strict=True))
 
