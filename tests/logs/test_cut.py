@@ -4,6 +4,7 @@ RE2 pattern, then the split on quotes and blanks), byte for byte, on every line.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import compress
 from typing import Any
 
 import pyarrow as pa
@@ -526,3 +527,49 @@ def test_request_shapes_refuse_offsets_out_of_range_and_odd_extensions() -> None
     assert _cut.request_shapes(offsets, data, 0, 2, (b".css",)) == (b"\x03", [(1, b"/x.css")])
     assert _cut.request_shapes(offsets, data, 1, 1, (b".css",)) == (b"\x01", [(0, b"/x.css")])
     assert _cut.request_shapes(offsets, b"", 0, 0, ()) == (b"", [])
+
+
+# -- learn_store: what is learned of new request lines, stored ------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=5), max_size=20, unique=True), st.lists(st.binary(max_size=2), min_size=1,
+                                                                             max_size=5), st.randoms())
+def test_fuzz_storing_learned_lines_in_c_equals_the_python_updates(raws: list[bytes], endpoints: list[bytes],
+                                                                   rnd: Any) -> None:
+    """_cut.learn_store fills the endpoint intern table, ep_of, page_of and static_of as the Python updates it
+    replaces did: the same entries, the same order, the interned endpoint objects."""
+    eps = [bytes(rnd.choice(endpoints)) for _ in raws]  # (equal, not identical, objects: interned on the way)
+    statics = sorted((k, b"/s%d" % k) for k in range(len(raws)) if rnd.random() < 0.3)
+    front = frozenset(rnd.sample(endpoints, min(2, len(endpoints))))
+    old = {b"old": b"E"}
+
+    def state() -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes | None], set[bytes]]:
+        return dict(old), {b"x": b"E"}, {b"x": None}, {b"x"}
+
+    intern, ep_of, static_of, page_of = state()
+    eps2 = list(map(intern.setdefault, eps, eps))
+    ep_of.update(zip(raws, eps2, strict=True))
+    page_of.update(compress(raws, [e in front for e in eps2]))
+    static_of.update(dict.fromkeys(raws))
+    for k, path in statics:
+        static_of[raws[k]] = path
+    c_intern, c_ep_of, c_static_of, c_page_of = state()
+    _cut.learn_store(raws, list(eps), c_intern, c_ep_of, c_static_of, c_page_of, front, statics)
+    assert list(c_intern.items()) == list(intern.items()) and list(c_ep_of.items()) == list(ep_of.items())
+    assert list(c_static_of.items()) == list(static_of.items()) and c_page_of == page_of
+    assert all(c_ep_of[r] is c_intern[c_ep_of[r]] for r in raws)
+
+
+def test_storing_learned_lines_refuses_odd_arguments() -> None:
+    args: list[Any] = [[b"a", b"b"], [b"E", b"F"], {}, {}, {}, set(), frozenset()]
+    _cut.learn_store(*args, None)
+    for statics, err in [([(1, b"/p"), (0, b"/q")], ValueError), ([(2, b"/p")], ValueError), ([(-1, b"/p")], ValueError),
+                         ([(0,)], TypeError), ([b"x"], TypeError), ((0, b"/p"), TypeError)]:
+        with pytest.raises(err):
+            _cut.learn_store(*args[:2], {}, {}, {}, set(), frozenset(), statics)
+    with pytest.raises(ValueError):
+        _cut.learn_store([b"a"], [], {}, {}, {}, set(), frozenset(), None)
+    with pytest.raises(TypeError):
+        _cut.learn_store([b"a"], [b"E"], {}, {}, {}, set(), [b"E"], None)
+    with pytest.raises(TypeError):  # an unhashable endpoint: the dict's own error
+        _cut.learn_store([b"a"], [[1]], {}, {}, {}, set(), frozenset(), None)

@@ -1292,6 +1292,71 @@ done:
     return result;
 }
 
+/* ---- what is learned of new request lines, stored ------------------------------------------------------------
+ *
+ * learn_store(raws, eps, intern, ep_of, static_of, page_of, front, statics): for each new request line raws[k] and
+ * its endpoint eps[k] (two lists of one length): the endpoint interned (intern.setdefault(e, e)), ep_of[raw] = it,
+ * raw added to the set page_of when the endpoint is in the set front, and static_of[raw] = the path of statics (a
+ * list of (k, path), k increasing: request_shapes') for that k, else None.  What arrowscan.ArrowScanner.
+ * _learn_requests did with a map, a zip, a compress and a dict.fromkeys (the same entries, in the same order).
+ */
+static PyObject *learn_store(PyObject *self, PyObject *args) {
+    PyObject *raws, *eps, *intern, *ep_of, *static_of, *page_of, *front, *statics;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OO", &PyList_Type, &raws, &PyList_Type, &eps, &PyDict_Type, &intern,
+                          &PyDict_Type, &ep_of, &PyDict_Type, &static_of, &PySet_Type, &page_of, &front, &statics))
+        return NULL;
+    if (!PyAnySet_Check(front) || (statics != Py_None && !PyList_Check(statics))) {
+        PyErr_SetString(PyExc_TypeError, "learn_store: front must be a set, statics a list or None");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(raws);
+    if (PyList_GET_SIZE(eps) != n) {
+        PyErr_SetString(PyExc_ValueError, "learn_store: raws and eps differ in length");
+        return NULL;
+    }
+    Py_ssize_t next = 0;  /* the next entry of statics */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (k >= PyList_GET_SIZE(raws) || k >= PyList_GET_SIZE(eps)) {
+            PyErr_SetString(PyExc_RuntimeError, "learn_store: the lists changed");
+            return NULL;
+        }
+        PyObject *raw = PyList_GET_ITEM(raws, k), *e = PyList_GET_ITEM(eps, k);
+        Py_INCREF(raw);
+        PyObject *one = PyDict_SetDefault(intern, e, e);  /* borrowed */
+        Py_XINCREF(one);
+        int in_front = one ? PySet_Contains(front, one) : -1;
+        int bad = in_front < 0 || PyDict_SetItem(ep_of, raw, one) != 0 || (in_front && PySet_Add(page_of, raw) != 0);
+        Py_XDECREF(one);
+        PyObject *path = Py_None;
+        if (!bad && statics != Py_None && next < PyList_GET_SIZE(statics)) {
+            PyObject *item = PyList_GET_ITEM(statics, next);  /* borrowed */
+            Py_ssize_t at;
+            PyObject *p;
+            if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "nO", &at, &p)) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "learn_store: statics holds (k, path)");
+                bad = 1;
+            } else if (at < k) {
+                PyErr_SetString(PyExc_ValueError, "learn_store: statics out of order or out of range");
+                bad = 1;
+            } else if (at == k) {
+                path = p;
+                next++;
+            }
+        }
+        Py_INCREF(path);  /* (held: the list may change while the dict runs code) */
+        bad = bad || PyDict_SetItem(static_of, raw, path) != 0;
+        Py_DECREF(path);
+        Py_DECREF(raw);
+        if (bad) return NULL;
+    }
+    if (statics != Py_None && next < PyList_GET_SIZE(statics)) {
+        PyErr_SetString(PyExc_ValueError, "learn_store: statics out of order or out of range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -1309,6 +1374,8 @@ static PyMethodDef methods[] = {
      "request_ids(lines, ep_of, static_of, ep_ids, ep_list) -> (ids, statics, any_static)"},
     {"request_shapes", request_shapes, METH_VARARGS,
      "request_shapes(offsets, data, start, n, extensions) -> (simple, statics)"},
+    {"learn_store", learn_store, METH_VARARGS,
+     "learn_store(raws, eps, intern, ep_of, static_of, page_of, front, statics): new request lines stored"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

@@ -370,6 +370,10 @@ class ArrowScanner:
         #: the extensions of :attr:`static_rx` (None when it is None) as :func:`upkeeper.logs._cut.request_shapes`
         #: takes them
         self.static_exts = tuple(sorted(acc.is_static.simple or ())) if self.static_rx is not None else None
+        #: what is learned of new distinct request lines stored in C (upkeeper.logs._cut.learn_store), or None
+        self.learn_store: Callable[[list[bytes], list[bytes], dict[bytes, bytes], dict[bytes, bytes],
+                                    dict[bytes, bytes | None], set[bytes], frozenset[bytes],
+                                    list[tuple[int, bytes]] | None], None] | None = None
         #: the shape and static files of new distinct request lines in C (upkeeper.logs._cut.request_shapes), or None
         self.shapes: Callable[[Any, Any, int, int, tuple[bytes, ...] | None],
                               tuple[bytes, list[tuple[int, bytes]]]] | None = None
@@ -402,6 +406,7 @@ class ArrowScanner:
                 self.combos = getattr(_cut, "combos", None)  # (None: an extension built before it)
                 self.request_ids = getattr(_cut, "request_ids", None)
                 self.shapes = getattr(_cut, "request_shapes", None)
+                self.learn_store = getattr(_cut, "learn_store", None)
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -527,16 +532,20 @@ class ArrowScanner:
                 done = _WORD.sub(_word, b"\n".join(pc.take(path, words).to_pylist())).split(b"\n")
                 for i, m, p in zip(words.to_pylist(), pc.take(meth, words).to_pylist(), done, strict=True):
                     eps[i] = m + b" " + p[:ENDPOINT_MAX]
-        intern = acc.ep_intern
-        eps = list(map(intern.setdefault, eps, eps))
-        acc.ep_of.update(zip(raws, eps, strict=True))
-        acc.page_of.update(compress(raws, map(_FRONT.__contains__, eps)))
         static_of = acc.static_of
-        static_of.update(dict.fromkeys(raws))
-        if statics is not None:
-            for k, path in statics:
+        if self.learn_store is not None:  # in C, one pass: the same entries in the same order
+            self.learn_store(raws, eps, acc.ep_intern, acc.ep_of, static_of, acc.page_of, _FRONT, statics)
+        else:
+            intern = acc.ep_intern
+            eps = list(map(intern.setdefault, eps, eps))
+            acc.ep_of.update(zip(raws, eps, strict=True))
+            acc.page_of.update(compress(raws, map(_FRONT.__contains__, eps)))
+            static_of.update(dict.fromkeys(raws))
+            for k, path in statics or ():
                 static_of[raws[k]] = path
-        elif self.static_rx is None:  # extensions RE2 is not given: the reference's matcher
+        if statics is not None:  # (stored above)
+            return
+        if self.static_rx is None:  # extensions RE2 is not given: the reference's matcher
             static = acc.is_static
             for raw, u in zip(raws, url.to_pylist(), strict=True):
                 if static(u):
