@@ -171,6 +171,45 @@ def test_fuzz_arbitrary_bytes_are_cut_as_pyarrow_cuts_them(fmt: str, lines: list
     assert_same_cut(lines, fmt)
 
 
+#: every byte a value's class leaves out, and others (the vector scan of a value stops at each of the first kind)
+#: (not 0x0a, which ends a line, nor 0xa0, which only the C cut leaves out of a value: see the test after this one)
+_STOP_BYTES = [bytes((c,)) for c in [*range(0x0a), *range(0x0b, 0x20), 0x7f]] + [
+    b" ", b'"', b"[", b"]", b"\\", b",", b":", b"a", b"\x80", b"\xff", b"\x9f", b"\xa1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(CASES)), st.integers(0, 40), st.sampled_from(["u", "R", "r", "h", "T", "P"]),
+       st.sampled_from(_STOP_BYTES), st.integers(0, 60), st.integers(0, 3))
+def test_fuzz_long_values_stopped_at_every_lane_are_cut_as_pyarrow_cuts_them(fmt: str, at: int, field: str,
+                                                                              stop: bytes, length: int,
+                                                                              which: int) -> None:
+    """A value 16 bytes or longer is scanned 16 bytes at a time (SSE2): a byte out of its class at each lane of
+    a block, in the last block or after it, and at a run's end, ends it where the byte-by-byte scan would."""
+    plan = plan_of(fmt)
+    if field not in plan.fields:
+        return
+    line = CASES[fmt][which % len(CASES[fmt])]
+    ok, fields = pyarrow_cut([line], plan)
+    value = fields[field][0]
+    if not ok[0] or not value:
+        return
+    long = (value * (1 + length // max(1, len(value))))[:max(length, len(value))]
+    changed = long[:at] + stop + long[at + 1:] if at < len(long) else long
+    assert_same_cut([line.replace(value, long, 1), line.replace(value, changed, 1), line], fmt)
+
+
+def test_a_long_address_holding_the_collapse_s_byte_in_any_lane_goes_to_the_line_parser() -> None:
+    """0xA0 (a collapsed list's blank) is out of the class of every unquoted value but a list's in the C cut: in
+    any lane of a 16-byte block of a long value, the line is rejected (the line parser reads it)."""
+    plan = plan_of(COMBINED_TIMED)
+    line = GOOD[0]
+    addr = line.split(b" ", 1)[0]
+    for at in range(40):
+        long = (b"1" * 40)[:at] + b"\xa0" + b"1" * (40 - at)
+        ok, _fields, rejected = native_cut([line.replace(addr, long, 1), line.replace(addr, b"1" * 41, 1)], plan)
+        assert ok == [False, True] and rejected == [line.replace(addr, long, 1)]
+
+
 def _path_counts_reference(counts: dict[bytes, int]) -> dict[bytes, int]:
     """access.all_paths' loop, as it was written in Python."""
     out: dict[bytes, int] = {}
