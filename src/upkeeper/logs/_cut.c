@@ -1392,6 +1392,133 @@ static PyObject *learn_store(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- referers: the host each names, and which may carry an exploit ----------------------------------------------
+ *
+ * referer_hosts(referers) -> list: per referer (bytes), access._referer_host's answer: the referer trimmed of
+ * " \t\n\v\f\r" at both ends ("-" when nothing is left) and matched at its start, as Python's re matches
+ * access._HOST_OF_URL (case-insensitively, ASCII):
+ *     [a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f:.]*\]|[^/?#:@\s\[\]]+)
+ * (the user part taken when the host after it matches, else the host read from right after "://", as the regex
+ * backtracks), the host lower-cased (ASCII) without its final dots; None where it does not match.
+ *
+ * referer_hints(referers) -> list: per referer, whether classify._REFERER_HINT ([{%\\]|oast\.|interact\.sh,
+ * case-insensitive) is found within its first AGENT_CLASSIFIED_BYTES (classify.referer_exploit's prefilter: a
+ * referer without one carries no exploit).
+ */
+#define REFERER_HINT_BYTES 8192
+
+static int re_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static int c_alpha(unsigned char c) { return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); }
+static int c_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* the host's end when a host of _HOST_OF_URL's group begins at x of [t, t+len), else -1 */
+static Py_ssize_t host_end(const unsigned char *t, Py_ssize_t len, Py_ssize_t x) {
+    if (x >= len) return -1;
+    if (t[x] == '[') {
+        Py_ssize_t k = x + 1;
+        while (k < len && (is_hex(t[k]) || t[k] == ':' || t[k] == '.')) k++;
+        return k < len && t[k] == ']' ? k + 1 : -1;  /* ('[' is out of the other alternative's class) */
+    }
+    Py_ssize_t k = x;
+    while (k < len && !(t[k] == '/' || t[k] == '?' || t[k] == '#' || t[k] == ':' || t[k] == '@' || t[k] == '['
+                        || t[k] == ']' || re_space(t[k])))
+        k++;
+    return k > x ? k : -1;
+}
+
+static PyObject *referer_host(const unsigned char *s, Py_ssize_t len) {
+    while (len && re_space(s[0])) {
+        s++;
+        len--;
+    }
+    while (len && re_space(s[len - 1])) len--;
+    if (!len || !c_alpha(s[0])) Py_RETURN_NONE;  /* (nothing left reads as "-": no letter either) */
+    Py_ssize_t j = 1;
+    while (j < len && j <= 15 && (c_alpha(s[j]) || c_digit(s[j]) || s[j] == '+' || s[j] == '.' || s[j] == '-')) j++;
+    if (len - j < 3 || s[j] != ':' || s[j + 1] != '/' || s[j + 2] != '/') Py_RETURN_NONE;
+    Py_ssize_t p = j + 3, q = p, x = -1, end = -1;
+    while (q < len && !(s[q] == '/' || s[q] == '?' || s[q] == '#' || s[q] == '@' || re_space(s[q]))) q++;
+    if (q < len && s[q] == '@' && (end = host_end(s, len, q + 1)) >= 0) x = q + 1;
+    if (x < 0 && (end = host_end(s, len, p)) >= 0) x = p;
+    if (x < 0) Py_RETURN_NONE;
+    while (end > x && s[end - 1] == '.') end--;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, end - x);
+    if (!out) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = x; i < end; i++) o[i - x] = (s[i] >= 'A' && s[i] <= 'Z') ? s[i] + 32 : s[i];
+    return out;
+}
+
+/* does [s, s+len) hold `word` (lower case) at i, case-insensitively (ASCII letters)? */
+static int word_at(const unsigned char *s, Py_ssize_t len, Py_ssize_t i, const char *word, Py_ssize_t wl) {
+    if (len - i < wl) return 0;
+    for (Py_ssize_t k = 0; k < wl; k++) {
+        unsigned char c = s[i + k], w = (unsigned char)word[k];
+        if (c != w && !(w >= 'a' && w <= 'z' && c == w - 32)) return 0;
+    }
+    return 1;
+}
+
+static int referer_hint(const unsigned char *s, Py_ssize_t len) {
+    if (len > REFERER_HINT_BYTES) len = REFERER_HINT_BYTES;  /* (search(referer, 0, endpos): a match inside) */
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned char c = s[i];
+        if (c == '{' || c == '%' || c == '\\') return 1;
+        if ((c | 0x20) == 'o' && word_at(s, len, i, "oast.", 5)) return 1;
+        if ((c | 0x20) == 'i' && word_at(s, len, i, "interact.sh", 11)) return 1;
+    }
+    return 0;
+}
+
+static PyObject *referers_map(PyObject *arg, int hosts) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "referers must be a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i >= PyList_GET_SIZE(arg)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_RuntimeError, "the referers changed");
+            return NULL;
+        }
+        PyObject *x = PyList_GET_ITEM(arg, i);
+        if (!PyBytes_Check(x)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "referers must be a list of bytes");
+            return NULL;
+        }
+        Py_INCREF(x);
+        const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(x);
+        PyObject *v;
+        if (hosts) {
+            v = referer_host(s, PyBytes_GET_SIZE(x));
+        } else {
+            v = referer_hint(s, PyBytes_GET_SIZE(x)) ? Py_True : Py_False;
+            Py_INCREF(v);
+        }
+        Py_DECREF(x);
+        if (!v) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+static PyObject *referer_hosts(PyObject *self, PyObject *arg) {
+    (void)self;
+    return referers_map(arg, 1);
+}
+
+static PyObject *referer_hints(PyObject *self, PyObject *arg) {
+    (void)self;
+    return referers_map(arg, 0);
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -1411,6 +1538,9 @@ static PyMethodDef methods[] = {
      "request_shapes(offsets, data, start, n, extensions) -> (simple, statics)"},
     {"learn_store", learn_store, METH_VARARGS,
      "learn_store(raws, eps, intern, ep_of, static_of, page_of, front, statics): new request lines stored"},
+    {"referer_hosts", referer_hosts, METH_O, "referer_hosts(referers) -> [host or None]: access._referer_host of each"},
+    {"referer_hints", referer_hints, METH_O,
+     "referer_hints(referers) -> [bool]: classify._REFERER_HINT found in each referer's first 8192 bytes"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };
