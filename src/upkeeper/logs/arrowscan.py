@@ -370,6 +370,9 @@ class ArrowScanner:
         #: the extensions of :attr:`static_rx` (None when it is None) as :func:`upkeeper.logs._cut.request_shapes`
         #: takes them
         self.static_exts = tuple(sorted(acc.is_static.simple or ())) if self.static_rx is not None else None
+        #: time tokens keyed by their minute in C (upkeeper.logs._cut.minute_tokens), or None
+        self.minute_tokens: Callable[[Any, Any, Any, int, int, int, int],
+                                     tuple[bytes, bytes, list[bytes], list[bytes]] | None] | None = None
         #: what is learned of new distinct request lines stored in C (upkeeper.logs._cut.learn_store), or None
         self.learn_store: Callable[[list[bytes], list[bytes], dict[bytes, bytes], dict[bytes, bytes],
                                     dict[bytes, bytes | None], set[bytes], frozenset[bytes],
@@ -407,6 +410,7 @@ class ArrowScanner:
                 self.request_ids = getattr(_cut, "request_ids", None)
                 self.shapes = getattr(_cut, "request_shapes", None)
                 self.learn_store = getattr(_cut, "learn_store", None)
+                self.minute_tokens = getattr(_cut, "minute_tokens", None)
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -773,10 +777,27 @@ class ArrowScanner:
         """
         from upkeeper.logs.access import _SECONDS
 
-        pc, times = self.pc, self.acc.times
+        pa, pc, times = self.pa, self.pc, self.acc.times
         assert times is not None
         tk = cols["time"]
         sl = times.ssl
+        if self.minute_tokens is not None and not times.msec and tk.type == pa.large_binary() and not tk.offset:
+            # in C, one pass: the same minutes and seconds, the same column
+            validity, offsets, data = tk.buffers()
+            validity = validity if tk.null_count else None
+            got = self.minute_tokens(offsets, data if data is not None else b"", validity, len(tk), times.width,
+                                     sl.start, sl.stop)
+            if got is not None:
+                offs, text, mins, secs = got
+                if times.regular(mins):
+                    odd = [x for x in secs if x not in _SECONDS]
+                    if odd:
+                        bad.append(self._mask_in(pc.binary_slice(tk, sl.start, sl.stop), odd))
+                    cols["time"] = pa.Array.from_buffers(pa.large_binary(), len(tk),
+                                                         [validity, pa.py_buffer(offs), pa.py_buffer(text)],
+                                                         null_count=tk.null_count)
+                    return times.many(set(mins))
+            return times.many(set(self._distinct(tk)))
         lengths = pc.min_max(pc.binary_length(tk)).as_py()
         if lengths["min"] == lengths["max"] == times.width and not times.msec:
             tm = pc.binary_replace_slice(tk, sl.start, sl.stop, b"00")
