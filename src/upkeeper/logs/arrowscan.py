@@ -1123,8 +1123,9 @@ class ArrowScanner:
         keep = ok2 if not skip else pc.and_(ok2, pc.invert(pc.is_in(row_ep, value_set=pa.array(skip, pa.int32()))))
         if not pc.any(keep).as_py():
             return
-        if self.combos is not None:
-            es, szs = self._native_combos([self._coded(row_ep), self._coded(sizes)], keep, False)
+        if self.combos is not None:  # (the kept rows are few once the endpoints not worth it are skipped)
+            es, szs = self._native_combos([self._coded(row_ep.filter(keep)), self._coded(sizes.filter(keep))], None,
+                                          False)
         else:
             (es, szs), _ = self._combos([row_ep.filter(keep), sizes.filter(keep)], count=False)
         size_of = self.acc._route_size
