@@ -889,7 +889,7 @@ class ArrowScanner:
         if no4:
             keep = pc.invert(self._mask_in(s, no4))
         one_ua = self.agents.setdefault
-        if self.combos is not None:  # the dates coded by their index among this buffer's dates
+        if "h" in coded:  # (in C) the dates coded by their index among this buffer's dates
             day_of = [tinfo[t][0] for t in tdict]
             days = list(dict.fromkeys(day_of))
             day_no = {d: i for i, d in enumerate(days)}
