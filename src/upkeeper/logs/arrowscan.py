@@ -37,7 +37,7 @@ import platform
 import re
 import struct
 from collections import Counter
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_not, not_
@@ -67,6 +67,12 @@ if TYPE_CHECKING:
 #: what :func:`upkeeper.logs._cut.cut` returns: lines, validity bitmap, kept lines, rejected lines, line starts,
 #: and per field (offsets, data)
 CutResult = tuple[int, bytes, int, list[bytes], bytes, tuple[tuple[bytes, bytes], ...]]
+#: a column as :func:`upkeeper.logs._cut.combos` takes it: its keys (code i stands for keys[i]), then an int32
+#: array of codes as :func:`_int32_buffers` gives it
+Coded = tuple[list[Any], Any, int, int, Any]
+#: what :func:`upkeeper.logs._cut.combos` returns: per column the keys of each combination, and their counts (None
+#: when it counted into a dict)
+CombosResult = tuple[tuple[list[Any], ...], list[int]] | None
 #: what :func:`upkeeper.logs._cut.endpoints` returns: endpoints, (index, path) of the word candidates, URL offsets
 #: and data
 EndpointsResult = tuple[list[bytes], list[tuple[int, bytes]], bytes, bytes]
@@ -361,6 +367,19 @@ class ArrowScanner:
         self.ips: dict[bytes, bytes] = {}
         self.agents: dict[bytes, bytes] = {}
         self.static_rx = static_pattern(acc.is_static.simple)
+        #: the extensions of :attr:`static_rx` (None when it is None) as :func:`upkeeper.logs._cut.request_shapes`
+        #: takes them
+        self.static_exts = tuple(sorted(acc.is_static.simple or ())) if self.static_rx is not None else None
+        #: time tokens keyed by their minute in C (upkeeper.logs._cut.minute_tokens), or None
+        self.minute_tokens: Callable[[Any, Any, Any, int, int, int, int],
+                                     tuple[bytes, bytes, list[bytes], list[bytes]] | None] | None = None
+        #: what is learned of new distinct request lines stored in C (upkeeper.logs._cut.learn_store), or None
+        self.learn_store: Callable[[list[bytes], list[bytes], dict[bytes, bytes], dict[bytes, bytes],
+                                    dict[bytes, bytes | None], set[bytes], frozenset[bytes],
+                                    list[tuple[int, bytes]] | None], None] | None = None
+        #: the shape and static files of new distinct request lines in C (upkeeper.logs._cut.request_shapes), or None
+        self.shapes: Callable[[Any, Any, int, int, tuple[bytes, ...] | None],
+                              tuple[bytes, list[tuple[int, bytes]]]] | None = None
         #: the line cut in C (upkeeper.logs._cut, built at install), or None: the pyarrow cut
         self.cutter: Callable[[bytes, bytes, Sequence[tuple[int, int, int, int]]], CutResult] | None = None
         #: the endpoints of new request lines of the common shape in C (upkeeper.logs._cut.endpoints), or None
@@ -371,6 +390,11 @@ class ArrowScanner:
         self.count_rows: Callable[[dict[Any, int], list[Any], Any, int, int, Any], None] | None = None
         #: GoAccess's keys of request lines in C (upkeeper.logs._cut.request_keys), or None
         self.keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[int], bytes, bytes]] | None = None
+        #: the endpoint id and static path of each distinct request line in C (upkeeper.logs._cut.request_ids), or None
+        self.request_ids: Callable[[list[bytes], dict[bytes, bytes], dict[bytes, bytes | None], dict[bytes, int],
+                                    list[bytes]], tuple[bytes, list[bytes | None], bool]] | None = None
+        #: the distinct combinations of coded columns in one hash pass in C (upkeeper.logs._cut.combos), or None
+        self.combos: Callable[[list[Coded], Any, bool, dict[Any, int] | None], CombosResult] | None = None
         if acc.opts.native_cut:
             try:
                 from upkeeper.logs import _cut
@@ -382,6 +406,11 @@ class ArrowScanner:
                 self.keys_of = _cut.request_keys
                 self.count_rows = getattr(_cut, "count_rows", None)  # (None: an extension built before it)
                 self.add_counts = _cut.add_counts
+                self.combos = getattr(_cut, "combos", None)  # (None: an extension built before it)
+                self.request_ids = getattr(_cut, "request_ids", None)
+                self.shapes = getattr(_cut, "request_shapes", None)
+                self.learn_store = getattr(_cut, "learn_store", None)
+                self.minute_tokens = getattr(_cut, "minute_tokens", None)
         self.field_names = list(plan.fields)
 
     def release(self) -> None:
@@ -458,7 +487,17 @@ class ArrowScanner:
         from upkeeper.logs.classify import _WORD, ENDPOINT_MAX, WORD_WINDOW, _word
 
         pa, pc, acc = self.pa, self.pc, self.acc
-        simple = pc.match_substring_regex(rdarr, SIMPLE_REQUEST)
+        # (k, static path) of the k-th line of the common shape whose URL is a static file, when C found them
+        statics: list[tuple[int, bytes]] | None = None
+        if self.shapes is not None and rdarr.type == pa.large_binary() and not rdarr.offset \
+                and not rdarr.null_count:  # in C: the lines of the common shape and (RE2's extensions) static files
+            _valid, offsets, data = rdarr.buffers()
+            bits, statics = self.shapes(offsets, data if data is not None else b"", 0, len(rdarr), self.static_exts)
+            if self.static_exts is None:
+                statics = None
+            simple = pa.Array.from_buffers(pa.bool_(), len(rdarr), [None, pa.py_buffer(bits)])
+        else:
+            simple = pc.match_substring_regex(rdarr, SIMPLE_REQUEST)
         n = simple.true_count
         if n < len(new):
             acc._learn_requests([new[i] for i in pc.indices_nonzero(pc.invert(simple)).to_pylist()],
@@ -497,12 +536,19 @@ class ArrowScanner:
                 done = _WORD.sub(_word, b"\n".join(pc.take(path, words).to_pylist())).split(b"\n")
                 for i, m, p in zip(words.to_pylist(), pc.take(meth, words).to_pylist(), done, strict=True):
                     eps[i] = m + b" " + p[:ENDPOINT_MAX]
-        intern = acc.ep_intern
-        eps = list(map(intern.setdefault, eps, eps))
-        acc.ep_of.update(zip(raws, eps, strict=True))
-        acc.page_of.update(compress(raws, map(_FRONT.__contains__, eps)))
         static_of = acc.static_of
-        static_of.update(dict.fromkeys(raws))
+        if self.learn_store is not None:  # in C, one pass: the same entries in the same order
+            self.learn_store(raws, eps, acc.ep_intern, acc.ep_of, static_of, acc.page_of, _FRONT, statics)
+        else:
+            intern = acc.ep_intern
+            eps = list(map(intern.setdefault, eps, eps))
+            acc.ep_of.update(zip(raws, eps, strict=True))
+            acc.page_of.update(compress(raws, map(_FRONT.__contains__, eps)))
+            static_of.update(dict.fromkeys(raws))
+            for k, path in statics or ():
+                static_of[raws[k]] = path
+        if statics is not None:  # (stored above)
+            return
         if self.static_rx is None:  # extensions RE2 is not given: the reference's matcher
             static = acc.is_static
             for raw, u in zip(raws, url.to_pylist(), strict=True):
@@ -731,10 +777,27 @@ class ArrowScanner:
         """
         from upkeeper.logs.access import _SECONDS
 
-        pc, times = self.pc, self.acc.times
+        pa, pc, times = self.pa, self.pc, self.acc.times
         assert times is not None
         tk = cols["time"]
         sl = times.ssl
+        if self.minute_tokens is not None and not times.msec and tk.type == pa.large_binary() and not tk.offset:
+            # in C, one pass: the same minutes and seconds, the same column
+            validity, offsets, data = tk.buffers()
+            validity = validity if tk.null_count else None
+            got = self.minute_tokens(offsets, data if data is not None else b"", validity, len(tk), times.width,
+                                     sl.start, sl.stop)
+            if got is not None:
+                offs, text, mins, secs = got
+                if times.regular(mins):
+                    odd = [x for x in secs if x not in _SECONDS]
+                    if odd:
+                        bad.append(self._mask_in(pc.binary_slice(tk, sl.start, sl.stop), odd))
+                    cols["time"] = pa.Array.from_buffers(pa.large_binary(), len(tk),
+                                                         [validity, pa.py_buffer(offs), pa.py_buffer(text)],
+                                                         null_count=tk.null_count)
+                    return times.many(set(mins))
+            return times.many(set(self._distinct(tk)))
         lengths = pc.min_max(pc.binary_length(tk)).as_py()
         if lengths["min"] == lengths["max"] == times.width and not times.msec:
             tm = pc.binary_replace_slice(tk, sl.start, sl.stop, b"00")
@@ -782,29 +845,62 @@ class ArrowScanner:
             total = pc.sum(bi).as_py()
             p.bandwidth += int(total or 0)
         one_ip = self.ips.setdefault
-        p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
-        ref_counts = dict(self._counts(ref)) if ref is not None else {}
-        acc.c_ref.update(ref_counts)
-        if ua is not None:
-            acc.c_ua.update(dict(self._counts(ua)))
+        tenc = pc.dictionary_encode(tk)
+        tdict = tenc.dictionary.to_pylist()
+        count_rows = self.count_rows
+        # addresses, agents and referers: dictionary-encoded once (the codes serve the visitors too) and counted in C
+        # where the extension is built (the same counts in the same order as value_counts': first appearance)
+        coded: dict[str, Coded] = {}
+        refs: Collection[bytes]
+        if self.combos is not None and count_rows is not None:
+            hc = self._coded(h)
+            coded["h"] = hc = ([one_ip(ip, ip) for ip in hc[0]], *hc[1:])
+            count_rows(p.hosts, *hc)
+            refs = []
+            if ref is not None:
+                coded["R"] = rc = self._coded(ref)
+                count_rows(acc.c_ref, *rc)
+                refs = rc[0]
+            if ua is not None:
+                coded["u"] = uc = self._coded(ua)
+                count_rows(acc.c_ua, *uc)
+            coded["time"] = (tdict, *_int32_buffers(tenc.indices))
+            per_time: dict[bytes, int] = {}
+            count_rows(per_time, *coded["time"])
+            time_counts = list(per_time.items())
         else:
+            p.hosts.update({one_ip(ip, ip): c for ip, c in self._counts(h)})
+            refs = dict(self._counts(ref)) if ref is not None else {}
+            acc.c_ref.update(refs)
+            if ua is not None:
+                acc.c_ua.update(dict(self._counts(ua)))
+            time_counts = self._counts(tk)
+        if ua is None:
             acc.c_ua[b"-"] += n
-        for t, c in self._counts(tk):
+        for t, c in time_counts:
             p.minutes[tinfo[t]] += c
+        del time_counts
         status_counts = self._counts(s)
         p.status.update(dict(status_counts))
         statuses = [x for x, _ in status_counts]
         # unique visitors: (date, ip, agent) of the requests whose status is not 4xx
-        tenc = pc.dictionary_encode(tk)
-        tdict = tenc.dictionary.to_pylist()
-        dates = pc.take(pa.array([tinfo[t][0] for t in tdict], pa.int32()), tenc.indices)
-        del tenc
         keep = None
         no4 = [x for x in statuses if x[:1] == b"4"]
         if no4:
             keep = pc.invert(self._mask_in(s, no4))
         one_ua = self.agents.setdefault
-        vcols, _ = self._combos([dates, h] + ([ua] if ua is not None else []), keep, count=False)
+        if "h" in coded:  # (in C) the dates coded by their index among this buffer's dates
+            day_of = [tinfo[t][0] for t in tdict]
+            days = list(dict.fromkeys(day_of))
+            day_no = {d: i for i, d in enumerate(days)}
+            dates = pc.take(pa.array([day_no[d] for d in day_of], pa.int32()), tenc.indices)
+            del tenc
+            vcols = self._native_combos([(days, *_int32_buffers(dates)), coded["h"]]
+                                        + ([coded["u"]] if ua is not None else []), keep, False)
+        else:
+            dates = pc.take(pa.array([tinfo[t][0] for t in tdict], pa.int32()), tenc.indices)
+            del tenc
+            vcols, _ = self._combos([dates, h] + ([ua] if ua is not None else []), keep, count=False)
         del dates
         vips = [one_ip(ip, ip) for ip in vcols[1]]
         vuas = [one_ua(a, a) for a in vcols[2]] if ua is not None else [b"-"] * len(vips)
@@ -841,19 +937,25 @@ class ArrowScanner:
             acc._learn_security(new, cand, hints)
             del rdarr
         del renc
-        eps = list(map(ep_of.__getitem__, rdict))
-        for e in dict.fromkeys(eps):  # the endpoints in order of appearance
-            self._ep_id(e)
-        ep_per = pa.array(list(map(self.ep_ids.__getitem__, eps)), pa.int32())
-        del eps
+        static_of = acc.static_of
+        sp_of: list[bytes | None]
+        if self.request_ids is not None:  # in C: the same ids, in the same order
+            ids, sp_of, any_static = self.request_ids(rdict, ep_of, static_of, self.ep_ids, self.ep_list)
+            ep_per = pa.Array.from_buffers(pa.int32(), len(rdict), [None, pa.py_buffer(ids)])
+        else:
+            eps = list(map(ep_of.__getitem__, rdict))
+            for e in dict.fromkeys(eps):  # the endpoints in order of appearance
+                self._ep_id(e)
+            ep_per = pa.array(list(map(self.ep_ids.__getitem__, eps)), pa.int32())
+            del eps
+            sp_of = list(map(static_of.__getitem__, rdict))
+            any_static = any(map(is_not, sp_of, repeat(None)))
         row_ep = pc.take(ep_per, ridx)
         ep_list = self.ep_list
         code_of = {x: status_code(x) for x in statuses}  # '0503' is 503, as in the status distribution
         # hits per request line, static files (not a 404 by its text: GoAccess's not-found panel reads the text),
         # endpoint errors, 404s: the rows' request lines (or keys) fed to the Counters, which count them in C (a
         # Python step per distinct (line, status) cost more)
-        static_of = acc.static_of
-        count_rows = self.count_rows
         if count_rows is not None:
             count_rows(acc.c_req, rdict, *_int32_buffers(ridx))
         else:
@@ -862,9 +964,8 @@ class ArrowScanner:
             del rows
         nf_text = [x for x in statuses if x[:3] == b"404"]
         nf_m = self._mask_in(s, nf_text) if nf_text else None
-        sp_of = list(map(static_of.__getitem__, rdict))
         if count_rows is not None:
-            if any(map(is_not, sp_of, repeat(None))):
+            if any_static:
                 count_rows(p.static_paths, sp_of, *_int32_buffers(ridx if nf_m is None else ridx.filter(pc.invert(nf_m))))
         else:
             static_path = {i: sp for i in compress(range(len(sp_of)), map(is_not, sp_of, repeat(None)))
@@ -878,8 +979,12 @@ class ArrowScanner:
         errs = [x for x in statuses if (code := code_of[x]) is not None and not 200 <= code < 300]
         if errs:
             m = self._mask_in(s, errs)
-            p.endpoint_errors.update(zip(map(ep_list.__getitem__, row_ep.filter(m).to_pylist()),
-                                         s.filter(m).to_pylist(), strict=True))
+            if self.combos is not None:  # the (endpoint, status) pairs counted in C: the same counts, the same order
+                self.combos([(ep_list, *_int32_buffers(row_ep)), self._coded(s)], _bool_buffers(m), True,
+                            p.endpoint_errors)
+            else:
+                p.endpoint_errors.update(zip(map(ep_list.__getitem__, row_ep.filter(m).to_pylist()),
+                                             s.filter(m).to_pylist(), strict=True))
         if nf_m is not None:
             if count_rows is not None:
                 count_rows(acc.c_req404, rdict, *_int32_buffers(ridx.filter(nf_m)))
@@ -920,7 +1025,7 @@ class ArrowScanner:
                 skip = [i for i in seen if rdict[i] in assets]
                 m = pc.and_(m, pc.invert(pc.is_in(ridx, value_set=pa.array(skip, ridx.type))))
             bursts: Counter[tuple[bytes, TimeInfo]] = Counter()
-            for (ip, t), c in self._pair_counts(h.filter(m), tk.filter(m)):
+            for (ip, t), c in self._pair_counts(h, tk, m, coded, "h", "time"):
                 bursts[(ip, tinfo[t])] += c
             p.nf_bursts.update(bursts)
         # failed logins (a POST to a login path answered one of its failure statuses) and the logins that
@@ -960,9 +1065,10 @@ class ArrowScanner:
                 keep_first(samples.setdefault(cat, []), trim(raw), p.samples)  # as the line parser has it
         # sensitive files answered 2xx (rare, per row), and the body sizes of the front page's 2xx answers
         ok2 = [x for x in statuses if 200 <= (code_of[x] or 0) < 300]
+        ok2_m = self._mask_in(s, ok2) if ok2 else None  # (the rows answered 2xx)
         sens = _positions(rdict, acc.sensitive_of) if ok2 and acc.sensitive_of else []
         if sens:
-            m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), self._mask_in(s, ok2))
+            m = pc.and_(pc.is_in(ridx, value_set=pa.array(sens, ridx.type)), ok2_m)
             bs = bi.filter(m).to_pylist() if bi is not None else None
             for k, (ri, ip, st, t) in enumerate(zip(ridx.filter(m).to_pylist(), h.filter(m).to_pylist(),
                                                     s.filter(m).to_pylist(), tk.filter(m).to_pylist(), strict=True)):
@@ -970,37 +1076,40 @@ class ArrowScanner:
         # the front page's request lines (Accumulator.page_of) are those of its endpoints: found by endpoint id
         front = [i for e in FRONT_ENDPOINTS if (i := self.ep_ids.get(e)) is not None] if ok2 and bi is not None else []
         if front and bi is not None:
-            m = pc.and_(pc.is_in(row_ep, value_set=pa.array(front, row_ep.type)), self._mask_in(s, ok2))
+            m = pc.and_(pc.is_in(row_ep, value_set=pa.array(front, row_ep.type)), ok2_m)
             for size, c in self._counts(bi.filter(m)):
                 p.page_sizes[size] += c
-        if ok2 and bi is not None:  # the one body size of each GET route (a catch-all's page answers them all)
-            self._route_sizes(row_ep, bi, self._mask_in(s, ok2))
+        if ok2_m is not None and bi is not None:  # the one body size of each GET route (a catch-all's page answers
+            self._route_sizes(row_ep, bi, ok2_m)  # them all)
         del row_ep
         # scanner user agents
         if ua is not None:
             # (this buffer's agents only: all those seen so far were read at every buffer, quadratic in a log
             # whose agents all differ)
-            sc = acc.scanner_agents(self._distinct(ua))
+            sc = acc.scanner_agents(coded["u"][0] if "u" in coded else self._distinct(ua))
             if sc:
                 m = self._mask_in(ua, list(sc))
                 if m.true_count:
-                    for (a, ip), c in self._pair_counts(ua.filter(m), h.filter(m)):
+                    for (a, ip), c in self._pair_counts(ua, h, m, coded, "u", "h"):
                         p.scanners[(sc[a], ip)] += c
         # exploits sent as the referer
-        bad = acc.referer_exploits(ref_counts) if ref_counts else {}
+        bad = acc.referer_exploits(refs) if refs else {}
         if bad and ref is not None:
             m = self._mask_in(ref, list(bad))
-            for (x, ip), c in self._pair_counts(ref.filter(m), h.filter(m)):
+            for (x, ip), c in self._pair_counts(ref, h, m, coded, "R", "h"):
                 p.scanners[(bad[x], ip)] += c
         # the clients that named each host in a referer (until enough did: access.REFERER_CLIENTS)
-        pending = acc.pending_referers(ref_counts) if ref_counts else {}
+        pending = acc.pending_referers(refs) if refs else {}
         if pending and ref is not None:
             m = self._mask_in(ref, list(pending))
-            for (x, ip), _c in self._pair_counts(ref.filter(m), h.filter(m)):
+            for (x, ip), _c in self._pair_counts(ref, h, m, coded, "R", "h"):
                 acc.referer_client(pending[x], ip)
 
     def _add_latency(self, counter: Counter[tuple[bytes, bytes]], row_ep: Any, times: Any) -> None:
         """Count the (endpoint, time token) pairs."""
+        if self.combos is not None:  # (the endpoint ids are codes of ep_list already)
+            self.combos([(self.ep_list, *_int32_buffers(row_ep)), self._coded(times)], None, True, counter)
+            return
         (es, toks), counts = self._combos([row_ep, times])
         self.add_counts(counter, dict(zip(zip(map(self.ep_list.__getitem__, es), toks, strict=True), counts,
                                           strict=True)))
@@ -1014,14 +1123,40 @@ class ArrowScanner:
         keep = ok2 if not skip else pc.and_(ok2, pc.invert(pc.is_in(row_ep, value_set=pa.array(skip, pa.int32()))))
         if not pc.any(keep).as_py():
             return
-        (es, szs), _ = self._combos([row_ep.filter(keep), sizes.filter(keep)], count=False)
+        if self.combos is not None:  # (the kept rows are few once the endpoints not worth it are skipped)
+            es, szs = self._native_combos([self._coded(row_ep.filter(keep)), self._coded(sizes.filter(keep))], None,
+                                          False)
+        else:
+            (es, szs), _ = self._combos([row_ep.filter(keep), sizes.filter(keep)], count=False)
         size_of = self.acc._route_size
         ep_list = self.ep_list
         dropped = {e for e, sz in zip(es, szs, strict=True) if not size_of(ep_list[e], sz)}
         if dropped:
             self.route_skip = sorted(dropped.union(skip))
 
-    def _pair_counts(self, a: Any, b: Any) -> list[tuple[tuple[Any, Any], int]]:
+    def _coded(self, col: Any) -> Coded:
+        """``col`` dictionary-encoded, as :func:`upkeeper.logs._cut.combos` takes a column."""
+        enc = self.pc.dictionary_encode(col)
+        return (enc.dictionary.to_pylist(), *_int32_buffers(enc.indices))
+
+    def _native_combos(self, cols: list[Coded], keep: Any, count: bool) -> list[list[Any]]:
+        """:func:`upkeeper.logs._cut.combos` of coded columns: per column, the values of each combination."""
+        assert self.combos is not None
+        got = self.combos(cols, _bool_buffers(keep) if keep is not None else None, count, None)
+        assert got is not None
+        return list(got[0])
+
+    def _pair_counts(self, a: Any, b: Any, mask: Any = None, coded: dict[str, Coded] | None = None,
+                     ka: str = "", kb: str = "") -> list[tuple[tuple[Any, Any], int]]:
+        """The distinct (a, b) pairs of the rows (those of ``mask`` when given) and their counts; with the columns'
+        codes (``coded[ka]``, ``coded[kb]``) counted in C (upkeeper.logs._cut.combos) under the mask, without a
+        filtered copy of each column or its encoding."""
+        if mask is not None and coded is not None and ka in coded and kb in coded and self.combos is not None:
+            got = self.combos([coded[ka], coded[kb]], _bool_buffers(mask), True, None)
+            assert got is not None
+            return list(zip(zip(*got[0], strict=True), got[1], strict=True))
+        if mask is not None:
+            a, b = a.filter(mask), b.filter(mask)
         (xs, ys), counts = self._combos([a, b])
         return list(zip(zip(xs, ys, strict=True), counts, strict=True))
 
@@ -1031,9 +1166,16 @@ class ArrowScanner:
 
         Each column is dictionary-encoded and the codes are combined into one int64 key, so one
         hash pass finds the combinations and the keys are decoded with vector arithmetic (no Acero
-        group-by: less code loaded, less memory).
+        group-by: less code loaded, less memory); with the C extension, one pass of
+        :func:`upkeeper.logs._cut.combos` over the codes does it all (same combinations, same order: their first
+        rows').
         """
         pa, pc = self.pa, self.pc
+        if self.combos is not None:
+            got = self.combos([self._coded(c) for c in cols], _bool_buffers(keep) if keep is not None else None,
+                              count, None)
+            assert got is not None
+            return list(got[0]), got[1]
         codes: list[Any] = []
         dicts: list[Any] = []
         for col in cols:
@@ -1155,6 +1297,13 @@ def _int32_buffers(col: Any) -> tuple[Any, int, int, Any]:
     ``_cut.count_rows`` takes them."""
     validity, data = col.buffers()
     return data, col.offset, len(col), validity if col.null_count else None
+
+
+def _bool_buffers(mask: Any) -> tuple[Any, int, Any]:
+    """A boolean array's data buffer (its bits), offset and validity bitmap (None: no null), as
+    ``_cut.combos`` takes a mask."""
+    validity, data = mask.buffers()
+    return data, mask.offset, validity if mask.null_count else None
 
 
 def _positions(values: list[bytes], known: Container[bytes]) -> list[int]:
