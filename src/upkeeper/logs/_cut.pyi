@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 def cut(buf: bytes, prog: bytes, anchors: Sequence[tuple[int, int, int, int]], /) -> tuple[
@@ -18,3 +18,7 @@ def unquote(b: bytes | bytearray | memoryview, /) -> bytes: ...
 def count_rows(into: dict[Any, Any], keys: list[Any], indices: Any, offset: int, length: int, validity: Any,
                /) -> None: ...
 def collapse_lists(buf: bytes, quotes: int, /) -> bytes | None: ...
+def syslog_join(buf: bytes, pos: int, offset: int, ident: bytes, flags: int, skip_before: int, first_offset: int,
+                max_pending: int, times: dict[bytes, bytes], pending: dict[bytes, Any], seen: set[bytes],
+                idents: dict[bytes, int], out: list[bytes], emit: Callable[[bytes, int, int], int],
+                message: Callable[..., Any], /) -> tuple[int, int, int, int, bytes | None, bytes | None, int]: ...
