@@ -983,14 +983,14 @@ static int sy_write(SyBuf *o, int flags, PyObject *ts, PyObject *pid, const char
     Py_ssize_t sl = 0;
     if (flags & 1) {
         Py_ssize_t l = PyBytes_GET_SIZE(ts);
-        if (l > 200) return 1;
+        if (l > 200) goto too_long;  /* (not taken: see syslog_join) */
         memcpy(synth, PyBytes_AS_STRING(ts), (size_t)l);
         sl = l;
         synth[sl++] = ' ';
     }
     if (flags & 2) {
         Py_ssize_t l = PyBytes_GET_SIZE(pid);
-        if (l > 200) return 1;
+        if (l > 200) goto too_long;
         synth[sl++] = '[';
         memcpy(synth + sl, PyBytes_AS_STRING(pid), (size_t)l);
         sl += l;
@@ -1013,6 +1013,9 @@ static int sy_write(SyBuf *o, int flags, PyObject *ts, PyObject *pid, const char
         }
     }
     return sybuf_put(o, "\n", 1);
+too_long:
+    PyErr_SetString(PyExc_ValueError, "syslog_join: a time or pid too long");
+    return -1;
 }
 
 static int sy_emit(SyBuf *o, int flags, SyEntry *en, Py_ssize_t *first_offset) {
