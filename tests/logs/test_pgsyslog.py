@@ -452,7 +452,7 @@ _HEADERS = ("Dec  7 08:00:0{s} db1 {ident}[{pid}]: ", "Dec 17 08:00:01.123 db1 {
             "Dec  7 08:00:01 db1 {ident}: ", "Dec  7 08:00:01 db1 user.info {ident}[{pid}]: ",
             "Dec  7 08:00:01 db1  {ident}[{pid}]: ", "Dec 7 08:00:01 db1 {ident}[{pid}]: ",
             "Dec  7 08:00:01.5x db1 {ident}[{pid}]: ", "2026-12-07T08:00:01+01 h {ident}[{pid}]: ")
-_IDENTS = ("postgres", "postgres", "postgres", "postgres-exporter", "kernel", "post:gres")
+_IDENTS = ("postgres", "postgres", "postgres", "postgres-exporter", "kernel", "post:gres", "postgrex")
 _PIDS = ("4001", "4001", "4002", "4003", "007", "0", "40x1", "")
 _TEXTS = ("{p}LOG:  duration: 1.500 ms  statement: SELECT 1", "{p}ERROR:  boom", "#011FROM t WHERE a = 1",
           "{p}DETAIL:  parameters: $1 = '1'", "{p}STATEMENT:  SELECT 1/0", " AND b = 2", "\v c", "",
@@ -468,6 +468,8 @@ def syslog_lines(draw: st.DrawFn, prefix_values: str) -> list[bytes]:
     """Lines of a syslog file: mostly a few backends' messages, one chunk or more, of every form the Python reads
     (other programs, no pid, facility.priority, repeated, [SEQ], escapes, long words …) and some mutated."""
     lines: list[bytes] = []
+    # (messages of one chunk only: no message is cut, so a "#012" may be a newline; else it never is)
+    most = draw(st.sampled_from((1, 3, 3)))
     for _ in range(draw(st.integers(1, 40))):
         kind = draw(st.integers(0, 9))
         if kind == 0:
@@ -479,8 +481,9 @@ def syslog_lines(draw: st.DrawFn, prefix_values: str) -> list[bytes]:
         if kind < 6:  # the common case: a backend's message, its chunks in order
             head = _HEADERS[0].format(s=1, ident="postgres", pid=draw(st.sampled_from(_PIDS[:4])))
             seq = draw(st.integers(1, 3))
-            bodies = [f"[{seq}-{n}] " + draw(st.sampled_from(_TEXTS[:1] if n == 1 else _TEXTS)).format(p=prefix_values)
-                      for n in range(1, draw(st.sampled_from((1, 1, 2, 3))) + 1)]
+            first = draw(st.sampled_from((1, 1, 1, 1, 0)))  # ([SEQ-0]: its next chunk is [SEQ-1])
+            bodies = [f"[{seq}-{n}] " + draw(st.sampled_from(_TEXTS if n > 1 or most == 1 else _TEXTS[:1])).format(
+                p=prefix_values) for n in range(first, draw(st.integers(1, most)) + 1)]
         else:
             text = draw(st.sampled_from(_TEXTS)).format(p=prefix_values)
             bodies = [draw(st.sampled_from(_MSGS)).format(seq=draw(st.integers(1, 3)),
@@ -495,6 +498,34 @@ def syslog_lines(draw: st.DrawFn, prefix_values: str) -> list[bytes]:
     return lines
 
 
+def _same_joins(log: bytes, prefix: str = "%u@%d ") -> bytes:
+    """``log`` joined with the C join and in Python: the same text and state; the text."""
+    out = []
+    for native in (True, False):
+        j = pgsyslog.Joiner(prefix, "postgres", native=native)
+        j.year, j.source = (2026, 12), "x"
+        j._times[b"Dec  7 08:00:01"] = b"2026-12-07 08:00:01"
+        out.append((j.feed(log, 0), _state(j), j.flush(), j.native_lines))
+    assert out[0][:3] == out[1][:3] and out[0][3] > 0
+    return out[0][0] + out[0][2]
+
+
+def test_the_c_join_equals_the_pythons_where_only_the_python_reads_a_line() -> None:
+    """Lines the C join must leave to the Python, each after lines it takes: a "#012" in a log whose messages are
+    not cut (a newline there), the next chunk of a [SEQ-0] chunk, a program whose name is as long as the ident,
+    more than 20 other programs (counted as the Python counts them)."""
+    head = b"Dec  7 08:00:01 db1 postgres[4001]: "
+    out = _same_joins(head + b"[1-1] app@shop LOG:  x\n" + head + b"[2-1] app@shop LOG:  a#012#011b\n" + head +
+                      b"[3-1] app@shop LOG:  c\n")
+    assert b"LOG:  a\n2026-12-07 08:00:01 [4001] \tb\n" not in out and b"LOG:  a\n\tb\n" in out
+    out = _same_joins(head + b"[1-1] app@shop LOG:  x\n" + head + b"[2-0] app@shop LOG:  y\n" + head +
+                      b"[2-1] #011FROM t\n" + head + b"[3-1] app@shop LOG:  z\n")
+    assert b"LOG:  y\n\tFROM t\n" in out
+    _same_joins(head + b"[1-1] app@shop LOG:  x\n" + b"Dec  7 08:00:01 db1 postgrex[4001]: [2-1] app@shop LOG:  y\n")
+    _same_joins(head + b"[1-1] app@shop LOG:  x\n" + b"".join(
+        b"Dec  7 08:00:01 db1 prog%d[1]: hello\n" % k for k in range(30)) + b"Dec  7 08:00:01 db1 prog3[1]: x\n")
+
+
 def _state(j: pgsyslog.Joiner) -> dict[str, Any]:
     return {k: getattr(j, k) for k in ("pending", "seq_on", "split", "seen", "skipped", "idents", "last", "_times",
                                        "first_offset")}
@@ -503,12 +534,13 @@ def _state(j: pgsyslog.Joiner) -> dict[str, Any]:
 @settings(max_examples=500, deadline=None)
 @given(data=st.data(), prefix=st.sampled_from(("%m [%p] %q%u@%d ", "%u@%d ", "%m ", "[%p] ")),
        cuts=st.lists(st.integers(0, 60), max_size=4), skip=st.integers(-1, 3000),
-       max_pending=st.sampled_from((2, 3, 10_000)))
+       max_pending=st.sampled_from((2, 3, 10_000)), warm=st.booleans())
 def test_the_c_join_of_plain_lines_equals_the_pythons(data: st.DataObject, prefix: str, cuts: list[int], skip: int,
-                                                      max_pending: int) -> None:
+                                                      max_pending: int, warm: bool) -> None:
     """Whatever the lines, fed in whatever buffers: the same text, at the same offset, and the same state (waiting
     messages in the same order, backends seen, other programs' lines, the last line, the times' cache) with the
-    C join of the plain lines as with every line read in Python."""
+    C join of the plain lines as with every line read in Python.  (The times' cache warm or not: the C join leaves
+    a line whose time is not in it to the Python.)"""
     values = {"%m [%p] %q%u@%d ": "2026-12-07 08:00:01.000 UTC [4001] app@shop ", "%u@%d ": "app@shop ",
               "%m ": "2026-12-07 08:00:01.000 UTC ", "[%p] ": "[4001] "}[prefix]
     lines = data.draw(syslog_lines(values))
@@ -521,6 +553,8 @@ def test_the_c_join_of_plain_lines_equals_the_pythons(data: st.DataObject, prefi
     try:
         for j in joiners:
             j.year, j.source, j.skip_before = (2026, 12), "x", skip
+            if warm:  # (the common times converted: each line's first is the Python's else)
+                j._times.update({b"Dec  7 08:00:0%d" % s: b"2026-12-07 08:00:0%d" % s for s in (1, 2, 3)})
         for a, b in zip(starts, [*starts[1:], len(log)], strict=True):
             got = [j.feed(log[a:b], 1000 + a) for j in joiners]
             assert got[0] == got[1]

@@ -226,14 +226,16 @@ class Joiner:
             self._lines(buf, offset, rx, 0, n)
             return self.take()
         # the plain lines in C (the common case: each line is the ident's, one chunk per message or its chunks in
-        # order), each line it does not take in Python: a run of lines it takes none of, more of them at a time
-        pos, batch = 0, 1
+        # order), each line it does not take in Python; after 4 calls in a row that took no line, more lines at a
+        # time (a file of a form it does not take)
+        pos, idle = 0, 0
         while pos < n:
             pos, took = self._native_lines(buf, pos, offset)
             if pos >= n:
                 break
+            idle = 0 if took else idle + 1
             end = pos
-            for _ in range(batch):
+            for _ in range(1 if idle < 4 else min(1 << (idle - 3), 256)):
                 nl = buf.find(b"\n", end)
                 end = n if nl < 0 else nl + 1
                 if end >= n:
@@ -242,7 +244,6 @@ class Joiner:
                 nl = buf.find(b"\n", end)
                 end = n if nl < 0 else nl + 1
             self._lines(buf, offset, rx, pos, end)
-            batch = 1 if took else min(2 * batch, 256)
             pos = end
         return self.take()
 
