@@ -157,7 +157,8 @@ class Joiner:
 
     ``feed`` takes whole lines (a buffer ending at a line end) at an offset of a file and returns the stderr text
     of the messages complete by then; a message waits until its backend's next message (or :meth:`flush`): only
-    then is it known to have no more chunks."""
+    then is it known to have no more chunks.  ``native``: the plain lines are joined in C where the extension is
+    built (:meth:`feed`; False: every line in Python, the same text)."""
 
     def __init__(self, log_line_prefix: str, ident: str, *, native: bool = True) -> None:
         self.ident = ident.encode()
