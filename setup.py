@@ -1,7 +1,8 @@
 """The one compiled piece: upkeeper.logs._cut, the access-log line cut (see src/upkeeper/logs/_cut.c).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C compiler the install still
-succeeds and the access-log scan uses its pyarrow cut (same results, slower)."""
+succeeds, the access-log scan uses its pyarrow cut and the PostgreSQL syslog join its Python (same results,
+slower)."""
 
 from setuptools import Extension, setup
 

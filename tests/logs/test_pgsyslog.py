@@ -90,15 +90,15 @@ def stderr_form(prefix_values: bytes, sql: str, detail: str | None) -> bytes:
 @given(messages=st.lists(st.tuples(st.integers(min_value=1, max_value=3), statement,
                                    st.one_of(st.none(), statement)), min_size=1, max_size=8),
        sequence_numbers=st.booleans(), order=st.randoms(use_true_random=False), foreign=st.integers(0, 3),
-       split=st.booleans())
+       split=st.booleans(), native=st.booleans())
 def test_messages_are_joined_back_as_the_server_writes_them(messages: list[tuple[int, str, str | None]],
                                                             sequence_numbers: bool, order: object, foreign: int,
-                                                            split: bool) -> None:
+                                                            split: bool, native: bool) -> None:
     """Any messages — lines longer than 900 bytes cut at spaces or inside a word (and before a multibyte
     character), multi-line statements, DETAIL lines — of backends whose lines interleave, with other programs'
     lines between, sequence numbers on or off, split or not (syslog_split_messages): each backend's messages come
     back whole, in order, as the server writes them to stderr (the syslog line's time and pid before each line of
-    a prefix that has neither)."""
+    a prefix that has neither) — with the plain lines joined in C or every line in Python."""
     import random
 
     assert isinstance(order, random.Random)
@@ -115,7 +115,7 @@ def test_messages_are_joined_back_as_the_server_writes_them(messages: list[tuple
                                            write_syslog(text, seqs[pid], sequence_numbers, split))
     # interleave the backends' lines (each backend's in its order), and other programs' lines
     log = interleave(per_pid, order, foreign)
-    j = pgsyslog.Joiner("%u@%d ", "postgres")
+    j = pgsyslog.Joiner("%u@%d ", "postgres", native=native)
     j.year = (2026, 12)
     j.source = "x"
     out = j.feed(log, 0) + j.flush()
@@ -470,3 +470,143 @@ def test_pieces_cut_anywhere_a_message_starts_give_the_whole_files_report(
                   and pgsyslog.RECORD_START.match(log, m.start())]
         bounds = sorted({starts[int(c * len(starts))] for c in cuts} if starts else set())
         assert report([0, *bounds, len(log)]) == report([0, len(log)])
+
+
+# -- the join of the plain lines in C (upkeeper.logs._cut.syslog_join) against the Python's ----------------------
+
+_HEADERS = ("Dec  7 08:00:0{s} db1 {ident}[{pid}]: ", "Dec 17 08:00:01.123 db1 {ident}[{pid}]: ",
+            "Dec  7 08:00:0{s} db1 {ident}[{pid}]:", "2026-12-07T08:00:0{s}.5+01:00 db1 {ident}[{pid}]: ",
+            "2026-12-07T08:00:01Z h {ident}[{pid}]: ", "2026-12-07T08:00:01+0100 h {ident}: ",
+            "Dec  7 08:00:01 db1 {ident}: ", "Dec  7 08:00:01 db1 user.info {ident}[{pid}]: ",
+            "Dec  7 08:00:01 db1  {ident}[{pid}]: ", "Dec 7 08:00:01 db1 {ident}[{pid}]: ",
+            "Dec  7 08:00:01.5x db1 {ident}[{pid}]: ", "2026-12-07T08:00:01+01 h {ident}[{pid}]: ")
+_IDENTS = ("postgres", "postgres", "postgres", "postgres-exporter", "kernel", "post:gres", "postgrex")
+_PIDS = ("4001", "4001", "4002", "4003", "007", "0", "40x1", "")
+_TEXTS = ("{p}LOG:  duration: 1.500 ms  statement: SELECT 1", "{p}ERROR:  boom", "#011FROM t WHERE a = 1",
+          "{p}DETAIL:  parameters: $1 = '1'", "{p}STATEMENT:  SELECT 1/0", " AND b = 2", "\v c", "",
+          "{p}LOG:  statement: SELECT '#012{p}ERROR:  x'", "{p}LOG:  a#012#011b", "#0111 x #01 #0#011",
+          "w" * 900, "w" * 897 + "é", "x" * 1000 + " y", "{p}CONTEXT:  SQL function", "\tab", "message repeated")
+_MSGS = ("[{seq}-{n}] {text}", "[{seq}-{n}] {text}", "[{seq}-{n}] {text}", "[{seq}] {text}", "[{seq}-{n}]",
+         "[{seq}-0{n}] {text}", "[{seq}-{n}]#011{text}", "{text}", "message repeated 2 times: [ [{seq}-1] {text}]",
+         " [{seq}-{n}] {text}", "[{seq}-{n}]  {text}", "[{seq}-1{n}0000000000] {text}")
+
+
+@st.composite
+def syslog_lines(draw: st.DrawFn, prefix_values: str) -> list[bytes]:
+    """Lines of a syslog file: mostly a few backends' messages, one chunk or more, of every form the Python reads
+    (other programs, no pid, facility.priority, repeated, [SEQ], escapes, long words …) and some mutated."""
+    lines: list[bytes] = []
+    # (messages of one chunk only: no message is cut, so a "#012" may be a newline; else it never is)
+    most = draw(st.sampled_from((1, 3, 3)))
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(st.integers(0, 9))
+        if kind == 0:
+            lines.append(draw(st.sampled_from((b"", b"garbage", b"-- Boot 4f0e --",
+                                               b"Dec  7 08:00:00 db1 last message repeated 3 times"))))
+            continue
+        head = draw(st.sampled_from(_HEADERS)).format(s=draw(st.integers(1, 3)), ident=draw(st.sampled_from(_IDENTS)),
+                                                      pid=draw(st.sampled_from(_PIDS)))
+        if kind < 6:  # the common case: a backend's message, its chunks in order
+            head = _HEADERS[0].format(s=1, ident="postgres", pid=draw(st.sampled_from(_PIDS[:4])))
+            seq = draw(st.integers(1, 3))
+            first = draw(st.sampled_from((1, 1, 1, 1, 0)))  # ([SEQ-0]: its next chunk is [SEQ-1])
+            bodies = [f"[{seq}-{n}] " + draw(st.sampled_from(_TEXTS if n > 1 or most == 1 else _TEXTS[:1])).format(
+                p=prefix_values) for n in range(first, draw(st.integers(1, most)) + 1)]
+        else:
+            text = draw(st.sampled_from(_TEXTS)).format(p=prefix_values)
+            bodies = [draw(st.sampled_from(_MSGS)).format(seq=draw(st.integers(1, 3)),
+                                                          n=draw(st.sampled_from((1, 1, 1, 2, 3))), text=text)]
+        for body in bodies:
+            line = bytearray((head + body).encode())
+            if draw(st.integers(0, 9)) == 0:
+                at = draw(st.integers(0, len(line)))
+                line[at:at] = draw(st.sampled_from((b" ", b"#011", b"#012", b"[", b"]", b":", b"-", b"0", b"\t",
+                                                    b"\r")))
+            lines.append(bytes(line))
+    return lines
+
+
+def _same_joins(log: bytes, prefix: str = "%u@%d ") -> bytes:
+    """``log`` joined with the C join and in Python: the same text and state; the text."""
+    out = []
+    for native in (True, False):
+        j = pgsyslog.Joiner(prefix, "postgres", native=native)
+        j.year, j.source = (2026, 12), "x"
+        j._times[b"Dec  7 08:00:01"] = b"2026-12-07 08:00:01"
+        out.append((j.feed(log, 0), _state(j), j.flush(), j.native_lines))
+    assert out[0][:3] == out[1][:3] and out[0][3] > 0
+    return out[0][0] + out[0][2]
+
+
+def test_the_c_join_equals_the_pythons_where_only_the_python_reads_a_line() -> None:
+    """Lines the C join must leave to the Python, each after lines it takes: a "#012" in a log whose messages are
+    not cut (a newline there), the next chunk of a [SEQ-0] chunk, a program whose name is as long as the ident,
+    more than 20 other programs (counted as the Python counts them)."""
+    head = b"Dec  7 08:00:01 db1 postgres[4001]: "
+    out = _same_joins(head + b"[1-1] app@shop LOG:  x\n" + head + b"[2-1] app@shop LOG:  a#012#011b\n" + head +
+                      b"[3-1] app@shop LOG:  c\n")
+    assert b"LOG:  a\n2026-12-07 08:00:01 [4001] \tb\n" not in out and b"LOG:  a\n\tb\n" in out
+    out = _same_joins(head + b"[1-1] app@shop LOG:  x\n" + head + b"[2-0] app@shop LOG:  y\n" + head +
+                      b"[2-1] #011FROM t\n" + head + b"[3-1] app@shop LOG:  z\n")
+    assert b"LOG:  y\n\tFROM t\n" in out
+    _same_joins(head + b"[1-1] app@shop LOG:  x\n" + b"Dec  7 08:00:01 db1 postgrex[4001]: [2-1] app@shop LOG:  y\n")
+    _same_joins(head + b"[1-1] app@shop LOG:  x\n" + b"".join(
+        b"Dec  7 08:00:01 db1 prog%d[1]: hello\n" % k for k in range(30)) + b"Dec  7 08:00:01 db1 prog3[1]: x\n")
+
+
+def _state(j: pgsyslog.Joiner) -> dict[str, Any]:
+    return {k: getattr(j, k) for k in ("pending", "seq_on", "split", "seen", "skipped", "idents", "last", "_times",
+                                       "first_offset")}
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.data(), prefix=st.sampled_from(("%m [%p] %q%u@%d ", "%u@%d ", "%m ", "[%p] ")),
+       cuts=st.lists(st.integers(0, 60), max_size=4), skip=st.integers(-1, 3000),
+       max_pending=st.sampled_from((2, 3, 10_000)), warm=st.booleans())
+def test_the_c_join_of_plain_lines_equals_the_pythons(data: st.DataObject, prefix: str, cuts: list[int], skip: int,
+                                                      max_pending: int, warm: bool) -> None:
+    """Whatever the lines, fed in whatever buffers: the same text, at the same offset, and the same state (waiting
+    messages in the same order, backends seen, other programs' lines, the last line, the times' cache) with the
+    C join of the plain lines as with every line read in Python.  (The times' cache warm or not: the C join leaves
+    a line whose time is not in it to the Python.)"""
+    values = {"%m [%p] %q%u@%d ": "2026-12-07 08:00:01.000 UTC [4001] app@shop ", "%u@%d ": "app@shop ",
+              "%m ": "2026-12-07 08:00:01.000 UTC ", "[%p] ": "[4001] "}[prefix]
+    lines = data.draw(syslog_lines(values))
+    log = b"\n".join(lines) + data.draw(st.sampled_from((b"\n", b"")))
+    starts = sorted({0, *(sum(len(ln) + 1 for ln in lines[:c]) for c in cuts if c < len(lines))})
+    joiners = [pgsyslog.Joiner(prefix, "postgres", native=native) for native in (True, False)]
+    assert (joiners[0].native is not None) == (prefix != "[%p] ") and joiners[1].native is None
+    saved = pgsyslog.MAX_PENDING
+    pgsyslog.MAX_PENDING = max_pending
+    try:
+        for j in joiners:
+            j.year, j.source, j.skip_before = (2026, 12), "x", skip
+            if warm:  # (the common times converted: each line's first is the Python's else)
+                j._times.update({b"Dec  7 08:00:0%d" % s: b"2026-12-07 08:00:0%d" % s for s in (1, 2, 3)})
+        for a, b in zip(starts, [*starts[1:], len(log)], strict=True):
+            got = [j.feed(log[a:b], 1000 + a) for j in joiners]
+            assert got[0] == got[1]
+            assert _state(joiners[0]) == _state(joiners[1])
+            for j in joiners:
+                j.first_offset = -1
+        assert joiners[0].flush() == joiners[1].flush()
+    finally:
+        pgsyslog.MAX_PENDING = saved
+
+
+def test_the_c_join_takes_the_common_lines_and_leaves_the_others() -> None:
+    """A bench-like log (one chunk per message, a few in two) is read in C but for the lines only the Python reads:
+    an RFC 5424 file, a prefix with a bracket, or the extension turned off read every line in Python."""
+    log = b"".join(b"Dec  7 08:00:01 db1 postgres[%d]: [%d-1] 2026-12-07 08:00:01.000 UTC [%d] app@shop LOG:  "
+                   b"duration: 0.1 ms  statement: SELECT %d\n" % (4000 + i % 4, i, 4000 + i % 4, i) for i in range(1, 1000))
+    log += (b"Dec  7 08:00:01 db1 postgres[4001]: [300-1] 2026-12-07 08:00:01.000 UTC [4001] app@shop LOG:  "
+            b"duration: 0.1 ms  statement: SELECT 1\n"
+            b"Dec  7 08:00:01 db1 postgres[4001]: [300-2] #011FROM t\n")
+    j = pgsyslog.Joiner("%m [%p] %q%u@%d ", "postgres")
+    j.year, j.source = (2026, 12), "x"
+    out = j.feed(log, 0) + j.flush()
+    assert out.count(b"\n") == 1001 and out.endswith(b"SELECT 1\n\tFROM t\n")
+    # (the first line: its time is not cached yet, the Python reads it)
+    assert j.native_lines == 1000
+    assert pgsyslog.Joiner("[%p] %u@%d ", "postgres").native is None
+    assert pgsyslog.Joiner("%m [%p] ", "postgres", native=False).native is None

@@ -1642,6 +1642,512 @@ done:
     return result;
 }
 
+/* ---- syslog_join: the plain lines of a syslog file of PostgreSQL's, joined (upkeeper.logs.pgsyslog.Joiner) ----
+ *
+ * syslog_join(buf, pos, offset, ident, flags, skip_before, first_offset, max_pending, times, pending, seen, idents,
+ *             out, emit, message) -> (pos, first_offset, skipped, split, last_pid, last_msg, lines)
+ *
+ * Does what Joiner.feed does with the lines of buf from pos on (pos: a line start; buf: whole lines of a file of
+ * traditional or RFC 3339 syslog lines, at `offset` of it), for as long as each line is of a form whose handling
+ * it can prove the same as the Python's, and returns where it stopped (the start of the first line it did not
+ * take, or len(buf)): the caller hands that line to the Python; and how many lines it took.  A line it takes:
+ *
+ *   TIME HOST TOKEN[PID]: MSG  or  TIME HOST TOKEN: MSG  (LINE_RX's match, TOKEN followed by '[' or ':': no
+ *   facility.priority before it), TIME already in `times` (LINE_RX's tt -> as %t writes it), and
+ *   - TOKEN is not `ident`: skipped, counted in `idents` (as feed counts it);
+ *   - or MSG is `[SEQ-N] TEXT` (N = 1: a message's first chunk, not the next chunk of the backend's waiting one;
+ *     without '#012' in TEXT unless a message cut into chunks was seen: `split`) or N is the next chunk of the
+ *     backend's waiting message that this call began, and what Joiner._append does with it needs no regex (TEXT
+ *     after a chunk that may have been cut inside a word starts with a blank or a tab).
+ *
+ * The backends' waiting messages it begins are kept here and put into `pending` (as `message(seq, chunk, parts,
+ * time, offset, in_word, last)`, in the order the Python would have put them) when it returns; a waiting message
+ * of `pending` that a line ends is emitted by `emit(pid, first_offset, split)` (Joiner._native_emit, which returns
+ * first_offset), after the text emitted so far is appended to `out`.  It stops before a line that would put more
+ * than max_pending messages in waiting (Joiner.line's eviction is the Python's).
+ * flags: 1 need_time, 2 need_pid, 4 split.
+ */
+
+typedef struct {
+    PyObject *pid, *ts, *text, *parts; /* owned; text: the first chunk's text; parts: a list once a chunk follows */
+    const char *seq;
+    Py_ssize_t seqlen, offset, last, chunk;
+    int in_word, live;
+} SyEntry;
+
+typedef struct {
+    char *p;
+    Py_ssize_t n, cap;
+} SyBuf;
+
+static int sybuf_put(SyBuf *b, const char *s, Py_ssize_t n) {
+    if (n <= 0) return 0;
+    if (b->n + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 1 << 16;
+        while (cap < b->n + n) {
+            if (cap > PY_SSIZE_T_MAX / 2) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            cap *= 2;
+        }
+        char *p = PyMem_Realloc(b->p, (size_t)cap);
+        if (!p) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, (size_t)n);
+    b->n += n;
+    return 0;
+}
+
+static int sybuf_flush(SyBuf *b, PyObject *out) {
+    if (!b->n) return 0;
+    PyObject *o = PyBytes_FromStringAndSize(b->p, b->n);
+    if (!o) return -1;
+    int r = PyList_Append(out, o);
+    Py_DECREF(o);
+    b->n = 0;
+    return r;
+}
+
+static int sy_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+/* \s of a bytes pattern */
+static int sy_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+static int sy_digits(const unsigned char *s, Py_ssize_t i, Py_ssize_t e, int n) {
+    if (i + n > e) return 0;
+    for (int k = 0; k < n; k++)
+        if (!sy_digit(s[i + k])) return 0;
+    return 1;
+}
+
+/* the end of LINE_RX's tt group at line start i (line end e), or -1 where the line has no time of its forms */
+static Py_ssize_t sy_time(const unsigned char *s, Py_ssize_t i, Py_ssize_t e) {
+    Py_ssize_t j = i;
+    if (j + 3 <= e && s[j] >= 'A' && s[j] <= 'Z' && s[j + 1] >= 'a' && s[j + 1] <= 'z' && s[j + 2] >= 'a' &&
+        s[j + 2] <= 'z') {  /* Mmm {1,2}D{1,2} hh:mm:ss(.f+)? */
+        j += 3;
+        if (j >= e || s[j] != ' ') return -1;
+        j++;
+        if (j < e && s[j] == ' ') j++;
+        if (j >= e || !sy_digit(s[j])) return -1;
+        j++;
+        if (j < e && sy_digit(s[j])) j++;
+        if (j >= e || s[j] != ' ') return -1;
+        j++;
+    } else if (sy_digits(s, j, e, 4) && j + 11 <= e && s[j + 4] == '-' && sy_digits(s, j + 5, e, 2) &&
+               s[j + 7] == '-' && sy_digits(s, j + 8, e, 2) && s[j + 10] == 'T') {  /* YYYY-MM-DDT */
+        j += 11;
+    } else {
+        return -1;
+    }
+    if (!(sy_digits(s, j, e, 2) && j + 8 <= e && s[j + 2] == ':' && sy_digits(s, j + 3, e, 2) && s[j + 5] == ':' &&
+          sy_digits(s, j + 6, e, 2)))
+        return -1;
+    const int rfc = sy_digit(s[i]);
+    j += 8;
+    if (j < e && s[j] == '.') {
+        j++;
+        if (j >= e || !sy_digit(s[j])) return -1;
+        while (j < e && sy_digit(s[j])) j++;
+    }
+    if (rfc && j < e) {
+        if (s[j] == 'Z') {
+            j++;
+        } else if (s[j] == '+' || s[j] == '-') {
+            if (!sy_digits(s, j + 1, e, 2)) return -1;
+            j += 3;
+            if (j < e && s[j] == ':') j++;
+            if (!sy_digits(s, j, e, 2)) return -1;
+            j += 2;
+        }
+    }
+    return j;
+}
+
+/* _in_word: as long as a chunk can be, with no whitespace after its first byte */
+static int sy_in_word(const char *t, Py_ssize_t n) {
+    if (n < 900 - 3) return 0;
+    for (Py_ssize_t k = 1; k < n; k++)
+        if (sy_space((unsigned char)t[k])) return 0;
+    return 1;
+}
+
+static Py_ssize_t sy_find(const char *s, Py_ssize_t n, const char *pat, Py_ssize_t m) {
+    for (Py_ssize_t k = 0; k + m <= n; k++) {
+        const char *h = memchr(s + k, pat[0], (size_t)(n - m - k + 1));
+        if (!h) return -1;
+        k = h - s;
+        if (memcmp(h, pat, (size_t)m) == 0) return k;
+    }
+    return -1;
+}
+
+/* the synthesized prefix (Joiner._synth) and ``text`` as Joiner._emit_one writes them */
+static int sy_write(SyBuf *o, int flags, PyObject *ts, PyObject *pid, const char *t, Py_ssize_t n) {
+    char synth[512];
+    Py_ssize_t sl = 0;
+    if (flags & 1) {
+        Py_ssize_t l = PyBytes_GET_SIZE(ts);
+        if (l > 200) goto too_long;  /* (not taken: see syslog_join) */
+        memcpy(synth, PyBytes_AS_STRING(ts), (size_t)l);
+        sl = l;
+        synth[sl++] = ' ';
+    }
+    if (flags & 2) {
+        Py_ssize_t l = PyBytes_GET_SIZE(pid);
+        if (l > 200) goto too_long;
+        synth[sl++] = '[';
+        memcpy(synth + sl, PyBytes_AS_STRING(pid), (size_t)l);
+        sl += l;
+        synth[sl++] = ']';
+        synth[sl++] = ' ';
+    }
+    while (n > 0 && t[n - 1] == '\n') n--;  /* .rstrip(b"\n") */
+    if (!sl || !memchr(t, '\n', (size_t)n)) {
+        if (sybuf_put(o, synth, sl) < 0 || sybuf_put(o, t, n) < 0) return -1;
+    } else {  /* each line but a continuation line (a tab first) */
+        Py_ssize_t k = 0;
+        for (;;) {
+            const char *nl = memchr(t + k, '\n', (size_t)(n - k));
+            Py_ssize_t end = nl ? nl - t : n;
+            if ((end == k || t[k] != '\t') && sybuf_put(o, synth, sl) < 0) return -1;
+            if (sybuf_put(o, t + k, end - k) < 0) return -1;
+            if (!nl) break;
+            if (sybuf_put(o, "\n", 1) < 0) return -1;
+            k = end + 1;
+        }
+    }
+    return sybuf_put(o, "\n", 1);
+too_long:
+    PyErr_SetString(PyExc_ValueError, "syslog_join: a time or pid too long");
+    return -1;
+}
+
+static int sy_emit(SyBuf *o, int flags, SyEntry *en, Py_ssize_t *first_offset) {
+    int r;
+    if (*first_offset < 0) *first_offset = en->offset;
+    if (!en->parts) {
+        r = sy_write(o, flags, en->ts, en->pid, PyBytes_AS_STRING(en->text), PyBytes_GET_SIZE(en->text));
+    } else {
+        PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+        if (!empty) return -1;
+        PyObject *j = PyObject_CallMethod(empty, "join", "O", en->parts);
+        Py_DECREF(empty);
+        if (!j) return -1;
+        if (!PyBytes_Check(j)) {
+            Py_DECREF(j);
+            PyErr_SetString(PyExc_TypeError, "syslog_join: parts are not bytes");
+            return -1;
+        }
+        r = sy_write(o, flags, en->ts, en->pid, PyBytes_AS_STRING(j), PyBytes_GET_SIZE(j));
+        Py_DECREF(j);
+    }
+    en->live = 0;
+    return r;
+}
+
+
+static void sy_clear(SyEntry *en) {
+    Py_CLEAR(en->pid);
+    Py_CLEAR(en->ts);
+    Py_CLEAR(en->text);
+    Py_CLEAR(en->parts);
+}
+
+/* text with each "#011" a tab (bytes.replace, left to right) */
+static PyObject *sy_unescape(const char *t, Py_ssize_t n) {
+    if (sy_find(t, n, "#011", 4) < 0) return PyBytes_FromStringAndSize(t, n);
+    PyObject *r = PyBytes_FromStringAndSize(NULL, n);
+    if (!r) return NULL;
+    char *d = PyBytes_AS_STRING(r);
+    Py_ssize_t k = 0, m = 0;
+    while (k < n) {
+        if (t[k] == '#' && k + 4 <= n && memcmp(t + k, "#011", 4) == 0) {
+            d[m++] = '\t';
+            k += 4;
+        } else {
+            d[m++] = t[k++];
+        }
+    }
+    if (_PyBytes_Resize(&r, m) < 0) return NULL;
+    return r;
+}
+
+static PyObject *syslog_join(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t pos, offset, skip_before, first_offset, max_pending;
+    int flags;
+    PyObject *ident, *times, *pending, *seen, *idents, *out, *emit, *message;
+    if (!PyArg_ParseTuple(args, "y*nnSinnnO!O!O!O!O!OO", &view, &pos, &offset, &ident, &flags, &skip_before,
+                          &first_offset, &max_pending, &PyDict_Type, &times, &PyDict_Type, &pending, &PySet_Type,
+                          &seen, &PyDict_Type, &idents, &PyList_Type, &out, &emit, &message))
+        return NULL;
+    const unsigned char *s = (const unsigned char *)view.buf;
+    const Py_ssize_t len = view.len;
+    const char *id = PyBytes_AS_STRING(ident);
+    const Py_ssize_t idlen = PyBytes_GET_SIZE(ident);
+    PyObject *result = NULL, *ctab = PyDict_New(), *last_pid = NULL, *ts = NULL, *pid = NULL, *text = NULL;
+    SyEntry *ents = NULL;
+    Py_ssize_t nent = 0, cap = 0, live = 0, skipped = 0, last_at = 0, last_end = 0, lines = 0;
+    const unsigned char *tt_prev = NULL;
+    Py_ssize_t tt_prev_len = 0;
+    SyBuf o = {NULL, 0, 0};
+    if (!ctab) goto done;
+    if (pos < 0 || pos > len || (pos > 0 && s[pos - 1] != '\n')) {
+        PyErr_SetString(PyExc_ValueError, "syslog_join: pos is not a line start of buf");
+        goto done;
+    }
+    while (pos < len) {
+        const unsigned char *nl = memchr(s + pos, '\n', (size_t)(len - pos));
+        const Py_ssize_t e = nl ? nl - s : len, i = pos;
+        /* LINE_RX: TIME HOST TOKEN[PID]: MSG or TIME HOST TOKEN: MSG */
+        Py_ssize_t j = sy_time(s, i, e);
+        if (j < 0 || j >= e || s[j] != ' ') goto stop;
+        const Py_ssize_t ttend = j++;
+        const Py_ssize_t h = j;
+        while (j < e && !sy_space(s[j])) j++;
+        if (j == h || j >= e || s[j] != ' ') goto stop;
+        const Py_ssize_t tok = ++j;
+        while (j < e && !sy_space(s[j]) && s[j] != '[' && s[j] != ':') j++;
+        const Py_ssize_t toklen = j - tok;
+        if (!toklen || j >= e) goto stop;
+        Py_ssize_t p0 = -1, p1 = -1;
+        if (s[j] == '[') {
+            p0 = ++j;
+            while (j < e && sy_digit(s[j])) j++;
+            if (j == p0 || j - p0 > 64 || j >= e || s[j] != ']') goto stop;
+            p1 = j++;
+        }
+        if (j >= e || s[j] != ':') goto stop;
+        j++;
+        if (j < e && s[j] == ' ') j++;
+        const Py_ssize_t msg = j;
+        if (toklen != idlen || memcmp(s + tok, id, (size_t)idlen) != 0) {  /* another program's line: counted */
+            PyObject *name = PyBytes_FromStringAndSize((const char *)s + tok, toklen);
+            if (!name) goto done;
+            PyObject *c = PyDict_GetItemWithError(idents, name);
+            if (!c && PyErr_Occurred()) {
+                Py_DECREF(name);
+                goto done;
+            }
+            if (c || PyDict_GET_SIZE(idents) < 20) {
+                PyObject *one = PyLong_FromLong(1), *nv = NULL;
+                if (one) {
+                    nv = c ? PyNumber_Add(c, one) : one;
+                    if (nv == one) Py_INCREF(nv);
+                    Py_DECREF(one);
+                }
+                if (!nv || PyDict_SetItem(idents, name, nv) < 0) {
+                    Py_XDECREF(nv);
+                    Py_DECREF(name);
+                    goto done;
+                }
+                Py_DECREF(nv);
+            }
+            Py_DECREF(name);
+            skipped++;
+            lines++;
+            pos = nl ? e + 1 : len;
+            continue;
+        }
+        /* the time, as the Python's cache has it (one not in it: the Python reads the line, and caches it) */
+        if (!(tt_prev && ttend - i == tt_prev_len && memcmp(tt_prev, s + i, (size_t)tt_prev_len) == 0)) {
+            PyObject *key = PyBytes_FromStringAndSize((const char *)s + i, ttend - i);
+            if (!key) goto done;
+            PyObject *v = PyDict_GetItemWithError(times, key);
+            Py_DECREF(key);
+            if (!v) {
+                if (PyErr_Occurred()) goto done;
+                goto stop;
+            }
+            if (!PyBytes_Check(v) || PyBytes_GET_SIZE(v) > 200) goto stop;
+            Py_INCREF(v);
+            Py_XSETREF(ts, v);
+            tt_prev = s + i;
+            tt_prev_len = ttend - i;
+        }
+        /* PostgreSQL's [SEQ-N] (Joiner._bracket; a prefix starting with '[' has no call here) */
+        Py_ssize_t k = msg;
+        if (k >= e || s[k] != '[') goto stop;  /* (and so no "message repeated N times") */
+        const Py_ssize_t sq = ++k;
+        while (k < e && sy_digit(s[k])) k++;
+        const Py_ssize_t sqlen = k - sq;
+        if (!sqlen || k >= e || s[k] != '-') goto stop;
+        const Py_ssize_t n0 = ++k;
+        while (k < e && s[k] == '0') k++;
+        Py_ssize_t n = 0;
+        while (k < e && sy_digit(s[k]) && n < 100000000) n = n * 10 + (s[k++] - '0');
+        if (k == n0 || n >= 100000000 || k >= e || s[k] != ']') goto stop;
+        k++;
+        if (k < e) {
+            if (s[k] != ' ') goto stop;
+            k++;
+        }
+        const Py_ssize_t at = offset + i;
+        pid = p0 >= 0 ? PyBytes_FromStringAndSize((const char *)s + p0, p1 - p0) : PyBytes_FromString("0");
+        if (!pid) goto done;
+        text = sy_unescape((const char *)s + k, e - k);
+        if (!text) goto done;
+        const char *t = PyBytes_AS_STRING(text);
+        const Py_ssize_t tn = PyBytes_GET_SIZE(text);
+        /* the backend's waiting message: one this call began, or the Python's */
+        SyEntry *cur = NULL;
+        PyObject *py_cur = NULL, *ix = PyDict_GetItemWithError(ctab, pid);
+        if (ix) {
+            cur = &ents[PyLong_AsSsize_t(ix)];
+            if (!cur->live) cur = NULL;
+        } else if (PyErr_Occurred()) {
+            goto done;
+        }
+        if (!cur) {
+            py_cur = PyDict_GetItemWithError(pending, pid);
+            if (!py_cur && PyErr_Occurred()) goto done;
+        }
+        const unsigned char first = tn ? (unsigned char)t[0] : 0;
+        const int blank = tn && (first == ' ' || first == '\v' || first == '\f' || first == '\r');
+        if (n == 1) {  /* a message's first chunk */
+            if (!(flags & 4) && sy_find(t, tn, "#012", 4) >= 0) goto stop;  /* (Joiner.newlines' regex) */
+            if (py_cur) {  /* the next chunk of a chunk 0 (_continues): the Python's */
+                PyObject *ch = PyObject_GetAttrString(py_cur, "chunk");
+                if (!ch) goto done;
+                long chv = PyLong_Check(ch) ? PyLong_AsLong(ch) : 0;
+                Py_DECREF(ch);
+                if (chv == -1 && PyErr_Occurred()) PyErr_Clear();
+                if (chv == 0) goto stop;
+            } else if (!cur && PyDict_GET_SIZE(pending) + live + 1 > max_pending) {
+                goto stop;  /* (the Python evicts) */
+            }
+        } else if (!(cur && cur->seqlen == sqlen && memcmp(cur->seq, s + sq, (size_t)sqlen) == 0 &&
+                     n == cur->chunk + 1 && (blank || first == '\t' || !cur->in_word))) {
+            goto stop;  /* not the next chunk of a message begun here, or one only a regex tells */
+        }
+        if (n != 1) {  /* Joiner._append */
+            if (!cur->parts) {
+                cur->parts = PyList_New(1);
+                if (!cur->parts) goto done;
+                Py_INCREF(cur->text);
+                PyList_SET_ITEM(cur->parts, 0, cur->text);
+            }
+            PyObject *part = text;
+            if (blank) {
+                Py_INCREF(part);
+            } else {
+                part = PyBytes_FromStringAndSize(NULL, tn + 1);
+                if (!part) goto done;
+                PyBytes_AS_STRING(part)[0] = '\n';
+                memcpy(PyBytes_AS_STRING(part) + 1, t, (size_t)tn);
+            }
+            int r = PyList_Append(cur->parts, part);
+            Py_DECREF(part);
+            if (r < 0) goto done;
+            flags |= 4;
+            cur->chunk = n;
+            cur->last = at;
+            cur->in_word = sy_in_word(t, tn);
+            Py_CLEAR(text);
+        } else {
+            if (cur) {
+                int r = sy_emit(&o, flags, cur, &first_offset);
+                sy_clear(cur);
+                live--;
+                if (r < 0) goto done;
+            } else if (py_cur) {  /* the Python's message, written after what this call wrote so far */
+                if (sybuf_flush(&o, out) < 0) goto done;
+                PyObject *r = PyObject_CallFunction(emit, "Onn", pid, first_offset, (Py_ssize_t)((flags & 4) != 0));
+                if (!r) goto done;
+                first_offset = PyLong_AsSsize_t(r);
+                Py_DECREF(r);
+                if (first_offset == -1 && PyErr_Occurred()) goto done;
+            }
+            if (at < skip_before && PySet_Add(seen, pid) < 0) goto done;
+            if (nent == cap) {
+                Py_ssize_t nc = cap ? cap * 2 : 256;
+                SyEntry *ne = PyMem_Realloc(ents, (size_t)nc * sizeof(SyEntry));
+                if (!ne) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                ents = ne;
+                cap = nc;
+            }
+            PyObject *ixo = PyLong_FromSsize_t(nent);
+            if (!ixo) goto done;
+            int r = PyDict_SetItem(ctab, pid, ixo);
+            Py_DECREF(ixo);
+            if (r < 0) goto done;
+            SyEntry *en = &ents[nent++];
+            memset(en, 0, sizeof(*en));
+            Py_INCREF(pid);
+            en->pid = pid;
+            Py_INCREF(ts);
+            en->ts = ts;
+            en->text = text;  /* (its reference) */
+            text = NULL;
+            en->seq = (const char *)s + sq;
+            en->seqlen = sqlen;
+            en->offset = en->last = at;
+            en->chunk = 1;
+            en->in_word = sy_in_word(t, tn);
+            en->live = 1;
+            live++;
+        }
+        last_at = msg;
+        last_end = e;
+        Py_XSETREF(last_pid, pid);  /* (its reference) */
+        pid = NULL;
+        lines++;
+        pos = nl ? e + 1 : len;
+    }
+stop:
+    Py_CLEAR(pid);
+    Py_CLEAR(text);
+    /* the waiting messages begun here, into the Python's pending (in the order it would have put them) */
+    for (Py_ssize_t x = 0; x < nent; x++) {
+        SyEntry *en = &ents[x];
+        if (!en->live) continue;
+        PyObject *parts = en->parts;
+        if (parts) {
+            Py_INCREF(parts);
+        } else {
+            parts = PyList_New(1);
+            if (!parts) goto done;
+            Py_INCREF(en->text);
+            PyList_SET_ITEM(parts, 0, en->text);
+        }
+        PyObject *m = PyObject_CallFunction(message, "y#nOOnOn", en->seq, en->seqlen, en->chunk, parts, en->ts,
+                                            en->offset, en->in_word ? Py_True : Py_False, en->last);
+        Py_DECREF(parts);
+        if (!m) goto done;
+        int r = PyDict_SetItem(pending, en->pid, m);
+        Py_DECREF(m);
+        if (r < 0) goto done;
+        en->live = 0;
+    }
+    if (sybuf_flush(&o, out) < 0) goto done;
+    if (last_pid)
+        result = Py_BuildValue("nnniOy#n", pos, first_offset, skipped, (flags & 4) != 0, last_pid,
+                               (const char *)s + last_at, last_end - last_at, lines);
+    else
+        result = Py_BuildValue("nnniOOn", pos, first_offset, skipped, (flags & 4) != 0, Py_None, Py_None, lines);
+done:
+    for (Py_ssize_t x = 0; x < nent; x++) sy_clear(&ents[x]);
+    PyMem_Free(ents);
+    PyMem_Free(o.p);
+    Py_XDECREF(ctab);
+    Py_XDECREF(last_pid);
+    Py_XDECREF(ts);
+    Py_XDECREF(pid);
+    Py_XDECREF(text);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -1666,6 +2172,9 @@ static PyMethodDef methods[] = {
      "referer_hints(referers) -> [bool]: classify._REFERER_HINT found in each referer's first 8192 bytes"},
     {"minute_tokens", minute_tokens, METH_VARARGS,
      "minute_tokens(offsets, data, validity, n, width, s0, s1) -> (offsets, data, minutes, seconds) | None"},
+    {"syslog_join", syslog_join, METH_VARARGS,
+     "syslog_join(buf, pos, offset, ident, flags, skip_before, first_offset, max_pending, times, pending, seen, "
+     "idents, out, emit, message) -> (pos, first_offset, skipped, split, last_pid, last_msg, lines)"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

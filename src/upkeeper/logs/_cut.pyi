@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 def cut(buf: bytes, prog: bytes, anchors: Sequence[tuple[int, int, int, int]], /) -> tuple[
@@ -31,3 +31,7 @@ def referer_hosts(referers: list[bytes], /) -> list[bytes | None]: ...
 def referer_hints(referers: list[bytes], /) -> list[bool]: ...
 def minute_tokens(offsets: Any, data: Any, validity: Any, n: int, width: int, s0: int, s1: int, /) -> tuple[
     bytes, bytes, list[bytes], list[bytes]] | None: ...
+def syslog_join(buf: bytes, pos: int, offset: int, ident: bytes, flags: int, skip_before: int, first_offset: int,
+                max_pending: int, times: dict[bytes, bytes], pending: dict[bytes, Any], seen: set[bytes],
+                idents: dict[bytes, int], out: list[bytes], emit: Callable[[bytes, int, int], int],
+                message: Callable[..., Any], /) -> tuple[int, int, int, int, bytes | None, bytes | None, int]: ...

@@ -33,10 +33,17 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from upkeeper.logs import pglog
+
+_syslog_join: Callable[..., tuple[int, int, int, int, bytes | None, bytes | None, int]] | None
+try:  # the plain lines' join in C (built at install where a compiler is; without it all in Python: the same text)
+    from upkeeper.logs._cut import syslog_join as _syslog_join
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _syslog_join = None
 
 #: smaller than the stderr parser's: joining chunks costs more than parsing them
 MIN_PARALLEL = 4 << 20
@@ -150,9 +157,10 @@ class Joiner:
 
     ``feed`` takes whole lines (a buffer ending at a line end) at an offset of a file and returns the stderr text
     of the messages complete by then; a message waits until its backend's next message (or :meth:`flush`): only
-    then is it known to have no more chunks."""
+    then is it known to have no more chunks.  ``native``: the plain lines are joined in C where the extension is
+    built (:meth:`feed`; False: every line in Python, the same text)."""
 
-    def __init__(self, log_line_prefix: str, ident: str) -> None:
+    def __init__(self, log_line_prefix: str, ident: str, *, native: bool = True) -> None:
         self.ident = ident.encode()
         self.need_time, self.need_pid = synthesized(log_line_prefix)
         eff = effective_prefix(log_line_prefix)
@@ -162,6 +170,10 @@ class Joiner:
         self.line_start = re.compile(rb"^" + pglog.compile_prefix(eff) + rb"(?P<lvl>" + pglog.LEVELS + rb"): ?(?: |$)")
         # a prefix starting with "[" (e.g. '[%p] ') is told from a bracket by what follows
         self.bracket_prefix = log_line_prefix.startswith("[")
+        #: the join of the plain lines in C (:meth:`_native_lines`), or None (not built, ``native=False``, or a
+        #: prefix starting with "[", which only a regex tells from a bracket): every line in Python
+        self.native = _syslog_join if native and not self.bracket_prefix else None
+        self.native_lines = 0  # lines the C join took
         self.pending: dict[bytes, _Message] = {}
         #: a [SEQ-N] was seen: syslog_sequence_numbers is on, and a [SEQ] is a whole message of one line
         self.seq_on = False
@@ -209,11 +221,64 @@ class Joiner:
 
     def feed(self, buf: bytes, offset: int) -> bytes:
         """The stderr text of the messages ``buf`` completes (lines of no syslog form are handed on as they are)."""
-        pos = 0
+        rx = line_rx(buf)
+        n = len(buf)
+        if self.native is None or rx is not LINE_RX:
+            self._lines(buf, offset, rx, 0, n)
+            return self.take()
+        # the plain lines in C (the common case: each line is the ident's, one chunk per message or its chunks in
+        # order), each line it does not take in Python; after 4 calls in a row that took no line, more lines at a
+        # time (a file of a form it does not take)
+        pos, idle = 0, 0
+        while pos < n:
+            pos, took = self._native_lines(buf, pos, offset)
+            if pos >= n:
+                break
+            idle = 0 if took else idle + 1
+            end = pos
+            for _ in range(1 if idle < 4 else min(1 << (idle - 3), 256)):
+                nl = buf.find(b"\n", end)
+                end = n if nl < 0 else nl + 1
+                if end >= n:
+                    break
+            while end < n and rx.match(buf, end) is None:  # (lines of no syslog form: one text, at its start)
+                nl = buf.find(b"\n", end)
+                end = n if nl < 0 else nl + 1
+            self._lines(buf, offset, rx, pos, end)
+            pos = end
+        return self.take()
+
+    def _native_lines(self, buf: bytes, pos: int, offset: int) -> tuple[int, bool]:
+        """The lines from ``pos`` on that the C join takes (see upkeeper.logs._cut.syslog_join): where it stopped
+        (a line it leaves to :meth:`_lines`), and whether it took any."""
+        assert self.native is not None
+        at, self.first_offset, skipped, split, pid, msg, took = self.native(
+            buf, pos, offset, self.ident, self.need_time | self.need_pid << 1 | self.split << 2, self.skip_before,
+            self.first_offset, MAX_PENDING, self._times, self.pending, self.seen, self.idents, self.out,
+            self._native_emit, _Message)
+        self.skipped += skipped
+        self.split = bool(split)
+        if pid is not None:
+            assert msg is not None
+            self.seq_on = True  # (a [SEQ-N])
+            self.last = (pid, msg)
+        self.native_lines += took
+        return at, took > 0
+
+    def _native_emit(self, pid: bytes, first_offset: int, split: int) -> int:
+        """The C join's call for a waiting message of :attr:`pending` that a line ends."""
+        self.first_offset = first_offset
+        self.split = bool(split)
+        self._emit(pid)
+        return self.first_offset
+
+    def _lines(self, buf: bytes, offset: int, rx: re.Pattern[bytes], start: int, end: int) -> None:
+        """The lines of ``buf[start:end]`` (whole lines), each in Python."""
+        pos = start
         ident = self.ident
         times = self._times
         last = self.last  # (pid, message) of the last line of ``ident``
-        for m in line_rx(buf).finditer(buf):
+        for m in rx.finditer(buf, start, end):
             if m.start() > pos:
                 self._foreign_text(buf[pos:m.start()], offset + pos)
             pos = m.end() + 1
@@ -237,9 +302,8 @@ class Joiner:
             last = (pid, msg)
             self.line(pid, ts, msg, offset + m.start(), m[0])
         self.last = last
-        if pos < len(buf):
-            self._foreign_text(buf[pos:], offset + pos)
-        return self.take()
+        if pos < end:
+            self._foreign_text(buf[pos:end], offset + pos)
 
     def _foreign_text(self, text: bytes, offset: int) -> None:
         """Lines of no program's form: a syslog daemon's own without a tag ("last message repeated 3 times") and
