@@ -46,6 +46,41 @@ def test_submodules_come_along_and_load_all_imports_every_stand_in() -> None:
     assert got == [[False, False], [True, True], "MIMEText"]
 
 
+def test_load_all_imports_the_runs_tasks_libraries_first_and_stops_when_a_run_comes() -> None:
+    """The worker of 'upkeeper run JOB' loads the stand-ins while it waits for the run: those of the job's task
+    module first, and none once the run has come (``stop``): it was importing the other log tasks' parsers when a
+    100 MB log's run came, and the run waited ~50 ms for them."""
+    got = _in_fresh_python(
+        "import sys, json, types\n"
+        "from upkeeper import lazy\n"
+        "for owner, lib in (('task_a', 'xml.dom'), ('task_b', 'email.mime.text'), ('task_c', 'json.tool')):\n"
+        "    m = types.ModuleType(owner)\n"
+        "    exec(f'from upkeeper import lazy\\nx = lazy.module({lib!r})', m.__dict__)\n"
+        "order = []\n"
+        "def stop():\n"
+        "    order.append([n for n in ('xml.dom', 'email.mime.text', 'json.tool') if n in sys.modules])\n"
+        "    return len(order) > 1\n"
+        "lazy.load_all(first=['task_b'], stop=stop)\n"
+        "print(json.dumps(order))\n"
+    )
+    # asked before each import: task_b's library came first, then the run came and nothing more was imported
+    assert got == [[], ["email.mime.text"]]
+
+
+def test_the_worker_stops_warming_when_a_message_waits() -> None:
+    """worker.warm with a stop that is true at once imports nothing (not even the task modules' libraries), and
+    does not open history."""
+    got = _in_fresh_python(
+        "import sys, json\n"
+        "from upkeeper import lazy\n"
+        "from upkeeper.core import worker\n"
+        "x = lazy.module('xml.dom')\n"
+        "worker.warm([], 'sqlite:////nonexistent-dir/h.db', stop=lambda: True)\n"
+        "print(json.dumps(['xml.dom' in sys.modules]))\n"
+    )
+    assert got == [False]
+
+
 def test_the_same_request_gives_the_same_stand_in() -> None:
     assert lazy.module("json") is lazy.module("json")
     assert lazy.module("json") is not lazy.module("json", "decoder")
@@ -145,7 +180,8 @@ LOGS_RUN_MODULES = ("upkeeper.logs.access", "upkeeper.logs.classify", "upkeeper.
     ("errors", "ErrorLogs", {"app_logs": ["/var/log/app/*.log"]}, {"rotated_dirs": ["/x"], "rotated": False},
      "rotated_dirs is not read with rotated: false",
      ["upkeeper.logs.errorlog", "upkeeper.logs.parallel", "upkeeper.logs.report_html", "upkeeper.logs.sources"]),
-    ("postgres", "PostgresLogs", {"format": "csvlog"}, {"log_line_prefix": "%m %q"}, "has no %p (process id)",
+    ("postgres", "PostgresLogs", {"format": "csvlog"}, {"format": "stderr", "log_line_prefix": "%m %q"},
+     "has no %p (process id)",
      ["upkeeper.logs.pglog", "upkeeper.logs.pgstruct", "upkeeper.logs.pgsyslog", "upkeeper.logs.parallel", "upkeeper.logs.report_html",
       "upkeeper.logs.sources"]),
 ])
