@@ -20,7 +20,9 @@ in, so later reads cost what a module attribute costs.  The worker calls
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
+from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import Any
 
@@ -33,6 +35,7 @@ class _LazyModule(ModuleType):
         super().__init__(name)
         self._lazy_submodules = submodules
         self._lazy_loaded: ModuleType | None = None
+        self._lazy_owners: set[str] = set()  # the modules that asked for it (:func:`load_all`'s ``first``)
 
     def _lazy_load(self) -> ModuleType:
         real = self._lazy_loaded
@@ -57,22 +60,30 @@ class _LazyModule(ModuleType):
 def module(name: str, *submodules: str) -> ModuleType:
     """A stand-in for module ``name`` that imports it (and ``name.sub`` for each of ``submodules``)
     when an attribute is first read."""
+    owner = sys._getframe(1).f_globals.get("__name__", "")
     with _lock:
         found = _stand_ins.get((name, submodules))
         if found is None:
             found = _stand_ins[(name, submodules)] = _LazyModule(name, submodules)
+        found._lazy_owners.add(owner)
         return found
 
 
-def load_all() -> None:
-    """Import every library a stand-in waits for (the worker does this before its first run).
+def load_all(first: Collection[str] = (), stop: Callable[[], bool] | None = None) -> None:
+    """Import every library a stand-in waits for (the worker does this before its first run): those of the
+    modules ``first`` names (the task modules of the runs to come) first, then the others.  ``stop``: asked
+    before each import; once true, the rest is left for first use (a run has come: it imports what it needs
+    itself, instead of waiting for libraries of tasks it does not run).
 
     Best effort: a library that fails to import is left for first use, which reports the error
     where it matters (in the run of the task that needs it).
     """
     with _lock:
         pending = list(_stand_ins.values())
-    for m in pending:
+    wanted = set(first)
+    for m in sorted(pending, key=lambda m: not (m._lazy_owners & wanted)):  # (stable: else in creation order)
+        if stop is not None and stop():
+            return
         try:
             m._lazy_load()
         except Exception:

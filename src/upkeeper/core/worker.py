@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
@@ -99,10 +99,13 @@ def _on_term(signum: int, frame: Any) -> None:
     stop_or_defer(SystemExit(128 + signum))
 
 
-def warm(modules: list[str], history_url: str | None) -> None:
-    """Import the task modules of the runs to come (and the libraries they load lazily), open history.
+def warm(modules: list[str], history_url: str | None, stop: Callable[[], bool] | None = None) -> None:
+    """Import the task modules of the runs to come (and the libraries they load lazily, theirs first), open history.
 
-    Failures are left for the run itself to report.
+    ``stop``: asked between imports (:func:`upkeeper.lazy.load_all`); once true (a message waits: the run has
+    come), what is left is imported where it is first used.  ``upkeeper run``'s worker was still importing the
+    other log tasks' libraries when its run came (~50 ms of a 100 MB log's run).  Failures are left for the run
+    itself to report.
     """
     import importlib
 
@@ -114,8 +117,8 @@ def warm(modules: list[str], history_url: str | None) -> None:
             importlib.import_module(name)
         except Exception:
             pass
-    lazy.load_all()
-    if history_url:
+    lazy.load_all(first=modules, stop=stop)
+    if history_url and not (stop is not None and stop()):
         try:
             open_history(history_url)
         except Exception:
@@ -252,7 +255,7 @@ def main(argv: list[str]) -> int:
 
     if len(argv) > 4:  # started by 'upkeeper run JOB…': those jobs' task modules (and psycopg…) too
         head_start(argv[3], argv[4:])
-        warm(hinted_modules(argv[3], argv[4:]), None)
+        warm(hinted_modules(argv[3], argv[4:]), None, stop=lambda: conn.poll(0))
     _resume_gc()
 
     try:
@@ -284,7 +287,7 @@ def _serve(conn: Connection, send: Any, parent: int, execute_request: Any, regis
             configs[msg[1]] = msg[2]
             register_secrets(msg[2])  # now, not during the first run (a walk of a 10k-job config: ~1 s)
         elif msg[0] == "warm":
-            warm(msg[1], msg[2])
+            warm(msg[1], msg[2], stop=lambda: conn.poll(0))
         elif msg[0] == "run":
             req: WorkRequest = msg[1]
             if len(msg) > 2 and msg[2] is not None:
