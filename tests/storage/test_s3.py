@@ -524,3 +524,37 @@ def test_delete_if_on_stores_refusing_conditional_deletes(s3_server: SeaweedS3, 
     assert get_bytes(refusing, "set/.writing") == b"mine"
     assert refusing.delete_if("set/.writing", b"mine") is True
     assert refusing.stat("set/.writing") is None
+
+
+def test_a_port_taken_before_weed_binds_it_starts_it_again_on_others(tmp_path: Path) -> None:
+    """weed mini opens ten ports picked free beforehand; one taken by another process meanwhile made it exit at
+    once, and the start waited the whole minute for a port nothing would listen on (a CI run lost a worker's S3
+    tests to it under load).  Now its exit ends the wait at once, with its log, and it starts on other ports."""
+    import socket
+    import subprocess
+
+    from upkeeper.sandbox._util import ServerExited, wait_for_port
+
+    server = SeaweedS3(tmp_path / "s3")
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", server._aux_ports[0]))  # the master's port, taken by someone else
+    taken.listen(1)
+    first = server.port
+    try:
+        t0 = time.monotonic()
+        server.start(timeout=60)
+        assert time.monotonic() - t0 < 30
+        assert server.port != first  # started again, on other ports
+        assert server.client().list_buckets()["Buckets"] == []
+    finally:
+        server.stop()
+        taken.close()
+    # a server that exits before it listens: said at once, with its log
+    proc = subprocess.Popen(["sh", "-c", "echo bind: address already in use; exit 3"], stdout=subprocess.PIPE)
+    t0 = time.monotonic()
+    with pytest.raises(ServerExited, match="sh exited with 3 before it listened on 127.0.0.1:1: its log"):
+        wait_for_port(1, timeout=30, proc=proc, log=lambda: "its log")
+    assert time.monotonic() - t0 < 5
+    proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()

@@ -6,8 +6,9 @@ import contextlib
 import os
 import pwd
 import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 _used_ports: set[int] = set()
@@ -29,15 +30,26 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0, *,
+                  proc: subprocess.Popen[bytes] | None = None, log: Callable[[], str] | None = None) -> None:
+    """Until something listens on ``port``; ``proc``: the server that is to listen there (its exit ends the wait at
+    once, as :class:`ServerExited`); ``log``: its log's tail, said with either error."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
             s.settimeout(0.5)
             if s.connect_ex((host, port)) == 0:
                 return
+        if proc is not None and proc.poll() is not None:
+            name = os.path.basename(str(proc.args[0] if isinstance(proc.args, list | tuple) else proc.args))
+            raise ServerExited(f"{name} exited with {proc.returncode} before it listened on {host}:{port}"
+                               + (f": {log()}" if log is not None else ""))
         time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g}s")
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g}s" + (f"; {log()}" if log is not None else ""))
+
+
+class ServerExited(RuntimeError):
+    """A server started by the sandbox exited before it was ready (a port taken meanwhile, a bad setting)."""
 
 
 def is_root() -> bool:

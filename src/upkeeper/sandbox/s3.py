@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from upkeeper.sandbox._util import free_port, wait_for_port
+from upkeeper.sandbox._util import ServerExited, free_port, wait_for_port
 
 GRPC_OFFSET = 10000
 DEFAULT_ACCESS_KEY = "upkeeper-sandbox"
@@ -90,22 +90,33 @@ class SeaweedS3:
             f"-filer.localSocket={self.base / 'filer.sock'}", f"-s3.localSocket={self.base / 's3.sock'}",
         ]
 
-    def start(self, timeout: float = 60.0) -> SeaweedS3:
+    def start(self, timeout: float = 60.0, attempts: int = 2) -> SeaweedS3:
+        """Start ``weed mini`` and wait until it answers.  It opens ten ports, picked free beforehand: one taken by
+        another process meanwhile makes it exit at once, and it is started again on other ports (``attempts``)."""
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-        try:
-            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         cwd=self.base, start_new_session=True)
-        finally:
-            log.close()
-        try:
-            self.wait_ready(timeout)
-        except Exception:
-            self.kill()
-            raise
+        for attempt in range(attempts):
+            log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+            try:
+                self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                             cwd=self.base, start_new_session=True)
+            finally:
+                log.close()
+            try:
+                self.wait_ready(timeout)
+            except ServerExited:
+                self.kill()
+                if attempt + 1 >= attempts:
+                    raise
+                self.port = port_with_grpc_twin()
+                self._aux_ports = [port_with_grpc_twin() for _ in range(4)]
+                continue
+            except Exception:
+                self.kill()
+                raise
+            return self
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -113,12 +124,12 @@ class SeaweedS3:
         from botocore.exceptions import BotoCoreError, ClientError
 
         deadline = time.monotonic() + timeout
-        wait_for_port(self.port, timeout=timeout)
+        wait_for_port(self.port, timeout=timeout, proc=self.proc, log=self._log_tail)
         client = self.client(connect_timeout=1, read_timeout=2)
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.proc.returncode}: {self._log_tail()}")
+                raise ServerExited(f"weed mini exited with {self.proc.returncode}: {self._log_tail()}")
             try:
                 client.head_bucket(Bucket="upkeeper-readiness-probe")
                 return
