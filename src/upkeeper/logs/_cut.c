@@ -917,6 +917,26 @@ static uint64_t mix64(uint64_t h) {
     return h;
 }
 
+/* the seed of combos' hash: this process's own (from the bytes hash's secret, randomized per process unless
+ * PYTHONHASHSEED says otherwise), so that no one who writes into a log can choose pairs of codes that fall into a
+ * few slots of the table (linear probing: quadratic time in the rows of such pairs) */
+static uint64_t combo_seed(void) {
+    static uint64_t seed;
+    static int done;
+    if (!done) {
+        PyObject *b = PyBytes_FromString("upkeeper.logs._cut.combos");
+        Py_hash_t h = b ? PyObject_Hash(b) : -1;
+        Py_XDECREF(b);
+        if (h == -1) {  /* (no memory for 25 bytes: the fixed seed this once) */
+            PyErr_Clear();
+            return 0x9e3779b97f4a7c15ULL;
+        }
+        seed = mix64((uint64_t)h ^ 0x9e3779b97f4a7c15ULL);
+        done = 1;
+    }
+    return seed;
+}
+
 static PyObject *combos(PyObject *self, PyObject *args) {
     PyObject *cols_obj, *keep_obj, *into;
     int count;
@@ -990,9 +1010,10 @@ static PyObject *combos(PyObject *self, PyObject *args) {
         code[j] = (const int32_t *)data[j].buf + offs[j];
         valid[j] = got_bits[j] ? (const unsigned char *)bits[j].buf : NULL;
     }
+    const uint64_t seed = combo_seed();
     for (Py_ssize_t r = 0; r < n; r++) {
         if (got_kdata && (!bit_at(kdata.buf, koff + r) || (got_kbits && !bit_at(kbits.buf, koff + r)))) continue;
-        uint64_t h = 0x9e3779b97f4a7c15ULL;
+        uint64_t h = seed;
         int skip = 0;
         for (int j = 0; j < ncols; j++) {
             if (valid[j] && !bit_at(valid[j], offs[j] + r)) {
