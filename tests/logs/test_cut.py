@@ -667,6 +667,39 @@ def test_storing_learned_lines_refuses_odd_arguments() -> None:
         _cut.learn_store([b"a"], [[1]], {}, {}, {}, set(), frozenset(), None)
 
 
+
+_LEARN_STORE_HOSTILE = """
+from upkeeper.logs import _cut
+eps, statics = [], []
+class E:  # an endpoint whose hash empties the list holding it
+    def __hash__(self):
+        eps.clear()
+        return 1
+class I:  # an index whose __index__ empties the list of statics holding its pair
+    def __index__(self):
+        statics.clear()
+        return 0
+eps.append(E())
+statics.append((I(), b"/p" * 50))
+intern, ep_of, static_of = {}, {}, {}
+_cut.learn_store([b"a"], eps, intern, ep_of, static_of, set(), frozenset(), statics)
+(e,) = intern
+assert type(e) is E and ep_of[b"a"] is e and static_of == {b"a": b"/p" * 50}, (intern, ep_of, static_of)
+del e, intern, ep_of, static_of
+print("ok")
+"""
+
+
+def test_storing_learned_lines_holds_what_it_reads_while_python_code_runs() -> None:
+    """learn_store holds the endpoint and the statics pair it reads while a dict's hash or an __index__ runs (code
+    that may drop the caller's lists): it stored a freed endpoint and read a freed pair (a crash, in a subprocess)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LEARN_STORE_HOSTILE], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout == b"ok\n", done
+
+
 # -- referers: the host each names (access._referer_host), the exploit prefilter (classify._REFERER_HINT) -----------
 
 _ref_piece = st.sampled_from([b"http", b"HTTPS", b"h", b"a1+.-", b"x" * 15, b"y" * 16, b"://", b":/", b":", b"/", b"//",

@@ -1379,16 +1379,19 @@ static PyObject *learn_store(PyObject *self, PyObject *args) {
         }
         PyObject *raw = PyList_GET_ITEM(raws, k), *e = PyList_GET_ITEM(eps, k);
         Py_INCREF(raw);
+        Py_INCREF(e);  /* (held: its hash may run code that changes eps) */
         PyObject *one = PyDict_SetDefault(intern, e, e);  /* borrowed */
         Py_XINCREF(one);
+        Py_DECREF(e);
         int in_front = one ? PySet_Contains(front, one) : -1;
         int bad = in_front < 0 || PyDict_SetItem(ep_of, raw, one) != 0 || (in_front && PySet_Add(page_of, raw) != 0);
         Py_XDECREF(one);
         PyObject *path = Py_None;
         if (!bad && statics != Py_None && next < PyList_GET_SIZE(statics)) {
-            PyObject *item = PyList_GET_ITEM(statics, next);  /* borrowed */
+            PyObject *item = PyList_GET_ITEM(statics, next);
             Py_ssize_t at;
             PyObject *p;
+            Py_INCREF(item);  /* (held: an __index__ of k may run code that changes statics) */
             if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "nO", &at, &p)) {
                 if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "learn_store: statics holds (k, path)");
                 bad = 1;
@@ -1399,8 +1402,11 @@ static PyObject *learn_store(PyObject *self, PyObject *args) {
                 path = p;
                 next++;
             }
+            Py_INCREF(path);  /* (held: the list may change while the dict runs code) */
+            Py_DECREF(item);
+        } else {
+            Py_INCREF(path);
         }
-        Py_INCREF(path);  /* (held: the list may change while the dict runs code) */
         bad = bad || PyDict_SetItem(static_of, raw, path) != 0;
         Py_DECREF(path);
         Py_DECREF(raw);
