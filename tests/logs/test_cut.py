@@ -3,6 +3,7 @@ RE2 pattern, then the split on quotes and blanks), byte for byte, on every line.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from itertools import compress
 from typing import Any
@@ -796,6 +797,9 @@ def test_minute_tokens_refuse_short_buffers() -> None:
         _cut.minute_tokens(offsets, data, None, 3, 4, 0, 2)
     with pytest.raises(ValueError, match="shorter"):
         _cut.minute_tokens(offsets, data, b"", 2, 4, 0, 2)
+    for n in (sys.maxsize, sys.maxsize - 1):  # (n + 1 offsets: it overflowed, and the rows were read past the buffer)
+        with pytest.raises(ValueError, match="shorter"):
+            _cut.minute_tokens(offsets, data, None, n, 4, 0, 2)
     with pytest.raises(ValueError, match="out of range"):
         _cut.minute_tokens(pa.array([0, 4, 99], pa.int64()).buffers()[1], data, None, 2, 4, 0, 2)
     assert _cut.minute_tokens(offsets, data, None, 2, 4, 1, 3) == (

@@ -1571,7 +1571,8 @@ static PyObject *minute_tokens(PyObject *self, PyObject *args) {
         if (PyObject_GetBuffer(validity, &vb, PyBUF_SIMPLE) != 0) goto done;
         has_bits = 1;
     }
-    if (n < 0 || !span_fits(0, n + 1, (Py_ssize_t)sizeof(int64_t), ob.len) || (has_bits && !bits_fit(0, n, vb.len))
+    if (n < 0 || n == PY_SSIZE_T_MAX || !span_fits(0, n + 1, (Py_ssize_t)sizeof(int64_t), ob.len)
+        || (has_bits && !bits_fit(0, n, vb.len))
         || width < 0) {
         PyErr_SetString(PyExc_ValueError, "minute_tokens: the buffers are shorter than n rows");
         goto done;
