@@ -3,6 +3,7 @@ RE2 pattern, then the split on quotes and blanks), byte for byte, on every line.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from itertools import compress
 from typing import Any
@@ -458,6 +459,59 @@ def test_combos_refuse_odd_arguments_and_count_many_rows() -> None:
     assert got == {b"d": 2 ** 64 + (1 << 20), (b"d", b"d"): 1 << 20, (b"a", b"a"): 1, b"a": 1}
 
 
+
+def _colliding_pairs(seed: int, k: int, cap: int, window: int, want: int) -> list[tuple[int, int]]:
+    """(a, b) code pairs, both below k, that combos' hash of two columns (mix64 chained from ``seed``) puts in the
+    first ``window`` slots of a table of ``cap``: what one who knows the seed can send."""
+    u = pa.uint64()
+    s33 = pa.scalar(33, u)
+
+    def mix(h: Any) -> Any:
+        h = pc.multiply(pc.bit_wise_xor(h, pc.shift_right(h, s33)), pa.scalar(0xFF51AFD7ED558CCD, u))
+        h = pc.multiply(pc.bit_wise_xor(h, pc.shift_right(h, s33)), pa.scalar(0xC4CEB9FE1A85EC53, u))
+        return pc.bit_wise_xor(h, pc.shift_right(h, s33))
+
+    bs = pa.array(range(k), u)
+    pairs: list[tuple[int, int]] = []
+    for a in range(k):
+        ha = mix(pa.array([seed ^ a], u))[0]
+        slot = pc.bit_wise_and(pc.add(mix(pc.bit_wise_xor(bs, ha)), pa.scalar(1, u)), pa.scalar(cap - 1, u))
+        pairs += [(a, b) for b in pc.indices_nonzero(pc.less(slot, pa.scalar(window, u))).to_pylist()]
+        if len(pairs) >= want:
+            return pairs[:want]
+    return pairs
+
+
+def test_combos_take_no_quadratic_time_on_pairs_made_to_collide() -> None:
+    """The hash of combos is seeded per process: rows of an attacker's (referer, address) or (agent, address)
+    pairs chosen to fall in a few slots of the table for a known seed are counted as fast as any others (with the
+    fixed seed they were: 10,000 rows in 64 slots, ~50 million probes, ~80 times as long as shuffled pairs)."""
+    import random
+    import time
+
+    k = 10_000  # codes 0..k-1 in each column (the first k rows), then k rows of pairs made to collide
+    pairs = _colliding_pairs(0x9E3779B97F4A7C15, k, 65_536, 64, k)
+    assert len(pairs) == k
+    a = list(range(k)) + [x for x, _ in pairs]
+    b = list(range(k)) + [y for _, y in pairs]
+    keys = [b"%d" % i for i in range(k)]
+    shuffled = b[:k] + random.Random(1).sample(b[k:], k)
+
+    def took(second: list[int]) -> float:
+        cols = [(keys, pa.array(a, pa.int32()).buffers()[1], 0, len(a), None),
+                (keys, pa.array(second, pa.int32()).buffers()[1], 0, len(a), None)]
+        best = 1e9
+        for _ in range(3):
+            t = time.perf_counter()
+            got = _cut.combos(cols, None, True, None)
+            best = min(best, time.perf_counter() - t)
+            assert got is not None and sum(got[1]) == 2 * k
+        return best
+
+    crafted, plain = took(b), took(shuffled)
+    assert crafted < 10 * plain + 0.02, (crafted, plain)
+
+
 # -- request_ids: the endpoint id and static path of each distinct request line -----------------------------------
 
 def _request_ids_model(lines: list[bytes], ep_of: dict[bytes, bytes], static_of: dict[bytes, bytes | None],
@@ -614,6 +668,39 @@ def test_storing_learned_lines_refuses_odd_arguments() -> None:
         _cut.learn_store([b"a"], [[1]], {}, {}, {}, set(), frozenset(), None)
 
 
+
+_LEARN_STORE_HOSTILE = """
+from upkeeper.logs import _cut
+eps, statics = [], []
+class E:  # an endpoint whose hash empties the list holding it
+    def __hash__(self):
+        eps.clear()
+        return 1
+class I:  # an index whose __index__ empties the list of statics holding its pair
+    def __index__(self):
+        statics.clear()
+        return 0
+eps.append(E())
+statics.append((I(), b"/p" * 50))
+intern, ep_of, static_of = {}, {}, {}
+_cut.learn_store([b"a"], eps, intern, ep_of, static_of, set(), frozenset(), statics)
+(e,) = intern
+assert type(e) is E and ep_of[b"a"] is e and static_of == {b"a": b"/p" * 50}, (intern, ep_of, static_of)
+del e, intern, ep_of, static_of
+print("ok")
+"""
+
+
+def test_storing_learned_lines_holds_what_it_reads_while_python_code_runs() -> None:
+    """learn_store holds the endpoint and the statics pair it reads while a dict's hash or an __index__ runs (code
+    that may drop the caller's lists): it stored a freed endpoint and read a freed pair (a crash, in a subprocess)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LEARN_STORE_HOSTILE], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout == b"ok\n", done
+
+
 # -- referers: the host each names (access._referer_host), the exploit prefilter (classify._REFERER_HINT) -----------
 
 _ref_piece = st.sampled_from([b"http", b"HTTPS", b"h", b"a1+.-", b"x" * 15, b"y" * 16, b"://", b":/", b":", b"/", b"//",
@@ -710,6 +797,9 @@ def test_minute_tokens_refuse_short_buffers() -> None:
         _cut.minute_tokens(offsets, data, None, 3, 4, 0, 2)
     with pytest.raises(ValueError, match="shorter"):
         _cut.minute_tokens(offsets, data, b"", 2, 4, 0, 2)
+    for n in (sys.maxsize, sys.maxsize - 1):  # (n + 1 offsets: it overflowed, and the rows were read past the buffer)
+        with pytest.raises(ValueError, match="shorter"):
+            _cut.minute_tokens(offsets, data, None, n, 4, 0, 2)
     with pytest.raises(ValueError, match="out of range"):
         _cut.minute_tokens(pa.array([0, 4, 99], pa.int64()).buffers()[1], data, None, 2, 4, 0, 2)
     assert _cut.minute_tokens(offsets, data, None, 2, 4, 1, 3) == (

@@ -917,6 +917,26 @@ static uint64_t mix64(uint64_t h) {
     return h;
 }
 
+/* the seed of combos' hash: this process's own (from the bytes hash's secret, randomized per process unless
+ * PYTHONHASHSEED says otherwise), so that no one who writes into a log can choose pairs of codes that fall into a
+ * few slots of the table (linear probing: quadratic time in the rows of such pairs) */
+static uint64_t combo_seed(void) {
+    static uint64_t seed;
+    static int done;
+    if (!done) {
+        PyObject *b = PyBytes_FromString("upkeeper.logs._cut.combos");
+        Py_hash_t h = b ? PyObject_Hash(b) : -1;
+        Py_XDECREF(b);
+        if (h == -1) {  /* (no memory for 25 bytes: the fixed seed this once) */
+            PyErr_Clear();
+            return 0x9e3779b97f4a7c15ULL;
+        }
+        seed = mix64((uint64_t)h ^ 0x9e3779b97f4a7c15ULL);
+        done = 1;
+    }
+    return seed;
+}
+
 static PyObject *combos(PyObject *self, PyObject *args) {
     PyObject *cols_obj, *keep_obj, *into;
     int count;
@@ -990,9 +1010,10 @@ static PyObject *combos(PyObject *self, PyObject *args) {
         code[j] = (const int32_t *)data[j].buf + offs[j];
         valid[j] = got_bits[j] ? (const unsigned char *)bits[j].buf : NULL;
     }
+    const uint64_t seed = combo_seed();
     for (Py_ssize_t r = 0; r < n; r++) {
         if (got_kdata && (!bit_at(kdata.buf, koff + r) || (got_kbits && !bit_at(kbits.buf, koff + r)))) continue;
-        uint64_t h = 0x9e3779b97f4a7c15ULL;
+        uint64_t h = seed;
         int skip = 0;
         for (int j = 0; j < ncols; j++) {
             if (valid[j] && !bit_at(valid[j], offs[j] + r)) {
@@ -1358,16 +1379,19 @@ static PyObject *learn_store(PyObject *self, PyObject *args) {
         }
         PyObject *raw = PyList_GET_ITEM(raws, k), *e = PyList_GET_ITEM(eps, k);
         Py_INCREF(raw);
+        Py_INCREF(e);  /* (held: its hash may run code that changes eps) */
         PyObject *one = PyDict_SetDefault(intern, e, e);  /* borrowed */
         Py_XINCREF(one);
+        Py_DECREF(e);
         int in_front = one ? PySet_Contains(front, one) : -1;
         int bad = in_front < 0 || PyDict_SetItem(ep_of, raw, one) != 0 || (in_front && PySet_Add(page_of, raw) != 0);
         Py_XDECREF(one);
         PyObject *path = Py_None;
         if (!bad && statics != Py_None && next < PyList_GET_SIZE(statics)) {
-            PyObject *item = PyList_GET_ITEM(statics, next);  /* borrowed */
+            PyObject *item = PyList_GET_ITEM(statics, next);
             Py_ssize_t at;
             PyObject *p;
+            Py_INCREF(item);  /* (held: an __index__ of k may run code that changes statics) */
             if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "nO", &at, &p)) {
                 if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "learn_store: statics holds (k, path)");
                 bad = 1;
@@ -1378,8 +1402,11 @@ static PyObject *learn_store(PyObject *self, PyObject *args) {
                 path = p;
                 next++;
             }
+            Py_INCREF(path);  /* (held: the list may change while the dict runs code) */
+            Py_DECREF(item);
+        } else {
+            Py_INCREF(path);
         }
-        Py_INCREF(path);  /* (held: the list may change while the dict runs code) */
         bad = bad || PyDict_SetItem(static_of, raw, path) != 0;
         Py_DECREF(path);
         Py_DECREF(raw);
@@ -1544,7 +1571,8 @@ static PyObject *minute_tokens(PyObject *self, PyObject *args) {
         if (PyObject_GetBuffer(validity, &vb, PyBUF_SIMPLE) != 0) goto done;
         has_bits = 1;
     }
-    if (n < 0 || !span_fits(0, n + 1, (Py_ssize_t)sizeof(int64_t), ob.len) || (has_bits && !bits_fit(0, n, vb.len))
+    if (n < 0 || n == PY_SSIZE_T_MAX || !span_fits(0, n + 1, (Py_ssize_t)sizeof(int64_t), ob.len)
+        || (has_bits && !bits_fit(0, n, vb.len))
         || width < 0) {
         PyErr_SetString(PyExc_ValueError, "minute_tokens: the buffers are shorter than n rows");
         goto done;
