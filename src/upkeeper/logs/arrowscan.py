@@ -672,7 +672,19 @@ class ArrowScanner:
 
     def _feed_cut(self, buf: bytes, source: str, offset: int) -> None:
         """:meth:`feed` with the line cut in C: one pass makes the columns the pyarrow cut makes (the rejected
-        lines are null rows), and hands over the lines the pattern rejects."""
+        lines are null rows), and hands over the lines the pattern rejects.  A buffer of more than
+        :data:`CUT_MAX_LINES` lines is cut in pieces of fewer."""
+        lines = buf.count(NL)
+        if lines > CUT_MAX_LINES:
+            step = max(1, len(buf) * CUT_MAX_LINES // lines // 2)  # (half: a piece of more lines is cut again)
+            pos, n = 0, len(buf)
+            while pos < n:
+                end = buf.rfind(NL, pos, min(n, pos + step)) + 1
+                if end <= pos:  # no line end within the step: up to the next one
+                    end = buf.find(NL, pos + step) + 1 or n
+                self._feed_cut(buf[pos:end], source, offset + pos)
+                pos = end
+            return
         pa, pc = self.pa, self.pc
         assert self.cutter is not None and self.plan.program is not None
         n, valid, n_ok, rejected_lines, starts, columns = self.cutter(buf, self.plan.program, self.plan.anchors)
@@ -1215,6 +1227,11 @@ class ArrowScanner:
         out.reverse()
         return out, counts
 
+
+#: lines of one call of the C cut at most: its working space is ~25 bytes per line and field (the fields' spans and
+#: offsets: ~250 bytes a line of the combined format), nothing for a buffer of ordinary lines (4 MB: ~16,000), but
+#: 640 MB for a 4 MB buffer of empty lines (a file of them took 0.94 GB for 20 MB)
+CUT_MAX_LINES = 1 << 16
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_THRESHOLD = -3
