@@ -587,6 +587,8 @@ def test_the_c_join_of_plain_lines_equals_the_pythons(data: st.DataObject, prefi
     eol = data.draw(st.sampled_from((b"\n", b"\n", b"\r\n")))
     log = eol.join(lines) + data.draw(st.sampled_from((eol, b"")))
     starts = sorted({0, *(sum(len(ln) + len(eol) for ln in lines[:c]) for c in cuts if c < len(lines))})
+    if data.draw(st.booleans()):  # (a piece's skip_before just at a line: before it, or at it)
+        skip = 1000 + sum(len(ln) + len(eol) for ln in lines[:data.draw(st.integers(0, len(lines)))])
     joiners = [pgsyslog.Joiner(prefix, "postgres", native=native) for native in (True, False)]
     assert (joiners[0].native is not None) == (prefix != "[%p] ") and joiners[1].native is None
     saved = pgsyslog.MAX_PENDING
