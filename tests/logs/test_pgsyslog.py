@@ -494,16 +494,21 @@ _MSGS = ("[{seq}-{n}] {text}", "[{seq}-{n}] {text}", "[{seq}-{n}] {text}", "[{se
 @st.composite
 def syslog_lines(draw: st.DrawFn, prefix_values: str) -> list[bytes]:
     """Lines of a syslog file: mostly a few backends' messages, one chunk or more, of every form the Python reads
-    (other programs, no pid, facility.priority, repeated, [SEQ], escapes, long words …) and some mutated."""
-    lines: list[bytes] = []
+    (other programs, no pid, facility.priority, repeated, [SEQ], escapes, long words …) and some mutated (NUL,
+    a newline, a byte not UTF-8 …); half the time the backends' lines interleaved, each message's chunks in order
+    (a join that took a chunk for the last message's, not its backend's, passed when chunks were always
+    consecutive)."""
+    groups: list[list[bytes]] = []  # a message's lines (or a line of no message)
     # (messages of one chunk only: no message is cut, so a "#012" may be a newline; else it never is)
     most = draw(st.sampled_from((1, 3, 3)))
     for _ in range(draw(st.integers(1, 40))):
         kind = draw(st.integers(0, 9))
         if kind == 0:
-            lines.append(draw(st.sampled_from((b"", b"garbage", b"-- Boot 4f0e --",
-                                               b"Dec  7 08:00:00 db1 last message repeated 3 times"))))
+            groups.append([draw(st.sampled_from((b"", b"garbage", b"-- Boot 4f0e --",
+                                                 b"Dec  7 08:00:00 db1 last message repeated 3 times")))])
             continue
+        lines: list[bytes] = []
+        groups.append(lines)
         head = draw(st.sampled_from(_HEADERS)).format(s=draw(st.integers(1, 3)), ident=draw(st.sampled_from(_IDENTS)),
                                                       pid=draw(st.sampled_from(_PIDS)))
         if kind < 6:  # the common case: a backend's message, its chunks in order
@@ -521,9 +526,16 @@ def syslog_lines(draw: st.DrawFn, prefix_values: str) -> list[bytes]:
             if draw(st.integers(0, 9)) == 0:
                 at = draw(st.integers(0, len(line)))
                 line[at:at] = draw(st.sampled_from((b" ", b"#011", b"#012", b"[", b"]", b":", b"-", b"0", b"\t",
-                                                    b"\r")))
+                                                    b"\r", b"\x00", b"\xff", b"\n")))
             lines.append(bytes(line))
-    return lines
+    if not draw(st.booleans()):
+        return [ln for g in groups for ln in g]
+    # backends' messages logged at once: other lines between a message's chunks (each message's in order)
+    order = draw(st.randoms(use_true_random=False))
+    out: list[bytes] = []
+    while left := [g for g in groups if g]:
+        out.append(order.choice(left).pop(0))
+    return out
 
 
 def _same_joins(log: bytes, prefix: str = "%u@%d ") -> bytes:
@@ -572,8 +584,11 @@ def test_the_c_join_of_plain_lines_equals_the_pythons(data: st.DataObject, prefi
     values = {"%m [%p] %q%u@%d ": "2026-12-07 08:00:01.000 UTC [4001] app@shop ", "%u@%d ": "app@shop ",
               "%m ": "2026-12-07 08:00:01.000 UTC ", "[%p] ": "[4001] "}[prefix]
     lines = data.draw(syslog_lines(values))
-    log = b"\n".join(lines) + data.draw(st.sampled_from((b"\n", b"")))
-    starts = sorted({0, *(sum(len(ln) + 1 for ln in lines[:c]) for c in cuts if c < len(lines))})
+    eol = data.draw(st.sampled_from((b"\n", b"\n", b"\r\n")))
+    log = eol.join(lines) + data.draw(st.sampled_from((eol, b"")))
+    starts = sorted({0, *(sum(len(ln) + len(eol) for ln in lines[:c]) for c in cuts if c < len(lines))})
+    if data.draw(st.booleans()):  # (a piece's skip_before just at a line: before it, or at it)
+        skip = 1000 + sum(len(ln) + len(eol) for ln in lines[:data.draw(st.integers(0, len(lines)))])
     joiners = [pgsyslog.Joiner(prefix, "postgres", native=native) for native in (True, False)]
     assert (joiners[0].native is not None) == (prefix != "[%p] ") and joiners[1].native is None
     saved = pgsyslog.MAX_PENDING
