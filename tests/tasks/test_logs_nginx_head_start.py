@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from upkeeper.core import worker
-from upkeeper.logs import parallel
+from upkeeper.logs import ahead, parallel
 from upkeeper.logs.synth import write_access_log
-from upkeeper.tasks.logs import nginx
 from upkeeper.tasks.logs.nginx import NginxLogs
 
 
@@ -30,7 +29,7 @@ def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     path = tmp_path / "access.log"
     write_access_log(str(path), 1_500_000)
     monkeypatch.setattr(parallel, "MIN_PARALLEL", 1 << 20)
-    monkeypatch.setattr(nginx, "cpus", lambda: 2)
+    monkeypatch.setattr(ahead, "cpus", lambda: 2)
     return str(path)
 
 
@@ -69,7 +68,7 @@ def test_a_small_log_or_one_cpu_gets_no_helper(log: str, tmp_path: Path, monkeyp
     NginxLogs.head_start({"incremental": False}, {"access_log": log})
     assert _started() == 0
     monkeypatch.setattr(parallel, "MIN_PARALLEL", 1 << 20)
-    monkeypatch.setattr(nginx, "cpus", lambda: 1)
+    monkeypatch.setattr(ahead, "cpus", lambda: 1)
     NginxLogs.head_start({"incremental": False}, {"access_log": log})
     assert _started() == 0
 

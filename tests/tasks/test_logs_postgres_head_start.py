@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from upkeeper.core import worker
-from upkeeper.logs import parallel, pglog, pgstruct, pgsyslog
-from upkeeper.tasks.logs import postgres
+from upkeeper.logs import ahead, parallel, pgformat
 from upkeeper.tasks.logs.postgres import PostgresLogs
 
 LINE = b"2024-03-01 10:00:00.000 UTC [42] app@db LOG:  duration: 1.5 ms  statement: SELECT 1\n"
@@ -19,10 +18,9 @@ LINE = b"2024-03-01 10:00:00.000 UTC [42] app@db LOG:  duration: 1.5 ms  stateme
 
 @pytest.fixture(autouse=True)
 def _dismiss(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(postgres, "cpus", lambda: 2)
-    monkeypatch.setattr(pglog, "MIN_PARALLEL", 1 << 20)  # (a real one is 12 MB, csvlog's 8 MB)
-    monkeypatch.setattr(pgstruct, "MIN_PARALLEL", 1 << 20)
-    monkeypatch.setattr(pgsyslog, "MIN_PARALLEL", 1 << 20)
+    monkeypatch.setattr(ahead, "cpus", lambda: 2)
+    for fmt, (kind, _min) in list(pgformat.SCANNERS.items()):  # (a real stderr log's is 12 MB, csvlog's 8 MB)
+        monkeypatch.setitem(pgformat.SCANNERS, fmt, (kind, 1 << 20))
     parallel.dismiss_prestarted()
     yield
     parallel.dismiss_prestarted()

@@ -120,8 +120,8 @@ def _wait_loaded(p: proc.Spawned, box: list[Any], sock: str, log_path: Path, tim
     SELECT holds for the checks after it), made once the socket accepts connections."""
     deadline = t0 + timeout
     while True:
-        if p.popen.poll() is not None:
-            raise _load_failed(p.popen.returncode, log_path)
+        if (rc := p.popen.poll()) is not None:
+            raise _load_failed(rc, log_path)
         if time.monotonic() > deadline:
             raise BackupError(f"the scratch redis-server did not finish loading the RDB within {timeout:g}s")
         if Path(sock).exists():

@@ -345,6 +345,7 @@ def postgres_cmd(
 ) -> None:
     """Slow statements by fingerprint, errors by SQLSTATE, locks, temp files, checkpoints (pgBadger's core)."""
     from upkeeper.logs import parallel, pgstruct, pgsyslog
+    from upkeeper.logs.pgformat import format_of, syslog_file
     from upkeeper.logs.pglog import (
         MIN_PARALLEL,
         PgScanOptions,
@@ -354,7 +355,7 @@ def postgres_cmd(
         resolve,
         summarize,
     )
-    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions, format_of, syslog_file
+    from upkeeper.tasks.logs.postgres import PostgresLogs, PostgresLogsOptions
 
     if fmt not in ("auto", "stderr", "csvlog", "jsonlog", "syslog"):
         raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog, jsonlog or syslog")

@@ -55,14 +55,23 @@ def _fork_worker_early(argv: list[str]) -> None:
     libraries while this process imports what only the CLI needs (Typer, Rich, the command),
     loads the config and claims the runs.  The run's pool adopts it.
     """
+    from upkeeper.core.worker import preload, start_ahead
+
+    hint = run_hint(argv[1:])
+    # first of all, the named log jobs' scan helpers: they import their parsers on the other core while this process
+    # imports what follows (~0.4 s on one core), and the worker forked below drives them
+    ahead = start_ahead(hint)
     import upkeeper.core.execute
     import upkeeper.core.history  # noqa: F401
     from upkeeper.core.spawn import fork_early
-    from upkeeper.core.worker import preload
 
-    hint = run_hint(argv[1:])
     preload(hint)  # the named jobs' task modules and the history's database driver, imported once for both
-    fork_early(hint)
+    if not ahead:
+        fork_early(hint)
+        return
+    from upkeeper.logs import parallel
+
+    parallel.release_forked(fork_early(hint, keep_fds=parallel.fork_fds(), in_child=parallel.adopt_forked))
 
 
 #: Options of ``upkeeper run`` that take a value (not a job name).

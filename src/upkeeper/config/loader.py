@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from upkeeper.config.locate import CONFIG_ENV, locate_config
 from upkeeper.config.models import Config
 from upkeeper.errors import ConfigError, ConfigProblem
 from upkeeper.redact import register_secret
@@ -29,8 +30,6 @@ Path_ = tuple[str | int, ...]
 
 _ENV_REF = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 
-CONFIG_ENV = "UPKEEPER_CONFIG"
-DEFAULT_LOCATIONS = (Path("upkeeper.yaml"), Path("/etc/upkeeper/upkeeper.yaml"))
 
 
 class LineMap:
@@ -102,22 +101,18 @@ class LineMap:
 
 def find_config(explicit: str | Path | None) -> Path:
     """Resolve which config file to use: --config, $UPKEEPER_CONFIG, ./upkeeper.yaml, /etc/upkeeper."""
-    if explicit:
-        p = Path(explicit).expanduser()
-        if not p.exists():
-            raise ConfigError(
-                f"config file {p} does not exist", "Try: 'upkeeper init' to write one, or pass --config PATH"
-            )
-        return p
-    env = os.environ.get(CONFIG_ENV)
-    if env:
-        p = Path(env).expanduser()
-        if not p.exists():
-            raise ConfigError(f"config file {p} (from ${CONFIG_ENV}) does not exist", f"Try: fix or unset {CONFIG_ENV}")
-        return p
-    for p in DEFAULT_LOCATIONS:
-        if p.exists():
-            return p
+    path, named = locate_config(explicit)
+    if path is not None:
+        return path
+    if named == "option":
+        raise ConfigError(
+            f"config file {Path(str(explicit)).expanduser()} does not exist",
+            "Try: 'upkeeper init' to write one, or pass --config PATH",
+        )
+    if named == "env":
+        env = os.environ.get(CONFIG_ENV, "")
+        raise ConfigError(f"config file {Path(env).expanduser()} (from ${CONFIG_ENV}) does not exist",
+                          f"Try: fix or unset {CONFIG_ENV}")
     raise ConfigError(
         "no config file found (looked for ./upkeeper.yaml and /etc/upkeeper/upkeeper.yaml)",
         "Try: 'upkeeper init' to write one, or pass --config PATH",

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from upkeeper.core.adopted import Adopted, StderrFile
 from upkeeper.errors import ProcessError
 from upkeeper.redact import redact
 
@@ -329,8 +330,8 @@ class Spawned:
     """A running process whose stdout the caller streams; stderr is collected in the background."""
 
     argv: list[str]
-    popen: subprocess.Popen[bytes]
-    collector: _StderrCollector
+    popen: subprocess.Popen[bytes] | Adopted
+    collector: _StderrCollector | StderrFile
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -432,6 +433,8 @@ class Spawned:
                 except OSError:
                     pass
         self.collector.join(timeout=5)
+        if isinstance(self.collector, StderrFile):
+            self.collector.close()
 
 
 def spawn(
@@ -443,16 +446,33 @@ def spawn(
     extra_env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     on_stderr_line: Any = None,
+    stderr_file: bool = False,
 ) -> Spawned:
-    """Start ``argv`` and return it running; use as a context manager and call ``wait()``."""
+    """Start ``argv`` and return it running; use as a context manager and call ``wait()``.
+
+    ``stderr_file``: stderr goes to an unlinked temporary file instead of a pipe drained by a thread (its tail is
+    read back when asked for); for a process started before this one forks (see :mod:`upkeeper.core.adopted`)."""
     argv = [str(a) for a in argv]
+    err: Any = PIPE
+    if stderr_file:
+        import tempfile
+
+        err = tempfile.TemporaryFile(prefix="upkeeper-stderr-")  # noqa: SIM115 - the Spawned owns it (closed on exit)
     try:
         popen = subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=PIPE, env=_env(env, extra_env), cwd=cwd,
+            argv, stdin=stdin, stdout=stdout, stderr=err, env=_env(env, extra_env), cwd=cwd,
             preexec_fn=die_with_parent(),
         )
     except FileNotFoundError:
+        if stderr_file:
+            err.close()
         raise ProcessError(argv[0], f"{argv[0]}: command not found", hint=f"Try: install {Path(argv[0]).name}") from None
+    except BaseException:
+        if stderr_file:
+            err.close()
+        raise
+    if stderr_file:
+        return Spawned(argv=argv, popen=popen, collector=StderrFile(err))
     assert popen.stderr is not None
     collector = _StderrCollector(popen.stderr, on_stderr_line)
     collector.start()

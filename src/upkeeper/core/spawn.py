@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 _early: list[tuple[subprocess.Popen[bytes] | ForkedWorker, socket.socket]] = []
@@ -106,7 +106,8 @@ class ForkedWorker:
         return rc
 
 
-def fork_worker(hint: Sequence[str] = ()) -> tuple[ForkedWorker, socket.socket]:
+def fork_worker(hint: Sequence[str] = (), *, keep_fds: Sequence[int] = (),
+                in_child: Callable[[], None] | None = None) -> tuple[ForkedWorker, socket.socket]:
     """A worker forked from this process, in its own session, and our end of its socket.
 
     For ``upkeeper run``, once the CLI has imported what the worker needs too (pydantic, SQLAlchemy, the
@@ -130,9 +131,18 @@ def fork_worker(hint: Sequence[str] = ()) -> tuple[ForkedWorker, socket.socket]:
             os.dup2(write_fd, 1)
             os.dup2(write_fd, 2)
             os.close(write_fd)
-            keep = child_sock.fileno()  # nothing else of this process's files (as close_fds=True does)
-            os.closerange(3, keep)
-            os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+            # nothing else of this process's files (as close_fds=True does), but for ``keep_fds``: those of the scan
+            # helpers started ahead, which this worker takes over (``in_child``, see upkeeper.logs.ahead)
+            low = 3
+            for keep in sorted({child_sock.fileno(), *(fd for fd in keep_fds if fd > 2)}):
+                os.closerange(low, keep)
+                low = keep + 1
+            os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+            if in_child is not None:
+                try:
+                    in_child()
+                except Exception:  # best effort: the scan starts its own helpers
+                    pass
             from upkeeper.core.worker import main
 
             code = main(["worker", str(child_sock.fileno()), str(parent), *hint])
@@ -155,16 +165,22 @@ def fork_worker(hint: Sequence[str] = ()) -> tuple[ForkedWorker, socket.socket]:
     return ForkedWorker(pid, os.fdopen(read_fd, "rb")), parent_sock
 
 
-def fork_early(hint: Sequence[str] = ()) -> None:
+def fork_early(hint: Sequence[str] = (), *, keep_fds: Sequence[int] = (),
+               in_child: Callable[[], None] | None = None) -> bool:
     """Fork one worker now, for the pool to adopt later; a new interpreter instead when this process
     runs other threads (a fork would copy their locks, held or not, without the threads).
-    Never raises: the pool starts its own."""
+    Never raises: the pool starts its own.  True when a worker was forked (``keep_fds`` stay open in it, and
+    ``in_child`` runs there first: see :func:`fork_worker`)."""
     if _early:
-        return
+        return False
     try:
-        _early.append(fork_worker(hint) if threading.active_count() == 1 else spawn_worker(hint))
+        if threading.active_count() == 1:
+            _early.append(fork_worker(hint, keep_fds=keep_fds, in_child=in_child))
+            return True
+        _early.append(spawn_worker(hint))
     except Exception:
         pass
+    return False
 
 
 def start_early(hint: Sequence[str] = ()) -> None:

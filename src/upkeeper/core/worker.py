@@ -147,14 +147,18 @@ def _hinted(config: str, jobs: tuple[str, ...]) -> tuple[list[str], str | None, 
     got = _hints.get(key)
     if got is not None:
         return got
-    try:
-        from upkeeper.config.loader import find_config, parse_yaml
+    try:  # (light: upkeeper run asks before it imports the config models, see start_ahead)
+        from ruamel.yaml import YAML
+
+        from upkeeper.config.locate import locate_config
         from upkeeper.tasks._index import TASK_MODULES
 
-        path = find_config(config or None)
-        if not path.is_file():  # a pipe (--config <(…), a FIFO) is the CLI's to read, once
+        path, _named = locate_config(config or None)
+        if path is None or not path.is_file():  # a pipe (--config <(…), a FIFO) is the CLI's to read, once
             return [], None, []
-        root, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path), locate=False)
+        yaml = YAML(typ="safe", pure=False)  # (as the loader's parse_yaml without line numbers)
+        yaml.allow_duplicate_keys = False
+        root = yaml.load(path.read_text(encoding="utf-8"))
         defined = root["jobs"]
         targets = root.get("targets")
         found: list[HintedJob] = []
@@ -183,6 +187,24 @@ def head_start(config: str, jobs: list[str]) -> None:
             REGISTRY.get(task_name).head_start(options, target)
         except Exception:
             continue
+
+
+def start_ahead(hint: Sequence[str]) -> int:
+    """At the very start of ``upkeeper run`` (``hint``: ``[config, job…]``), before it imports anything heavy: start
+    the scan helpers the named log jobs will need (:func:`upkeeper.logs.ahead.start`; they import their parsers on
+    the core the CLI's imports leave idle, and the worker forked afterwards takes them over).  How many were
+    started; best effort (0 on any failure)."""
+    if len(hint) < 2:
+        return 0
+    try:
+        jobs = _hinted(hint[0], tuple(hint[1:]))[2]
+        if not any(task.startswith("logs.") for task, _o, _t in jobs):
+            return 0
+        from upkeeper.logs import ahead
+
+        return ahead.start(jobs)
+    except Exception:
+        return 0
 
 
 def preload(hint: Sequence[str]) -> None:

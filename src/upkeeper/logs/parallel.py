@@ -418,7 +418,7 @@ def _load(kind: str) -> Any:
 def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
          progress: Callable[[int, int], None] | None = None, continuation: bytes = b"",
          min_parallel: int = MIN_PARALLEL, notes: list[ReadNote] | None = None,
-         memory_limit: int = 0) -> tuple[Any, dict[str, int]]:
+         memory_limit: int = 0, processes: dict[str, int] | None = None) -> tuple[Any, dict[str, int]]:
     """Run ``units`` through accumulators of module ``kind`` and merge their partial results.
 
     ``kind`` names a module with ``make_accumulator(opts)`` and ``merge(partials)``.  Returns the
@@ -429,7 +429,10 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     :class:`ReadNote` for each.  ``memory_limit``: bytes the scanning processes may add to their resident
     memory together (:class:`Board`; at most one process per :data:`MIN_SHARE` of it: fewer helpers start when
     ``workers`` asks for more; 0: no limit), else :class:`MemoryLimit` is raised once every process has stopped
-    (each at its next buffer: the sum they check is past the limit).
+    (each at its next buffer: the sum they check is past the limit).  ``processes`` (when given) receives how many
+    processes scanned (``scanning``: this one and its helpers), how many helpers were started before the scan
+    (``prestarted``, see :func:`prestart`) and how many of those by ``upkeeper run`` before it forked this worker
+    (``ahead``).
     """
     mod = _load(kind)
     total = sum(u.size_hint for u in units) or 1
@@ -458,6 +461,11 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
 
     ready = [_take_prestarted(kind) for _ in range(max(0, helpers))]
     dismiss_prestarted()  # those this scan does not need
+    if processes is not None:
+        from upkeeper.core.adopted import Adopted
+
+        processes.update(scanning=1 + len(ready), prestarted=sum(sp is not None for sp in ready),
+                         ahead=sum(sp is not None and isinstance(sp.popen, Adopted) for sp in ready))
     board = Board.make(len(ready) + 1) if memory_limit > 0 and ready else None
     threads: list[threading.Thread] = []
     try:
@@ -541,16 +549,18 @@ def _stop_all(todo: queue.Queue[Unit], threads: list[threading.Thread], partials
     partials.clear()
 
 
-def _spawn_helper(warm: str = "") -> Spawned:
+def _spawn_helper(warm: str = "", *, ahead: bool = False) -> Spawned:
     """A new ``python -m upkeeper.logs.scanworker`` (``warm``: the accumulator module it imports at once, with
-    what its scanning needs, see :func:`prestart`)."""
+    what its scanning needs, see :func:`prestart`; ``ahead``: started before this process forks the worker that
+    will drive it, see :func:`prestart`)."""
     import upkeeper
     from upkeeper.core import proc
 
     src = os.path.dirname(os.path.dirname(os.path.abspath(upkeeper.__file__)))
     pp = os.environ.get("PYTHONPATH")
     return proc.spawn([sys.executable, "-m", "upkeeper.logs.scanworker", *(["--warm", warm] if warm else [])],
-                      stdin=proc.PIPE, stdout=proc.PIPE, extra_env={"PYTHONPATH": src + (os.pathsep + pp if pp else "")})
+                      stdin=proc.PIPE, stdout=proc.PIPE, extra_env={"PYTHONPATH": src + (os.pathsep + pp if pp else "")},
+                      stderr_file=ahead)
 
 
 #: helpers started ahead of a scan (:func:`prestart`), by accumulator module, until one is taken or dismissed
@@ -558,7 +568,7 @@ _prestarted: list[tuple[str, Spawned]] = []
 _prestarted_lock = threading.Lock()
 
 
-def prestart(kind: str, count: int = 1) -> int:
+def prestart(kind: str, count: int = 1, *, ahead: bool = False) -> int:
     """Have ``count`` helpers for a scan of ``kind`` that is to come, before it is planned: starts those missing
     (several jobs' head starts share them: one scan takes them); returns how many it started.
 
@@ -567,19 +577,86 @@ def prestart(kind: str, count: int = 1) -> int:
     its worker waits for the run to be sent (:meth:`upkeeper.core.task.Task.head_start`), on another core: the
     scan's helpers then start on their first unit when it does, instead of ~0.2 s later.  :func:`scan` takes
     them first and dismisses the ones it does not need (a read below ``min_parallel``); so does
-    :func:`dismiss_prestarted`."""
+    :func:`dismiss_prestarted`.
+
+    ``ahead``: ``upkeeper run`` itself, before it imports what it needs and forks its worker (see
+    :mod:`upkeeper.logs.ahead`): no thread is started (stderr goes to a file), and the fork hands the helpers to the
+    worker (:func:`fork_fds`, :func:`adopt_forked`, :func:`release_forked`)."""
     started = 0
     with _prestarted_lock:
         have = sum(1 for k, _sp in _prestarted if k == kind)
     for _ in range(count - have):
         try:
-            sp = _spawn_helper(kind)
+            sp = _spawn_helper(kind, ahead=ahead)
         except Exception:  # the scan starts its own (and reports what is wrong there)
             break
         with _prestarted_lock:
             _prestarted.append((kind, sp))
         started += 1
     return started
+
+
+#: helpers started ahead that the CLI handed to its forked worker (:func:`release_forked`): their processes are its
+#: children, left unreaped until it exits (the worker reads their exit status from /proc: see core.adopted)
+_handed: list[Spawned] = []
+
+
+def fork_fds() -> list[int]:
+    """The descriptors a worker forked now must keep open to drive the helpers started ahead (their stdin, stdout
+    and stderr file)."""
+    from upkeeper.core.adopted import StderrFile
+
+    fds: list[int] = []
+    with _prestarted_lock:
+        for _k, sp in _prestarted:
+            fds += [f.fileno() for f in (sp.popen.stdin, sp.popen.stdout) if f is not None]
+            if isinstance(sp.collector, StderrFile):
+                fds.append(sp.collector.fh.fileno())
+    return fds
+
+
+def adopt_forked() -> None:
+    """In a worker just forked from the process that started the helpers (still in :data:`_prestarted`): follow
+    them as :class:`~upkeeper.core.adopted.Adopted` processes (this process is not their parent); one that cannot
+    be followed is closed (the scan starts its own)."""
+    from upkeeper.core.adopted import Adopted
+
+    with _prestarted_lock:
+        kept: list[tuple[str, Spawned]] = []
+        for k, sp in _prestarted:
+            try:
+                sp.popen = Adopted(sp.popen.pid, sp.popen.stdin, sp.popen.stdout)
+            except Exception:  # (no pidfd for it: this process cannot follow it)
+                for f in (sp.popen.stdin, sp.popen.stdout):
+                    with contextlib.suppress(OSError):
+                        if f is not None:
+                            f.close()
+                continue
+            kept.append((k, sp))
+        _prestarted[:] = kept
+
+
+def release_forked(handed: bool) -> None:
+    """In the process that started helpers ahead, once it has forked its worker: ``handed`` (the worker is a fork
+    of this process, and drives them now), close this process's ends of their pipes, so that they see the
+    worker's alone, and keep them unreaped (:data:`_handed`); else (the worker is a new interpreter, which cannot
+    drive them) dismiss them."""
+    from upkeeper.core.adopted import StderrFile
+
+    if not handed:
+        dismiss_prestarted()
+        return
+    with _prestarted_lock:
+        left = [sp for _k, sp in _prestarted]
+        _prestarted.clear()
+    for sp in left:
+        for f in (sp.popen.stdin, sp.popen.stdout):
+            with contextlib.suppress(OSError):
+                if f is not None:
+                    f.close()
+        if isinstance(sp.collector, StderrFile):
+            sp.collector.close()
+        _handed.append(sp)
 
 
 def _take_prestarted(kind: str) -> Spawned | None:

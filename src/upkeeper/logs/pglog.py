@@ -46,6 +46,7 @@ from operator import itemgetter
 from typing import Any
 
 from upkeeper.errors import UpkeeperError
+from upkeeper.logs.pgformat import SCANNERS
 from upkeeper.logs.sqlfp import fingerprints, statement_kind
 from upkeeper.redact import redact
 
@@ -54,7 +55,7 @@ DEFAULT_PREFIX = "%m [%p] "  # PostgreSQL 13+ default
 # helper's imports had become light (~0.07 s to start): a 17 MB log took 0.46-0.57 s alone and
 # 0.34-0.44 s with a helper; an 8 MB log 0.23-0.28 s either way.  (It was 48 MB when a helper cost
 # ~0.4 s to start and report back.)
-MIN_PARALLEL = 12 << 20
+MIN_PARALLEL = SCANNERS["stderr"][1]
 LEVELS = rb"DEBUG[1-5]|INFO|NOTICE|WARNING|ERROR|LOG|FATAL|PANIC|DETAIL|HINT|QUERY|CONTEXT|STATEMENT|LOCATION"
 
 _ESCAPES: dict[str, bytes] = {

@@ -30,13 +30,14 @@ from itertools import compress, repeat
 from operator import ne, not_
 from typing import Any, Literal
 
+from upkeeper.logs.pgformat import SCANNERS
 from upkeeper.logs.pglog import PgAccumulator, PgPartial, PgScanOptions, _earliest
 from upkeeper.logs.pglog import merge as merge  # parallel.scan calls kind.merge
 
 Format = Literal["csvlog", "jsonlog"]
 # for parallel.scan: below this a helper process does not pay (measured when the csv module read every record,
 # which cost more per statement than a stderr line)
-MIN_PARALLEL = 8 << 20
+MIN_PARALLEL = SCANNERS["csvlog"][1]
 #: csvlog columns per PostgreSQL version: 23 (<= 12), 24 (13: backend_type), 26 (14+: leader_pid, query_id)
 CSV_COLUMNS = (23, 24, 26)
 #: a csvlog record still open (an unbalanced quote) after this many bytes is parsed as it is: a damaged

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from upkeeper.logs import pglog
+from upkeeper.logs.pgformat import SCANNERS, looks_like_syslog  # noqa: F401 - (its home was here)
 
 _syslog_join: Callable[..., tuple[int, int, int, int, bytes | None, bytes | None, int]] | None
 try:  # the plain lines' join in C (built at install where a compiler is; without it all in Python: the same text)
@@ -46,7 +47,7 @@ except ImportError:  # pragma: no cover - an install without a C compiler
     _syslog_join = None
 
 #: smaller than the stderr parser's: joining chunks costs more than parsing them
-MIN_PARALLEL = 4 << 20
+MIN_PARALLEL = SCANNERS["syslog"][1]
 #: backends whose last message waits for their next (only then is it known to have no more chunks): past this
 #: many (a server without connection pooling has a new pid per connection), the half whose message waits longest
 #: are taken as whole — the chunks of a message come within microseconds of each other
@@ -68,10 +69,6 @@ RFC5424_RX = re.compile(
     rb"(?m)^<\d{1,3}>1 (?P<tt>(?P<date>\d{4}-\d\d-\d\d)T(?P<ihms>\d\d:\d\d:\d\d)(?P<frac>\.\d+)?"
     rb"(?:Z|[+-]\d\d:\d\d))(?P<mon>(?!))?(?P<day>(?!))?(?P<hms>(?!))? (?P<host>\S+) (?P<ident>\S+) "
     rb"(?:(?P<pid>\d+)|\S+) \S+ (?:-|(?:\[(?:[^\]\\\n]|\\.)*\])+) {0,2}(?P<msg>[^\n]*)$")
-#: a line that is a syslog line (for the format's detection)
-HEADER_RX = re.compile(
-    rb"(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ "
-    rb"(?:[a-z0-9]+\.[a-z]+ )?[^\s\[:]+(?:\[\d+\])?: |<\d{1,3}>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S* \S+ \S+ \S+ \S+ )")
 #: a syslog line's time and host (a line of no program: the daemon's "last message repeated 3 times")
 _TIME_HOST = re.compile(rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*) \S+ ")
 #: journalctl's own lines in its output saved to a file (``journalctl -u postgresql > pg.log``): ``-- Boot 4f0e… --``,
@@ -563,14 +560,6 @@ def make_accumulator(opts: PgSyslogOptions) -> PgSyslogAccumulator:
 
 def merge(parts: list[Any]) -> pglog.PgPartial:
     return pglog.merge(parts)
-
-
-def looks_like_syslog(head: bytes) -> bool:
-    """Are most of the first lines of a file (``head``: its first bytes) syslog lines?"""
-    lines = [ln for ln in head.split(b"\n")[:20] if ln.strip()]
-    if len(head) > 200 and not head.endswith(b"\n") and len(lines) > 1:
-        lines = lines[:-1]  # (cut)
-    return bool(lines) and 2 * sum(1 for ln in lines if HEADER_RX.match(ln)) > len(lines)
 
 
 #: the lines at the end of a live syslog file (of every program: /var/log/messages is written every second by

@@ -489,12 +489,14 @@ def unparsed_note(option: str, parsed: int, unparsed: int) -> str:
             "again")
 
 
-def cpus() -> int:
-    """CPUs this process may run on (a head start needs a second one: see ``head_start`` of the log tasks)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+def log_processes(ctx: TaskContext, processes: dict[str, int]) -> None:
+    """Say in the run's log how many processes scanned, and how many helpers were started before the scan (see
+    :func:`upkeeper.logs.parallel.scan`'s ``processes``)."""
+    scanning = processes.get("scanning", 1)
+    if scanning > 1:
+        ahead = processes.get("ahead", 0)
+        ctx.log.info("scanned by %d processes: %d helper(s) started before the scan%s", scanning,
+                     processes.get("prestarted", 0), f" ({ahead} by upkeeper run, before its worker)" if ahead else "")
 
 
 def ends_head_start(run: Callable[[_TaskT, TaskContext, _OptsT], Result]) -> Callable[[_TaskT, TaskContext, _OptsT], Result]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import re
 import threading
 import time
@@ -51,8 +49,8 @@ from upkeeper.tasks.logs._common import (
     RotatedDirs,
     check_report_dir,
     check_rotated_dirs,
-    cpus,
     ends_head_start,
+    log_processes,
     memory_limit,
     memory_limit_error,
     not_a_log,
@@ -395,22 +393,11 @@ class NginxLogs(Task[NginxLogsOptions]):
         (:func:`upkeeper.logs.parallel.prestart`), each importing the same while this process does.  An
         incremental run does not know how much is new before it reads its cursors: it starts its helpers when it
         scans.  On one CPU both would only slow the CLI down."""
-        from upkeeper.logs import access, parallel, sources  # (the modules: a lazy stand-in holds copies)
+        from upkeeper.logs import access, ahead, parallel  # (the modules: a lazy stand-in holds copies)
 
-        if cpus() < 2:
-            return
-        path = options.get("access_log") or target.get("access_log")
-        if not isinstance(path, str) or not path or sources.is_glob(path):
-            return
-        rotated = options.get("rotated", True) is not False
-        files = sources.discover(path, rotated=rotated) if options.get("incremental") is False else []
-        size = sum(f.size * (8 if f.gz else 1) for f in files)  # (compressed text: ~8x, as parallel's units count)
-        workers = options.get("workers", 0)
-        procs = workers if isinstance(workers, int) and workers > 0 else parallel.default_workers()
-        if size >= parallel.MIN_PARALLEL and procs > 1:
-            parallel.prestart("upkeeper.logs.access", min(procs - 1, cpus() - 1))
-        with contextlib.suppress(OSError):
-            size = max(size, os.stat(path).st_size)
+        helpers, size = ahead.access_plan(options, target)
+        if helpers:  # (none more when ``upkeeper run`` started them before it forked this worker: ahead.start)
+            parallel.prestart(ahead.ACCESS, helpers)
         if size >= access.ARROW_MIN_BUFFER:  # in the background: the run, when it comes, is not held up by it
             threading.Thread(target=access.warm, daemon=True, name="warm-pyarrow").start()
 
@@ -460,9 +447,11 @@ class NginxLogs(Task[NginxLogsOptions]):
                         wrong_gz.append(gz)
             units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES)
             ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
+            processes: dict[str, int] = {}
             partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,
                                              progress=progress, notes=read_notes,
-                                             memory_limit=memory_limit(options.memory_limit_mb))
+                                             memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
+            log_processes(ctx, processes)
         except parallel.FileChanged as exc:
             raise TaskError(f"{exc}; nothing of this run was recorded",
                             "Try: run the job again: it reads the rotated file where the last run left off") from None

@@ -19,6 +19,7 @@ from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
+from upkeeper.logs.pgformat import SUFFIX_FORMATS, format_of, syslog_file
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
@@ -28,8 +29,8 @@ from upkeeper.tasks.logs._common import (
     RotatedDirs,
     check_report_dir,
     check_rotated_dirs,
-    cpus,
     ends_head_start,
+    log_processes,
     memory_limit,
     memory_limit_error,
     not_a_log,
@@ -163,16 +164,6 @@ def _number(text: str) -> float | None:
 
 LOGFILE_SQL = "SELECT pg_current_logfile(%s)"
 LogFormat = Literal["auto", "stderr", "csvlog", "jsonlog", "syslog"]
-#: the format a log file's name tells (after its rotation suffix): PostgreSQL names csvlog and jsonlog files
-#: after log_filename with .csv and .json for .log (or added)
-SUFFIX_FORMATS = {".csv": "csvlog", ".json": "jsonlog"}
-
-
-def format_of(path: str) -> str:
-    """csvlog, jsonlog or stderr, from the name of a log file (``postgresql.csv.1.gz`` is csvlog)."""
-    return SUFFIX_FORMATS.get(Path(sources.live_log(path)).suffix, "stderr")
-
-
 def log_filename_glob(log_filename: str, current: str) -> str | None:
     """The glob of the files the server names after ``log_filename`` (its %-escapes, strftime's, as ``*``) in
     the format of ``current`` (.csv and .json replace a final .log, or are added, as the server does); None
@@ -318,32 +309,11 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         helper processes gets them started (:func:`upkeeper.logs.parallel.prestart`), importing the parser of the
         format the option or the file's name tells while the CLI still loads the config.  A run that asks the
         server where its log is, or an incremental one, starts its helpers when it scans."""
-        from upkeeper.logs import (  # (the modules: a lazy stand-in holds copies)
-            parallel,
-            pglog,
-            pgstruct,
-            sources,
-        )
+        from upkeeper.logs import ahead, parallel  # (the modules: a lazy stand-in holds copies)
 
-        path = options.get("log_file")
-        if cpus() < 2 or options.get("incremental") is not False or not isinstance(path, str) or not path \
-                or any(c in path for c in "*?["):
-            return
-        fmt = options.get("format")
-        files = sources.discover(path, rotated=options.get("rotated", True) is not False)
-        if fmt not in ("stderr", "csvlog", "jsonlog", "syslog"):  # (auto, or what the run refuses)
-            fmt = format_of(path)
-            if fmt == "stderr" and syslog_file(files):
-                fmt = "syslog"
-        from upkeeper.logs import pgsyslog
-
-        kind, minimum = (("upkeeper.logs.pglog", pglog.MIN_PARALLEL) if fmt == "stderr" else
-                         ("upkeeper.logs.pgsyslog", pgsyslog.MIN_PARALLEL) if fmt == "syslog" else
-                         ("upkeeper.logs.pgstruct", pgstruct.MIN_PARALLEL))
-        workers = options.get("workers", 0)
-        procs = workers if isinstance(workers, int) and workers > 0 else parallel.default_workers()
-        if procs > 1 and sum(f.size * (8 if f.gz else 1) for f in files) >= minimum:
-            parallel.prestart(kind, min(procs - 1, cpus() - 1))
+        kind, helpers = ahead.postgres_plan(options, target)
+        if helpers:  # (none more when ``upkeeper run`` started them before it forked this worker: ahead.start)
+            parallel.prestart(kind, helpers)
 
     @ends_head_start
     def run(self, ctx: TaskContext, options: PostgresLogsOptions) -> Result:
@@ -426,23 +396,25 @@ class PostgresLogs(Task[PostgresLogsOptions]):
             ctx.progress(f"scanned {human_bytes(done)} of {human_bytes(total)}", done / total if total else None)
 
         read_notes: list[parallel.ReadNote] = []
+        processes: dict[str, int] = {}
         try:
             if fmt == "stderr":
                 partial, gz_read = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=prefix), units,
                                                  workers=options.workers, progress=progress, continuation=cont,
                                                  min_parallel=pglog.MIN_PARALLEL, notes=read_notes,
-                                                 memory_limit=memory_limit(options.memory_limit_mb))
+                                                 memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
             elif fmt == "syslog":
                 partial, gz_read = parallel.scan("upkeeper.logs.pgsyslog",
                                                  pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident=ident),
                                                  units, workers=options.workers, progress=progress,
                                                  min_parallel=pgsyslog.MIN_PARALLEL, notes=read_notes,
-                                                 memory_limit=memory_limit(options.memory_limit_mb))
+                                                 memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
             else:
                 partial, gz_read = parallel.scan("upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
                                                  units, workers=options.workers, progress=progress,
                                                  min_parallel=pgstruct.MIN_PARALLEL, notes=read_notes,
-                                                 memory_limit=memory_limit(options.memory_limit_mb))
+                                                 memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
+            log_processes(ctx, processes)
         except parallel.FileChanged as exc:
             raise TaskError(f"{exc}; nothing of this run was recorded",
                             "Try: run the job again: it reads the rotated file where the last run left off") from None
@@ -860,20 +832,6 @@ def _hold_back_open_record(plan: ReadPlan, complete_end: Callable[[str, int, int
             if c["path"] == r.file.path and c["offset"] == r.end:
                 sources.move_cursor(c, end)
     plan.ranges[:] = [r for r in plan.ranges if r.end is None or r.end > r.start]
-
-
-def syslog_file(files: list[LogFile]) -> bool:
-    """Are most of the first lines of the newest of ``files`` that holds any (4 KB of it) syslog lines?"""
-    for lf in reversed(files):
-        try:
-            with open(lf.path, "rb") as raw:
-                fh: Any = sources.open_compressed(raw, lf.path) if lf.gz else raw
-                head = fh.read(4096)
-        except (OSError, EOFError, ValueError):
-            continue
-        if head.strip():
-            return bool(pgsyslog.looks_like_syslog(head))
-    return False
 
 
 def _mtime(path: str) -> float | None:
