@@ -100,6 +100,7 @@ def test_a_spawned_process_with_its_stderr_in_a_file_starts_no_thread() -> None:
                     stderr_file=True)
     try:
         assert threading.active_count() == before
+        assert os.getpgid(sp.popen.pid) == sp.popen.pid != os.getpgid(0)  # (the terminal's Ctrl-C is not for it)
         with pytest.raises(Exception) as exc:
             sp.wait(timeout=30)
         assert sp.popen.returncode == 1 and "xxxx" in str(getattr(exc.value, "stderr", "")) + sp.collector.text

@@ -451,7 +451,9 @@ def spawn(
     """Start ``argv`` and return it running; use as a context manager and call ``wait()``.
 
     ``stderr_file``: stderr goes to an unlinked temporary file instead of a pipe drained by a thread (its tail is
-    read back when asked for); for a process started before this one forks (see :mod:`upkeeper.core.adopted`)."""
+    read back when asked for), and the process leads a process group of its own (the terminal's Ctrl-C is this
+    process's to act on, as for the children of a worker, which runs in a session of its own); for a process started
+    before this one forks a worker that drives it (see :mod:`upkeeper.core.adopted`)."""
     argv = [str(a) for a in argv]
     err: Any = PIPE
     if stderr_file:
@@ -461,7 +463,7 @@ def spawn(
     try:
         popen = subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=err, env=_env(env, extra_env), cwd=cwd,
-            preexec_fn=die_with_parent(),
+            preexec_fn=die_with_parent(), process_group=0 if stderr_file else None,
         )
     except FileNotFoundError:
         if stderr_file:
