@@ -245,6 +245,12 @@ try:  # Counter.update's loop for a mapping, in C
 except ImportError:  # pragma: no cover - built without a C compiler
     _add_counts = Counter.update
 
+_top_candidates: Callable[[dict[Any, int], int], list[tuple[Any, int]] | None] | None
+try:  # top's pre-selection of a large counter, in C
+    from upkeeper.logs._cut import top_candidates as _top_candidates
+except ImportError:  # pragma: no cover - built without a C compiler (or before top_candidates)
+    _top_candidates = None
+
 _referer_hosts: Callable[[list[bytes]], list[bytes | None]] | None
 _referer_hints: Callable[[list[bytes]], list[bool]] | None
 try:  # _referer_host of many referers, and referer_exploit's prefilter, in C (built with the access-log cut)
@@ -1561,8 +1567,11 @@ def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]
     if key is None and n > 0 and len(counter) > 4 * n:
         # a large counter (paths, clients, agents): the n-th highest count first, comparing plain integers, so
         # that only the entries that reach it are ordered by (count, key) (the same n entries, fewer key calls)
-        floor = heapq.nlargest(n, counter.values())[-1]
-        items = [kv for kv in items if kv[1] >= floor]
+        picked = _top_candidates(counter, n) if _top_candidates is not None else None
+        if picked is None:  # (no C extension, or a count that is not a machine integer)
+            floor = heapq.nlargest(n, counter.values())[-1]
+            picked = [kv for kv in items if kv[1] >= floor]
+        items = picked
     return heapq.nsmallest(n, items, key=key or _by_count)
 
 
