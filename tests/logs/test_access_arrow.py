@@ -904,9 +904,10 @@ def _ga_keys(raws: list[bytes], arrow: bool, native: bool = True) -> dict[bytes,
     acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED, arrow_min_buffer=0, native_cut=native))
     scanner = acc._arrow_scanner()
     assert scanner is not None and (scanner.keys_of is not None) == native, NOT_BUILT
-    batch = [(r, i + 1) for i, r in enumerate(dict.fromkeys(raws))]
-    rest = acc._request_keys(batch, scanner.request_keys) if arrow else batch
-    for (_raw, c), (url, meth, proto) in zip(rest, parse_requests([r for r, _ in rest]), strict=True):
+    lines = list(dict.fromkeys(raws))
+    hits = [i + 1 for i in range(len(lines))]
+    rest, rest_hits = acc._request_keys(lines, hits, scanner.request_keys) if arrow else (lines, hits)
+    for c, (url, meth, proto) in zip(rest_hits, parse_requests(rest), strict=True):
         if acc.is_static(url):
             acc.p.ga_static_hits += c
         else:

@@ -3,6 +3,7 @@ RE2 pattern, then the split on quotes and blanks), byte for byte, on every line.
 
 from __future__ import annotations
 
+import heapq
 import sys
 from collections import Counter
 from itertools import compress
@@ -236,6 +237,34 @@ def test_hits_per_path_refuses_what_is_not_a_dict_of_bytes() -> None:
         _cut.path_counts({"str": 1})  # type: ignore[dict-item]
     with pytest.raises(TypeError):
         _cut.path_counts([(b"a", 1)])  # type: ignore[arg-type]
+
+
+def _top_candidates_reference(counts: dict[Any, int], n: int) -> list[tuple[Any, int]]:
+    """access.top's pre-selection, as it is written in Python."""
+    if not counts:
+        return []
+    floor = heapq.nlargest(n, counts.values())[-1]
+    return [kv for kv in counts.items() if kv[1] >= floor]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.binary(max_size=3), st.one_of(st.integers(-5, 5), st.integers(-(2 ** 63), 2 ** 63 - 1),
+                                                        st.booleans()), max_size=40),
+       st.integers(1, 12))
+def test_top_candidates_in_c_equal_the_python_selection(counts: dict[bytes, int], n: int) -> None:
+    """The items whose count reaches the n-th highest (ties and repeats included), in the dict's order."""
+    assert _cut.top_candidates(counts, n) == _top_candidates_reference(counts, n)
+    assert _cut.top_candidates(Counter(counts), n) == _top_candidates_reference(counts, n)
+
+
+def test_top_candidates_leave_what_is_no_machine_integer_to_python() -> None:
+    assert _cut.top_candidates({b"a": 1, b"b": 2 ** 64}, 1) is None
+    assert _cut.top_candidates({b"a": 1, b"b": 1.5}, 1) is None  # type: ignore[dict-item]
+    assert _cut.top_candidates({}, 3) == []
+    with pytest.raises(ValueError):
+        _cut.top_candidates({b"a": 1}, 0)
+    with pytest.raises(TypeError):
+        _cut.top_candidates([(b"a", 1)], 1)  # type: ignore[arg-type]
 
 
 _count_key = st.one_of(st.binary(max_size=4), st.tuples(st.binary(max_size=3), st.integers(0, 3)), st.integers(0, 5))

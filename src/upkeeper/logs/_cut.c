@@ -595,6 +595,93 @@ fail:
     return NULL;
 }
 
+/* ---- the entries that may be among the n most frequent -------------------------------------------------------
+ *
+ * top_candidates(counts, n) takes a dict of anything to int counts and returns the list of its (key, count) items
+ * whose count is at least the n-th highest count (counted with repeats, as heapq.nlargest(n, counts.values())[-1]
+ * is; every item when the dict holds n or fewer), in the dict's order: access.top's pre-selection of a large counter
+ * (request keys, paths, clients), without a Python step per entry.  None (the caller does it in Python) when a count
+ * is not an int that fits in a C long long; n < 1 is a ValueError.
+ */
+static void heap_down(long long *h, Py_ssize_t n, Py_ssize_t i) {
+    for (;;) {
+        Py_ssize_t l = 2 * i + 1, m = i;
+        if (l < n && h[l] < h[m]) m = l;
+        if (l + 1 < n && h[l + 1] < h[m]) m = l + 1;
+        if (m == i) return;
+        long long t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static int count_of(PyObject *value, long long *out) {
+    if (!PyLong_Check(value)) return 0;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *top_candidates(PyObject *self, PyObject *args) {
+    PyObject *counts;
+    Py_ssize_t n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!n", &PyDict_Type, &counts, &n)) return NULL;
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "n must be at least 1");
+        return NULL;
+    }
+    Py_ssize_t size = PyDict_GET_SIZE(counts), have = 0, pos = 0;
+    long long *heap = PyMem_Malloc(sizeof(long long) * (size_t)(n < size ? n : (size ? size : 1)));
+    if (!heap) return PyErr_NoMemory();
+    PyObject *key, *value, *out = NULL;
+    long long v, floor = 0;
+    while (PyDict_Next(counts, &pos, &key, &value)) {  /* the n highest counts: a min-heap, its root the lowest */
+        if (!count_of(value, &v)) {
+            PyMem_Free(heap);
+            Py_RETURN_NONE;
+        }
+        if (have < n) {
+            Py_ssize_t i = have++;
+            heap[i] = v;
+            while (i > 0 && heap[(i - 1) / 2] > heap[i]) {
+                long long t = heap[i];
+                heap[i] = heap[(i - 1) / 2];
+                heap[(i - 1) / 2] = t;
+                i = (i - 1) / 2;
+            }
+        } else if (v > heap[0]) {
+            heap[0] = v;
+            heap_down(heap, n, 0);
+        }
+    }
+    if (have) floor = heap[0];
+    PyMem_Free(heap);
+    out = PyList_New(0);
+    if (!out) return NULL;
+    pos = 0;
+    while (PyDict_Next(counts, &pos, &key, &value)) {
+        if (!count_of(value, &v)) {  /* (a dict changed in between: a __hash__ or __eq__ of its keys) */
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        if (v < floor) continue;
+        PyObject *item = PyTuple_Pack(2, key, value);
+        if (!item || PyList_Append(out, item) != 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
 /* add_counts(into, other): into[k] = other[k] + into.get(k, 0) for every key of other, in other's order, as
  * Counter.update(other) does for a mapping (merging the partial results of the scanning processes). */
 static PyObject *add_counts(PyObject *self, PyObject *args) {
@@ -2182,6 +2269,8 @@ static PyMethodDef methods[] = {
      "endpoints(offsets, data, start, n, endpoint_max) -> (endpoints, words, url_offsets, url_data)"},
     {"request_keys", request_keys, METH_VARARGS, "request_keys(lines) -> (keys, canon, url_offsets, url_data)"},
     {"path_counts", path_counts, METH_VARARGS, "path_counts(counts) -> {path: hits}"},
+    {"top_candidates", top_candidates, METH_VARARGS,
+     "top_candidates(counts, n) -> [(key, count)] | None: the items whose count reaches the n-th highest"},
     {"add_counts", add_counts, METH_VARARGS, "add_counts(into, other): Counter.update(other) of two dicts"},
     {"count_rows", count_rows, METH_VARARGS,
      "count_rows(into, keys, indices, offset, length, validity): Counter.update(keys[i] for each row's index i)"},

@@ -28,13 +28,14 @@ import heapq
 import ipaddress
 import math
 import re
-from collections import Counter, deque
+from bisect import bisect_left
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from itertools import compress, repeat
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from itertools import accumulate, compress, repeat, starmap
+from operator import is_, itemgetter, mul
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from upkeeper.fmt import printable
 from upkeeper.logs.classify import (
@@ -237,6 +238,18 @@ def _referer_host(referer: bytes) -> bytes | None:
     m = _HOST_OF_URL.match(normalize_referer(referer))
     return m.group(1).lower().rstrip(b".") if m is not None else None
 
+
+_add_counts: Callable[[Any, Any], None]
+try:  # Counter.update's loop for a mapping, in C
+    from upkeeper.logs._cut import add_counts as _add_counts
+except ImportError:  # pragma: no cover - built without a C compiler
+    _add_counts = Counter.update
+
+_top_candidates: Callable[[dict[Any, int], int], list[tuple[Any, int]] | None] | None
+try:  # top's pre-selection of a large counter, in C
+    from upkeeper.logs._cut import top_candidates as _top_candidates
+except ImportError:  # pragma: no cover - built without a C compiler (or before top_candidates)
+    _top_candidates = None
 
 _referer_hosts: Callable[[list[bytes]], list[bytes | None]] | None
 _referer_hints: Callable[[list[bytes]], list[bool]] | None
@@ -1102,30 +1115,44 @@ class Accumulator:
 
     # -- output --------------------------------------------------------------------------------
 
-    def _request_keys(self, batch: list[tuple[bytes, int]],
+    def _request_keys(self, raws: list[bytes], hits: list[int],
                       keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[bool | None]]]
-                      ) -> list[tuple[bytes, int]]:
-        """Count the request lines of ``batch`` (with their hits) whose GoAccess key ``keys_of`` finds (see
-        :meth:`~upkeeper.logs.arrowscan.ArrowScanner.request_keys`) as :meth:`partial` does; return the others."""
-        p, c404 = self.p, self.c_req404
+                      ) -> tuple[list[bytes], list[int]]:
+        """Count the request lines ``raws`` (with their ``hits``, the 404s taken out already: see
+        :meth:`_fold_requests`) whose GoAccess key ``keys_of`` finds (see
+        :meth:`~upkeeper.logs.arrowscan.ArrowScanner.request_keys`) as :meth:`partial` does; return the others.
+
+        Tens of thousands of lines a fold, hence no step in Python per line: the columns are picked with
+        ``compress``, and the keys' hits added as one dict (``add_counts``) when no two lines share a key (two
+        lines that differ only in how their URL is encoded do: then one by one)."""
+        p = self.p
         ga = p.ga_requests
-        get, c404_get = ga.get, c404.get
-        keys, static = keys_of([r for r, _ in batch])
-        rest: list[tuple[bytes, int]] = []
-        static_hits = 0
-        for (raw, c), k, st in zip(batch, keys, static, strict=True):
-            if k is None:
-                rest.append((raw, c))
-                continue
-            c -= c404_get(raw, 0)
-            if c <= 0:
-                continue
-            if st:
-                static_hits += c
-            else:
+        keys, static = keys_of(raws)
+        rest_raws: list[bytes] = []
+        rest_hits: list[int] = []
+        if None in keys:
+            unkeyed = list(map(is_, keys, repeat(None)))
+            rest_raws = list(compress(raws, unkeyed))
+            rest_hits = list(compress(hits, unkeyed))
+        if True in static:
+            p.ga_static_hits += sum(compress(hits, map(is_, static, repeat(True))))
+        if rest_raws or True in static:
+            keep = list(map(is_, static, repeat(False)))  # a key, not a static file
+            keys = list(compress(keys, keep))
+            hits = list(compress(hits, keep))
+        counted = cast("list[bytes]", keys)  # (those without a key are left out: their static is None)
+        del keys
+        by_key = dict(zip(counted, hits, strict=True))
+        if len(by_key) == len(counted):
+            if ga:
+                _add_counts(ga, by_key)
+            else:  # (the first batch: the dict's table copied whole)
+                dict.update(ga, by_key)
+        else:
+            get = ga.get
+            for k, c in zip(counted, hits, strict=True):
                 ga[k] = get(k, 0) + c
-        p.ga_static_hits += static_hits
-        return rest
+        return rest_raws, rest_hits
 
     def _fold_requests(self, keys_of: Callable[[list[bytes]], tuple[list[bytes | None], list[bool | None]]] | None
                        ) -> None:
@@ -1140,22 +1167,30 @@ class Accumulator:
         for raw, (url, _m, _p) in zip(nf_raws, parse_requests(nf_raws), strict=True):
             p.not_found[url.split(b"?", 1)[0]] += c404[raw]
         c_req = self.c_req
+        for raw, c in c404.items():  # the 404s are not requested files: taken out of the lines' hits at once
+            left = c_req.get(raw, 0) - c
+            if left > 0:
+                c_req[raw] = left
+            else:
+                c_req.pop(raw, None)
+        c404.clear()
+        # two columns (8 bytes a line each; the table itself is freed at once), taken from the end in batches: the
+        # raw request lines are freed as their keys are built (no list of a tuple per distinct line, ~24 MB for
+        # 340k of them)
+        raws, counts = list(c_req), list(c_req.values())
+        c_req.clear()
         step = 50_000
-        while c_req:  # popped in batches, so the raw request lines are freed as their keys are built (no copy
-            # of all the items at once: a list of a tuple per distinct line, ~24 MB for 340k of them)
-            batch = [c_req.popitem() for _ in range(min(step, len(c_req)))]
+        while raws:
+            batch, hits = raws[-step:], counts[-step:]
+            del raws[-step:], counts[-step:]
             if keys_of is not None:  # the common shape's keys with pyarrow kernels; the rest as below
-                batch = self._request_keys(batch, keys_of)
-            for (raw, c), (url, meth, proto) in zip(batch, parse_requests([r for r, _ in batch]), strict=True):
-                c -= c404.get(raw, 0)
-                if c <= 0:
-                    continue
+                batch, hits = self._request_keys(batch, hits, keys_of)
+            for c, (url, meth, proto) in zip(hits, parse_requests(batch), strict=True):
                 if static(url):
                     p.ga_static_hits += c
                     continue
                 ga[url + b"\0" + (meth or b"") + b"\0" + (proto or b"")] += c
-            del batch
-        c404.clear()
+            del batch, hits
         vreq = list(self.c_vreq.items())
         self.c_vreq.clear()
         for ((host, _raw), c), (url, _m, _p) in zip(vreq, parse_requests([raw for (_h, raw), _c in vreq]),
@@ -1200,7 +1235,7 @@ class Accumulator:
             p.referers[normalize_referer(rf)] += c
         # GoAccess 1.7 keys a visitor on the 32-bit djb2 hash of the agent, not the agent itself
         raw_visitors = self.visitors
-        hash_of = _agent_hashes({a for _d, _ip, a in raw_visitors}, norm_ua)
+        hash_of = _agent_hashes(set(map(itemgetter(2), raw_visitors)), norm_ua)
         del norm_ua
         while raw_visitors:  # popped, so the raw keys are freed as the report keys are built
             d, ip, a = raw_visitors.pop()
@@ -1507,19 +1542,17 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
 def percentiles(hist: Iterable[tuple[float, int]], ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
     """Nearest-rank percentiles of a histogram of (value, count), plus mean, max and count."""
     items = sorted(hist)
-    total = sum(c for _, c in items)
+    counts = list(map(itemgetter(1), items))
+    total = sum(counts)
     if not total:
         return {}
     out: dict[str, float] = {"count": float(total)}
-    targets = [(p, max(1, math.ceil(p / 100.0 * total))) for p in ps]
-    cum = 0
-    ti = 0
-    for v, c in items:
-        cum += c
-        while ti < len(targets) and cum >= targets[ti][1]:
-            out[f"p{targets[ti][0]:g}"] = v
-            ti += 1
-    out["mean"] = round(sum(v * c for v, c in items) / total, 3)
+    cum = list(accumulate(counts))  # (a step in C per value: an endpoint's histogram has thousands)
+    at = 0
+    for p in ps:  # the first value whose running count reaches the rank (and not before the last one's)
+        at = max(at, bisect_left(cum, max(1, math.ceil(p / 100.0 * total))))
+        out[f"p{p:g}"] = items[at][0]
+    out["mean"] = round(sum(starmap(mul, items)) / total, 3)
     out["max"] = items[-1][0]
     return out
 
@@ -1534,8 +1567,11 @@ def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]
     if key is None and n > 0 and len(counter) > 4 * n:
         # a large counter (paths, clients, agents): the n-th highest count first, comparing plain integers, so
         # that only the entries that reach it are ordered by (count, key) (the same n entries, fewer key calls)
-        floor = heapq.nlargest(n, counter.values())[-1]
-        items = [kv for kv in items if kv[1] >= floor]
+        picked = _top_candidates(counter, n) if _top_candidates is not None else None
+        if picked is None:  # (no C extension, or a count that is not a machine integer)
+            floor = heapq.nlargest(n, counter.values())[-1]
+            picked = [kv for kv in items if kv[1] >= floor]
+        items = picked
     return heapq.nsmallest(n, items, key=key or _by_count)
 
 
@@ -1567,10 +1603,20 @@ def _minute_text(t: TimeInfo) -> str:
 def _minute_number(t: TimeInfo) -> int | None:
     """Minutes since 0001-01-01 (None for an impossible date): adjacent minutes differ by one."""
     d, hh, mm = t
-    try:
-        return date(d // 10000, d // 100 % 100, d % 100).toordinal() * 1440 + hh * 60 + mm
-    except ValueError:
-        return None
+    day = _DAY_NUMBERS.get(d, -1)
+    if day == -1:
+        if len(_DAY_NUMBERS) >= 4096:  # (a log's dates are few; forged ones could be many)
+            _DAY_NUMBERS.clear()
+        try:
+            day = date(d // 10000, d // 100 % 100, d % 100).toordinal() * 1440
+        except ValueError:
+            day = None
+        _DAY_NUMBERS[d] = day
+    return None if day is None else day + hh * 60 + mm
+
+
+#: date as TimeInfo has it (YYYYMMDD) -> its first minute since 0001-01-01 (None: no such date), see _minute_number
+_DAY_NUMBERS: dict[int, int | None] = {}
 
 
 Periods = dict[int, tuple[int, int, TimeInfo]]  # period number -> (events, of which new, period start)
@@ -1843,8 +1889,8 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
         learned, free = free_text_category(marked, own)
         if (cat := resolved_category(learned, own)) is None:
             continue
-        e = cats.setdefault(cat, {"category": cat, "hits": 0, "ips": Counter(), "ok": 0, "catch_all": 0,
-                                  "free_text": 0})
+        if (e := cats.get(cat)) is None:
+            e = cats[cat] = {"category": cat, "hits": 0, "ips": Counter(), "ok": 0, "catch_all": 0, "free_text": 0}
         e["hits"] += c
         e["ips"][ip] += c
         if (sc := status_code(st)) is not None and 200 <= sc < 300:
@@ -1867,9 +1913,9 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
                         "top_clients": [_s(ip) for ip, _ in top(ips, 5)],
                         "samples": [_s(x) for x in [*sorted(samples.get(cat, ())),
                                                     *sorted(typed.get(cat, set()) - samples.get(cat, set()))][:5]]})
-    scanners: dict[str, Counter[bytes]] = {}
+    scanners: dict[str, Counter[bytes]] = defaultdict(Counter)
     for (name, ip), c in p.scanners.items():
-        scanners.setdefault(name, Counter())[ip] += c
+        scanners[name][ip] += c
     scan_list = [{"scanner": name, "hits": sum(ips.values()), "client_count": len(ips),
                   "clients": [_s(ip) for ip, _ in top(ips, 10)]}
                  for name, ips in sorted(scanners.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))]
@@ -1877,6 +1923,8 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
                         + [(ip, t, c, False) for (ip, t), c in earlier.nf_bursts.items()])
     bursts: list[dict[str, Any]] = []
     for ip, by_minute in nf_by_ip.items():
+        if len(by_minute) == 1 and next(iter(by_minute.values()))[0] < not_found_burst:
+            continue  # (most clients: a 404 or two in one minute, no burst)
         worst = _worst_pair(by_minute, 1)
         if worst is not None and worst[0] >= not_found_burst:
             bursts.append({"ip": _s(ip), "max_in_window": worst[0], "from": _minute_text(worst[1]),
@@ -1885,9 +1933,9 @@ def security_summary(p: AccessPartial, *, not_found_burst: int = 20, brute_force
     # brute force per client, over every login path it tried, in two consecutive 10-minute periods
     logins = _periods([(ip, w10, c, True) for (ip, _path, w10), c in p.auth_failures.items()]
                       + [(ip, w10, c, False) for (ip, _path, w10), c in earlier.auth_failures.items()])
-    paths: dict[bytes, Counter[bytes]] = {}
+    paths: dict[bytes, Counter[bytes]] = defaultdict(Counter)
     for (ip, path, _w10), c in (p.auth_failures + earlier.auth_failures).items():
-        paths.setdefault(ip, Counter())[path] += c
+        paths[ip][path] += c
     # the logins that succeeded from each client in its worst 20 minutes: a brute force or credential stuffing
     # succeeds for a few tries in a hundred at most, while many people behind one address (a NAT, an office, a
     # mobile carrier's CGNAT) log in far more often than they mistype their password
@@ -1953,27 +2001,36 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     bytes_logged = (has_variable(log_format, "body_bytes_sent") or has_variable(log_format, "bytes_sent")
                     if log_format else True)
     bots = sum(c for a, c in p.agents.items() if is_bot(a)) if agents_logged else 0
-    visitors_by_date: Counter[int] = Counter(d for d, _ip, _ua in p.visitors)
+    visitors_by_date: Counter[int] = Counter(map(itemgetter(0), p.visitors))
     lat_all: Counter[float] = Counter()
-    per_ep: dict[bytes, Counter[float]] = {}
+    per_ep: dict[bytes, Counter[float]] = defaultdict(Counter)  # (no Counter made per value and thrown away)
+    lat_get = lat_all.get
     for (e, ms), c in p.latency.items():
-        lat_all[ms] += c
-        per_ep.setdefault(e, Counter())[ms] += c
+        lat_all[ms] = lat_get(ms, 0) + c
+        per_ep[e][ms] += c
     ups_all: Counter[float] = Counter()
+    ups_get = ups_all.get
     for (_e, ms), c in p.upstream.items():
-        ups_all[ms] += c
-    ep_err: dict[bytes, Counter[str]] = {}
+        ups_all[ms] = ups_get(ms, 0) + c
+    ep_err: dict[bytes, Counter[str]] = defaultdict(Counter)
     for (e, st), c in p.endpoint_errors.items():
         sc = status_code(st)
         if sc is None:
             continue
-        errs = ep_err.setdefault(e, Counter())
+        errs = ep_err[e]
         errs[f"{sc // 100}xx"] += c
         if _status_in(str(sc), failed_spec):
             errs["failed"] += c
+    ep_stats: dict[bytes, dict[str, float]] = {}  # (each endpoint's percentiles once: listed and slowest)
+
+    def stats_of(e: bytes) -> dict[str, float]:
+        if (got := ep_stats.get(e)) is None:
+            got = ep_stats[e] = percentiles(per_ep.get(e, Counter()).items())
+        return got
+
     endpoints = []
     for e, hits in top(p.endpoint_hits, max_endpoints):
-        stats = percentiles(per_ep.get(e, Counter()).items())
+        stats = stats_of(e)
         errs = ep_err.get(e, Counter())
         endpoints.append({"endpoint": _s(e), "hits": hits, **{k: v for k, v in stats.items() if k != "count"},
                           "4xx": errs.get("4xx", 0), "5xx": errs.get("5xx", 0), "failed": errs.get("failed", 0),
@@ -1982,7 +2039,7 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     for e, hist in per_ep.items():
         if sum(hist.values()) < min_endpoint_requests:
             continue
-        pst = percentiles(hist.items())
+        pst = stats_of(e)
         slow.append({"endpoint": _s(e), "hits": p.endpoint_hits.get(e, 0),
                      **{k: v for k, v in pst.items() if k != "count"}})
     slow.sort(key=lambda x: (-x.get("p95", 0.0), x["endpoint"]))
@@ -2069,21 +2126,21 @@ def vhost_summary(p: AccessPartial, *, top_n: int, failed_spec: str, status_logg
     and the top paths."""
     if not p.vhosts:
         return []
-    status: dict[bytes, Counter[str]] = {}
+    status: dict[bytes, Counter[str]] = defaultdict(Counter)
     for (host, st), c in p.vhost_status.items():
         code = status_code(st)
         if code is None:
             continue
-        counts = status.setdefault(host, Counter())
+        counts = status[host]
         counts[f"{code // 100}xx"] += c
         if _status_in(str(code), failed_spec):
             counts["failed"] += c
-    lat: dict[bytes, Counter[float]] = {}
+    lat: dict[bytes, Counter[float]] = defaultdict(Counter)
     for (host, ms), c in p.vhost_latency.items():
-        lat.setdefault(host, Counter())[ms] += c
-    paths: dict[bytes, Counter[bytes]] = {}
+        lat[host][ms] += c
+    paths: dict[bytes, Counter[bytes]] = defaultdict(Counter)
     for (host, path), c in p.vhost_paths.items():
-        paths.setdefault(host, Counter())[path] += c
+        paths[host][path] += c
     out = []
     for host, n in top(p.vhosts, top_n):
         counts = status.get(host, Counter())

@@ -13,6 +13,7 @@ Any exception is answered by ``("error", traceback)``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import os
 import pickle
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
                 # coexist; streamed, without a pickle memo (none of the data is shared or cyclic)
                 path = msg[1]
                 release_memory()  # while the other processes still scan: see release_memory
+                gc.disable()  # (for good: this process ends once its result is written, see paused_gc)
                 result = acc.partial()
                 acc = None
                 release_memory()
