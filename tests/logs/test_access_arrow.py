@@ -127,7 +127,8 @@ def test_a_buffer_of_many_short_lines_is_cut_in_pieces(monkeypatch: pytest.Monke
         seen.clear()
         pieces, piece_lines = scan(data)
         assert pieces == whole and piece_lines == whole_lines
-        assert seen and max(seen) <= limit and sum(seen) == data.count(b"\n")
+        # (every line but the empty ones, which are counted and taken out before the cut)
+        assert seen and max(seen) <= limit and sum(seen) == sum(1 for x in data.split(b"\n")[:-1] if x)
 
 
 def test_a_file_of_empty_lines_is_read_in_bounded_memory(tmp_path: Path) -> None:

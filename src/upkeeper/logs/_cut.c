@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -2263,6 +2264,381 @@ done:
     return result;
 }
 
+/* line_faults(lines, fmt, date_kind, time_kind, date_tokens) -> (codes, pairs): why each line (a bytes object without
+ * its newline, read as the line and its '\n') fails goaccess.GoAccessLineParser.parse, where that is sure: a byte per
+ * line, 0 (not a line), 1 (the parser's) or 2 + the index in pairs of its (code, the specifier's letter), pairs in
+ * the order first seen (so the Python side counts each with bytes.count, no step per line).  The walk is parse's (its format loop, _specifier, _token and the
+ * validators valid_ip, parse_date, parse_time, valid_status, size_out_of_range), without a Python object per line:
+ * an unparsable line cost the parser 5-9 us (a line of 30 KB, milliseconds).  Where this walk is not sure it says
+ * FAULT_PARSER and the parser reads the line as before: a line that parses, one whose %x has more than 11 digits
+ * (the parser tells whether localtime takes them), a %P %Y %X before a blank (maybe a list of values), a date or
+ * time format other than nginx's.
+ *   fmt          the GoAccess --log-format (to_goaccess(..., internal=True)), walked byte by byte as parse does
+ *   date_kind    1: %d/%b/%Y, 2: %Y-%m-%d, else 0;  time_kind  1: %T, 2: %T%z, else 0
+ *   date_tokens  parse's date_tokens (the blanks of the date format + 1)
+ * The codes (goaccess.FAULT_KINDS names the LineError kind of each): */
+enum {
+    FAULT_SKIPPED = 0,   /* empty, or starts with '#': not a line (the scan's ignored) */
+    FAULT_PARSER = 1,    /* the parser reads it */
+    FAULT_ENDS = 2,      /* line ends before %c */
+    FAULT_INVALID = 3,   /* invalid %c */
+    FAULT_NUL = 4,       /* starts with NUL */
+    FAULT_FORMAT = 5,    /* whitespace after % in the format */
+    FAULT_NO_HOST = 6,
+    FAULT_NO_DATE = 7,
+    FAULT_NO_REQUEST = 8,
+    FAULT_SIZE = 9,      /* %b out of range */
+    FAULT_EMPTY = 10,    /* empty %c (%U) */
+};
+
+typedef struct {
+    const unsigned char *s;
+    Py_ssize_t len;  /* the bytes in s */
+    Py_ssize_t n;    /* len, + 1 when the line has its '\n' (the byte at len, not in s) */
+} FLine;
+
+static int f_at(const FLine *l, Py_ssize_t i) { return i < l->len ? l->s[i] : '\n'; }  /* (i < n) */
+
+static int f_ws(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+/* bytes.find of one byte c from pos: its index, or -1 */
+static Py_ssize_t f_find(const FLine *l, Py_ssize_t pos, int c) {
+    if (pos < l->len) {
+        const unsigned char *p = memchr(l->s + pos, c, (size_t)(l->len - pos));
+        if (p) return p - l->s;
+    }
+    if (c == '\n' && l->n > l->len && pos <= l->len) return l->len;
+    return -1;
+}
+
+/* GoAccessLineParser._token: 0 (None) or 1 with the trimmed token [*a, *b) and the position after it in *next */
+static int f_token(const FLine *l, Py_ssize_t pos, int delim, int cnt, Py_ssize_t *a, Py_ssize_t *b,
+                   Py_ssize_t *next) {
+    Py_ssize_t n = l->n, i = pos;
+    int idx = 0;
+    if (delim >= 0 && f_find(l, pos, delim) < 0) return 0;
+    for (;;) {
+        int c = i < n ? f_at(l, i) : -1;
+        if (c == delim && delim >= 0) idx++;
+        if ((c == delim && delim >= 0 && cnt == idx) || c == -1) {
+            Py_ssize_t x = pos, y = i;
+            while (x < y && f_ws(f_at(l, x))) x++;
+            while (y > x && f_ws(f_at(l, y - 1))) y--;
+            *a = x;
+            *b = y;
+            *next = i;
+            return 1;
+        }
+        if (c == '\\') {
+            i++;
+            if (i >= n) return 0;
+        }
+        i++;
+    }
+}
+
+static int f_digit(int c) { return c >= '0' && c <= '9'; }
+
+/* a run of 1..max digits at *i (blanks before it: \s*) and its value; 0 when there is none */
+static int f_num(const FLine *l, Py_ssize_t *i, Py_ssize_t e, int max, int blanks, long *v) {
+    Py_ssize_t j = *i;
+    if (blanks)
+        while (j < e && f_ws(f_at(l, j))) j++;
+    int k = 0;
+    long x = 0;
+    while (j < e && f_digit(f_at(l, j))) {
+        if (++k > max) return 0;
+        x = x * 10 + (f_at(l, j) - '0');
+        j++;
+    }
+    if (!k) return 0;
+    *i = j;
+    *v = x;
+    return 1;
+}
+
+static const char *const F_MONTHS[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                                       "dec", "january", "february", "march", "april", "may", "june", "july",
+                                       "august", "september", "october", "november", "december"};
+
+/* parse_date (1: valid, 0: not) */
+static int f_date(const FLine *l, Py_ssize_t a, Py_ssize_t b, int kind) {
+    Py_ssize_t i = a;
+    long d, m = 0, y;
+    if (kind == 1) {  /* \s*(\d{1,2})/([A-Za-z]+)/\s*(\d{1,4}), fullmatch; a month name */
+        if (!f_num(l, &i, b, 2, 1, &d) || i >= b || f_at(l, i) != '/') return 0;
+        Py_ssize_t w = ++i;
+        while (i < b && ((f_at(l, i) | 0x20) >= 'a' && (f_at(l, i) | 0x20) <= 'z')) i++;
+        Py_ssize_t wl = i - w;
+        if (!wl || i >= b || f_at(l, i) != '/') return 0;
+        i++;
+        if (!f_num(l, &i, b, 4, 1, &y) || i != b) return 0;
+        for (int k = 0; k < 24 && !m; k++) {
+            const char *name = F_MONTHS[k];
+            if ((Py_ssize_t)strlen(name) != wl) continue;
+            int same = 1;
+            for (Py_ssize_t q = 0; q < wl && same; q++) same = (f_at(l, w + q) | 0x20) == name[q];
+            if (same) m = k % 12 + 1;
+        }
+        if (!m) return 0;
+    } else {  /* \s*(\d{1,4})-\s*(\d{1,2})-\s*(\d{1,2}), fullmatch; month 1-12 */
+        if (!f_num(l, &i, b, 4, 1, &y) || i >= b || f_at(l, i) != '-') return 0;
+        i++;
+        if (!f_num(l, &i, b, 2, 1, &m) || i >= b || f_at(l, i) != '-') return 0;
+        i++;
+        if (!f_num(l, &i, b, 2, 1, &d) || i != b) return 0;
+        if (m < 1 || m > 12) return 0;
+    }
+    return d >= 1 && d <= 31;
+}
+
+/* parse_time (1: valid, 0: not) */
+static int f_time(const FLine *l, Py_ssize_t a, Py_ssize_t b, int kind) {
+    Py_ssize_t i = a;
+    long h, mi, s;
+    if (!f_num(l, &i, b, 2, 1, &h) || i >= b || f_at(l, i) != ':') return 0;
+    i++;
+    if (!f_num(l, &i, b, 2, 1, &mi) || i >= b || f_at(l, i) != ':') return 0;
+    i++;
+    if (!f_num(l, &i, b, 2, 1, &s)) return 0;
+    if (kind == 2) {  /* \s*(?:Z|[+-]\d\d(?::?[0-5]\d)?) */
+        while (i < b && f_ws(f_at(l, i))) i++;
+        if (i < b && f_at(l, i) == 'Z') {
+            i++;
+        } else {
+            if (i >= b || (f_at(l, i) != '+' && f_at(l, i) != '-')) return 0;
+            i++;
+            if (b - i < 2 || !f_digit(f_at(l, i)) || !f_digit(f_at(l, i + 1))) return 0;
+            i += 2;
+            if (i < b) {
+                if (f_at(l, i) == ':') i++;
+                if (b - i < 2 || f_at(l, i) < '0' || f_at(l, i) > '5' || !f_digit(f_at(l, i + 1))) return 0;
+                i += 2;
+            }
+        }
+    }
+    if (i != b) return 0;
+    return h <= 23 && mi <= 59 && s <= 61;
+}
+
+/* [+-]?\d+ over all of [a, b): 1 with *neg and the digits' start, else 0 */
+static int f_signed(const FLine *l, Py_ssize_t a, Py_ssize_t b, int *neg, Py_ssize_t *digits) {
+    *neg = 0;
+    if (a < b && (f_at(l, a) == '+' || f_at(l, a) == '-')) *neg = f_at(l, a++) == '-';
+    if (a >= b) return 0;
+    for (Py_ssize_t i = a; i < b; i++)
+        if (!f_digit(f_at(l, i))) return 0;
+    *digits = a;
+    return 1;
+}
+
+/* valid_status: [+-]?\d+ and 100 <= value <= 599 */
+static int f_status(const FLine *l, Py_ssize_t a, Py_ssize_t b) {
+    int neg;
+    Py_ssize_t i;
+    if (!f_signed(l, a, b, &neg, &i)) return 0;
+    while (i < b && f_at(l, i) == '0') i++;
+    if (b - i > 3) return 0;
+    long v = 0;
+    for (; i < b; i++) v = v * 10 + (f_at(l, i) - '0');
+    if (neg) v = -v;
+    return v >= 100 && v <= 599;
+}
+
+/* size_out_of_range: more than 19 bytes, [+-]?\d+, beyond 2**64 - 1 */
+static int f_size_out(const FLine *l, Py_ssize_t a, Py_ssize_t b) {
+    static const char ull_max[] = "18446744073709551615";
+    int neg;
+    Py_ssize_t i;
+    if (b - a <= 19 || !f_signed(l, a, b, &neg, &i)) return 0;
+    while (i < b && f_at(l, i) == '0') i++;
+    if (b - i != 20) return b - i > 20;
+    for (int k = 0; k < 20; k++, i++)
+        if (f_at(l, i) != ull_max[k]) return f_at(l, i) > ull_max[k];
+    return 0;
+}
+
+static const char *const F_METHODS[] = {
+    "OPTIONS", "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "CONNECT", "PATCH", "PROPFIND", "PROPPATCH", "MKCOL",
+    "COPY", "MOVE", "LOCK", "UNLOCK", "VERSION-CONTROL", "REPORT", "CHECKOUT", "CHECKIN", "UNCHECKOUT", "MKWORKSPACE",
+    "UPDATE", "LABEL", "MERGE", "BASELINE-CONTROL", "MKACTIVITY", "ORDERPATCH"};
+static const char *const F_PROTOCOLS[] = {"HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3"};
+
+/* extract_method, extract_protocol: the first ``within`` bytes of [a, b), upper-cased (ASCII), start with one */
+static int f_prefix(const FLine *l, Py_ssize_t a, Py_ssize_t b, const char *const *words, size_t count,
+                    Py_ssize_t within) {
+    if (b - a > within) b = a + within;
+    for (size_t k = 0; k < count; k++) {
+        Py_ssize_t wl = (Py_ssize_t)strlen(words[k]), q = 0;
+        if (wl > b - a) continue;
+        for (; q < wl; q++) {
+            int c = f_at(l, a + q);
+            if (c >= 'a' && c <= 'z') c -= 0x20;
+            if (c != words[k][q]) break;
+        }
+        if (q == wl) return 1;
+    }
+    return 0;
+}
+
+/* valid_ip: ASCII, and inet_pton takes it as IPv4 or IPv6 (none of 64 bytes or more: an address inet_pton takes
+ * has at most 45, INET6_ADDRSTRLEN - 1, the text of a JSON log's first field has more) */
+static int f_ip(const FLine *l, Py_ssize_t a, Py_ssize_t b) {
+    char tmp[64];
+    unsigned char out[16];
+    if (b - a >= (Py_ssize_t)sizeof(tmp)) return 0;
+    for (Py_ssize_t i = a; i < b; i++) {
+        int c = f_at(l, i);
+        if (c >= 0x80 || c == 0) return 0;
+        tmp[i - a] = (char)c;
+    }
+    tmp[b - a] = 0;
+    return inet_pton(AF_INET, tmp, out) == 1 || inet_pton(AF_INET6, tmp, out) == 1;
+}
+
+/* the code and letter of one line (see line_faults) */
+static int line_fault(const FLine *l0, const unsigned char *fmt, Py_ssize_t flen, int date_kind, int time_kind,
+                      int date_tokens, int *letter) {
+    FLine line = *l0;
+    const FLine *l = &line;
+    *letter = 0;
+    if (!line.len || line.s[0] == '#') return FAULT_SKIPPED;
+    const unsigned char *z = memchr(line.s, 0, (size_t)line.len);
+    if (z) {  /* cut at the NUL, without its newline */
+        if (z == line.s) return FAULT_NUL;
+        line.len = line.n = z - line.s;
+    }
+    Py_ssize_t n = line.n, pos = 0;
+    int perc = 0, host = 0, date = 0, request = 0;
+    for (Py_ssize_t i = 0; i < flen; i++) {
+        int ch = fmt[i];
+        if (ch == '%') {
+            perc++;
+            continue;
+        }
+        if (pos < n && f_at(l, pos) == '\n') break;
+        if (!perc) {
+            pos++;  /* a literal: skipped without comparing */
+            continue;
+        }
+        perc = 0;
+        *letter = ch;
+        if (f_ws(ch)) return FAULT_FORMAT;
+        if (pos >= n) return FAULT_ENDS;
+        int delim = i + 1 < flen ? fmt[i + 1] : -1;
+        if (ch == '^') {
+            if (delim < 0) {
+                pos = line.n;
+            } else {
+                Py_ssize_t j = f_find(l, pos, delim);
+                if (j >= 0) pos = j;
+            }
+            continue;
+        }
+        if ((ch == 'P' || ch == 'Y' || ch == 'X') && delim == ' ') return FAULT_PARSER;  /* (a list of values) */
+        if ((ch == 'd' && !date_kind) || (ch == 't' && !time_kind)) return FAULT_PARSER;
+        int cnt = ch == 'd' ? date_tokens : 1;
+        if (ch == 'h' && f_at(l, pos) == '[' && pos + 1 < n) {
+            pos++;
+            delim = ']';
+        }
+        Py_ssize_t a, b, next;
+        int got = f_token(l, pos, delim, cnt, &a, &b, &next);
+        if (!got) {
+            if (ch == 'R' || ch == 'u' || ch == 'P' || ch == 'Y' || ch == 'X') continue;  /* (pos stays) */
+            return FAULT_ENDS;
+        }
+        pos = next;
+        if (ch == 'h') {
+            if (!f_ip(l, a, b)) return FAULT_INVALID;
+            host = 1;
+        } else if (ch == 'd') {
+            if (!f_date(l, a, b, date_kind)) return FAULT_INVALID;
+            date = 1;
+        } else if (ch == 't') {
+            if (!f_time(l, a, b, time_kind)) return FAULT_INVALID;
+        } else if (ch == 'x') {  /* parse_epoch: digits only (up to 11 of them, a time before the year 5000, a time
+                                  * localtime tells; past that the parser says) */
+            if (a == b) return FAULT_INVALID;
+            for (Py_ssize_t q = a; q < b; q++)
+                if (!f_digit(f_at(l, q))) return FAULT_INVALID;
+            if (b - a > 11) return FAULT_PARSER;
+            date = 1;
+        } else if (ch == 'm') {
+            if (!f_prefix(l, a, b, F_METHODS, sizeof(F_METHODS) / sizeof(F_METHODS[0]), 16)) return FAULT_INVALID;
+        } else if (ch == 'U') {
+            if (a == b) return FAULT_EMPTY;
+            request = 1;  /* (_compose: the URL makes the request) */
+        } else if (ch == 'H') {
+            if (!f_prefix(l, a, b, F_PROTOCOLS, sizeof(F_PROTOCOLS) / sizeof(F_PROTOCOLS[0]), 8)) return FAULT_INVALID;
+        } else if (ch == 'r') {
+            request = 1;
+        } else if (ch == 's') {
+            if (!f_status(l, a, b)) return FAULT_INVALID;
+        } else if (ch == 'b') {
+            if (f_size_out(l, a, b)) return FAULT_SIZE;
+        }
+    }
+    *letter = 0;
+    if (!host) return FAULT_NO_HOST;
+    if (!date) return FAULT_NO_DATE;
+    if (!request) return FAULT_NO_REQUEST;
+    return FAULT_PARSER;  /* it parses: the parser makes its row */
+}
+
+static PyObject *line_faults(PyObject *self, PyObject *args) {
+    PyObject *lines;
+    Py_buffer fmt;
+    int date_kind, time_kind, date_tokens;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!y*iii", &PyList_Type, &lines, &fmt, &date_kind, &time_kind, &date_tokens))
+        return NULL;
+    PyObject *out = NULL, *codes = NULL, *pairs = NULL;
+    unsigned char index[FAULT_EMPTY + 1][256];  /* (code, letter) -> its byte in codes (0: none yet) */
+    int next = 2;
+    memset(index, 0, sizeof(index));
+    if (date_kind < 0 || date_kind > 2 || time_kind < 0 || time_kind > 2 || date_tokens < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad date or time kind");
+        goto done;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(lines);
+    codes = PyBytes_FromStringAndSize(NULL, count);
+    pairs = PyList_New(0);
+    if (!codes || !pairs) goto done;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(codes);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *item = PyList_GET_ITEM(lines, k);  /* (no call back into Python below: the list cannot change) */
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "line_faults takes a list of bytes");
+            goto done;
+        }
+        FLine l = {(const unsigned char *)PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item), PyBytes_GET_SIZE(item) + 1};
+        int letter = 0;
+        int code = line_fault(&l, fmt.buf, fmt.len, date_kind, time_kind, date_tokens, &letter);
+        if (code >= 2) {  /* its pair's byte: the next free one (there are fewer than 254 pairs: 9 codes, a letter
+                           * only with three of them, one of which takes six letters; the parser's, were they taken) */
+            unsigned char *at = &index[code <= FAULT_EMPTY ? code : FAULT_PARSER][letter & 0xff];
+            if (!*at && next < 256) {
+                PyObject *pair = Py_BuildValue("(ii)", code, letter);
+                if (!pair || PyList_Append(pairs, pair) != 0) {
+                    Py_XDECREF(pair);
+                    goto done;
+                }
+                Py_DECREF(pair);
+                *at = (unsigned char)next++;
+            }
+            code = *at ? *at : FAULT_PARSER;
+        }
+        o[k] = (unsigned char)code;
+    }
+    out = PyTuple_Pack(2, codes, pairs);
+done:
+    Py_XDECREF(codes);
+    Py_XDECREF(pairs);
+    PyBuffer_Release(&fmt);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"cut", cut, METH_VARARGS, "cut(buf, prog, anchors) -> (n, valid, n_ok, rejected, starts, columns)"},
     {"endpoints", endpoints, METH_VARARGS,
@@ -2292,6 +2668,8 @@ static PyMethodDef methods[] = {
     {"syslog_join", syslog_join, METH_VARARGS,
      "syslog_join(buf, pos, offset, ident, flags, skip_before, first_offset, max_pending, times, pending, seen, "
      "idents, out, emit, message) -> (pos, first_offset, skipped, split, last_pid, last_msg, lines)"},
+    {"line_faults", line_faults, METH_VARARGS,
+     "line_faults(lines, fmt, date_kind, time_kind, date_tokens) -> (codes, pairs): why lines fail the line parser"},
     {"unquote", unquote, METH_O, "unquote(b) -> bytes: urllib.parse.unquote_to_bytes(b) of a bytes-like b"},
     {NULL, NULL, 0, NULL},
 };

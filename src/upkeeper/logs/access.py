@@ -70,6 +70,7 @@ from upkeeper.logs.goaccess import (
     LineError,
     StaticMatcher,
     djb2,
+    fault_kind,
     normalize_agent,
     normalize_referer,
     parse_date,
@@ -120,6 +121,9 @@ if TYPE_CHECKING:
     from upkeeper.logs.parallel import Unit
 
 NL = b"\n"
+#: line_faults codes (upkeeper.logs.goaccess.FAULT_KINDS) -> 1 for a line the parser reads, else 0; -> 1 for a fault
+_TO_PARSER = bytes(int(c == 1) for c in range(256))
+_TO_FAULT = bytes(int(c >= 2) for c in range(256))
 ARROW_MIN_BUFFER = 256 << 10  # buffers this large go to the pyarrow path when the format allows
 SLOW_BLOCK_LINES = 48  # below this many lines a failing buffer is parsed line by line
 FORWARDED_KEEP = 100  # distinct values of the passed-on client (X-Forwarded-For…) kept: enough to tell a proxy's log
@@ -169,6 +173,9 @@ class ScanOptions:
     fast: bool = True  # False forces the line-by-line parser (tests compare both)
     arrow: bool = True  # False keeps large buffers off the pyarrow path (upkeeper.logs.arrowscan)
     native_cut: bool = True  # False: the pyarrow path cuts lines with pyarrow kernels even where _cut is built
+    #: False: every line the fast paths leave goes through the line parser one by one, the unparsable ones too (tests
+    #: compare both); True: the C extension tells most unparsable lines apart first (Accumulator._slow_lines)
+    native_faults: bool = True
     arrow_min_buffer: int = ARROW_MIN_BUFFER  # smaller buffers stay in Python (tests lower it)
     #: where the client address comes from: $remote_addr, or (behind trusted proxies) $http_x_forwarded_for,
     #: $http_x_real_ip, $proxy_protocol_addr or a header's $http_name: see nginx_format.client_header
@@ -371,6 +378,7 @@ class Accumulator:
         self.opts = opts
         ga = to_goaccess(opts.log_format, internal=True, client_ip=opts.client_ip)
         self.parser = GoAccessLineParser(ga.log_format, ga.date_format, ga.time_format)
+        self.faults = self.parser.faults() if opts.native_faults else None
         self.plan: SplitPlan | None = split_plan(opts.log_format, opts.client_ip) if opts.fast else None
         self.sample_mask = quote_mask(opts.log_format)  # credential fields to hide in unparsed-line samples
         self.static_ext = tuple(e.lower().encode() for e in opts.static_extensions)
@@ -1063,22 +1071,78 @@ class Accumulator:
     def _slow(self, buf: bytes, source: str, offset: int, fallback: bool = False) -> None:
         if self.collapsed:  # the lines as they were written (the collapse's bytes are of the same length)
             buf = buf.replace(LIST_BLANK, b" ")
-        parse = self.parser.parse
-        rows: list[Any] = []
-        pos = offset
         lines = buf.split(NL)
         last = lines.pop()  # b"" when buf ends with a newline, else a final line without one
-        for k, line in enumerate(lines if not last else [*lines, last]):
-            start = pos
-            pos += len(line) + 1
+        self._slow_lines(lines, last, source, offset, fallback, restored=True)
+
+    def _slow_lines(self, lines: list[bytes], last: bytes, source: str, offset: int, fallback: bool = False,
+                    restored: bool = False) -> None:
+        """The line parser's work on ``lines`` (each without its newline) and ``last`` (a final line without one, or
+        b""), from ``offset`` (``fallback``: lines the fast paths handed over, whose samples get no offset;
+        ``restored``: the collapsed lists' blanks given back already).
+
+        An unparsable line cost the parser 5-9 µs (a long one, milliseconds), an empty one ~0.2 µs: a log in another
+        format was read at 30-40 MB/s, one of empty lines at 6 MB/s.  Where the C extension is built
+        (:attr:`faults`), it first tells apart the lines that are none (empty, ``#``) and those whose fault is sure,
+        with their LineError kinds, in one pass: they are counted at once, and only those that can become samples
+        are parsed again, for their message.  The rest goes through the parser as before.  Every figure is the
+        parser's: the counts, the reasons in the order they were first seen (the report's ``most_common`` breaks
+        ties by it), the samples and their offsets."""
+        if self.collapsed and not restored:
+            lines = [x.replace(LIST_BLANK, b" ") for x in lines]
+            last = last.replace(LIST_BLANK, b" ")
+        p = self.p
+        parse = self.parser.parse
+        rows: list[Any] = []
+        n = len(lines)
+        todo: Iterable[int] = range(n)
+        codes = self.faults(lines) if self.faults is not None and n else None
+        starts: list[int] | None = None
+        if not fallback:  # (each line's offset, for its sample)
+            starts = list(accumulate(map(len, lines), lambda a, b: a + b + 1, initial=offset))
+        first: list[tuple[int, str]] = []  # (line index, kind) of each reason not seen before this call
+        counted: dict[str, int] = {}  # the reasons of the faults line_faults told
+        failed: list[tuple[int, str, str]] = []  # (line index, message, kind) of the lines the parser failed
+        if codes is not None:
+            told, pairs = codes
+            skipped = told.count(0)
+            p.ignored += skipped
+            n_parser = told.count(1)
+            todo = compress(range(n), told.translate(_TO_PARSER)) if n_parser else ()
+            n_fail = n - skipped - n_parser
+            if n_fail:
+                p.lines += n_fail
+                p.invalid += n_fail
+                counted = self._count_faults(lines, told, pairs, source, starts, first)
+        for k in todo:
+            line = lines[k]
             if not line or line[:1] == b"#":
-                self.p.ignored += 1
+                p.ignored += 1
                 continue
-            self.p.lines += 1
+            p.lines += 1
             try:
-                rows.append(parse(line + NL if k < len(lines) else line))
+                rows.append(parse(line + NL))
             except LineError as exc:
-                self._invalid(line, str(exc), exc.kind, source, start if not fallback else None)
+                failed.append((k, str(exc), exc.kind))
+        if last:
+            if last[:1] == b"#":
+                p.ignored += 1
+            else:
+                p.lines += 1
+                try:
+                    rows.append(parse(last))
+                except LineError as exc:
+                    failed.append((n, str(exc), exc.kind))
+        reasons = p.invalid_reasons
+        if failed:
+            new = {kind: k for k, _m, kind in reversed(failed) if kind not in reasons}  # (each at its first line)
+            first += [(k, kind) for kind, k in new.items()]
+        for _k, kind in sorted(first):  # the new reasons in the order of their first lines
+            if kind not in reasons:
+                reasons[kind] = 0
+        reasons.update(counted)
+        for k, message, kind in failed:
+            self._invalid(lines[k] if k < n else last, message, kind, source, None if starts is None else starts[k])
         if not rows:
             return
         h = [x.host for x in rows]
@@ -1098,10 +1162,45 @@ class Accumulator:
         vh = [x.vhost or b"-" for x in rows] if self.has_vhost else None
         self._aggregate(h, tk, tinfo, r, s, sum(sizes), ref, ua, rt, urt, sizes, xff, vh)
 
+    def _count_faults(self, lines: list[bytes], told: bytes, pairs: list[tuple[int, int]], source: str,
+                      starts: list[int] | None, first: list[tuple[int, str]]) -> dict[str, int]:
+        """The reasons of the unparsable lines :func:`upkeeper.logs._cut.line_faults` told apart (``told``, ``pairs``)
+        and how many lines each (those not counted yet in ``first``, with the line where each was first seen); those
+        lines that can become samples kept as :meth:`_invalid` keeps them, with the parser's message."""
+        reasons = self.p.invalid_reasons
+        counted: dict[str, int] = {}
+        for j, (code, letter) in enumerate(pairs, start=2):
+            kind = fault_kind(code, letter)
+            mark = bytes((j,))
+            if kind not in reasons:
+                first.append((told.find(mark), kind))
+            counted[kind] = counted.get(kind, 0) + told.count(mark)
+        # the samples: the first ``samples`` distinct (source, line) (keep_first), so only the smallest of these lines
+        # can be among them, each from its first place (its offset)
+        keys, cap = self.p.invalid_keys, self.p.samples
+        cands = heapq.nsmallest(cap, set(compress(lines, told.translate(_TO_FAULT))))
+        if len(keys) >= cap:
+            cands = [x for x in cands if (source, x) < keys[-1]]
+        parse = self.parser.parse
+        for k, line in sorted((lines.index(x), x) for x in cands):
+            try:
+                parse(line + NL)
+            except LineError as exc:
+                message = str(exc)
+            else:  # (not reached: line_faults says a fault only where parse raises)
+                message = fault_kind(*pairs[told[k] - 2])
+            self._sample(line, message, source, None if starts is None else starts[k])
+        return counted
+
     def _invalid(self, line: bytes, reason: str, kind: str, source: str, offset: int | None) -> None:
         p = self.p
         p.invalid += 1
         p.invalid_reasons[kind] += 1
+        self._sample(line, reason, source, offset)
+
+    def _sample(self, line: bytes, reason: str, source: str, offset: int | None) -> None:
+        """Keep ``line`` (unparsable: ``reason``) as a sample if it is among the first (see :attr:`invalid_keys`)."""
+        p = self.p
         keys = p.invalid_keys
         if keep_first(keys, (source, line), p.samples):  # the first in byte order: see samples.keep_first
             # the format's credential fields ($http_authorization, $http_cookie …) masked before the
