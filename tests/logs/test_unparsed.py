@@ -11,6 +11,7 @@ parse_string jumps with bytes.find.  These tests hold the new paths to the code 
 from __future__ import annotations
 
 import time
+from itertools import repeat
 from typing import Any
 
 import pytest
@@ -19,7 +20,15 @@ from hypothesis import strategies as st
 
 from logs.test_access_arrow import ISO_UPSTREAM, ODD
 from logs.test_access_parse import GOOD, feed_in_chunks
-from upkeeper.logs.access import NL, AccessPartial, Accumulator, ScanOptions
+from upkeeper.logs.access import (
+    NL,
+    SLOW_BLOCK_LINES,
+    AccessPartial,
+    Accumulator,
+    ScanOptions,
+    _has_list,
+    _line_blanks_ok,
+)
 from upkeeper.logs.goaccess import GoAccessLineParser, LineError, fault_kind, trim
 from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, LIST_BLANK, MAIN, to_goaccess
 
@@ -105,8 +114,8 @@ class ReferenceParser(GoAccessLineParser):
 
 class ReferenceAccumulator(Accumulator):
     """The accumulator with the line parser's loop as it was: every line handed over parsed one by one, the buffer
-    of the lines the fast paths hand over joined again (and the empty lines left in the arrow path's buffers:
-    ``native_faults=False``)."""
+    of the lines the fast paths hand over joined again, the Python split's bisection and sift as they were (and the
+    empty lines left in the arrow path's buffers: ``native_faults=False``)."""
 
     def __init__(self, opts: ScanOptions) -> None:
         super().__init__(opts)
@@ -115,6 +124,53 @@ class ReferenceAccumulator(Accumulator):
     def _slow_lines(self, lines: list[bytes], last: bytes, source: str, offset: int, fallback: bool = False,
                     restored: bool = False) -> None:
         self._slow(b"".join(x + NL for x in lines) + last, source, offset, fallback)
+
+    def _fast(self, buf: bytes, source: str, offset: int, sifted: int = 0) -> None:
+        n = buf.count(NL)
+        cols = self._split(buf, n) if n else None
+        if cols is None:
+            if n <= SLOW_BLOCK_LINES:
+                self._slow(buf, source, offset)
+                return
+            if sifted == 0 and self._sift(buf, source, offset):
+                return
+            if sifted < 2 and self._sift(buf, source, offset, blanks=True):
+                return
+            cut = buf.find(NL, len(buf) // 2) + 1
+            if cut <= 0 or cut >= len(buf):
+                cut = buf.rfind(NL, 0, len(buf) - 1) + 1
+            self._fast(buf[:cut], source, offset, sifted)
+            self._fast(buf[cut:], source, offset + cut, sifted)
+            return
+        self._columns(cols, n, buf, source, offset)
+
+    def _sift(self, buf: bytes, source: str, offset: int, blanks: bool = False) -> bool:
+        plan = self.plan
+        assert plan is not None
+        lines = buf.split(NL)
+        lines.pop()  # buf ends with a newline
+        want = 2 * plan.quotes
+        counts = list(map(bytes.count, lines, repeat(b'"', len(lines))))
+        if want:
+            bad = [i for i, c in enumerate(counts) if c != want]
+        else:
+            bad = []
+        if plan.list_marks:  # and the lines with a list of upstream values in their unquoted text
+            skip = set(bad)
+            bad += [i for i, ln in enumerate(lines) if i not in skip and _has_list(ln, plan.list_marks)]
+            bad.sort()
+        if blanks:  # blanks out of place (a value of a variable upkeeper knows nothing about, a truncated line)
+            skip = set(bad)
+            bad += [i for i, ln in enumerate(lines) if i not in skip and not _line_blanks_ok(ln, plan)]
+            bad.sort()
+        if not bad or len(bad) > len(lines) // 2:
+            return False
+        badset = set(bad)
+        self._slow(b"".join(lines[i] + NL for i in bad), source, offset, fallback=True)
+        good = b"".join(ln + NL for i, ln in enumerate(lines) if i not in badset)
+        if good:
+            self._fast(good, source, offset, sifted=2 if blanks else 1)
+        return True
 
     def _slow(self, buf: bytes, source: str, offset: int, fallback: bool = False) -> None:
         if self.collapsed:  # the lines as they were written (the collapse's bytes are of the same length)
@@ -282,11 +338,12 @@ def test_line_faults_refuse_what_is_not_a_list_of_bytes() -> None:
 def mixed_log(draw: st.DrawFn) -> bytes:
     """Good lines and hostile ones, runs of empty lines, maybe a last line without its newline."""
     out: list[bytes] = []
-    for _ in range(draw(st.integers(1, 50))):
-        pick = draw(st.integers(0, 9))
-        if pick < 4:
+    good = draw(st.sampled_from([0, 4, 4, 7]))  # (0: none, a buffer of lines of another format or empty ones)
+    for _ in range(draw(st.integers(1, 120))):
+        pick = draw(st.integers(good == 0, 9))
+        if pick < good:
             out.append(draw(st.sampled_from(GOOD + SPLIT_REQUEST[:2])))
-        elif pick == 4:
+        elif pick <= good + 1:
             out += [b""] * draw(st.integers(1, 5))
         else:
             out.append(draw(hostile_line()))
@@ -315,6 +372,40 @@ def test_fuzz_unparsed_lines_give_the_figures_of_the_code_before(data: bytes, fm
     assert new.invalid_samples == old.invalid_samples  # (offsets included)
     # and the switch that leaves them all to the line parser gives the same
     assert partial_of(Accumulator, data, chunk, native_faults=False, **kw) == (new, new_reasons)
+
+
+_UNFIT = st.one_of(hostile_line().filter(lambda x: x.count(b'"') != 6), st.just(b""), st.sampled_from(ERROR_LOG))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.lists(_UNFIT, min_size=SLOW_BLOCK_LINES + 1, max_size=300), st.sampled_from(PATHS[2:]), st.booleans(),
+       st.sampled_from([700, 1 << 20]))
+@example([b"x" * (k % 3) for k in range(200)], PATHS[2], True, 1 << 20)
+@example(ERROR_LOG * 40 + JSON_LINES * 20 + [b""] * 30 + OTHER, PATHS[2], False, 1 << 20)
+def test_fuzz_a_buffer_none_of_whose_lines_fits_is_read_as_its_bisection_read_it(
+        lines: list[bytes], path: dict[str, Any], tail: bool, chunk: int) -> None:
+    """No line with the format's quotes (empty lines, another format's): the split's bisection ended in the line
+    parser for every line, its samples with their offsets; now the line parser reads the buffer at once."""
+    data = b"\n".join(lines) + (b"\n" if tail else b"")
+    new = partial_of(Accumulator, data, chunk, log_format=COMBINED_TIMED, **path)
+    assert new == partial_of(ReferenceAccumulator, data, chunk, log_format=COMBINED_TIMED, native_faults=False, **path)
+    assert new[0].invalid_samples == partial_of(ReferenceAccumulator, data, chunk, log_format=COMBINED_TIMED,
+                                                native_faults=False, **path)[0].invalid_samples
+
+
+@pytest.mark.parametrize("n", [100, 101])
+def test_half_of_a_buffer_unfit_is_sifted_or_bisected_as_before(n: int) -> None:
+    """The sift sets the lines of other quote counts aside (the line parser reads them, their samples without an
+    offset) when they are at most half of the buffer, else the buffer is bisected (samples with offsets): the
+    shortcuts that tell the second case at once keep that line where it was."""
+    for bad in (n // 2 - 1, n // 2, n // 2 + 1):
+        lines = [GOOD[k % len(GOOD)] for k in range(n - bad)] + [b"garbage %d" % k for k in range(bad)]
+        for order in (lines, lines[::-1], lines[::2] + lines[1::2]):
+            data = b"\n".join(order) + b"\n"
+            new = partial_of(Accumulator, data, 1 << 20, arrow=False)
+            assert new == partial_of(ReferenceAccumulator, data, 1 << 20, arrow=False, native_faults=False)
+            assert new[0].invalid_samples == partial_of(ReferenceAccumulator, data, 1 << 20, arrow=False,
+                                                        native_faults=False)[0].invalid_samples
 
 
 def test_many_reasons_are_kept_in_the_order_they_first_came() -> None:

@@ -180,7 +180,7 @@ def _note_format(found: list[Any], log_format: str, client_ip: str) -> None:
             err_console.print(f"Note: {hint.lines - hint.current_fits:,} of the first {hint.lines:,} lines have more "
                               f"fields than the log_format {log_format!r}"
                               + (f" (they go on with '{hint.tail}')" if hint.tail else "")
-                              + ": what follows is not read, and such lines are read about 5x slower",
+                              + ": what follows is not read, and such lines are read about 4x slower",
                               style="yellow", markup=False)
             err_console.print(f"Try: --format {shlex.quote(hint.log_format)}", markup=False)
         return

@@ -613,7 +613,7 @@ class NginxLogs(Task[NginxLogsOptions]):
             f"log_format {o.log_format!r}" + (f" (they go on with '{h['tail']}')" if h["tail"] else "")
             + ": what follows its last field is not read"
             + (" — their $request_time among it, so latency and the p95 objective are not judged" if gains else "")
-            + ", and such lines take the line-by-line parser, about 5x slower; "
+            + ", and such lines take the line-by-line parser, about 4x slower; "
             f"log_format {h['log_format']!r} reads {h['fits']:,} of them field for field",
             f"set {where} to {h['log_format']!r} after checking it against the nginx log_format line that writes "
             "this log (docs/logs.md)", data=h)]
