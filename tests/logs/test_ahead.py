@@ -95,3 +95,35 @@ def test_helpers_started_ahead_are_dismissed_when_the_worker_is_not_a_fork(big_l
     assert parallel._prestarted[0][0] == "upkeeper.logs.pglog"
     parallel.release_forked(False)
     assert parallel._prestarted == [] and sp.popen.wait(timeout=30) == 0
+
+
+def test_upkeeper_run_reaps_the_helpers_it_started_ahead(big_log: Path, tmp_path: Path) -> None:
+    """The helpers are the CLI's children (their CPU time counts in its ``time`` and a benchmark's RUSAGE_CHILDREN
+    only once it reaps them): none is left behind to be reaped by another (here a subreaper, as init would)."""
+    if ahead.cpus() < 2:
+        pytest.skip("one CPU: no helper is started ahead")
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text(f"history: {tmp_path / 'h.db'}\ntargets:\n  web:\n    kind: nginx\n    access_log: {big_log}\n"
+                   f"jobs:\n  whole:\n    task: logs.nginx\n    target: web\n"
+                   f"    options: {{incremental: false, report_dir: {tmp_path}}}\n")
+    code = (
+        "import ctypes, os, subprocess, sys, time\n"
+        "assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER\n"
+        f"rc = subprocess.run([sys.executable, '-m', 'upkeeper', '--config', {str(cfg)!r}, 'run', 'whole', '--json'],"
+        " stdout=subprocess.DEVNULL).returncode\n"
+        "time.sleep(1)\n"
+        "left = []\n"
+        "while True:\n"
+        "    try:\n"
+        "        pid, _ = os.waitpid(-1, os.WNOHANG)\n"
+        "    except ChildProcessError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        left.append('running')\n"
+        "        break\n"
+        "    left.append(pid)\n"
+        "print(rc, left)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    rc, left = out.stdout.split(maxsplit=1)
+    assert rc in ("0", "1"), out.stdout + out.stderr  # (1: the synthetic log's attacks are findings)
+    assert left.strip() == "[]", left  # (the old code left the helper's zombie to the subreaper)

@@ -674,6 +674,10 @@ def release_forked(handed: bool) -> None:
     if not handed:
         dismiss_prestarted()
         return
+    if not _handed:
+        import atexit
+
+        atexit.register(reap_handed)
     with _prestarted_lock:
         left = [sp for _k, sp in _prestarted]
         _prestarted.clear()
@@ -685,6 +689,15 @@ def release_forked(handed: bool) -> None:
         if isinstance(sp.collector, StderrFile):
             sp.collector.close()
         _handed.append(sp)
+
+
+def reap_handed() -> None:
+    """As this process exits: reap the helpers it handed to its worker that have ended (by then, all but one a scan
+    dismissed at its very end), so that their CPU time counts in this process's children (``time``, a benchmark's
+    ``RUSAGE_CHILDREN``) and none is left to init."""
+    for sp in _handed:
+        with contextlib.suppress(Exception):
+            sp.popen.poll()
 
 
 def _take_prestarted(kind: str) -> Spawned | None:
