@@ -507,3 +507,34 @@ def test_a_stopped_backup_whose_cleanup_outlasts_the_kill_grace_has_its_work_fil
     [row] = cli(["--config", cfg, "history", "db-backup", "--json"]).json()
     assert row["stopped"] and "SIGKILL" in row["summary"], row
     assert cli(["--config", cfg, "backups", "list", "--json"]).json() == []
+
+
+def test_a_stop_arriving_as_an_objects_temporary_file_is_made_leaves_no_partial_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop (the worker's SIGTERM: systemctl stop, a timeout) whose exception came just after the storage made the
+    object's temporary file, before the writer was in the upload's list, left that '.upkeeper-partial' file behind:
+    the upload's abort never saw it (a CI run of the cgroup-wide stop test found one).  The stop now waits for the
+    writer to be listed, and the abort removes the file.  Real local storage; the signal handler's call
+    (``stop_or_defer``, as the worker's SIGTERM handler makes it) at the worst moment."""
+    from upkeeper.shield import stop_or_defer
+    from upkeeper.storage.local import LocalStorage
+
+    class Stop(BaseException):
+        pass
+
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    storage = open_storage("local1", LocalStorageConfig.model_validate(
+        {"kind": "local", "path": str(store), "fsync": False}))
+    made = LocalStorage.open_write
+
+    def open_then_stopped(self: LocalStorage, key: str) -> Any:
+        w = made(self, key)
+        assert [p.name for p in store.rglob("*.upkeeper-partial")] != []
+        stop_or_defer(Stop())  # the SIGTERM handler, as the call returns
+        return w
+
+    monkeypatch.setattr(LocalStorage, "open_write", open_then_stopped)
+    with pytest.raises(Stop):
+        ObjectUpload([storage], "db/app/20261206T000000Z-abcdef/app.dump.zst", "app.dump.zst")
+    assert list(store.rglob("*")) == []  # no temporary file, no directory made for it

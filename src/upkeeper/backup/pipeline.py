@@ -94,7 +94,11 @@ class FanOut:
         try:
             for s in storages:
                 try:
-                    self.writers.append((s, s.open_write(key)))
+                    # shielded: a stop arriving while the writer makes its temporary file (or multipart upload) is
+                    # raised once the writer is in the list, so that abort() removes it too (raised in between, it
+                    # left a .upkeeper-partial file behind)
+                    with shielded():
+                        self.writers.append((s, s.open_write(key)))
                 except StorageError as exc:
                     raise StorageError(f"storage {s.name}: {exc.message}", exc.hint,
                                        permanent=exc.permanent) from None
@@ -143,9 +147,9 @@ class ObjectUpload:
         self.encryption = encryption
         self.raw_size = 0
         self._drain_error: BaseException | None = None
-        self.sink = FanOut(storages, key)
-        self.age: AgeProcess | None = None
+        self.age: AgeProcess | None = None  # (set before the sink: abort() reads them)
         self._drain: threading.Thread | None = None
+        self.sink = FanOut(storages, key)
         target: Any = self.sink
         try:
             if encryption is not None:
