@@ -248,6 +248,19 @@ def test_suggest_format_names_the_format_that_reads_lines_with_more_fields() -> 
     assert hint is not None and "urt=\"$upstream_response_time\"" in hint.log_format, hint
     assert suggest_format(plain, "combined") is None
     assert suggest_format(main, "main") is None
+    # what the configured format does to them: more fields (parsed), or not parsed at all (another order)
+    from upkeeper.logs.access import format_mismatch
+
+    hint = suggest_format(main, "combined")
+    assert hint is not None and hint.current_parsed == 300
+    told = format_mismatch(hint.lines, hint.current_parsed, hint.current_fits, hint.tail, "combined")
+    assert told.startswith("300 of the first 300 lines have more fields") and "do not parse" not in told, told
+    other = '$remote_addr [$time_local] "$request" $status'
+    hint = suggest_format(plain, other)
+    assert hint is not None and hint.log_format == "combined" and hint.current_parsed == hint.current_fits == 0, hint
+    told = format_mismatch(hint.lines, hint.current_parsed, hint.current_fits, hint.tail, other)
+    assert told == f"300 of the first 300 lines do not parse with the log_format {other!r} (counted as unparsed: " \
+                   "nothing of them is read)", told
     assert suggest_format(b"", "combined") is None
 
 

@@ -1154,3 +1154,17 @@ def test_the_logs_nginx_command_names_the_format_that_fits_lines_with_more_field
     assert "400 of the first 400 lines have more fields than the log_format 'combined'" in res.output, res.output
     assert "Try: --format combined_timed" in res.output
     assert "more fields" not in cli(["logs", "nginx", "--format", "combined_timed", str(log)]).output
+
+
+def test_the_logs_nginx_command_says_lines_the_format_does_not_parse_at_all(cli: Any, tmp_path: Path) -> None:
+    """A log_format that parses none of the lines (another order of fields) has no "more fields" to speak of: the
+    note says the lines do not parse (it said "400 of the first 400 lines have more fields than the log_format")."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(
+        f'203.0.113.{i % 250 + 1} - - [01/Mar/2024:10:00:{i % 60:02d} +0000] "GET /p/{i} HTTP/1.1" 200 {100 + i} '
+        f'"-" "Mozilla/5.0"\n'.encode() for i in range(400)))
+    other = '$remote_addr [$time_local] "$request" $status'
+    res = cli(["logs", "nginx", "--format", other, str(log)])
+    assert f"400 of the first 400 lines do not parse with the log_format {other!r}" in res.output, res.output
+    assert "more fields" not in res.output and "4x slower" not in res.output
+    assert "Try: --format combined" in res.output

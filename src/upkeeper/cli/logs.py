@@ -165,7 +165,7 @@ def _table(title: str, cols: list[str], rows: list[list[Any]], numeric: tuple[in
 def _note_format(found: list[Any], log_format: str, client_ip: str) -> None:
     """Name a format that reads the lines field for field where ``log_format`` does not (see the logs.nginx
     task's logs.nginx.log_format_hint), from the first lines of the first plain file."""
-    from upkeeper.logs.access import SUGGEST_SAMPLE, suggest_format
+    from upkeeper.logs.access import SUGGEST_SAMPLE, format_mismatch, suggest_format
 
     for lf in found:
         if lf.gz:
@@ -177,10 +177,10 @@ def _note_format(found: list[Any], log_format: str, client_ip: str) -> None:
             continue
         hint = suggest_format(sample, log_format, client_ip)
         if hint is not None:
-            err_console.print(f"Note: {hint.lines - hint.current_fits:,} of the first {hint.lines:,} lines have more "
-                              f"fields than the log_format {log_format!r}"
-                              + (f" (they go on with '{hint.tail}')" if hint.tail else "")
-                              + ": what follows is not read, and such lines are read about 4x slower",
+            longer = hint.current_parsed > hint.current_fits
+            err_console.print("Note: " + format_mismatch(hint.lines, hint.current_parsed, hint.current_fits, hint.tail,
+                                                         log_format)
+                              + (", and such lines are read about 4x slower" if longer else ""),
                               style="yellow", markup=False)
             err_console.print(f"Try: --format {shlex.quote(hint.log_format)}", markup=False)
         return

@@ -2572,13 +2572,29 @@ SUGGEST_SAMPLE = 64 << 10
 class FormatHint:
     """A format that fits a log's lines field for field where the configured one does not (:func:`suggest_format`):
     ``fits`` of ``lines`` sample lines took the vectorized paths with it, ``current_fits`` with the configured one;
-    ``tail``: what a sample line holds past the configured format's last field."""
+    ``tail``: what a sample line holds past the configured format's last field; ``current_parsed``: lines the
+    configured one parses at all (the others it counts as unparsed)."""
 
     log_format: str
     lines: int
     fits: int
     current_fits: int
     tail: str
+    current_parsed: int
+
+
+def format_mismatch(lines: int, current_parsed: int, current_fits: int, tail: str, log_format: str) -> str:
+    """What ``log_format`` does to a sample's lines, in words (a :class:`FormatHint`'s figures): lines with more
+    fields than it (parsed, what follows its last field not read), and lines it does not parse at all."""
+    parts = []
+    longer = current_parsed - current_fits
+    if longer > 0:
+        parts.append(f"{longer:,} of the first {lines:,} lines have more fields than the log_format {log_format!r}"
+                     + (f" (they go on with '{tail}')" if tail else "") + ": what follows its last field is not read")
+    if lines > current_parsed:
+        parts.append(f"{lines - current_parsed:,} of the first {lines:,} lines do not parse with the log_format "
+                     f"{log_format!r} (counted as unparsed: nothing of them is read)")
+    return "; ".join(parts)
 
 
 def _fit(log_format: str, sample: bytes, client_ip: str) -> tuple[int, int, int, bool]:
@@ -2623,7 +2639,7 @@ def suggest_format(sample: bytes, current: str, client_ip: str = "remote_addr") 
     if best is None:
         return None
     first = sample[:sample.find(NL)]
-    return FormatHint(best[2], lines, best[0], fast, _past_format(first, current, client_ip))
+    return FormatHint(best[2], lines, best[0], fast, _past_format(first, current, client_ip), valid)
 
 
 def _past_format(line: bytes, log_format: str, client_ip: str) -> str:

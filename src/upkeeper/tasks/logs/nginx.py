@@ -607,14 +607,15 @@ class NginxLogs(Task[NginxLogsOptions]):
         timed = has_variable(NAMED_FORMATS.get(h["log_format"], h["log_format"]), "request_time")
         gains = timed and not rep["latency"]["available"]
         where = f"jobs -> {ctx.job} -> options -> log_format" if ctx.job else "the job's log_format option"
+        parsed = h.get("current_parsed", h["lines"])
+        longer = parsed > h["current_fits"]
         return [Finding(
             "logs.nginx.log_format_hint", Severity.WARNING if gains else Severity.INFO, subject,
-            f"{h['lines'] - h['current_fits']:,} of the first {h['lines']:,} lines have more fields than the "
-            f"log_format {o.log_format!r}" + (f" (they go on with '{h['tail']}')" if h["tail"] else "")
-            + ": what follows its last field is not read"
-            + (" — their $request_time among it, so latency and the p95 objective are not judged" if gains else "")
-            + ", and such lines take the line-by-line parser, about 4x slower; "
-            f"log_format {h['log_format']!r} reads {h['fits']:,} of them field for field",
+            access.format_mismatch(h["lines"], parsed, h["current_fits"], h["tail"], o.log_format)
+            + (" — their $request_time among it, so latency and the p95 objective are not judged"
+               if gains and longer else "")
+            + (", and such lines take the line-by-line parser, about 4x slower" if longer else "")
+            + f"; log_format {h['log_format']!r} reads {h['fits']:,} of them field for field",
             f"set {where} to {h['log_format']!r} after checking it against the nginx log_format line that writes "
             "this log (docs/logs.md)", data=h)]
 
