@@ -1,4 +1,4 @@
-"""A process a forked child takes over from the parent that started it — standard library only.
+"""A process a forked child takes over from the parent that started it — light (stdlib and core.pidfile).
 
 ``upkeeper run`` starts a log job's scan helpers before it imports what it needs (SQLAlchemy, pydantic, the
 config models: ~0.4 s on one core, with the other idle), then forks its worker, which drives them: the helpers
@@ -20,6 +20,8 @@ import signal
 import subprocess
 from typing import IO
 
+from upkeeper.core.pidfile import stat_fields
+
 #: what :meth:`StderrFile.text` returns at most, from the end
 TAIL = 64 * 1024
 
@@ -33,25 +35,14 @@ def supported() -> bool:
     except OSError:
         return False
     os.close(fd)
-    return _stat_fields(os.getpid()) is not None
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of ``/proc/PID/stat`` from the third (the state) on; None when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    end = raw.rfind(b")")  # the command name (field 2) may hold spaces and parentheses
-    return raw[end + 2:].decode("ascii", "replace").split() if end > 0 else None
+    return stat_fields(os.getpid()) is not None
 
 
 def exit_status(pid: int) -> int | None:
     """The return code (as :attr:`subprocess.Popen.returncode`: negative for a signal) of ``pid`` if it has
     ended and is not yet reaped (a zombie: field 52 of ``/proc/PID/stat``, Linux 3.5+); None otherwise."""
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] not in ("Z", "X") or len(fields) < 50:
+    fields = stat_fields(pid)
+    if fields is None or fields[0] not in (b"Z", b"X") or len(fields) < 50:
         return None
     try:
         return os.waitstatus_to_exitcode(int(fields[49]))

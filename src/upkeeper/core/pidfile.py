@@ -66,7 +66,7 @@ def read_pid_file(path: str) -> tuple[int | None, str]:
     return pid, ""
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
+def stat_fields(pid: int) -> list[bytes] | None:
     """``/proc/PID/stat`` from field 3 (the state) on; None when there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -80,7 +80,7 @@ def _stat_fields(pid: int) -> list[bytes] | None:
 def start_ticks(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``'s 22nd field): unlike psutil's
     ``create_time`` (boot time on the wall clock plus these ticks), no clock step moves it."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     try:
         return int(fields[19]) if fields else None
     except ValueError:
@@ -88,7 +88,7 @@ def start_ticks(pid: int) -> int | None:
 
 
 def is_kernel_thread(pid: int) -> bool:
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     try:
         return bool(fields and int(fields[6]) & PF_KTHREAD)
     except ValueError:
