@@ -21,9 +21,9 @@ def test_workers_zero_means_one_per_cpu_but_at_most_two(tmp_path: Path, monkeypa
     started: list[str] = []
     real = parallel._drive_helper
 
-    def counting(*args: object) -> None:
+    def counting(*args: object, **kw: object) -> None:
         started.append("helper")
-        real(*args)  # type: ignore[arg-type]
+        real(*args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(parallel, "_drive_helper", counting)
     partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(), units, workers=0, min_parallel=1)

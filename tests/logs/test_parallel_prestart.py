@@ -55,9 +55,9 @@ def test_the_scan_takes_the_prestarted_helper_and_counts_the_same(tmp_path: Path
     used: list[Any] = []
     real = parallel._drive_helper
 
-    def recording(*args: Any) -> None:
+    def recording(*args: Any, **kw: Any) -> None:
         used.append(args[8])  # (the helper: the argument after continuation)
-        real(*args)
+        real(*args, **kw)
 
     monkeypatch.setattr(parallel, "_drive_helper", recording)
     together, _ = parallel.scan(ACCESS, ScanOptions(), units, workers=2, min_parallel=1)

@@ -30,7 +30,7 @@ import math
 import re
 from bisect import bisect_left
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import accumulate, compress, repeat, starmap
@@ -2543,6 +2543,48 @@ def wrong_format(opts: ScanOptions, unit: Unit, *, lines: int = PROBE_LINES, tai
 
 def make_accumulator(opts: ScanOptions) -> Accumulator:
     return Accumulator(opts)
+
+
+def units(ranges: list[Any], workers: int) -> list[Any]:
+    """The pieces of a read of an access log (its lines are independent: many, the last ones quartered; see
+    :func:`upkeeper.logs.parallel.units_for`), for ``workers`` processes (0: the default)."""
+    from upkeeper.logs import parallel
+
+    return parallel.units_for(ranges, workers=workers, per_process=parallel.ACCESS_PIECES, tail=parallel.ACCESS_TAIL)
+
+
+#: the ``logs.nginx`` options a read ahead knows how to turn into :class:`ScanOptions` as written (a list of strings
+#: each): any other option that changes what a scan counts (``login_paths``, ``rotated_dirs``) rules it out
+_AS_TUPLES = ("static_extensions", "trusted_proxies", "public_paths", "free_text_paths")
+
+
+def speculation(options: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[ScanOptions, bytes, list[Any]] | None:
+    """For a helper that reads ahead (:mod:`upkeeper.logs.speculate`): the scan options and pieces of a ``logs.nginx``
+    run that reads its whole log (``incremental: false``), guessed from the job's ``options`` and its ``target``'s
+    settings as written in the config file, before they are validated; None when that cannot be told (a glob, an
+    incremental run, options it does not know how to read).  Only a guess: the scan compares it with its own plan,
+    and uses nothing of what was read ahead unless they are equal."""
+    from upkeeper.logs import sources
+
+    path = options.get("access_log") or target.get("access_log")
+    workers = options.get("workers", 0)
+    max_files = options.get("max_files", 30)
+    if (options.get("incremental") is not False or not isinstance(path, str) or not path or sources.is_glob(path)
+            or options.get("login_paths") is not None or options.get("rotated_dirs")
+            or not all(type(v) is int for v in (workers, max_files))):
+        return None
+    given = {k: options[k] for k in _AS_TUPLES if k in options}
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in given.values()):
+        return None
+    log_format = options.get("log_format", "combined")  # (the job's default: the name)
+    client_ip = options.get("client_ip", "remote_addr")
+    if not isinstance(log_format, str) or not isinstance(client_ip, str):
+        return None
+    kw: dict[str, Any] = {k: tuple(v) for k, v in given.items()}
+    opts = ScanOptions(log_format=log_format, client_ip=client_ip, **kw)
+    files = sources.discover(path, rotated=options.get("rotated", True) is not False, max_files=max_files)
+    plan = sources.plan_reads(files, [], incremental=False)
+    return opts, b"", units(plan.ranges, workers)
 
 
 def warm() -> None:

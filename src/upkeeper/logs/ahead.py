@@ -82,6 +82,9 @@ def _access(options: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[str,
     return ACCESS, access_plan(options, target)[0]
 
 
+#: the tasks whose helpers started ahead read their log ahead (their accumulator module has a ``speculation``)
+SPECULATE = frozenset({"logs.nginx"})
+
 #: the plan of each task whose runs scan logs: (accumulator module, helpers to start)
 PLANS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[str, int]]] = {
     "logs.nginx": _access,
@@ -106,6 +109,7 @@ def start(jobs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> int:
             kind, count = plan(options, target)
         except Exception:
             continue
-        if count > 0:
-            started += parallel.prestart(kind, count, ahead=True)
+        if count > 0:  # (the helper of the first such job reads the log ahead: see upkeeper.logs.speculate)
+            started += parallel.prestart(kind, count, ahead=True,
+                                         speculate=(options, target) if task in SPECULATE and not started else None)
     return started

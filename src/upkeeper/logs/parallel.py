@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from upkeeper.logs.sources import open_compressed
+from upkeeper.logs.speculate import Claims
 
 if TYPE_CHECKING:
     from upkeeper.core.proc import Spawned
@@ -437,6 +438,12 @@ def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[
             budget.check(acc, u.label or u.path)
 
 
+def queue_order(units: list[Unit]) -> list[Unit]:
+    """The order in which a scan with helpers hands ``units`` out: the biggest first (balance); a helper started
+    ahead reads them in this order before the scan begins (:mod:`upkeeper.logs.speculate`)."""
+    return sorted(units, key=lambda u: -u.size_hint)
+
+
 def _load(kind: str) -> Any:
     return importlib.import_module(kind)
 
@@ -468,8 +475,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     if memory_limit > 0:  # each process at least MIN_SHARE of the limit
         helpers = min(helpers, max(0, memory_limit // MIN_SHARE - 1))
     todo: queue.Queue[Unit] = queue.Queue()
-    for u in sorted(units, key=lambda u: -u.size_hint) if helpers > 0 else units:  # biggest first: balance
-        todo.put(u)
+    ordered = queue_order(units) if helpers > 0 else list(units)
     done_bytes = [0]
     gz_read: dict[str, int] = {}
     lock = threading.Lock()
@@ -487,16 +493,36 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
 
     ready = [_take_prestarted(kind) for _ in range(max(0, helpers))]
     dismiss_prestarted()  # those this scan does not need
+    # what a helper started ahead read before the scan began: its pieces, when its plan is this scan's
+    taken: list[list[Unit] | None] = []
+    for sp in ready:
+        claims = _claims.pop(sp.popen.pid, None) if sp is not None else None
+        k, plan = claims.close() if claims is not None else (0, None)
+        if claims is not None:
+            claims.remove()
+        if k and plan == (kind, opts, continuation, ordered):
+            taken.append(ordered[:k])
+            ordered = ordered[k:]
+        else:
+            taken.append(None if k else [])  # (None: it read pieces, and throws them away)
+    for u in ordered:
+        todo.put(u)
+    settled = [threading.Event() for t in taken if t]  # set once the pieces a helper read ahead are accounted for
     if processes is not None:
         from upkeeper.core.adopted import Adopted
 
         processes.update(scanning=1 + len(ready), prestarted=sum(sp is not None for sp in ready),
-                         ahead=sum(sp is not None and isinstance(sp.popen, Adopted) for sp in ready))
+                         ahead=sum(sp is not None and isinstance(sp.popen, Adopted) for sp in ready),
+                         read_ahead=sum(len(t) for t in taken if t),
+                         read_ahead_bytes=sum(u.size_hint for t in taken if t for u in t),
+                         pieces=len(units))
     board = Board.make(len(ready) + 1) if memory_limit > 0 and ready else None
     threads: list[threading.Thread] = []
     try:
+        waits = iter(settled)
         threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
                                                                 continuation, sp, memory_limit, board, i + 1),
+                                    kwargs={"taken": taken[i], "settled": next(waits) if taken[i] else None},
                                     daemon=True, name=f"scan-helper-{i}")
                    for i, sp in enumerate(ready)]
         for t in threads:
@@ -511,7 +537,11 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
             try:
                 u = todo.get_nowait()
             except queue.Empty:
-                break
+                pending = next((e for e in settled if not e.is_set()), None)
+                if pending is None:
+                    break
+                pending.wait()  # pieces read ahead may come back to the queue (see _drive_helper's taken)
+                continue
             unit_notes: list[ReadNote] = []
             try:
                 account(u, scan_unit(acc, u, continuation, unit_notes, budget), unit_notes)
@@ -594,9 +624,15 @@ def _spawn_helper(warm: str = "", *, ahead: bool = False) -> Spawned:
 #: helpers started ahead of a scan (:func:`prestart`), by accumulator module, until one is taken or dismissed
 _prestarted: list[tuple[str, Spawned]] = []
 _prestarted_lock = threading.Lock()
+#: the claim files of the helpers that read ahead (:mod:`upkeeper.logs.speculate`), by process id
+_claims: dict[int, Claims] = {}
+#: the most a message to a helper that reads ahead may hold (the job's options): it is written before any thread
+#: could drain the pipe, so it must fit in the pipe's buffer (64 KB on Linux)
+SPECULATE_MAX = 32 << 10
 
 
-def prestart(kind: str, count: int = 1, *, ahead: bool = False) -> int:
+def prestart(kind: str, count: int = 1, *, ahead: bool = False,
+             speculate: tuple[dict[str, Any], dict[str, Any]] | None = None) -> int:
     """Have ``count`` helpers for a scan of ``kind`` that is to come, before it is planned: starts those missing
     (several jobs' head starts share them: one scan takes them); returns how many it started.
 
@@ -606,6 +642,9 @@ def prestart(kind: str, count: int = 1, *, ahead: bool = False) -> int:
     scan's helpers then start on their first unit when it does, instead of ~0.2 s later.  :func:`scan` takes
     them first and dismisses the ones it does not need (a read below ``min_parallel``); so does
     :func:`dismiss_prestarted`.
+
+    ``speculate`` (the job's options and target settings, as written in the config file): the first helper started
+    reads the first pieces of the job's log until the scan begins (:mod:`upkeeper.logs.speculate`).
 
     ``ahead``: ``upkeeper run`` itself, before it imports what it needs and forks its worker (see
     :mod:`upkeeper.logs.ahead`): no thread is started (stderr goes to a file), and the fork hands the helpers to the
@@ -620,8 +659,28 @@ def prestart(kind: str, count: int = 1, *, ahead: bool = False) -> int:
             break
         with _prestarted_lock:
             _prestarted.append((kind, sp))
+        if speculate is not None and not started:
+            _read_ahead(sp, kind, speculate, count + 1)
         started += 1
     return started
+
+
+def _read_ahead(sp: Spawned, kind: str, job: tuple[dict[str, Any], dict[str, Any]], share: int) -> None:
+    """Have the helper ``sp`` read the job's first pieces until the scan begins (best effort)."""
+    try:
+        msg = pickle.dumps(("speculate", "", *job, share), protocol=pickle.HIGHEST_PROTOCOL)
+        if len(msg) > SPECULATE_MAX:
+            return
+        claims = Claims.make()
+    except Exception:  # (options that do not pickle, no temp directory): no reading ahead
+        return
+    try:
+        pickle.dump(("speculate", claims.path, *job, share), sp.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        sp.stdin.flush()
+    except Exception:
+        claims.remove()
+        return
+    _claims[sp.popen.pid] = claims
 
 
 #: helpers started ahead that the CLI handed to its forked worker (:func:`release_forked`): their processes are its
@@ -698,6 +757,8 @@ def reap_handed() -> None:
     for sp in _handed:
         with contextlib.suppress(Exception):
             sp.popen.poll()
+    for claims in _claims.values():  # (the worker removes those it read; one that never scanned left them)
+        claims.remove()
 
 
 def _take_prestarted(kind: str) -> Spawned | None:
@@ -723,6 +784,9 @@ def dismiss_prestarted() -> None:
 
 
 def _close(sp: Spawned) -> None:
+    claims = _claims.pop(sp.popen.pid, None)
+    if claims is not None:  # (what it read ahead is thrown away with it)
+        claims.remove()
     with contextlib.suppress(Exception):
         sp.stdin.close()
     with contextlib.suppress(Exception):
@@ -734,10 +798,27 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                   account: Callable[[Unit, int, list[ReadNote]], None],
                   partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
                   ready: Spawned | None = None, memory_limit: int = 0, board: Board | None = None,
-                  slot: int = 0) -> None:
+                  slot: int = 0, *, taken: list[Unit] | None = None, settled: threading.Event | None = None) -> None:
     """Hand units to one helper process (``ready``: one :func:`prestart` started, else a new one) until none is
     left, then have it write its partial result to a file for :func:`scan` to merge (``board``, ``slot``: where
-    it says what memory it added, see :class:`Board`; zeroed once it has ended)."""
+    it says what memory it added, see :class:`Board`; zeroed once it has ended).
+
+    ``taken``: the pieces a helper started ahead read before the scan began, which the scan left out of its queue
+    (see :mod:`upkeeper.logs.speculate`): accounted for as it tells what it read of each, or put back in the queue
+    when it could not read them all; ``settled`` is set then (or when this ends otherwise).  None: it read pieces
+    of another plan, and throws them away."""
+    try:
+        _drive(kind, opts, todo, account, partials, errors, lock, continuation, ready, memory_limit, board, slot,
+               taken, settled)
+    finally:
+        if settled is not None:  # (whatever happened: the scan's own process waits for it at its end)
+            settled.set()
+
+
+def _drive(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Unit, int, list[ReadNote]], None],
+           partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
+           ready: Spawned | None, memory_limit: int, board: Board | None, slot: int, taken: list[Unit] | None,
+           settled: threading.Event | None = None) -> None:
     from upkeeper.core.proc import describe_exit
 
     try:
@@ -748,8 +829,13 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
         try:
             send = pickle.Pickler(sp.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             recv = pickle.Unpickler(sp.stdout)
-            send.dump(("init", kind, opts, continuation, memory_limit, board.path if board is not None else "", slot))
+            send.dump(("init", kind, opts, continuation, memory_limit, board.path if board is not None else "", slot,
+                       -1 if taken is None else len(taken)))
             sp.stdin.flush()
+            if taken:
+                _settle(recv.load(), taken, todo, account)
+                if settled is not None:
+                    settled.set()
             while True:
                 try:
                     u = todo.get_nowait()
@@ -795,6 +881,24 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
             tail = sp.collector.text.strip().splitlines()[-3:] if sp.collector else []
             with lock:
                 errors.append(RuntimeError(f"{why}{': ' + ' / '.join(tail) if tail else ''}"))
+
+
+def _settle(msg: Any, taken: list[Unit], todo: queue.Queue[Unit],
+            account: Callable[[Unit, int, list[ReadNote]], None]) -> None:
+    """The answer of a helper started ahead to the scan's init, for the pieces it read ahead (``taken``, see
+    :func:`_drive_helper`): account for each, or put them back in the queue."""
+    if msg[0] == "respec":  # (one it could not read: nothing it read ahead is used, the scan reads them all)
+        for u in taken:
+            todo.put(u)
+        return
+    if msg[0] == "error":
+        raise RuntimeError(msg[1])
+    done = list(msg[1]) if msg[0] == "spec" else []
+    if sorted(int(i) for i, _n, _notes in done) != list(range(len(taken))):
+        raise RuntimeError(f"the helper that read ahead answered {msg[0]!r} for {len(done)} of the {len(taken)} "
+                           "pieces it had claimed")
+    for i, n, notes in done:
+        account(taken[int(i)], int(n), list(notes))
 
 
 def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,

@@ -1,12 +1,17 @@
 """A log-scanning helper process: ``python -m upkeeper.logs.scanworker [--warm KIND]``.
 
 Speaks pickle over stdin/stdout with :mod:`upkeeper.logs.parallel`:
-``("init", kind, opts, continuation)``, then ``("unit", Unit)`` answered by
+``("init", kind, opts, continuation, memory_limit, board, slot, taken)``, then ``("unit", Unit)`` answered by
 ``("ok", bytes_read, notes)`` (:class:`~upkeeper.logs.parallel.ReadNote` items), then ``("finish", path)`` answered by ``("partial", path)`` once the
 reduced result is pickled in the file ``path`` (created by the parent, mode 0600); then it exits at once
 (:func:`_exit_now`).  ``--warm KIND``: import the accumulator module KIND (and what it scans with) before the
 first message (:func:`upkeeper.logs.parallel.prestart`), and exit when none comes within :data:`WARM_IDLE`
-seconds.  End of input before ``finish``: it exits at once.
+seconds.  A helper ``upkeeper run`` started
+ahead may first get ``("speculate", claims, options, target, share)``: it then scans the first pieces of its job's
+log until the scan begins (:mod:`upkeeper.logs.speculate`); ``taken`` in the init then says how many of them the
+scan took (answered by ``("spec", [(piece, bytes_read, notes)…])``, or ``("respec", why)`` when they could not all
+be read: the scan reads them again) — 0 or less: what it read is thrown away.
+End of input before ``finish``: it exits at once.
 Any exception is answered by ``("error", traceback)``.
 """
 
@@ -21,6 +26,8 @@ import select
 import sys
 import traceback
 from typing import IO, Any, NoReturn
+
+from upkeeper.logs.speculate import Speculated, answer, speculate
 
 
 def dump_fast(obj: Any, fh: IO[bytes]) -> None:
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
     from upkeeper.logs.parallel import Board, Budget, FileChanged, MemoryLimit, release_memory, scan_unit
 
     budget = Budget(0)
+    ahead: Speculated | None = None  # what it read before the scan began (see upkeeper.logs.speculate)
 
     while True:
         try:
@@ -81,12 +89,25 @@ def main(argv: list[str] | None = None, idle: float = WARM_IDLE) -> int:
         except EOFError:  # dismissed before its first unit (or the parent is gone): nothing to clean up
             _exit_now(0)
         try:
+            if msg[0] == "speculate":  # (from upkeeper run, before the worker it forks drives this helper)
+                _, path, options, target, share = msg
+                ahead = speculate(args[1] if len(args) == 2 else "", path, options, target, int(share),
+                                  sys.stdin.fileno())
+                # (that message came from another pickler than the scan's: the scan's own memo starts afresh)
+                recv = pickle.Unpickler(sys.stdin.buffer)
+                continue
             if msg[0] == "init":
                 _, kind, opts, continuation, *more = msg
-                limit, board, slot = (*more, "", 0, 0)[:3] if more else (0, "", 0)
-                budget = Budget(int(limit), board=Board(str(board)) if board and int(limit) > 0 else None,
+                limit, board, slot, taken = (*more, "", 0, 0, 0)[:4] if more else (0, "", 0, 0)
+                said, acc, base = answer(ahead, int(taken))  # what was read ahead: the scan's, or thrown away
+                ahead = None
+                if said is not None:
+                    send.dump(said)
+                    out.flush()
+                budget = Budget(int(limit), base=base, board=Board(str(board)) if board and int(limit) > 0 else None,
                                 slot=int(slot))
-                acc = importlib.import_module(kind).make_accumulator(opts)
+                if acc is None:
+                    acc = importlib.import_module(kind).make_accumulator(opts)
                 continue
             if msg[0] == "unit":
                 notes: list[Any] = []

@@ -29,6 +29,7 @@ from upkeeper.core.artifacts import (
 )
 from upkeeper.core.task import Finding, Result, Severity, TaskContext
 from upkeeper.errors import TaskError
+from upkeeper.fmt import human_bytes
 from upkeeper.redact import redact_obj
 
 if TYPE_CHECKING:  # the readers are the worker's (the CLI imports the log tasks for their options)
@@ -495,8 +496,11 @@ def log_processes(ctx: TaskContext, processes: dict[str, int]) -> None:
     scanning = processes.get("scanning", 1)
     if scanning > 1:
         ahead = processes.get("ahead", 0)
-        ctx.log.info("scanned by %d processes: %d helper(s) started before the scan%s", scanning,
-                     processes.get("prestarted", 0), f" ({ahead} by upkeeper run, before its worker)" if ahead else "")
+        read = processes.get("read_ahead", 0)
+        ctx.log.info("scanned by %d processes: %d helper(s) started before the scan%s%s", scanning,
+                     processes.get("prestarted", 0), f" ({ahead} by upkeeper run, before its worker)" if ahead else "",
+                     f"; {read} of the {processes.get('pieces', 0)} pieces ({human_bytes(processes.get('read_ahead_bytes', 0))}) "
+                     "were read before the scan began" if read else "")
 
 
 def ends_head_start(run: Callable[[_TaskT, TaskContext, _OptsT], Result]) -> Callable[[_TaskT, TaskContext, _OptsT], Result]:

@@ -445,8 +445,7 @@ class NginxLogs(Task[NginxLogsOptions]):
                     sources.hold_back(plan, r)  # (its cursor stays where this run began reading it)
                     if gz:
                         wrong_gz.append(gz)
-            units = parallel.units_for(plan.ranges, workers=options.workers, per_process=parallel.ACCESS_PIECES,
-                                     tail=parallel.ACCESS_TAIL)
+            units = access.units(plan.ranges, options.workers)
             ctx.log.info("reading %s from %d file(s)", human_bytes(plan.bytes_planned), len(plan.ranges))
             processes: dict[str, int] = {}
             partial, gz_read = parallel.scan("upkeeper.logs.access", opts, units, workers=options.workers,

@@ -1,0 +1,202 @@
+"""Reading ahead (:mod:`upkeeper.logs.speculate`): a helper started before the scan reads the first pieces of its
+job's log; the scan takes them over when its own plan is the same, and has them thrown away otherwise — either way
+the figures are those of a scan by one process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from upkeeper.logs import access, parallel, sources, speculate
+from upkeeper.logs.access import ScanOptions
+from upkeeper.logs.speculate import Claims, Speculated
+from upkeeper.logs.synth import write_access_log
+
+ACCESS = "upkeeper.logs.access"
+
+
+@pytest.fixture(autouse=True)
+def _dismiss() -> Iterator[None]:
+    parallel.dismiss_prestarted()
+    yield
+    parallel.dismiss_prestarted()
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("speculate") / "access.log"
+    write_access_log(str(path), parallel.MIN_PARALLEL + (4 << 20))  # 20 MB: 16 pieces for 2 processes
+    return path
+
+
+def _units(log: Path, workers: int = 2) -> list[parallel.Unit]:
+    plan = sources.plan_reads(sources.discover(str(log)), [], incremental=False)
+    return access.units(plan.ranges, workers)
+
+
+def _alone(log: Path, opts: ScanOptions) -> dict[str, Any]:
+    partial, _gz = parallel.scan(ACCESS, opts, _units(log, 1), workers=1)
+    return access.summarize(partial)
+
+
+def _claimed(claims: Claims) -> int:
+    with open(claims.path, "rb") as fh:
+        return int.from_bytes(fh.read(8), "little", signed=True)
+
+
+def _wait_claimed(at_least: int, timeout: float = 60.0) -> None:
+    """Until the helper that reads ahead has claimed ``at_least`` pieces (read them, or is reading the last)."""
+    claims = next(iter(parallel._claims.values()))
+    deadline = time.monotonic() + timeout
+    while _claimed(claims) < at_least:
+        assert time.monotonic() < deadline, "the helper read nothing ahead"
+        time.sleep(0.01)
+
+
+def test_claims_hand_out_pieces_in_order_up_to_the_cap_and_none_once_closed() -> None:
+    claims = Claims.make()
+    try:
+        assert claims.publish(("plan", 1))
+        assert [claims.claim(3) for _ in range(4)] == [0, 1, 2, None]
+        assert claims.close() == (3, ("plan", 1))
+        assert claims.claim(10) is None  # closed: the scan has begun
+        assert not claims.publish(("late", 2))
+        assert claims.close() == (0, ("plan", 1))
+    finally:
+        claims.remove()
+    assert not Path(claims.path).exists()
+
+
+def test_a_claim_file_closed_before_any_plan_was_published_has_none() -> None:
+    claims = Claims.make()
+    try:
+        assert claims.close() == (0, None)
+        assert not claims.publish(("plan",))  # the helper comes too late: it reads nothing ahead
+    finally:
+        claims.remove()
+
+
+def test_speculate_reads_its_share_of_the_pieces_and_stops_when_a_message_waits(log: Path) -> None:
+    options = {"access_log": str(log), "incremental": False}
+    order = parallel.queue_order(_units(log))
+    read, write = os.pipe()
+    try:
+        claims = Claims.make()
+        got = speculate.speculate(ACCESS, claims.path, options, {}, 2, read)
+        assert [i for i, _n, _notes in got.done] == list(range(len(order) // 2))
+        assert [n for _i, n, _notes in got.done] == [u.end - u.start for u in order[:len(order) // 2]]  # type: ignore[operator]
+        assert not got.failed and got.acc is not None
+        k, plan = claims.close()
+        assert k == len(order) // 2 and plan == (ACCESS, ScanOptions(log_format="combined"), b"", order)
+        claims.remove()
+
+        os.write(write, b"x")  # the scan's init waits: nothing more is read ahead
+        claims = Claims.make()
+        got = speculate.speculate(ACCESS, claims.path, options, {}, 2, read)
+        assert got.done == [] and claims.close()[0] == 0
+        claims.remove()
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_speculate_reads_nothing_for_a_run_it_cannot_foresee(log: Path) -> None:
+    read, write = os.pipe()
+    try:
+        for options in ({"access_log": str(log)},  # incremental (the default): what is new is not known yet
+                        {"access_log": str(log), "incremental": False, "login_paths": ["/x"]},
+                        {"access_log": str(log.parent / "*.log"), "incremental": False},
+                        {"access_log": str(log), "incremental": False, "workers": "two"}):
+            claims = Claims.make()
+            assert speculate.speculate(ACCESS, claims.path, options, {}, 2, read).done == []
+            assert claims.close() == (0, None)
+            claims.remove()
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_the_scan_takes_over_the_pieces_a_helper_read_ahead(log: Path, tmp_path: Path) -> None:
+    opts = ScanOptions(log_format="combined")
+    assert parallel.prestart(ACCESS, 1, speculate=({"incremental": False}, {"access_log": str(log)})) == 1
+    _wait_claimed(2)
+    claims = next(iter(parallel._claims.values()))
+    processes: dict[str, int] = {}
+    partial, _gz = parallel.scan(ACCESS, opts, _units(log), workers=2, processes=processes)
+    assert processes["read_ahead"] >= 2 and processes["pieces"] == len(_units(log))
+    assert processes["read_ahead_bytes"] == sum(u.size_hint for u in parallel.queue_order(_units(log))
+                                                [:processes["read_ahead"]])
+    assert access.summarize(partial) == _alone(log, opts)  # nothing counted twice, nothing missed
+    assert not parallel._claims and not Path(claims.path).exists()
+
+
+def test_what_a_helper_read_ahead_for_another_plan_is_thrown_away(log: Path) -> None:
+    """The helper guessed the scan options wrong (the job's options as validated differ): what it read is not used,
+    and it scans the rest of the pieces afresh with the scan's options."""
+    opts = ScanOptions(log_format="combined", public_paths=("/downloads/*",))
+    assert parallel.prestart(ACCESS, 1, speculate=({"incremental": False}, {"access_log": str(log)})) == 1
+    _wait_claimed(1)
+    claims = next(iter(parallel._claims.values()))
+    processes: dict[str, int] = {}
+    partial, _gz = parallel.scan(ACCESS, opts, _units(log), workers=2, processes=processes)
+    assert processes["read_ahead"] == 0 and processes["scanning"] == 2
+    assert access.summarize(partial) == _alone(log, opts)
+    assert not Path(claims.path).exists()
+
+
+def test_pieces_read_ahead_for_a_log_that_grew_meanwhile_are_thrown_away(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    write_access_log(str(path), parallel.MIN_PARALLEL + (4 << 20))
+    assert parallel.prestart(ACCESS, 1, speculate=({"incremental": False}, {"access_log": str(path)})) == 1
+    _wait_claimed(1)
+    with open(path, "ab") as fh:  # nginx wrote on: the scan's pieces are cut elsewhere
+        fh.write(path.read_bytes()[:1 << 20].rsplit(b"\n", 1)[0] + b"\n")
+    processes: dict[str, int] = {}
+    opts = ScanOptions(log_format="combined")
+    partial, _gz = parallel.scan(ACCESS, opts, _units(path), workers=2, processes=processes)
+    assert processes["read_ahead"] == 0
+    assert access.summarize(partial) == _alone(path, opts)
+
+
+def test_a_helper_dismissed_while_reading_ahead_ends_and_leaves_no_claim_file(log: Path) -> None:
+    assert parallel.prestart(ACCESS, 1, speculate=({"incremental": False}, {"access_log": str(log)})) == 1
+    _wait_claimed(1)
+    claims = next(iter(parallel._claims.values()))
+    sp = parallel._prestarted[0][1]
+    parallel.dismiss_prestarted()
+    assert sp.popen.poll() == 0 and not Path(claims.path).exists()
+
+
+def _unit(i: int) -> parallel.Unit:
+    return parallel.Unit("/x", i * 10, i * 10 + 10, False, False)
+
+
+def test_pieces_the_helper_could_not_read_ahead_go_back_to_the_queue() -> None:
+    todo: queue.Queue[parallel.Unit] = queue.Queue()
+    counted: list[tuple[parallel.Unit, int]] = []
+    taken = [_unit(0), _unit(1)]
+    parallel._settle(("respec", "FileChanged: /x was replaced"), taken, todo,
+                     lambda u, n, notes: counted.append((u, n)))
+    assert [todo.get_nowait(), todo.get_nowait()] == taken and counted == []
+    parallel._settle(("spec", [(1, 7, []), (0, 10, [])]), taken, todo, lambda u, n, notes: counted.append((u, n)))
+    assert counted == [(_unit(1), 7), (_unit(0), 10)] and todo.empty()
+    with pytest.raises(RuntimeError, match="answered 'spec' for 1 of the 2 pieces"):
+        parallel._settle(("spec", [(0, 10, [])]), taken, todo, lambda u, n, notes: None)
+
+
+def test_a_helper_that_could_not_read_a_piece_ahead_says_so_and_starts_afresh() -> None:
+    acc = access.make_accumulator(ScanOptions())
+    assert speculate.answer(Speculated(acc, [(0, 10, [])], failed="FileChanged: x"), 2) == (
+        ("respec", "FileChanged: x"), None, None)
+    assert speculate.answer(Speculated(acc, [(0, 10, [])], base=5), 2) == (
+        ("respec", "1 of the 2 pieces claimed read"), None, None)
+    assert speculate.answer(Speculated(acc, [(0, 10, []), (1, 3, [])], base=5), 2) == (
+        ("spec", [(0, 10, []), (1, 3, [])]), acc, 5)
+    assert speculate.answer(Speculated(acc, [(0, 10, [])], base=5), -1) == (None, None, None)  # thrown away
+    assert speculate.answer(None, 0) == (None, None, None)
