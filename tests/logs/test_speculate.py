@@ -200,3 +200,57 @@ def test_a_helper_that_could_not_read_a_piece_ahead_says_so_and_starts_afresh() 
         ("spec", [(0, 10, []), (1, 3, [])]), acc, 5)
     assert speculate.answer(Speculated(acc, [(0, 10, [])], base=5), -1) == (None, None, None)  # thrown away
     assert speculate.answer(None, 0) == (None, None, None)
+
+
+PG_PREFIX = "%m [%p] %q%u@%d "
+
+
+def _pg_log(path: Path, size: int) -> None:
+    """A stderr log with statements (some on several lines), errors with their STATEMENT, lock waits."""
+    out: list[bytes] = []
+    i = 0
+    total = 0
+    while total < size:
+        t = f"2024-03-01 10:{i // 3600 % 60:02d}:{i // 60 % 60:02d}.{i % 1000:03d} UTC [{1000 + i % 97}] app@db "
+        if i % 7 == 0:
+            chunk = (f"{t}ERROR:  duplicate key value violates unique constraint \"t_pkey\"\n"
+                     f"{t}DETAIL:  Key (id)=({i}) already exists.\n"
+                     f"{t}STATEMENT:  INSERT INTO t VALUES ({i})\n")
+        elif i % 5 == 0:
+            chunk = f"{t}LOG:  duration: {i % 300}.5 ms  statement: SELECT *\n\tFROM orders\n\tWHERE id = {i}\n"
+        else:
+            chunk = f"{t}LOG:  duration: {i % 90}.25 ms  statement: SELECT name FROM users WHERE id = {i}\n"
+        out.append(chunk.encode())
+        total += len(out[-1])
+        i += 1
+    path.write_bytes(b"".join(out))
+
+
+def test_a_postgres_scan_takes_over_the_pieces_a_helper_read_ahead(tmp_path: Path) -> None:
+    from upkeeper.logs import pglog, pgplan
+
+    path = tmp_path / "postgresql.log"
+    _pg_log(path, pglog.MIN_PARALLEL + (6 << 20))
+    options = {"log_file": str(path), "format": "stderr", "log_line_prefix": PG_PREFIX, "incremental": False}
+    kind, opts, cont, _start, min_parallel = pgplan.scan_setup("stderr", PG_PREFIX, "")
+    ranges = sources.plan_reads(sources.discover(str(path)), [], incremental=False).ranges
+    alone, _gz = parallel.scan(kind, opts, pgplan.units(ranges, "stderr", PG_PREFIX, "", 1), workers=1,
+                               continuation=cont, min_parallel=min_parallel)
+    assert parallel.prestart(kind, 1, speculate=(options, {})) == 1
+    _wait_claimed(1)
+    processes: dict[str, int] = {}
+    together, _gz = parallel.scan(kind, opts, pgplan.units(ranges, "stderr", PG_PREFIX, "", 2), workers=2,
+                                  continuation=cont, min_parallel=min_parallel, processes=processes)
+    assert processes["read_ahead"] >= 1
+    assert pglog.summarize(together) == pglog.summarize(alone)
+    assert pglog.summarize(alone)["errors"]["total"] > 0
+
+
+def test_speculate_reads_no_postgres_log_whose_run_asks_the_server() -> None:
+    from upkeeper.logs import pgplan
+
+    for options in ({"log_file": "/var/log/postgresql.log", "format": "stderr", "incremental": False},  # no prefix
+                    {"log_file": "/var/log/pg.log", "format": "syslog", "log_line_prefix": "%m ", "incremental": False},
+                    {"log_file": "/var/log/pg.csv", "format": "csvlog", "incremental": False},
+                    {"format": "jsonlog", "incremental": False}):
+        assert pgplan.speculation("upkeeper.logs.pglog", options, {}) is None

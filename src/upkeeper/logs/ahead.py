@@ -83,7 +83,7 @@ def _access(options: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[str,
 
 
 #: the tasks whose helpers started ahead read their log ahead (their accumulator module has a ``speculation``)
-SPECULATE = frozenset({"logs.nginx"})
+SPECULATE = frozenset({"logs.nginx", "logs.postgres"})
 
 #: the plan of each task whose runs scan logs: (accumulator module, helpers to start)
 PLANS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[str, int]]] = {

@@ -59,3 +59,15 @@ def syslog_file(files: list[LogFile]) -> bool:
         if head.strip():
             return looks_like_syslog(head)
     return False
+
+
+def files_format(files: list[LogFile]) -> str:
+    """The format to read ``files`` in when the job says ``format: auto``: the one their names tell (.csv csvlog,
+    .json jsonlog, any other stderr) — or syslog, when the first lines of a stderr-named file are syslog lines;
+    "" when their names tell several."""
+    found = sorted({format_of(f.path) for f in files})
+    if len(found) != 1:
+        return ""
+    if found[0] == "stderr" and syslog_file(files):
+        return "syslog"
+    return found[0]

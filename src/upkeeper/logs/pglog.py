@@ -1504,6 +1504,14 @@ def open_from_json(data: Any) -> OpenState:
     return OpenState(out, waits, gone)
 
 
+def speculation(options: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[Any, bytes, list[Any]] | None:
+    """The scan of a ``logs.postgres`` run of this format, for a helper that reads ahead (see
+    :func:`upkeeper.logs.pgplan.speculation`)."""
+    from upkeeper.logs import pgplan
+
+    return pgplan.speculation(__name__, options, target)
+
+
 def make_accumulator(opts: PgScanOptions) -> PgAccumulator:
     return PgAccumulator(opts)
 

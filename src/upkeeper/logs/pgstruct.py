@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import ne, not_
@@ -438,6 +439,14 @@ def _from_json(obj: dict[str, Any]) -> list[str] | None:
         rec[col] = text(key)
     rec[17], rec[20] = text("internal_position"), text("cursor_position")
     return rec
+
+
+def speculation(options: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[Any, bytes, list[Any]] | None:
+    """The scan of a ``logs.postgres`` run of this format, for a helper that reads ahead (see
+    :func:`upkeeper.logs.pgplan.speculation`)."""
+    from upkeeper.logs import pgplan
+
+    return pgplan.speculation(__name__, options, target)
 
 
 def make_accumulator(opts: PgStructOptions) -> PgStructAccumulator:

@@ -33,7 +33,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -552,6 +552,14 @@ class PgSyslogAccumulator:
         for k, v in self.joiner.idents.items():
             p.syslog_idents[k.decode("utf-8", "replace")] += v
         return p
+
+
+def speculation(options: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[Any, bytes, list[Any]] | None:
+    """The scan of a ``logs.postgres`` run of this format, for a helper that reads ahead (see
+    :func:`upkeeper.logs.pgplan.speculation`)."""
+    from upkeeper.logs import pgplan
+
+    return pgplan.speculation(__name__, options, target)
 
 
 def make_accumulator(opts: PgSyslogOptions) -> PgSyslogAccumulator:

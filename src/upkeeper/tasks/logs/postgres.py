@@ -19,7 +19,7 @@ from upkeeper.config.targets import PostgresTarget
 from upkeeper.core.task import Finding, Result, Severity, Status, Task, TaskContext, TaskOptions, task
 from upkeeper.errors import TaskError
 from upkeeper.fmt import human_bytes
-from upkeeper.logs.pgformat import SUFFIX_FORMATS, format_of, syslog_file
+from upkeeper.logs.pgformat import SUFFIX_FORMATS, files_format, format_of
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
     HtmlReport,
@@ -49,7 +49,7 @@ from upkeeper.tasks.logs._common import (
 )
 
 if TYPE_CHECKING:
-    from upkeeper.logs import parallel, pglog, pgstruct, pgsyslog, report_html, sources
+    from upkeeper.logs import parallel, pglog, pgplan, pgstruct, pgsyslog, report_html, sources
     from upkeeper.logs.sources import LogFile, ReadPlan
 else:
     # the reading (the server-log parsers, the parallel reader, the HTML report) is the worker's: 'upkeeper run'
@@ -58,6 +58,7 @@ else:
     # what they need (a log_line_prefix set: pglog, a log_file: sources)
     parallel = lazy.module("upkeeper.logs.parallel")
     pglog = lazy.module("upkeeper.logs.pglog")
+    pgplan = lazy.module("upkeeper.logs.pgplan")
     pgstruct = lazy.module("upkeeper.logs.pgstruct")
     pgsyslog = lazy.module("upkeeper.logs.pgsyslog")
     report_html = lazy.module("upkeeper.logs.report_html")
@@ -384,12 +385,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         elif fmt == "syslog" and options.incremental:  # a message whose last chunks are not written yet
             _hold_back_open_record(plan, lambda path, start, end: pgsyslog.complete_end(path, start, end, prefix,
                                                                                         ident))
-        cont = b"\t" if fmt == "stderr" else b""
+        kind, scan_opts, cont, _start, min_parallel = pgplan.scan_setup(fmt, prefix, ident)
         # pieces begin where a message does: an error, a temporary file or a lock wait keeps its STATEMENT
-        units = parallel.units_for(plan.ranges, continuation=cont, workers=options.workers,
-                                   record_start=pgstruct.RECORD_START if fmt == "csvlog" else
-                                   pgsyslog.RECORD_START if fmt == "syslog" else
-                                   pglog.message_start(prefix) if fmt == "stderr" else None)
+        units = pgplan.units(plan.ranges, fmt, prefix, ident, options.workers)
         t0 = time.monotonic()
 
         def progress(done: int, total: int) -> None:
@@ -398,22 +396,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         read_notes: list[parallel.ReadNote] = []
         processes: dict[str, int] = {}
         try:
-            if fmt == "stderr":
-                partial, gz_read = parallel.scan("upkeeper.logs.pglog", pglog.PgScanOptions(log_line_prefix=prefix), units,
-                                                 workers=options.workers, progress=progress, continuation=cont,
-                                                 min_parallel=pglog.MIN_PARALLEL, notes=read_notes,
-                                                 memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
-            elif fmt == "syslog":
-                partial, gz_read = parallel.scan("upkeeper.logs.pgsyslog",
-                                                 pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident=ident),
-                                                 units, workers=options.workers, progress=progress,
-                                                 min_parallel=pgsyslog.MIN_PARALLEL, notes=read_notes,
-                                                 memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
-            else:
-                partial, gz_read = parallel.scan("upkeeper.logs.pgstruct", pgstruct.PgStructOptions(format="csvlog" if fmt == "csvlog" else "jsonlog"),
-                                                 units, workers=options.workers, progress=progress,
-                                                 min_parallel=pgstruct.MIN_PARALLEL, notes=read_notes,
-                                                 memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
+            partial, gz_read = parallel.scan(kind, scan_opts, units, workers=options.workers, progress=progress,
+                                             continuation=cont, min_parallel=min_parallel, notes=read_notes,
+                                             memory_limit=memory_limit(options.memory_limit_mb), processes=processes)
             log_processes(ctx, processes)
         except parallel.FileChanged as exc:
             raise TaskError(f"{exc}; nothing of this run was recorded",
@@ -523,14 +508,13 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         """The format to read ``files`` in: the option's, or (auto) the one their names tell — one for all."""
         if option != "auto":
             return option
-        found = sorted({format_of(f.path) for f in files})
-        if len(found) > 1:
+        fmt = files_format(files)
+        if not fmt:
+            found = sorted({format_of(f.path) for f in files})
             raise TaskError(f"{path} matches logs of several formats: {', '.join(found)} (told by the file names: "
                             ".csv is csvlog, .json jsonlog, any other stderr)",
                             "Try: narrow log_file to one format's files (e.g. postgresql-*.csv), or set format")
-        if found[0] == "stderr" and syslog_file(files):  # (its first lines tell)
-            return "syslog"
-        return found[0]
+        return fmt
 
     @staticmethod
     def _files(path: str, options: PostgresLogsOptions) -> list[LogFile]:
