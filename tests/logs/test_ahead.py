@@ -5,11 +5,14 @@ figures as a scan by one process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from upkeeper.core import adopted, worker
@@ -127,3 +130,31 @@ def test_upkeeper_run_reaps_the_helpers_it_started_ahead(big_log: Path, tmp_path
     rc, left = out.stdout.split(maxsplit=1)
     assert rc in ("0", "1"), out.stdout + out.stderr  # (1: the synthetic log's attacks are findings)
     assert left.strip() == "[]", left  # (the old code left the helper's zombie to the subreaper)
+
+
+def test_a_run_refused_after_its_helper_began_reading_ahead_leaves_nothing_behind(big_log: Path,
+                                                                                   tmp_path: Path) -> None:
+    """``upkeeper run`` starts the helper (which reads the log ahead) before it validates the config: a config
+    error found afterwards ends the command, and with it the helper; its claim file is removed."""
+    if ahead.cpus() < 2:
+        pytest.skip("one CPU: no helper is started ahead")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    cfg = tmp_path / "upkeeper.yaml"
+    cfg.write_text(f"history: {tmp_path / 'h.db'}\ntargets:\n  web:\n    kind: nginx\n    access_log: {big_log}\n"
+                   f"jobs:\n  whole:\n    task: logs.nginx\n    target: web\n"
+                   f"    options: {{incremental: false, report_dir: {tmp_path}}}\n"
+                   "  broken:\n    task: logs.nginx\n    target: nowhere\n")
+    done = subprocess.run([sys.executable, "-m", "upkeeper", "--config", str(cfg), "run", "whole"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TMPDIR": str(temp)})
+    assert done.returncode == 2 and "nowhere" in done.stdout + done.stderr, done.stdout + done.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        helpers = [p for p in psutil.process_iter(["cmdline", "environ"])
+                   if "upkeeper.logs.scanworker" in (p.info["cmdline"] or [])
+                   and (p.info["environ"] or {}).get("TMPDIR") == str(temp)]
+        if not helpers:
+            break
+        assert time.monotonic() < deadline, helpers
+        time.sleep(0.1)
+    assert sorted(temp.iterdir()) == []  # (no claim file, no stderr file, no partial result)

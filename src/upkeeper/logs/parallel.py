@@ -674,6 +674,10 @@ def _read_ahead(sp: Spawned, kind: str, job: tuple[dict[str, Any], dict[str, Any
         claims = Claims.make()
     except Exception:  # (options that do not pickle, no temp directory): no reading ahead
         return
+    if not _claims:  # (the worker forked from this process removes those it reads; what is left goes at exit)
+        import atexit
+
+        atexit.register(remove_claims)
     try:
         pickle.dump(("speculate", claims.path, *job, share), sp.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         sp.stdin.flush()
@@ -757,7 +761,13 @@ def reap_handed() -> None:
     for sp in _handed:
         with contextlib.suppress(Exception):
             sp.popen.poll()
-    for claims in _claims.values():  # (the worker removes those it read; one that never scanned left them)
+
+
+def remove_claims() -> None:
+    """Remove the claim files of the helpers that read ahead that no scan took (as the process that made them
+    exits: a run refused or failed before its scan, a worker that never scanned)."""
+    while _claims:
+        _pid, claims = _claims.popitem()
         claims.remove()
 
 
