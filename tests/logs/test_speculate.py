@@ -254,3 +254,16 @@ def test_speculate_reads_no_postgres_log_whose_run_asks_the_server() -> None:
                     {"log_file": "/var/log/pg.csv", "format": "csvlog", "incremental": False},
                     {"format": "jsonlog", "incremental": False}):
         assert pgplan.speculation("upkeeper.logs.pglog", options, {}) is None
+
+
+def test_a_scan_within_a_memory_limit_takes_over_the_pieces_read_ahead(log: Path) -> None:
+    """The helper's memory counts from its first buffer read ahead, as a helper's counts from its first: a limit that
+    a scan of this log keeps to is kept to when pieces were read ahead."""
+    opts = ScanOptions(log_format="combined")
+    assert parallel.prestart(ACCESS, 1, speculate=({"incremental": False}, {"access_log": str(log)})) == 1
+    _wait_claimed(1)
+    processes: dict[str, int] = {}
+    partial, _gz = parallel.scan(ACCESS, opts, _units(log), workers=2, processes=processes,
+                                 memory_limit=2 * parallel.MIN_SHARE)
+    assert processes["read_ahead"] >= 1
+    assert access.summarize(partial) == _alone(log, opts)

@@ -107,8 +107,8 @@ class Claims:
 class Speculated:
     """What a helper read before the scan began: its accumulator (None: nothing read), each piece read (its index
     in the plan's order, the bytes read, the :class:`~upkeeper.logs.parallel.ReadNote` items), why a piece could not
-    be read ("" when none failed: the accumulator is then not to be used), and its resident memory before the first
-    piece (the scan's memory budget counts from there)."""
+    be read ("" when none failed: the accumulator is then not to be used), and its resident memory after its first
+    buffer (the scan's memory budget counts from there)."""
 
     acc: Any = None
     done: list[tuple[int, int, list[Any]]] = field(default_factory=list)
@@ -145,10 +145,12 @@ def speculate(kind: str, path: str, options: Mapping[str, Any], target: Mapping[
         if not order or not claims.publish((kind, opts, continuation, order)):
             return Speculated()
         acc = mod.make_accumulator(opts)
-        base = parallel.resident()
     except Exception:
         return Speculated()
-    got = Speculated(acc, base=base)
+    got = Speculated(acc)
+    # no limit yet (the scan's comes with its init), but the base as the scan's budget takes it: the resident memory
+    # after the first buffer, which imported what the scan needs
+    budget = parallel.Budget(1 << 62)
     cap = max(1, len(order) // max(1, share))
     while not _waiting(wake):
         try:
@@ -159,11 +161,12 @@ def speculate(kind: str, path: str, options: Mapping[str, Any], target: Mapping[
             break
         notes: list[Any] = []
         try:
-            n = parallel.scan_unit(acc, order[i], continuation, notes)
+            n = parallel.scan_unit(acc, order[i], continuation, notes, budget)
         except Exception as exc:  # (a file rotated under it: the scan reads the piece again, and says so)
             got.failed = f"{type(exc).__name__}: {exc}"
             break
         got.done.append((i, n, notes))
+        got.base = budget.base
     return got
 
 
