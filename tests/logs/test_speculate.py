@@ -89,11 +89,12 @@ def test_speculate_reads_its_share_of_the_pieces_and_stops_when_a_message_waits(
     try:
         claims = Claims.make()
         got = speculate.speculate(ACCESS, claims.path, options, {}, 2, read)
-        assert [i for i, _n, _notes in got.done] == list(range(len(order) // 2))
-        assert [n for _i, n, _notes in got.done] == [u.end - u.start for u in order[:len(order) // 2]]  # type: ignore[operator]
+        half = -(-len(order) // 2)  # (rounded up)
+        assert [i for i, _n, _notes in got.done] == list(range(half))
+        assert [n for _i, n, _notes in got.done] == [u.end - u.start for u in order[:half]]  # type: ignore[operator]
         assert not got.failed and got.acc is not None
         k, plan = claims.close()
-        assert k == len(order) // 2 and plan == (ACCESS, ScanOptions(log_format="combined"), b"", order)
+        assert k == half and plan == (ACCESS, ScanOptions(log_format="combined"), b"", order)
         claims.remove()
 
         os.write(write, b"x")  # the scan's init waits: nothing more is read ahead
@@ -150,18 +151,41 @@ def test_what_a_helper_read_ahead_for_another_plan_is_thrown_away(log: Path) -> 
     assert not Path(claims.path).exists()
 
 
-def test_pieces_read_ahead_for_a_log_that_grew_meanwhile_are_thrown_away(tmp_path: Path) -> None:
+def test_pieces_read_ahead_of_a_live_log_that_grew_meanwhile_are_taken_over(tmp_path: Path) -> None:
+    """nginx wrote on between the helper's plan and the scan's: the log is cut at the same places but at its end, so
+    the pieces read ahead (the biggest first) are the scan's, and nothing is counted twice or missed."""
+    path = tmp_path / "access.log"
+    write_access_log(str(path), parallel.MIN_PARALLEL + (4 << 20))
+    planned = set(_units(path))
+    assert parallel.prestart(ACCESS, 1, speculate=({"incremental": False}, {"access_log": str(path)})) == 1
+    _wait_claimed(1)
+    with open(path, "ab") as fh:
+        fh.write(path.read_bytes()[:100_000].rsplit(b"\n", 1)[0] + b"\n")
+    units = _units(path)
+    assert set(units) != planned and len(planned & set(units)) >= len(units) // 2  # (only the end is cut elsewhere)
+    processes: dict[str, int] = {}
+    opts = ScanOptions(log_format="combined")
+    partial, _gz = parallel.scan(ACCESS, opts, units, workers=2, processes=processes)
+    assert processes["read_ahead"] >= 1
+    assert access.summarize(partial) == _alone(path, opts)
+
+
+def test_pieces_read_ahead_of_a_log_rotated_meanwhile_are_thrown_away(tmp_path: Path) -> None:
+    """The log was replaced (another inode, the same bytes) between the helper's plan and the scan's: not one piece
+    read ahead is one of the scan's; what was read is thrown away."""
     path = tmp_path / "access.log"
     write_access_log(str(path), parallel.MIN_PARALLEL + (4 << 20))
     assert parallel.prestart(ACCESS, 1, speculate=({"incremental": False}, {"access_log": str(path)})) == 1
     _wait_claimed(1)
-    with open(path, "ab") as fh:  # nginx wrote on: the scan's pieces are cut elsewhere
-        fh.write(path.read_bytes()[:1 << 20].rsplit(b"\n", 1)[0] + b"\n")
+    data = path.read_bytes()
+    path.rename(tmp_path / "access.log.1")
+    path.write_bytes(data)
     processes: dict[str, int] = {}
     opts = ScanOptions(log_format="combined")
-    partial, _gz = parallel.scan(ACCESS, opts, _units(path), workers=2, processes=processes)
+    units = [u for u in _units(path) if u.path == str(path)]
+    partial, _gz = parallel.scan(ACCESS, opts, units, workers=2, processes=processes)
     assert processes["read_ahead"] == 0
-    assert access.summarize(partial) == _alone(path, opts)
+    assert access.summarize(partial) == access.summarize(parallel.scan(ACCESS, opts, units, workers=1)[0])
 
 
 def test_a_helper_dismissed_while_reading_ahead_ends_and_leaves_no_claim_file(log: Path) -> None:

@@ -500,9 +500,12 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
         k, plan = claims.close() if claims is not None else (0, None)
         if claims is not None:
             claims.remove()
-        if k and plan == (kind, opts, continuation, ordered):
-            taken.append(ordered[:k])
-            ordered = ordered[k:]
+        read: list[Unit] = list(plan[3][:k]) if k and isinstance(plan, tuple) and len(plan) == 4 else []
+        if read and isinstance(plan, tuple) and plan[:3] == (kind, opts, continuation) and set(read) <= set(ordered):
+            # every piece it read is one of this scan's (a live log grown meanwhile is cut elsewhere at its end
+            # only: see units_for): this scan's queue goes without them
+            taken.append(read)
+            ordered = [u for u in ordered if u not in set(read)]
         else:
             taken.append(None if k else [])  # (None: it read pieces, and throws them away)
     for u in ordered:
@@ -916,7 +919,7 @@ def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
     """Units for :class:`~upkeeper.logs.sources.ReadRange` items (plain files are cut into pieces).
 
     Pieces are sized so that every process gets a few of them (balance): total / (``per_process`` x
-    processes), between 4 MB and 64 MB.  The processes do not finish together (a helper starts a few
+    processes) in whole MB, between 4 MB and 64 MB.  The processes do not finish together (a helper starts a few
     tenths of a second late) and the last one scans its last piece alone, so smaller pieces shorten that
     tail; a piece costs next to nothing beyond its bytes (the accumulator carries over), but where entries
     pair across lines (an error and its STATEMENT; PostgreSQL's statement and duration are paired again
@@ -928,7 +931,9 @@ def units_for(ranges: list[Any], continuation: bytes = b"", workers: int = 0,
     """
     total = sum((r.end if r.end is not None else r.start) - r.start for r in ranges if not r.file.gz)
     procs = workers if workers > 0 else default_workers()
-    unit = min(64 << 20, max(4 << 20, total // max(1, per_process * procs)))
+    # (in whole MB: a live log that grew a little between two plans is cut at the same places, but at its end, so
+    # that the pieces a helper read ahead are those of the scan's plan: see upkeeper.logs.speculate)
+    unit = min(64 << 20, max(4 << 20, total // max(1, per_process * procs) >> 20 << 20))
     units: list[Unit] = []
     for r in ranges:
         lf = r.file

@@ -7,11 +7,14 @@ scan began ~0.45 s after the helper was ready, and the helper waited idle (the 1
 2026-12-07).  So the helper plans the read the run will make, from the job's options as written (the accumulator
 module's ``speculation``), and scans its pieces in the order the scan hands them out, each claimed first in a small
 shared file (:class:`Claims`).  When the scan begins, it closes the claims, and takes the pieces claimed as read by
-that helper when its own plan is the same (accumulator module, scan options, pieces, in the same order): the
-helper finishes the piece it is in, tells what it read of each, and goes on with the pieces left.  Any difference
-(a log that grew or was rotated meanwhile, options the helper's guess got wrong, a format the run holds back) and
-the helper throws away what it read: the scan reads everything as it would have.  A piece the helper could not
-read (a file that changed under it) goes back to the scan's queue.
+that helper when they are pieces of its own plan (the same accumulator module and scan options; each piece the same
+file — device, inode — and bounds as one of the scan's): the helper finishes the piece it is in, tells what it read
+of each, and goes on with the pieces left.  A live log that grew meanwhile is cut at the same places but at its end
+(:func:`upkeeper.logs.parallel.units_for` sizes pieces in whole MB), so the pieces read first — the biggest, the end's
+are quartered — are the scan's.  Any other difference (a log rotated meanwhile, options the helper's guess got
+wrong, a file the run holds back for its format) and the helper throws away what it read: the scan reads
+everything as it would have.  A piece the helper could not read (a file that changed under it) goes back to the
+scan's queue.
 
 Nothing here is trusted but what the scan checks: the pieces' bounds and files (device, inode), and the options,
 compared for equality.  The claim file is the helper's creator's (mode 0600 in the temp directory).
@@ -129,8 +132,9 @@ def speculate(kind: str, path: str, options: Mapping[str, Any], target: Mapping[
     """In a helper started ahead: plan the read of the job whose ``options`` and ``target`` settings (as written in
     the config file) it was given, with the ``speculation`` of the accumulator module ``kind``; publish the plan in
     the claim file ``path``; then claim and scan its pieces in order until the scan closes the claims, a message
-    waits on ``wake`` (the helper's stdin), or ``1/share`` of the pieces are claimed (the helper's part of the scan:
-    no more is read for a run that may never come).  Never raises: a failure is what :class:`Speculated` says."""
+    waits on ``wake`` (the helper's stdin), or ``1/share`` of the pieces are claimed (the helper's part of the scan,
+    rounded up: no more is read for a run that may never come, or whose plan turns out another).  Never raises: a
+    failure is what :class:`Speculated` says."""
     from upkeeper.logs import parallel
 
     claims = Claims(path)
@@ -151,7 +155,7 @@ def speculate(kind: str, path: str, options: Mapping[str, Any], target: Mapping[
     # no limit yet (the scan's comes with its init), but the base as the scan's budget takes it: the resident memory
     # after the first buffer, which imported what the scan needs
     budget = parallel.Budget(1 << 62)
-    cap = max(1, len(order) // max(1, share))
+    cap = -(-len(order) // max(1, share))
     while not _waiting(wake):
         try:
             i = claims.claim(cap)
