@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
-import math
 import re
-from bisect import bisect_left
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from itertools import accumulate, compress, repeat, starmap
-from operator import is_, itemgetter, mul
+from itertools import accumulate, compress, repeat
+from operator import is_, itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from upkeeper.fmt import printable
@@ -115,6 +113,8 @@ from upkeeper.logs.nginx_format import (
     to_goaccess,
 )
 from upkeeper.logs.samples import keep_first, merge_first
+from upkeeper.logs.stats import percentiles as percentiles
+from upkeeper.logs.stats import top as top
 
 if TYPE_CHECKING:
     from upkeeper.logs.arrowscan import ArrowScanner
@@ -251,12 +251,6 @@ try:  # Counter.update's loop for a mapping, in C
     from upkeeper.logs._cut import add_counts as _add_counts
 except ImportError:  # pragma: no cover - built without a C compiler
     _add_counts = Counter.update
-
-_top_candidates: Callable[[dict[Any, int], int], list[tuple[Any, int]] | None] | None
-try:  # top's pre-selection of a large counter, in C
-    from upkeeper.logs._cut import top_candidates as _top_candidates
-except ImportError:  # pragma: no cover - built without a C compiler (or before top_candidates)
-    _top_candidates = None
 
 _referer_hosts: Callable[[list[bytes]], list[bytes | None]] | None
 _referer_hints: Callable[[list[bytes]], list[bool]] | None
@@ -1680,44 +1674,8 @@ def merge(parts: list[AccessPartial]) -> AccessPartial:
     return out
 
 
-def percentiles(hist: Iterable[tuple[float, int]], ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
-    """Nearest-rank percentiles of a histogram of (value, count), plus mean, max and count."""
-    items = sorted(hist)
-    counts = list(map(itemgetter(1), items))
-    total = sum(counts)
-    if not total:
-        return {}
-    out: dict[str, float] = {"count": float(total)}
-    cum = list(accumulate(counts))  # (a step in C per value: an endpoint's histogram has thousands)
-    at = 0
-    for p in ps:  # the first value whose running count reaches the rank (and not before the last one's)
-        at = max(at, bisect_left(cum, max(1, math.ceil(p / 100.0 * total))))
-        out[f"p{p:g}"] = items[at][0]
-    out["mean"] = round(sum(starmap(mul, items)) / total, 3)
-    out["max"] = items[-1][0]
-    return out
-
-
 def _s(b: bytes | None) -> str:
     return "-" if b is None else b.decode("utf-8", errors="replace")
-
-
-def top(counter: Counter[Any], n: int, key: Any = None) -> list[tuple[Any, int]]:
-    """The ``n`` most frequent entries, ties broken by key (deterministic)."""
-    items: Iterable[tuple[Any, int]] = counter.items()
-    if key is None and n > 0 and len(counter) > 4 * n:
-        # a large counter (paths, clients, agents): the n-th highest count first, comparing plain integers, so
-        # that only the entries that reach it are ordered by (count, key) (the same n entries, fewer key calls)
-        picked = _top_candidates(counter, n) if _top_candidates is not None else None
-        if picked is None:  # (no C extension, or a count that is not a machine integer)
-            floor = heapq.nlargest(n, counter.values())[-1]
-            picked = [kv for kv in items if kv[1] >= floor]
-        items = picked
-    return heapq.nsmallest(n, items, key=key or _by_count)
-
-
-def _by_count(kv: tuple[Any, int]) -> tuple[int, Any]:
-    return -kv[1], kv[0]
 
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")

@@ -1589,7 +1589,7 @@ RAISE_DEFAULT_SQLSTATE = {"WARNING": "01000"}
 def summarize(p: PgPartial, *, top_n: int = 20) -> dict[str, Any]:
     """The report as plain JSON-able data. Examples (statements as logged, samples, deadlock details) are
     redacted: ``ALTER ROLE … PASSWORD '…'`` and conninfo passwords never reach a report or a finding."""
-    from upkeeper.logs.access import percentiles, top
+    from upkeeper.logs.stats import percentiles, top
 
     if p.segments:  # not resolved by the caller (one file, or pieces of one): in order of offsets, and nothing
         resolve(p, final=True)  # carried to a next run
