@@ -27,7 +27,7 @@ from logs.test_access_arrow import (
 )
 from logs.test_access_parse import GOOD
 from upkeeper.logs import _cut
-from upkeeper.logs.access import Accumulator, ScanOptions
+from upkeeper.logs.access import AccessPartial, Accumulator, ScanOptions, all_paths, top, top_paths
 from upkeeper.logs.arrowscan import CUT_MAX_ELEMS, ArrowPlan, arrow_plan, cut_program
 from upkeeper.logs.nginx_format import COMBINED, COMBINED_TIMED, MAIN
 
@@ -265,6 +265,60 @@ def test_top_candidates_leave_what_is_no_machine_integer_to_python() -> None:
         _cut.top_candidates({b"a": 1}, 0)
     with pytest.raises(TypeError):
         _cut.top_candidates([(b"a", 1)], 1)  # type: ignore[arg-type]
+
+
+def _path_top_reference(counts: dict[bytes, int], others: list[dict[bytes, int]], n: int) -> list[tuple[bytes, int]]:
+    """access.top's pre-selection of access.all_paths, as it is written in Python."""
+    paths = Counter(_path_counts_reference(counts))
+    for d in others:
+        paths.update(d)
+    return _top_candidates_reference(paths, n)
+
+
+_path_piece = st.sampled_from([b"/", b"/a", b"/b", b"/abcdefgh", b"/abcdefghi", b"?", b"?x=1", b"#", b"\xff", b"",
+                               b"\0GET\0HTTP/1.1", b"\0POST\0-"])
+_path_hits = st.one_of(st.integers(0, 4), st.integers(-(2 ** 40), 2 ** 40))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.lists(_path_piece, max_size=5).map(b"".join), _path_hits, max_size=40),
+       st.lists(st.dictionaries(st.lists(_path_piece.filter(lambda x: b"\0" not in x), max_size=3).map(b"".join),
+                                _path_hits, max_size=10), max_size=3),
+       st.integers(1, 12))
+def test_busiest_paths_in_c_are_those_of_all_paths(counts: dict[bytes, int], others: list[dict[bytes, int]],
+                                                   n: int) -> None:
+    """The same sums per path as all_paths (a key's URL up to its '?', then the other counters' paths), and the
+    same pre-selection as top_candidates' (ties and repeats included), in any order."""
+    got = _cut.path_top(counts, others, n)
+    assert got is not None
+    assert sorted(got) == sorted(_path_top_reference(counts, others, n))
+
+
+def test_busiest_paths_of_a_large_log_are_those_of_all_paths() -> None:
+    """Thousands of paths (the table grows past its first sizes, hashes collide in their low bits), most of
+    them with several keys: the summary's top paths as top(all_paths(p)) finds them."""
+    counts = {f"/p{i % 5000}{'?q=' + str(i) if i % 3 else ''}\0GET\0HTTP/1.1".encode(): i % 97 for i in range(20000)}
+    others = [{f"/p{i}".encode(): i % 13 for i in range(0, 8000, 7)}, {b"/static/x.js": 10 ** 6}]
+    for n in (1, 10, 1000):
+        assert sorted(_cut.path_top(counts, others, n) or []) == sorted(_path_top_reference(counts, others, n))
+    p = AccessPartial(ga_requests=Counter(counts), static_paths=Counter(others[0]), not_found=Counter(others[1]))
+    assert top_paths(p, 10) == top(all_paths(p), 10)
+    assert top_paths(p, 10)[0] == (b"/static/x.js", 10 ** 6)
+
+
+def test_busiest_paths_leave_what_is_no_machine_integer_to_python() -> None:
+    assert _cut.path_top({b"/a\0GET\0-": 1, b"/b": 2 ** 64}, [], 1) is None
+    assert _cut.path_top({b"/a\0GET\0-": 2 ** 62, b"/a?x\0GET\0-": 2 ** 62}, [{b"/a": 2 ** 62}], 1) is None  # a sum past it
+    assert _cut.path_top({b"/a": 1.5}, [], 1) is None  # type: ignore[dict-item]
+    assert _cut.path_top({"/a": 1}, [], 1) is None  # type: ignore[dict-item]
+    assert _cut.path_top({b"/a": 1}, [{"/b": 1}], 1) is None  # type: ignore[list-item]
+    assert _cut.path_top({}, [{}], 3) == []
+    with pytest.raises(ValueError):
+        _cut.path_top({b"/a": 1}, [], 0)
+    with pytest.raises(TypeError):
+        _cut.path_top({b"/a": 1}, [[(b"/b", 1)]], 1)  # type: ignore[list-item]
+    big = AccessPartial(ga_requests=Counter({b"/a\0GET\0-": 2 ** 64, b"/b\0GET\0-": 1}))
+    assert top_paths(big, 1) == [(b"/a", 2 ** 64)]  # (in Python)
 
 
 _count_key = st.one_of(st.binary(max_size=4), st.tuples(st.binary(max_size=3), st.integers(0, 3)), st.integers(0, 5))
