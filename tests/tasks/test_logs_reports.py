@@ -20,7 +20,10 @@ import pytest
 import services
 from proc_support import worker_with_open
 from upkeeper.core.task import MemoryState, TaskContext
-from upkeeper.logs.report_html import time_chart
+from upkeeper.logs.access import Accumulator, ScanOptions, summarize
+from upkeeper.logs.nginx_format import COMBINED_TIMED
+from upkeeper.logs.report_html import access_report, time_chart
+from upkeeper.redact import redact_obj
 from upkeeper.tasks.logs._common import write_reports
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -430,3 +433,45 @@ def test_a_report_directory_root_made_is_a_clear_error_for_another_user(request:
     res = _as_nobody(cfg, "run", "--json", "mine")
     assert res.returncode == 0, res.stdout + res.stderr
     assert (base / "mine" / "mine" / "latest.json").exists()
+
+
+SECRET_LINES = [
+    b'10.0.0.1 - - [10/Oct/2024:13:55:36 +0000] "GET /reset?token=s3cr3tTOKENvalue1 HTTP/1.1" 200 512 '
+    b'"https://u:pa55word9@example.com/" "curl/8.0" 0.010',
+    b'10.0.0.2 - - [10/Oct/2024:13:56:36 +0000] "GET /x?api_key=KEY1234567890 HTTP/1.1" 404 5 "-" "curl/8.0" 0.020',
+    b'not a line: password=SuperSecret99',
+]
+SECRETS = ["s3cr3tTOKENvalue1", "pa55word9", "KEY1234567890", "SuperSecret99"]
+
+
+def secret_report() -> dict[str, Any]:
+    acc = Accumulator(ScanOptions(log_format=COMBINED_TIMED))
+    acc.feed(b"\n".join(SECRET_LINES) + b"\n", "access.log", 0)
+    rep = summarize(acc.partial(), log_format=COMBINED_TIMED)
+    assert any(s in json.dumps(rep) for s in SECRETS)  # (what the report data holds before it is redacted)
+    return rep
+
+
+def test_a_report_its_task_redacted_whole_is_written_as_it_was_given(tmp_path: Path) -> None:
+    """``redacted=True``: the caller (logs.nginx) redacted the finished data itself, once for its HTML and its JSON;
+    write_reports writes it as given instead of walking it again, the same file as the data redacted here."""
+    rep = secret_report()
+    default = write_reports(ctx(), tmp_path / "a", "access", rep, None, keep=0)
+    given = write_reports(ctx(), tmp_path / "b", "access", redact_obj(rep), None, keep=0, redacted=True)
+    text = Path(default[0]["path"]).read_text()
+    assert Path(given[0]["path"]).read_text() == text
+    assert "***" in text and not any(s in text for s in SECRETS)
+    as_given = write_reports(ctx(), tmp_path / "c", "access", {"line": "GET /?token=abc123456"}, None, keep=0,
+                             redacted=True)
+    assert json.loads(Path(as_given[0]["path"]).read_text()) == {"line": "GET /?token=abc123456"}
+
+
+def test_an_access_page_of_data_its_caller_redacted_is_the_page_it_redacts_itself() -> None:
+    rep = secret_report()
+    findings = [{"check": "logs.nginx.x", "severity": "warning", "subject": "s",
+                 "message": "GET /reset?token=s3cr3tTOKENvalue1", "remediation": ""}]
+    kw: dict[str, Any] = {"title": "t", "subtitle": "s", "trends": {}, "objectives": {}}
+    page = access_report(rep, findings, **kw)
+    shown = redact_obj({**rep, "findings": findings})
+    assert access_report(shown, shown["findings"], **kw, redacted=True) == page
+    assert not any(s in page for s in SECRETS)

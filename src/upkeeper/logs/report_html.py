@@ -208,8 +208,11 @@ def trend_charts(trends: dict[str, list[tuple[str, float]]], specs: Sequence[tup
 
 def access_report(rep: dict[str, Any], findings: Sequence[dict[str, Any]], *, title: str, subtitle: str,
                   trends: dict[str, list[tuple[str, float]]], objectives: dict[str, float],
-                  footer: str = "", history: bool = True) -> str:
-    rep, findings = _redacted(rep, findings)
+                  footer: str = "", history: bool = True, redacted: bool = False) -> str:
+    """The access report's page; ``rep`` and ``findings`` are redacted first (:func:`_redacted`) unless the caller
+    redacted them itself (``redacted``)."""
+    if not redacted:
+        rep, findings = _redacted(rep, findings)
     lat = rep.get("latency", {}).get("overall", {})
     p95 = lat.get("p95")
     p95_obj = objectives.get("latency_p95_ms", 200.0)

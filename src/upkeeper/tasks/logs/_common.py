@@ -140,7 +140,7 @@ STALE_TMP_SECONDS = 3600
 
 
 def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, Any], html: str | None,
-                  keep: int) -> list[dict[str, Any]]:
+                  keep: int, *, redacted: bool = False) -> list[dict[str, Any]]:
     """Write ``<stem>-<time>.json`` (and ``.html``), refresh ``latest.*``, prune old ones; return artifacts.
 
     The name is the run's time to the microsecond, with ``-2``, ``-3`` … when a report of that name is
@@ -154,8 +154,11 @@ def write_reports(ctx: TaskContext, directory: Path, stem: str, data: dict[str, 
     The pending files such a run left are removed here, by the job's next run.
 
     ``data`` is redacted here (log lines, paths and examples carry tokens and passwords); the tasks
-    redact it before they build findings and the HTML, so this is the last line of defence."""
-    data = redact_obj(data)
+    redact it before they build findings and the HTML, so this is the last line of defence — unless the caller
+    redacted the finished ``data`` whole itself (``redacted``: logs.nginx does, once for its HTML and its JSON,
+    where each walked the whole report again)."""
+    if not redacted:
+        data = redact_obj(data)
     make_report_dir(directory, "report_dir")
     _recover(ctx, directory, stem)
     texts = [("json", json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")]

@@ -501,17 +501,20 @@ class NginxLogs(Task[NginxLogsOptions]):
 
         artifacts: list[dict[str, Any]] = []
         if not ctx.dry_run:
+            # the finished report redacted whole, once, for the HTML and the JSON alike (each walked it again): the
+            # summary was before anything was built from it, this covers what was added since (files, findings …)
+            shown: dict[str, Any] = redact_obj(rep)
             tr = with_current(trends(ctx, TREND_METRICS), metrics, ctx.now())
             html = report_html.access_report(
-                rep, rep["findings"], title=f"Access log report — {ctx.target_name or path}",
+                shown, shown["findings"], title=f"Access log report — {ctx.target_name or path}",
                 subtitle=f"{path} · {rep['first'] or '—'} → {rep['last'] or '—'} · job {ctx.job}",
                 trends=tr, objectives={"latency_p95_ms": options.latency_p95_ms,
                                        "failed_pct": options.failed_rate_pct,
                                        "unparsed_pct": options.unparsed_warn_pct},
                 footer=f"upkeeper logs.nginx · {rep['bytes_read']:,} bytes in {seconds:.2f}s · "
-                       f"generated {ctx.now():%Y-%m-%d %H:%M UTC}") if options.html else None
-            artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "access", rep, html,
-                                      options.keep_reports)
+                       f"generated {ctx.now():%Y-%m-%d %H:%M UTC}", redacted=True) if options.html else None
+            artifacts = write_reports(ctx, report_dir(ctx, options.report_dir), "access", shown, html,
+                                      options.keep_reports, redacted=True)
             if options.incremental:
                 ctx.state.set(CURSORS_KEY, sources.finish_cursors(plan, gz_read))
                 ctx.state.set(WRONG_GZ_KEY, wrong_gz)
