@@ -1358,8 +1358,11 @@ class Accumulator:
         for a, c in self.c_ua.items():
             na = norm_ua[a] = normalize_agent(a)
             p.agents[na] += c
+        refs = p.referers
+        ref_get = refs.get  # (Counter's += calls its __missing__ in Python for each new key)
         for rf, c in self.c_ref.items():
-            p.referers[normalize_referer(rf)] += c
+            ref = normalize_referer(rf)
+            refs[ref] = ref_get(ref, 0) + c
         # GoAccess 1.7 keys a visitor on the 32-bit djb2 hash of the agent, not the agent itself
         raw_visitors = self.visitors
         hash_of = _agent_hashes(set(map(itemgetter(2), raw_visitors)), norm_ua)
@@ -1367,19 +1370,24 @@ class Accumulator:
         while raw_visitors:  # popped, so the raw keys are freed as the report keys are built
             d, ip, a = raw_visitors.pop()
             p.visitors.add((d, ip, hash_of[a]))
+        hits = p.endpoint_hits
+        hits_get = hits.get
         for src, dst, parse in ((self.c_lat, p.latency, parse_seconds),
                                 (self.c_ulat, p.upstream, parse_upstream_seconds)):
             ms_of: dict[Any, float | None] = {}
+            timed = src is self.c_lat
+            get = dst.get
             for (e, tok), c in src.items():
                 if tok in ms_of:
                     ms = ms_of[tok]
                 else:
                     v = parse(tok)
                     ms = ms_of[tok] = round(v * 1000.0, 3) if v is not None else None
-                if src is self.c_lat:
-                    p.endpoint_hits[e] += c
+                if timed:
+                    hits[e] = hits_get(e, 0) + c
                 if ms is not None:
-                    dst[(e, ms)] += c
+                    pair = (e, ms)
+                    dst[pair] = get(pair, 0) + c
         p.has_latency = self.has_rt
         p.has_upstream = self.has_urt
         if self.resolver is not None:
