@@ -2103,9 +2103,12 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
 
     failed_spec = parse_statuses(failed_statuses)
     failed = sum(v for k, v in status.items() if _status_in(k, failed_spec))
-    hourly: Counter[str] = Counter()
+    by_hour: dict[tuple[int, int], int] = {}  # (a text made per hour, not per minute)
+    hour_get = by_hour.get
     for (d, hh, _mm), c in p.minutes.items():
-        hourly[f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:00"] += c
+        key = (d, hh)
+        by_hour[key] = hour_get(key, 0) + c
+    hourly = {f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d} {hh:02d}:00": c for (d, hh), c in by_hour.items()}
     # a format without $http_user_agent: no request has an agent to tell a bot by (not "every request a bot")
     agents_logged = has_variable(log_format, "http_user_agent") if log_format else True
     # without $status no request failed or succeeded as far as the log tells (not "0 % failed": an objective met
@@ -2120,7 +2123,8 @@ def summarize(p: AccessPartial, *, top_n: int = 10, failed_statuses: str = "5xx"
     lat_get = lat_all.get
     for (e, ms), c in p.latency.items():
         lat_all[ms] = lat_get(ms, 0) + c
-        per_ep[e][ms] += c
+        hist = per_ep[e]
+        hist[ms] = hist.get(ms, 0) + c  # (Counter's += runs its __missing__ in Python for each new value)
     ups_all: Counter[float] = Counter()
     ups_get = ups_all.get
     for (_e, ms), c in p.upstream.items():
