@@ -304,6 +304,9 @@ def test_busiest_paths_of_a_large_log_are_those_of_all_paths() -> None:
     p = AccessPartial(ga_requests=Counter(counts), static_paths=Counter(others[0]), not_found=Counter(others[1]))
     assert top_paths(p, 10) == top(all_paths(p), 10)
     assert top_paths(p, 10)[0] == (b"/static/x.js", 10 ** 6)
+    p.ga_pruned_paths = Counter({b"/p7": 10 ** 5, b"/pruned": 10 ** 7})  # (the hits of keys left out, per path)
+    assert top_paths(p, 10) == top(all_paths(p), 10)
+    assert top_paths(p, 2) == [(b"/pruned", 10 ** 7), (b"/static/x.js", 10 ** 6)]
 
 
 def test_busiest_paths_leave_what_is_no_machine_integer_to_python() -> None:
