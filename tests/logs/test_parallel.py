@@ -217,6 +217,25 @@ def test_damaged_compressed_files_are_noted_by_helper_processes_too(tmp_path: Pa
         assert gz_read == {u.path: len(complete) if k % 2 else len(text) for k, u in enumerate(units)}
 
 
+def test_idle_is_called_once_while_the_helpers_finish_and_never_without_helpers(tmp_path: Path) -> None:
+    """``idle`` (logs.nginx reads history there, with nothing of the scan to work on while its helpers finish): called
+    once this process has scanned its units, from the calling thread, before the scan returns; not at all when no
+    helper scans (``workers: 1``: there is no wait to fill, so the caller does that work itself afterwards)."""
+    text = b"".join(good(i) for i in range(6000))
+    units = []
+    for k in range(4):
+        p = tmp_path / f"access-{k}.log"
+        p.write_bytes(text)
+        units.append(parallel.Unit(str(p), 0, len(text), False, True, str(p)))
+    for workers in (1, 2):
+        calls: list[str] = []
+        partial, _gz = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=COMBINED_TIMED), units,
+                                     workers=workers, min_parallel=0,
+                                     idle=lambda calls=calls: calls.append(threading.current_thread().name))
+        assert partial.lines == 4 * 6000 and partial.invalid == 0
+        assert calls == ([threading.current_thread().name] if workers == 2 else [])
+
+
 _DYING_KIND = '''
 import os, signal, time
 from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401

@@ -451,7 +451,8 @@ def _load(kind: str) -> Any:
 def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
          progress: Callable[[int, int], None] | None = None, continuation: bytes = b"",
          min_parallel: int = MIN_PARALLEL, notes: list[ReadNote] | None = None,
-         memory_limit: int = 0, processes: dict[str, int] | None = None) -> tuple[Any, dict[str, int]]:
+         memory_limit: int = 0, processes: dict[str, int] | None = None,
+         idle: Callable[[], None] | None = None) -> tuple[Any, dict[str, int]]:
     """Run ``units`` through accumulators of module ``kind`` and merge their partial results.
 
     ``kind`` names a module with ``make_accumulator(opts)`` and ``merge(partials)``.  Returns the
@@ -465,7 +466,9 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     (each at its next buffer: the sum they check is past the limit).  ``processes`` (when given) receives how many
     processes scanned (``scanning``: this one and its helpers), how many helpers were started before the scan
     (``prestarted``, see :func:`prestart`) and how many of those by ``upkeeper run`` before it forked this worker
-    (``ahead``).
+    (``ahead``).  ``idle`` (when given, and helpers scan) is called once this process has scanned its units and built
+    its partial result, while the helpers finish theirs: work the caller needs after the scan but not from it
+    (reading history) costs no time there.
     """
     mod = _load(kind)
     total = sum(u.size_hint for u in units) or 1
@@ -560,6 +563,8 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
             mine = acc.partial()  # reduce our own state before the helpers' results arrive
         del acc
         release_memory()
+        if idle is not None and threads:
+            idle()
         for t in threads:
             t.join()
         if notes is not None:
