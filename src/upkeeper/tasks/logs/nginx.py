@@ -432,7 +432,7 @@ class NginxLogs(Task[NginxLogsOptions]):
             ctx.progress(f"scanned {human_bytes(done)} of {human_bytes(total)}", done / total if total else None)
 
         # what the report needs of history, read while this process waits for the scan's helpers (it has no result
-        # of the scan to work on then): on a first read, history's connection is opened too (~20 ms of the tail)
+        # of the scan to work on then): the trends' queries were ~7 ms of the 100 MB run's end
         early: dict[str, Any] = {}
 
         def prefetch() -> None:
@@ -494,8 +494,7 @@ class NginxLogs(Task[NginxLogsOptions]):
         rep["future_hours"] = {h: c for h, c in rep["hourly"].items() if h > latest}
         rep["future_after"] = latest
         hours = merge_hours(early["hours"] if "hours" in early else ctx.state.get(HOURS_KEY, {}), rep["hourly"],
-                            incremental=options.incremental,
-                            not_after=latest)
+                            incremental=options.incremental, not_after=latest)
         # an hour older than the kept days (a first run over a long log) is whole as this run read it
         rep["hourly_whole"] = {h: hours.get(h, c) for h, c in rep["hourly"].items() if h <= latest}
         rep["usual_peak_hour"] = usual_peak_hour(hours, rep["hourly_whole"])
