@@ -275,7 +275,6 @@ def test_speculate_reads_no_postgres_log_whose_run_asks_the_server() -> None:
 
     for options in ({"log_file": "/var/log/postgresql.log", "format": "stderr", "incremental": False},  # no prefix
                     {"log_file": "/var/log/pg.log", "format": "syslog", "log_line_prefix": "%m ", "incremental": False},
-                    {"log_file": "/var/log/pg.csv", "format": "csvlog", "incremental": False},
                     {"format": "jsonlog", "incremental": False}):
         assert pgplan.speculation("upkeeper.logs.pglog", options, {}) is None
 
@@ -291,3 +290,32 @@ def test_a_scan_within_a_memory_limit_takes_over_the_pieces_read_ahead(log: Path
                                  memory_limit=2 * parallel.MIN_SHARE)
     assert processes["read_ahead"] >= 1
     assert access.summarize(partial) == _alone(log, opts)
+
+
+def test_a_csvlog_scan_takes_over_the_pieces_a_helper_read_ahead(tmp_path: Path) -> None:
+    """A live csvlog whose last record is not whole yet (a newline inside a quoted field was the last byte written):
+    the helper holds it back as the run does, so its pieces are the run's."""
+    from logs.test_pgstruct import Rec, csv_line
+    from upkeeper.logs import pglog, pgplan, pgstruct
+
+    path = tmp_path / "postgresql.csv"
+    recs = [Rec("LOG", f"duration: {i % 97}.5 ms  statement: SELECT *\n  FROM t{i % 13}\n  WHERE id = {i}", pid=i % 40)
+            for i in range(90_000)]
+    body = "".join(csv_line(r) for r in recs).encode()
+    path.write_bytes(body + csv_line(Rec("LOG", "duration: 1.0 ms  statement: SELECT 'half\nwritten")).encode()[:-30])
+    assert len(body) > pgstruct.MIN_PARALLEL
+    options = {"log_file": str(path), "format": "csvlog", "incremental": False}
+    kind, opts, cont, _start, min_parallel = pgplan.scan_setup("csvlog", "", "")
+    plan = sources.plan_reads(sources.discover(str(path)), [], incremental=False)
+    pgplan.hold_back_open_record(plan, pgstruct.complete_end)
+    assert plan.ranges[0].end == len(body)  # (the half-written record is left for a later run)
+    alone, _gz = parallel.scan(kind, opts, pgplan.units(plan.ranges, "csvlog", "", "", 1), workers=1,
+                               min_parallel=min_parallel)
+    assert parallel.prestart(kind, 1, speculate=(options, {})) == 1
+    _wait_claimed(1)
+    processes: dict[str, int] = {}
+    together, _gz = parallel.scan(kind, opts, pgplan.units(plan.ranges, "csvlog", "", "", 2), workers=2,
+                                  min_parallel=min_parallel, processes=processes)
+    assert processes["read_ahead"] >= 1
+    assert pglog.summarize(together) == pglog.summarize(alone)
+    assert pglog.summarize(alone)["statements"]["count"] == 90_000

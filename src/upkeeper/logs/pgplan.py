@@ -4,8 +4,9 @@ that reads the log ahead of the run (:mod:`upkeeper.logs.speculate`), so that bo
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from upkeeper.logs import parallel, pgformat, sources
@@ -38,13 +39,29 @@ def units(ranges: list[Any], fmt: str, prefix: str, ident: str, workers: int) ->
     return parallel.units_for(ranges, continuation=cont, workers=workers, record_start=record_start)
 
 
+def hold_back_open_record(plan: sources.ReadPlan, complete_end: Callable[[str, int, int], int]) -> None:
+    """A live csvlog's last record may not be whole yet (a newline inside a field was the last byte written), nor
+    a live syslog file's last messages (their last chunks not written yet): leave it for the next run, whose read
+    starts there (the range and the cursor end before it; ``complete_end(path, start, end)`` tells where)."""
+    for i, r in enumerate(plan.ranges):
+        if r.end is None or r.final or r.file.gz:
+            continue
+        end = complete_end(r.file.path, r.start, r.end)
+        if end == r.end:
+            continue
+        plan.ranges[i] = dataclasses.replace(r, end=end)
+        for c in plan.cursors:
+            if c["path"] == r.file.path and c["offset"] == r.end:
+                sources.move_cursor(c, end)
+    plan.ranges[:] = [r for r in plan.ranges if r.end is None or r.end > r.start]
+
+
 def speculation(kind: str, options: Mapping[str, Any], target: Mapping[str, Any]
                 ) -> tuple[Any, bytes, list[parallel.Unit]] | None:
     """For a helper of accumulator module ``kind`` that reads ahead: the scan options, continuation and pieces of a
     ``logs.postgres`` run that reads its whole ``log_file`` (``incremental: false``) without asking the server (its
     ``log_line_prefix`` given, and for syslog its ``syslog_ident``), guessed from the job's options as written; None
-    when that cannot be told (a glob, a server to ask, a csvlog — whose open last record the run holds back —,
-    options it does not know how to read).  Only a guess: the scan uses what was read ahead only when its own plan
+    when that cannot be told (a glob, a server to ask, options it does not know how to read).  Only a guess: the scan uses what was read ahead only when its own plan
     is equal."""
     path = options.get("log_file")
     prefix = options.get("log_line_prefix")
@@ -59,11 +76,15 @@ def speculation(kind: str, options: Mapping[str, Any], target: Mapping[str, Any]
     fmt = options.get("format", "auto")
     if fmt == "auto" and files:
         fmt = pgformat.files_format(files)
-    if (fmt not in ("stderr", "syslog", "jsonlog") or not files or (fmt in ("stderr", "syslog") and not prefix)
+    if (fmt not in pgformat.SCANNERS or not files or (fmt in ("stderr", "syslog") and not prefix)
             or (fmt == "syslog" and ident is None)):
         return None
     got_kind, opts, cont, _start, _min = scan_setup(fmt, prefix or "", ident or "")
     if got_kind != kind:
         return None
     plan = sources.plan_reads(files, [], incremental=False)
+    if fmt == "csvlog":  # (as the run does: a live csvlog's last record may not be whole yet)
+        from upkeeper.logs import pgstruct
+
+        hold_back_open_record(plan, pgstruct.complete_end)
     return opts, cont, units(plan.ranges, fmt, prefix or "", ident or "", workers)

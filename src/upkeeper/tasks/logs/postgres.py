@@ -8,7 +8,7 @@ import glob
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -381,9 +381,9 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         started = cursors
         plan = sources.plan_reads(files, cursors, incremental=options.incremental)
         if fmt == "csvlog":
-            _hold_back_open_record(plan, pgstruct.complete_end)
+            pgplan.hold_back_open_record(plan, pgstruct.complete_end)
         elif fmt == "syslog" and options.incremental:  # a message whose last chunks are not written yet
-            _hold_back_open_record(plan, lambda path, start, end: pgsyslog.complete_end(path, start, end, prefix,
+            pgplan.hold_back_open_record(plan, lambda path, start, end: pgsyslog.complete_end(path, start, end, prefix,
                                                                                         ident))
         kind, scan_opts, cont, _start, min_parallel = pgplan.scan_setup(fmt, prefix, ident)
         # pieces begin where a message does: an error, a temporary file or a lock wait keeps its STATEMENT
@@ -799,23 +799,6 @@ def _open_before(last: Any, files: list[LogFile], plan: ReadPlan) -> pglog.OpenS
             return None
         return pglog.open_from_json(last.get("pids"))
     return None
-
-
-def _hold_back_open_record(plan: ReadPlan, complete_end: Callable[[str, int, int], int]) -> None:
-    """A live csvlog's last record may not be whole yet (a newline inside a field was the last byte written), nor
-    a live syslog file's last messages (their last chunks not written yet): leave it for the next run, whose read
-    starts there (the range and the cursor end before it; ``complete_end(path, start, end)`` tells where)."""
-    for i, r in enumerate(plan.ranges):
-        if r.end is None or r.final or r.file.gz:
-            continue
-        end = complete_end(r.file.path, r.start, r.end)
-        if end == r.end:
-            continue
-        plan.ranges[i] = dataclasses.replace(r, end=end)
-        for c in plan.cursors:
-            if c["path"] == r.file.path and c["offset"] == r.end:
-                sources.move_cursor(c, end)
-    plan.ranges[:] = [r for r in plan.ranges if r.end is None or r.end > r.start]
 
 
 def _mtime(path: str) -> float | None:
