@@ -617,6 +617,31 @@ static void heap_down(long long *h, Py_ssize_t n, Py_ssize_t i) {
     }
 }
 
+/* append a new reference (NULL: the call that made it failed) to list, and drop it; -1 on failure */
+static int append_new(PyObject *list, PyObject *item) {
+    if (!item) return -1;
+    int r = PyList_Append(list, item);
+    Py_DECREF(item);
+    return r;
+}
+
+/* keep the n highest values offered in a min-heap of (at most) n, its root the lowest; *have: how many it holds */
+static void heap_offer(long long *h, Py_ssize_t *have, Py_ssize_t n, long long v) {
+    if (*have < n) {
+        Py_ssize_t i = (*have)++;
+        h[i] = v;
+        while (i > 0 && h[(i - 1) / 2] > h[i]) {
+            long long t = h[i];
+            h[i] = h[(i - 1) / 2];
+            h[(i - 1) / 2] = t;
+            i = (i - 1) / 2;
+        }
+    } else if (v > h[0]) {
+        h[0] = v;
+        heap_down(h, n, 0);
+    }
+}
+
 static int count_of(PyObject *value, long long *out) {
     if (!PyLong_Check(value)) return 0;
     int overflow = 0;
@@ -647,19 +672,7 @@ static PyObject *top_candidates(PyObject *self, PyObject *args) {
             PyMem_Free(heap);
             Py_RETURN_NONE;
         }
-        if (have < n) {
-            Py_ssize_t i = have++;
-            heap[i] = v;
-            while (i > 0 && heap[(i - 1) / 2] > heap[i]) {
-                long long t = heap[i];
-                heap[i] = heap[(i - 1) / 2];
-                heap[(i - 1) / 2] = t;
-                i = (i - 1) / 2;
-            }
-        } else if (v > heap[0]) {
-            heap[0] = v;
-            heap_down(heap, n, 0);
-        }
+        heap_offer(heap, &have, n, v);
     }
     if (have) floor = heap[0];
     PyMem_Free(heap);
@@ -672,13 +685,10 @@ static PyObject *top_candidates(PyObject *self, PyObject *args) {
             Py_RETURN_NONE;
         }
         if (v < floor) continue;
-        PyObject *item = PyTuple_Pack(2, key, value);
-        if (!item || PyList_Append(out, item) != 0) {
-            Py_XDECREF(item);
+        if (append_new(out, PyTuple_Pack(2, key, value)) != 0) {
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(item);
     }
     return out;
 }
@@ -796,20 +806,7 @@ static PyObject *path_top(PyObject *self, PyObject *args) {
     }
     Py_ssize_t have = 0;
     for (Py_ssize_t i = 0; i < t.used; i++) {  /* the n highest sums: a min-heap, its root the lowest */
-        v = t.entries[i].sum;
-        if (have < n) {
-            Py_ssize_t at = have++;
-            heap[at] = v;
-            while (at > 0 && heap[(at - 1) / 2] > heap[at]) {
-                long long tmp = heap[at];
-                heap[at] = heap[(at - 1) / 2];
-                heap[(at - 1) / 2] = tmp;
-                at = (at - 1) / 2;
-            }
-        } else if (v > heap[0]) {
-            heap[0] = v;
-            heap_down(heap, n, 0);
-        }
+        heap_offer(heap, &have, n, t.entries[i].sum);
     }
     long long floor = have ? heap[0] : 0;
     out = PyList_New(0);
@@ -817,13 +814,10 @@ static PyObject *path_top(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < t.used; i++) {
         PathSum *e = &t.entries[i];
         if (e->sum < floor) continue;
-        PyObject *item = Py_BuildValue("(y#L)", e->p, e->len, e->sum);
-        if (!item || PyList_Append(out, item) != 0) {
-            Py_XDECREF(item);
+        if (append_new(out, Py_BuildValue("(y#L)", e->p, e->len, e->sum)) != 0) {
             Py_CLEAR(out);
             goto done;
         }
-        Py_DECREF(item);
     }
     goto done;
 fallback:
