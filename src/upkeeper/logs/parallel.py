@@ -508,7 +508,8 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
             # every piece it read is one of this scan's (a live log grown meanwhile is cut elsewhere at its end
             # only: see units_for): this scan's queue goes without them
             taken.append(read)
-            ordered = [u for u in ordered if u not in set(read)]
+            gone = set(read)
+            ordered = [u for u in ordered if u not in gone]
         else:
             taken.append(None if k else [])  # (None: it read pieces, and throws them away)
     for u in ordered:
@@ -676,22 +677,22 @@ def prestart(kind: str, count: int = 1, *, ahead: bool = False,
 def _read_ahead(sp: Spawned, kind: str, job: tuple[dict[str, Any], dict[str, Any]], share: int) -> None:
     """Have the helper ``sp`` read the job's first pieces until the scan begins (best effort)."""
     try:
-        msg = pickle.dumps(("speculate", "", *job, share), protocol=pickle.HIGHEST_PROTOCOL)
-        if len(msg) > SPECULATE_MAX:
-            return
         claims = Claims.make()
-    except Exception:  # (options that do not pickle, no temp directory): no reading ahead
+    except OSError:  # (no temp directory): no reading ahead
+        return
+    try:
+        msg = pickle.dumps(("speculate", claims.path, *job, share), protocol=pickle.HIGHEST_PROTOCOL)
+        if len(msg) > SPECULATE_MAX:
+            raise ValueError("the job's options are too big to send before the fork")
+        sp.stdin.write(msg)
+        sp.stdin.flush()
+    except Exception:  # (options that do not pickle, a helper already gone): no reading ahead
+        claims.remove()
         return
     if not _claims:  # (the worker forked from this process removes those it reads; what is left goes at exit)
         import atexit
 
         atexit.register(remove_claims)
-    try:
-        pickle.dump(("speculate", claims.path, *job, share), sp.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-        sp.stdin.flush()
-    except Exception:
-        claims.remove()
-        return
     _claims[sp.popen.pid] = claims
 
 
