@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,20 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("speculate") / "access.log"
     write_access_log(str(path), parallel.MIN_PARALLEL + (4 << 20))  # 20 MB: 16 pieces for 2 processes
     return path
+
+
+@pytest.fixture
+def new_claims() -> Iterator[Callable[[], Claims]]:
+    """Claim files for a test, removed after it whatever it asserted."""
+    made: list[Claims] = []
+
+    def make() -> Claims:
+        made.append(Claims.make())
+        return made[-1]
+
+    yield make
+    for claims in made:
+        claims.remove()
 
 
 def _units(log: Path, workers: int = 2) -> list[parallel.Unit]:
@@ -82,12 +96,13 @@ def test_a_claim_file_closed_before_any_plan_was_published_has_none() -> None:
         claims.remove()
 
 
-def test_speculate_reads_its_share_of_the_pieces_and_stops_when_a_message_waits(log: Path) -> None:
+def test_speculate_reads_its_share_of_the_pieces_and_stops_when_a_message_waits(
+        log: Path, new_claims: Callable[[], Claims]) -> None:
     options = {"access_log": str(log), "incremental": False}
     order = parallel.queue_order(_units(log))
     read, write = os.pipe()
     try:
-        claims = Claims.make()
+        claims = new_claims()
         got = speculate.speculate(ACCESS, claims.path, options, {}, 2, read)
         half = -(-len(order) // 2)  # (rounded up)
         assert [i for i, _n, _notes in got.done] == list(range(half))
@@ -95,29 +110,26 @@ def test_speculate_reads_its_share_of_the_pieces_and_stops_when_a_message_waits(
         assert not got.failed and got.acc is not None
         k, plan = claims.close()
         assert k == half and plan == (ACCESS, ScanOptions(log_format="combined"), b"", order)
-        claims.remove()
 
         os.write(write, b"x")  # the scan's init waits: nothing more is read ahead
-        claims = Claims.make()
+        claims = new_claims()
         got = speculate.speculate(ACCESS, claims.path, options, {}, 2, read)
         assert got.done == [] and claims.close()[0] == 0
-        claims.remove()
     finally:
         os.close(read)
         os.close(write)
 
 
-def test_speculate_reads_nothing_for_a_run_it_cannot_foresee(log: Path) -> None:
+def test_speculate_reads_nothing_for_a_run_it_cannot_foresee(log: Path, new_claims: Callable[[], Claims]) -> None:
     read, write = os.pipe()
     try:
         for options in ({"access_log": str(log)},  # incremental (the default): what is new is not known yet
                         {"access_log": str(log), "incremental": False, "login_paths": ["/x"]},
                         {"access_log": str(log.parent / "*.log"), "incremental": False},
                         {"access_log": str(log), "incremental": False, "workers": "two"}):
-            claims = Claims.make()
+            claims = new_claims()
             assert speculate.speculate(ACCESS, claims.path, options, {}, 2, read).done == []
             assert claims.close() == (0, None)
-            claims.remove()
     finally:
         os.close(read)
         os.close(write)
