@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats, trace_excerpt
+from upkeeper.logs.errorlog import AppLogStats, NginxErrorStats
+from upkeeper.logs.samples import trace_excerpt
 
 LOGS = Path(__file__).parent / "applogs"
 

@@ -4,6 +4,8 @@ was cut among processes: the same report, samples included, with one process or 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +79,17 @@ def test_the_report_and_its_samples_are_the_same_whatever_the_cut(tmp_path: Path
     for kw in ({"workers": 2, "unit": 200_000}, {"workers": 1, "unit": 150_000, "reverse": True},
                {"workers": 2, "unit": 90_000, "reverse": True}):
         assert _report(log, **kw) == one, kw  # type: ignore[arg-type]
+
+
+def test_the_access_and_postgres_workers_do_not_import_the_error_log_parser() -> None:
+    """:func:`~upkeeper.logs.samples.trace_excerpt` lives here: the HTML reports imported the error-log parser for
+    it, ~10 ms of every access and PostgreSQL run's worker (what it imports before a run: its task's libraries)."""
+    code = ("import sys\n"
+            "from upkeeper import lazy\n"
+            "import upkeeper.tasks.logs.nginx, upkeeper.tasks.logs.postgres\n"
+            "lazy.load_all(first=['upkeeper.tasks.logs.nginx', 'upkeeper.tasks.logs.postgres'])\n"
+            "assert 'upkeeper.logs.report_html' in sys.modules and 'upkeeper.logs.access' in sys.modules\n"
+            "print('upkeeper.logs.errorlog' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

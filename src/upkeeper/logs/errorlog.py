@@ -1348,16 +1348,6 @@ class AppLogStats:
             g.sources.add(source)
 
 
-def trace_excerpt(example: str, head: int = 3, tail: int = 6, width: int = 300) -> str:
-    """An exception's example for a table cell: all of it when short, else its first ``head`` lines (a JVM
-    or JS exception and its first frames) and its last ``tail`` ones (where a Python traceback was raised
-    and its exception line), each cut at ``width`` characters."""
-    lines = [ln if len(ln) <= width else ln[:width] + "…" for ln in example.split("\n")]
-    if len(lines) > head + tail + 1:
-        lines = lines[:head] + [f"… {len(lines) - head - tail} more lines …"] + lines[-tail:]
-    return "\n".join(lines)
-
-
 def _first_str(obj: dict[str, Any], keys: tuple[str, ...]) -> str:
     for k in keys:
         v = obj.get(k)

@@ -8,7 +8,7 @@ from html import escape
 from typing import Any
 
 from upkeeper.fmt import printable_lines
-from upkeeper.logs.errorlog import trace_excerpt
+from upkeeper.logs.samples import trace_excerpt
 from upkeeper.logs.svg import PALETTE, bar_chart, line_chart, status_colors
 from upkeeper.redact import redact, redact_obj
 

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from upkeeper import lazy
 from upkeeper.config.targets import AppTarget, NginxTarget
 from upkeeper.core.task import Finding, Result, Severity, Task, TaskContext, TaskOptions, task
+from upkeeper.logs.samples import trace_excerpt
 from upkeeper.redact import redact, redact_obj
 from upkeeper.tasks.logs._common import (
     REPORT_KEEP_DEFAULT,
@@ -413,7 +414,7 @@ class ErrorLogs(Task[ErrorLogsOptions]):
                                + (f" (caused by {g['cause']})" if g.get("cause") else "") + f" ({g['count']}x, in "
                                f"{', '.join(Path(s).name for s in g['sources'][:3])})",
                                "a new kind of failure since the last run: look at the example in the report",
-                               value=g["count"], data={"example": errorlog.trace_excerpt(g["example"]), "id": gid}))
+                               value=g["count"], data={"example": trace_excerpt(g["example"]), "id": gid}))
         if len(new) > o.max_new_findings:
             out.append(Finding("logs.errors.new_exception", Severity.WARNING, "more",
                                f"{len(new) - o.max_new_findings} more new exception group(s): see the report",
