@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import tempfile
 import threading
 import tracemalloc
@@ -452,3 +453,46 @@ def test_a_scan_that_fails_in_the_calling_process_leaves_no_helper_result_behind
         if t.name.startswith("scan-helper-"):
             t.join(timeout=60)
     assert list(scratch.iterdir()) == []
+
+
+_WHO_KIND = '''
+import os
+from upkeeper.logs.access import make_accumulator as _make, merge  # noqa: F401
+
+def make_accumulator(opts):
+    acc = _make(opts)
+    def start_unit(source, start, end):
+        with open(os.environ["UPK_TEST_WHO"], "a") as fh:
+            fh.write(f"{os.getpid()} {start}\\n")
+    acc.start_unit = start_unit
+    return acc
+'''
+
+
+def test_the_helpers_leave_the_last_pieces_to_the_calling_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper's end costs more than the calling process's own (its partial result is pickled, and unpickled by
+    the caller), and the caller waited for it, idle: the helpers take no piece once what is left in the queue is at
+    most 1/HELPERS_LEAVE of the scan's bytes.  Here 1/4: the last 4 of 16 equal pieces are the caller's."""
+    (tmp_path / "who_kind.py").write_text(_WHO_KIND)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    who = tmp_path / "who"
+    monkeypatch.setenv("UPK_TEST_WHO", str(who))
+    monkeypatch.setattr(parallel, "HELPERS_LEAVE", 4)
+    log = tmp_path / "access.log"
+    with log.open("wb") as fh:
+        for i in range(16 * 2000):
+            fh.write(good(i))
+    size = log.stat().st_size
+    units = parallel.split_units(str(log), 0, size, final=True, unit=-(-size // 16))
+    assert len(units) == 16
+    partial, _ = parallel.scan("who_kind", ScanOptions(log_format=COMBINED_TIMED), units, workers=2,
+                               min_parallel=0)
+    assert partial.lines == 16 * 2000
+    scanned = [line.split() for line in who.read_text().splitlines()]
+    assert sorted(int(start) for _pid, start in scanned) == sorted(u.start for u in units)
+    last = {u.start for u in parallel.queue_order(units)[-4:]}
+    mine = {int(start) for pid, start in scanned if int(pid) == os.getpid()}
+    assert last <= mine, (sorted(last), sorted(mine))
+    assert len({pid for pid, _s in scanned}) == 2  # (the helper scanned some)

@@ -34,7 +34,6 @@ from typing import IO, Any
 
 from upkeeper.core.adopted import Adopted, StderrFile
 from upkeeper.errors import ProcessError
-from upkeeper.redact import redact
 
 STDERR_KEEP = 64 * 1024
 PIPE = subprocess.PIPE
@@ -258,6 +257,8 @@ class _StderrCollector(threading.Thread):
 
     @property
     def text(self) -> str:
+        from upkeeper.redact import redact
+
         return redact(self.buf.decode("utf-8", errors="replace"))
 
 
@@ -273,6 +274,8 @@ def run(
     stdout: int | IO[bytes] | None = PIPE,
 ) -> ProcResult:
     """Run ``argv`` to completion.  Raises :class:`ProcessError` on a non-zero exit when ``check``."""
+    from upkeeper.redact import redact
+
     argv = [str(a) for a in argv]
     start = time.monotonic()
     try:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import gc
 import os
-import pickle
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from upkeeper.shield import stop_or_defer
+
+if TYPE_CHECKING:  # (imported where used: upkeeper run imports this module before it starts its scan helpers)
+    from multiprocessing.connection import Connection
 
 #: seconds the task's processes have to end on SIGTERM once the parent is gone, before the group's SIGKILL
 ORPHAN_GRACE = 1.0
@@ -248,6 +249,8 @@ def main(argv: list[str]) -> int:
     # No cyclic garbage collection while the worker starts: its imports create some 80,000 long-lived
     # objects and no garbage, yet trip ~200 collections (5-10% of its start-up).
     gc.disable()
+    from multiprocessing.connection import Connection
+
     fd = int(argv[1])
     parent = int(argv[2]) if len(argv) > 2 else os.getppid()
     conn = Connection(fd)
@@ -288,6 +291,8 @@ def main(argv: list[str]) -> int:
 
 
 def _serve(conn: Connection, send: Any, parent: int, execute_request: Any, register_secrets: Any) -> int:
+    import pickle
+
     from upkeeper.core.execute import WorkRequest
 
     jobs: dict[str, Any] = {}  # the jobs of that config, each sent with its first run here

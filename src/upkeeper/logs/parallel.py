@@ -49,6 +49,11 @@ ACCESS_TAIL = 1
 #: whole scan state together, and on a 1 GB log (64 MB pieces) that added ~6 MB to the peak of the process tree
 #: (medians of 13 runs each, 2026-12-07), where a staggered end lets the first process shrink while the other ends
 TAIL_MAX_UNIT = 16 << 20
+#: the helpers leave the last pieces of the queue, up to this part of the scan's bytes (1/40: 2.5 MB of a 100 MB log),
+#: to the calling process: a helper's end costs more than the caller's own (it builds its partial result, bigger when
+#: it read ahead, pickles it and exits, then the caller unpickles it), and the caller waited for it, idle (~50 ms of
+#: the 100 MB access log's run, 2026-12-07)
+HELPERS_LEAVE = 40
 #: processes that scan when a task says ``workers: 0``: one per CPU, but at most this many.  Each
 #: scanning process holds about 150 MB at its peak on a big access log, so the default keeps a 1 GB
 #: log under 500 MB for the whole process tree on any machine; ``workers`` raises it for speed.
@@ -527,9 +532,11 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     threads: list[threading.Thread] = []
     try:
         waits = iter(settled)
+        lead = sum(u.size_hint for u in units) // HELPERS_LEAVE
         threads = [threading.Thread(target=_drive_helper, args=(kind, opts, todo, account, partials, errors, lock,
                                                                 continuation, sp, memory_limit, board, i + 1),
-                                    kwargs={"taken": taken[i], "settled": next(waits) if taken[i] else None},
+                                    kwargs={"taken": taken[i], "settled": next(waits) if taken[i] else None,
+                                            "lead": lead},
                                     daemon=True, name=f"scan-helper-{i}")
                    for i, sp in enumerate(ready)]
         for t in threads:
@@ -817,10 +824,12 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
                   account: Callable[[Unit, int, list[ReadNote]], None],
                   partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
                   ready: Spawned | None = None, memory_limit: int = 0, board: Board | None = None,
-                  slot: int = 0, *, taken: list[Unit] | None = None, settled: threading.Event | None = None) -> None:
+                  slot: int = 0, *, taken: list[Unit] | None = None, settled: threading.Event | None = None,
+                  lead: int = 0) -> None:
     """Hand units to one helper process (``ready``: one :func:`prestart` started, else a new one) until none is
-    left, then have it write its partial result to a file for :func:`scan` to merge (``board``, ``slot``: where
-    it says what memory it added, see :class:`Board`; zeroed once it has ended).
+    left, or those left hold ``lead`` bytes at most (the calling process scans them: see :data:`HELPERS_LEAVE`), then
+    have it write its partial result to a file for :func:`scan` to merge (``board``, ``slot``: where it says what
+    memory it added, see :class:`Board`; zeroed once it has ended).
 
     ``taken``: the pieces a helper started ahead read before the scan began, which the scan left out of its queue
     (see :mod:`upkeeper.logs.speculate`): accounted for as it tells what it read of each, or put back in the queue
@@ -828,7 +837,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
     of another plan, and throws them away."""
     try:
         _drive(kind, opts, todo, account, partials, errors, lock, continuation, ready, memory_limit, board, slot,
-               taken, settled)
+               taken, settled, lead)
     finally:
         if settled is not None:  # (whatever happened: the scan's own process waits for it at its end)
             settled.set()
@@ -837,7 +846,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
 def _drive(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Unit, int, list[ReadNote]], None],
            partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
            ready: Spawned | None, memory_limit: int, board: Board | None, slot: int, taken: list[Unit] | None,
-           settled: threading.Event | None = None) -> None:
+           settled: threading.Event | None = None, lead: int = 0) -> None:
     from upkeeper.core.proc import describe_exit
 
     try:
@@ -856,6 +865,10 @@ def _drive(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Uni
                 if settled is not None:
                     settled.set()
             while True:
+                if lead > 0:
+                    with todo.mutex:
+                        if sum(u.size_hint for u in todo.queue) <= lead:
+                            break  # (the calling process takes what is left: it never stops before the queue is empty)
                 try:
                     u = todo.get_nowait()
                 except queue.Empty:
