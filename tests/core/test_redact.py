@@ -292,6 +292,12 @@ def test_any_constant_of_a_misspelt_role_statement_is_masked(password: str, form
         lit, masked = tag + password + tag, tag + "***" + tag
     assume(not any(w in password.lower() for w in ("://", "password", "passwd", "pwd", "token", "secret", "key")))
     out = redact(f"ALTER ROLE app {word} {lit}{tail}")
+    if form == "plain" and (password.endswith("\\") or "\\'" in password):
+        # a backslash may escape the quote after it (standard_conforming_strings off): what may still be the
+        # constant is masked too, up to the next quote or the end, and the password is gone either way
+        assert out.startswith(f"ALTER ROLE app {word} '***"), out
+        assert password not in out or password in f"ALTER ROLE app {word} '***'{tail}", out
+        return
     assert out == f"ALTER ROLE app {word} {masked}{tail}", out
 
 
