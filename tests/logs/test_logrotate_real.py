@@ -228,6 +228,38 @@ def test_a_run_between_copytruncates_copy_and_its_truncation_counts_each_line_on
     assert got == entry(161)
 
 
+@pytest.mark.parametrize("grown", [1000, 5 << 30])
+def test_a_gzip_copy_of_a_live_log_of_4_gib_or_more_is_known_as_a_copy(tmp_path: Path, grown: int) -> None:
+    """A gzip trailer gives the uncompressed size modulo 2**32: a compressed copy of a live log of 4 GiB or more
+    (logrotate's copy, or copytruncate's before the truncation, with compress) was never taken for a copy, and its
+    lines were read again.  It is now, when one size of that remainder lies between what the last run read and what
+    the live file holds (a live file that grew by 4 GiB or more since: not known, read as before).  The live file
+    is sparse; the copy holds its first bytes, with the trailer of a copy of all of it."""
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "access.log"
+    log.write_bytes(b"".join(entry(i) for i in range(100)))
+    _, cur = read_plan(discover(str(log)), [])
+    with open(log, "r+b") as fh:  # the live file, past 4 GiB: a hole, then a last line
+        fh.seek((4 << 30) + grown)
+        fh.write(entry(100))
+    size = log.stat().st_size
+    with open(log, "rb") as fh:
+        head = fh.read(1 << 20)
+    import zlib
+
+    c = zlib.compressobj(6, zlib.DEFLATED, 31)  # a gzip member of the first MB, then the trailer of the whole copy
+    body = c.compress(head) + c.flush()
+    (tmp_path / "logs" / "access.log.1.gz").write_bytes(body[:-4] + (size % (1 << 32)).to_bytes(4, "little"))
+    plan = plan_reads(discover(str(log)), cur, incremental=True)
+    copy = [c for c in plan.cursors if c.get("path", "").endswith(".gz")]
+    if grown < 1 << 32:
+        assert [n.kind for n in plan.notes] == ["rotated"] and "is a copy of" in plan.notes[0].message
+        assert [r.file.path for r in plan.ranges] == [str(log)]  # (the new bytes, read from the live file)
+        assert [c["offset"] for c in copy] == [size]
+    else:  # sizes 4 GiB apart both fit: which one is not known, and the copy is read
+        assert str(tmp_path / "logs" / "access.log.1.gz") in [r.file.path for r in plan.ranges]
+
+
 @pytest.mark.parametrize("directives", [" rotate 5\n copy", " rotate 5\n copy\n compress\n delaycompress",
                                         " rotate 5\n copy\n compress"])
 def test_logrotates_copy_directive_counts_each_line_once(tmp_path: Path, directives: str) -> None:

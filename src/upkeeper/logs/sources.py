@@ -661,13 +661,11 @@ def _copies(heads: list[tuple[LogFile, str, int, dict[str, Any] | None]], own: d
     for lf, _head, head_len, cur in heads:
         if cur is not None or lf.live:
             continue
-        size: int | None = lf.size
-        if lf.gz:
-            size = gzip_isize(lf.path)  # (modulo 2**32: taken as it is below 4 GiB only)
+        isize = gzip_isize(lf.path) if lf.gz else None
         for live, c in lives:
             n = int(c.get("head_len", 0))
-            if (size is None or not (0 < n <= head_len and int(c.get("offset", 0)) <= size <= live.size)
-                    or (lf.gz and live.size >= 1 << 32)):
+            size = _copy_size(isize, int(c.get("offset", 0)), live.size) if lf.gz else lf.size
+            if size is None or not (0 < n <= head_len and int(c.get("offset", 0)) <= size <= live.size):
                 continue
             try:
                 if head_digest(lf, n) == (c.get("head"), n) and (
@@ -677,6 +675,16 @@ def _copies(heads: list[tuple[LogFile, str, int, dict[str, Any] | None]], own: d
             except OSError:
                 continue
     return out
+
+
+def _copy_size(isize: int | None, low: int, high: int) -> int | None:
+    """The uncompressed size of a gzip copy of a live file, whose trailer gives it modulo 2**32 (``isize``): the one
+    size of that remainder between ``low`` (what the last run read of the live file) and ``high`` (what it holds
+    now); None when there is none, or more than one (the live file grew by 4 GiB or more since)."""
+    if isize is None:
+        return None
+    size = isize + max(0, -(-(low - isize) >> 32)) * (1 << 32)  # the smallest such size that is at least low
+    return size if size <= high < size + (1 << 32) else None
 
 
 def _log_keys(lf: LogFile) -> set[str]:
