@@ -59,9 +59,12 @@ _KEY_QUOTED = re.compile(
 _TAG_START = r"[^\x00-\x40\[-\^`{-\x7f\U00010000-\U0010ffff]"
 _TAG_CHAR = r"[^\x00-/:-@\[-\^`{-\x7f\U00010000-\U0010ffff]"
 # SQL: CREATE/ALTER ROLE … PASSWORD 'literal' (also E'…', U&'…' and dollar-quoted $$…$$ / $tag$…$tag$, all of
-# them string constants PostgreSQL takes as the password; a literal cut short masks the rest)
+# them string constants PostgreSQL takes as the password; a literal cut short masks the rest).  In a plain '…' a
+# backslash may escape the quote after it (standard_conforming_strings off): the literal is taken to run on there
+# (what follows it is masked too, at worst), as for the role statements' and pgcrypto's constants below — read as
+# ending at that quote, the rest of such a password stayed
 _SQL_PASSWORD = re.compile(
-    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E'(?:[^'\\]|\\[\s\S]|'')*\\?|(?:U&)?'(?:[^']|'')*)(?:'|\Z)"
+    r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E?'(?:[^'\\]|\\[\s\S]|'')*\\?|U&'(?:[^']|'')*)(?:'|\Z)"
     r"|(?P<tag>\$(?:" + _TAG_START + _TAG_CHAR + r"*)?\$)[\s\S]*?(?:(?P=tag)|\Z))", re.IGNORECASE)
 # SQL: pgcrypto's functions whose arguments are a password or a key — crypt('entered password', pswhash) as
 # pgcrypto's documentation checks a login, pgp_sym_encrypt(data, 'key'), hmac(data, 'key', 'sha256') …: every

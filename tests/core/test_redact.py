@@ -272,7 +272,23 @@ def test_any_sql_password_literal_is_masked(password: str, form: str, tail: str,
         text, tail = text[:len(text) - len(tail) - 2], ""
     assume(password[:3] not in "ALTER ROLE app PASSWORD ")
     out = redact(text)
+    if form == "plain" and (password.endswith("\\") or "\\'" in password):
+        # a backslash may escape the quote after it (standard_conforming_strings off): masked on from there
+        assert out.startswith("ALTER ROLE app PASSWORD ***") and password not in out, out
+        return
     assert out == f"ALTER ROLE app PASSWORD ***{tail}", out
+
+
+@pytest.mark.parametrize("text", [
+    "ALTER ROLE app PASSWORD 'hunter\\'s2ndpart' LOGIN",  # standard_conforming_strings off: one constant
+    "CREATE ROLE app LOGIN PASSWORD 'x\\'tail-of-the-secret';",
+    "ALTER USER app WITH PASSWORD 'ab\\'cd",  # (cut short)
+])
+def test_a_backslash_before_a_quote_in_a_plain_password_constant_ends_nothing(text: str) -> None:
+    """With standard_conforming_strings off (as before PostgreSQL 9.1, and still settable), ``\\'`` in a plain
+    '…' constant is a quote inside it: the password's rest (``s2ndpart``) was left in the log after the mask."""
+    out = redact(text)
+    assert "2ndpart" not in out and "tail-of-the-secret" not in out and "cd" not in out.split("***", 1)[1], out
 
 
 @settings(max_examples=300, deadline=None)
@@ -393,7 +409,8 @@ def test_masks_at_least_what_the_quadratic_version_did(before: str, after: str, 
         assert secret not in redact(text)
     assert R._URL_PASSWORD.sub(_url_pw, text) == _OLD_URL_PASSWORD.sub(_url_pw, text)
     assert R._URL_PASSWORD_CUT.sub(_url_cut, text) == _OLD_URL_PASSWORD_CUT.sub(_url_cut, text)
-    assert redact(text) == _reference_redact(text)
+    if R._SQL_ROLE.search(text) is None:  # (a role statement's other constants are masked too, since: see below)
+        assert redact(text) == _reference_redact(text)
 
 
 def _blob(n: int, alphabet: str) -> str:
