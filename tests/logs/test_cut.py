@@ -891,3 +891,33 @@ def test_minute_tokens_refuse_short_buffers() -> None:
     assert _cut.minute_tokens(offsets, data, None, 2, 4, 1, 3) == (
         pa.array([0, 4, 8], pa.int64()).buffers()[1].to_pybytes(), b"00034007", [b"0003", b"4007"], [b"12", b"56"])
     assert _cut.minute_tokens(offsets, data, b"\x00", 2, 4, 0, 2) is None  # (no valid row)
+
+
+def test_a_buffer_of_integers_that_is_not_aligned_is_refused() -> None:
+    """The C functions read Arrow's offsets and dictionary indexes in place, as int64 and int32: a buffer that is
+    not aligned for them (a memoryview sliced at an odd byte) was read anyway, which is undefined behaviour."""
+    raw = bytearray(80)
+    offs = pa.array([0, 4], pa.int64()).buffers()[1].to_pybytes()  # one row, "GET " (a bytes object: aligned)
+    data = b"GET /a HTTP/1.1"
+    odd = memoryview(raw)[1:1 + len(offs)]
+    odd[:] = offs
+    calls = [
+        lambda o: _cut.endpoints(o, data, 0, 1, 64),
+        lambda o: _cut.request_shapes(o, data, 0, 1, None),
+        lambda o: _cut.minute_tokens(o, data, None, 1, 4, 0, 4),
+    ]
+    for call in calls:
+        call(offs)  # (aligned: fine)
+        with pytest.raises(ValueError, match="aligned"):
+            call(odd)
+    idx = pa.array([0, 1, 0], pa.int32()).buffers()[1].to_pybytes()
+    odd32 = memoryview(raw)[2:2 + len(idx)]  # (4-byte values: 2 bytes off)
+    odd32[:] = idx
+    got: dict[bytes, int] = {}
+    _cut.count_rows(got, [b"a", b"b"], idx, 0, 3, None)
+    assert got == {b"a": 2, b"b": 1}
+    with pytest.raises(ValueError, match="aligned"):
+        _cut.count_rows({}, [b"a", b"b"], odd32, 0, 3, None)
+    assert _cut.combos([([b"a", b"b"], idx, 0, 3, None)], None, True, None) is not None
+    with pytest.raises(ValueError, match="aligned"):
+        _cut.combos([([b"a", b"b"], odd32, 0, 3, None)], None, True, None)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -625,3 +627,22 @@ def test_the_c_join_takes_the_common_lines_and_leaves_the_others() -> None:
     assert j.native_lines == 1000
     assert pgsyslog.Joiner("[%p] %u@%d ", "postgres").native is None
     assert pgsyslog.Joiner("%m [%p] ", "postgres", native=False).native is None
+
+
+@pytest.mark.skipif(pgsyslog._syslog_join is None, reason="built without the C extension")
+def test_the_c_join_counts_another_programs_line_from_a_count_of_0_without_a_reference_too_many() -> None:
+    """The C join adds 1 to the count of another program's lines; from a count of 0 (none so: counts start at 1)
+    the sum is the cached 1 object, which it took one reference too many to (a leak: found in review)."""
+    j = pgsyslog.Joiner("%u@%d ", "postgres")
+    j.year = (2026, 12)
+    j.source = "x"
+    head = b"Dec  7 08:00:01 db1 postgres[4001]: [1-1] app@shop LOG:  duration: 1.500 ms  statement: SELECT 1\n"
+    j.feed(head, 0)  # (the Python reads the first line of a time: the C join takes the next ones)
+    line = b"Dec  7 08:00:01 db1 kernel[1]: hello\n"
+    before = sys.getrefcount(1)
+    for _ in range(2000):
+        j.idents[b"kernel"] = 0
+        j.feed(line, 0)
+        assert j.idents[b"kernel"] == 1
+    assert j.native_lines >= 2000
+    assert sys.getrefcount(1) - before < 500

@@ -37,6 +37,12 @@
 #include <emmintrin.h>
 #endif
 
+/* Is the buffer at ``p`` aligned for reading ``a``-byte integers in place?  Arrow's buffers and bytes objects are;
+ * a buffer that is not (a memoryview sliced at an odd offset) is refused: reading it would be undefined behaviour. */
+static int aligned(const void *p, size_t a) {
+    return ((uintptr_t)p & (a - 1)) == 0;
+}
+
 #define MAX_ELEMS 256
 #define MAX_STOPS 8
 #define MAX_FIELDS 32
@@ -324,8 +330,9 @@ static PyObject *endpoints(PyObject *self, PyObject *args) {
     unsigned char *path = NULL, *out = NULL;
     const int64_t *off = ob.buf;
     const unsigned char *data = db.buf;
-    if (start < 0 || n < 0 || epmax < 0 || (start + n + 1) * (Py_ssize_t)sizeof(int64_t) > ob.len) {
-        PyErr_SetString(PyExc_ValueError, "offsets out of range");
+    if (start < 0 || n < 0 || epmax < 0 || (start + n + 1) * (Py_ssize_t)sizeof(int64_t) > ob.len
+        || !aligned(ob.buf, sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "offsets out of range, or not aligned");
         goto done;
     }
     Py_ssize_t total = 0, longest = 0;
@@ -892,8 +899,8 @@ static PyObject *count_rows(PyObject *self, PyObject *args) {
     Py_ssize_t nkeys = PyList_GET_SIZE(keys);
     Py_ssize_t *counts = NULL;
     if (offset < 0 || length < 0 || (offset + length) * 4 > data.len
-        || (has_bits && (offset + length + 7) / 8 > bits.len)) {
-        PyErr_SetString(PyExc_ValueError, "count_rows: the buffers are shorter than offset + length");
+        || (has_bits && (offset + length + 7) / 8 > bits.len) || !aligned(data.buf, sizeof(int32_t))) {
+        PyErr_SetString(PyExc_ValueError, "count_rows: the buffers are shorter than offset + length, or not aligned");
         goto done;
     }
     counts = PyMem_Calloc((size_t)(nkeys ? nkeys : 1), sizeof(Py_ssize_t));
@@ -1210,8 +1217,9 @@ static PyObject *combos(PyObject *self, PyObject *args) {
         }
         if (j == 0) n = length;
         if (length != n || !span_fits(offs[j], length, 4, data[j].len)
-            || (got_bits[j] && !bits_fit(offs[j], length, bits[j].len))) {
-            PyErr_SetString(PyExc_ValueError, "combos: the columns' lengths differ or their buffers are too short");
+            || (got_bits[j] && !bits_fit(offs[j], length, bits[j].len)) || !aligned(data[j].buf, sizeof(int32_t))) {
+            PyErr_SetString(PyExc_ValueError, "combos: the columns' lengths differ, their buffers are too short or "
+                            "not aligned");
             goto done;
         }
     }
@@ -1533,9 +1541,9 @@ static PyObject *request_shapes(PyObject *self, PyObject *args) {
             }
         }
     }
-    if (start < 0 || n < 0 || !span_fits(start, n, (Py_ssize_t)sizeof(int64_t), ob.len)
+    if (start < 0 || n < 0 || !span_fits(start, n, (Py_ssize_t)sizeof(int64_t), ob.len) || !aligned(ob.buf, sizeof(int64_t))
         || (n + 1) > ob.len / (Py_ssize_t)sizeof(int64_t) - start) {
-        PyErr_SetString(PyExc_ValueError, "request_shapes: offsets out of range");
+        PyErr_SetString(PyExc_ValueError, "request_shapes: offsets out of range, or not aligned");
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1808,8 +1816,8 @@ static PyObject *minute_tokens(PyObject *self, PyObject *args) {
     }
     if (n < 0 || n == PY_SSIZE_T_MAX || !span_fits(0, n + 1, (Py_ssize_t)sizeof(int64_t), ob.len)
         || (has_bits && !bits_fit(0, n, vb.len))
-        || width < 0) {
-        PyErr_SetString(PyExc_ValueError, "minute_tokens: the buffers are shorter than n rows");
+        || width < 0 || !aligned(ob.buf, sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "minute_tokens: the buffers are shorter than n rows, or not aligned");
         goto done;
     }
     const int64_t *off = ob.buf;
@@ -2201,10 +2209,12 @@ static PyObject *syslog_join(PyObject *self, PyObject *args) {
             }
             if (c || PyDict_GET_SIZE(idents) < 20) {
                 PyObject *one = PyLong_FromLong(1), *nv = NULL;
-                if (one) {
-                    nv = c ? PyNumber_Add(c, one) : one;
-                    if (nv == one) Py_INCREF(nv);
+                if (one && c) {
+                    nv = PyNumber_Add(c, one);
                     Py_DECREF(one);
+                } else {
+                    nv = one;  /* (its reference is nv's: a count of 0 made 1, the same cached object, and the old
+                                * test of nv == one took one reference too many) */
                 }
                 if (!nv || PyDict_SetItem(idents, name, nv) < 0) {
                     Py_XDECREF(nv);
