@@ -4,14 +4,13 @@ was cut among processes: the same report, samples included, with one process or 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logs.test_stats import imported_after
 from upkeeper.logs import parallel
 from upkeeper.logs.access import ScanOptions, summarize
 from upkeeper.logs.nginx_format import COMBINED_TIMED
@@ -84,12 +83,8 @@ def test_the_report_and_its_samples_are_the_same_whatever_the_cut(tmp_path: Path
 def test_the_access_and_postgres_workers_do_not_import_the_error_log_parser() -> None:
     """:func:`~upkeeper.logs.samples.trace_excerpt` lives here: the HTML reports imported the error-log parser for
     it, ~10 ms of every access and PostgreSQL run's worker (what it imports before a run: its task's libraries)."""
-    code = ("import sys\n"
-            "from upkeeper import lazy\n"
+    code = ("from upkeeper import lazy\n"
             "import upkeeper.tasks.logs.nginx, upkeeper.tasks.logs.postgres\n"
-            "lazy.load_all(first=['upkeeper.tasks.logs.nginx', 'upkeeper.tasks.logs.postgres'])\n"
-            "assert 'upkeeper.logs.report_html' in sys.modules and 'upkeeper.logs.access' in sys.modules\n"
-            "print('upkeeper.logs.errorlog' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+            "lazy.load_all(first=['upkeeper.tasks.logs.nginx', 'upkeeper.tasks.logs.postgres'])\n")
+    assert imported_after(code, ("upkeeper.logs.report_html", "upkeeper.logs.access", "upkeeper.logs.errorlog")) \
+        == ["upkeeper.logs.access", "upkeeper.logs.report_html"]
