@@ -66,6 +66,9 @@ _TAG_CHAR = r"[^\x00-/:-@\[-\^`{-\x7f\U00010000-\U0010ffff]"
 _SQL_PASSWORD = re.compile(
     r"(?P<pre>\bPASSWORD\s+)(?P<pw>(?:E?'(?:[^'\\]|\\[\s\S]|'')*\\?|U&'(?:[^']|'')*)(?:'|\Z)"
     r"|(?P<tag>\$(?:" + _TAG_START + _TAG_CHAR + r"*)?\$)[\s\S]*?(?:(?P=tag)|\Z))", re.IGNORECASE)
+# … and the same plain '…' read as standard_conforming_strings on (the default) reads it, where a backslash escapes
+# nothing: the mask runs to the farther of the two ends ('a\'' rest' is the password a\' rest there)
+_SQL_PLAIN = re.compile(r"'(?:[^']|'')*(?:'|\Z)")
 # SQL: pgcrypto's functions whose arguments are a password or a key — crypt('entered password', pswhash) as
 # pgcrypto's documentation checks a login, pgp_sym_encrypt(data, 'key'), hmac(data, 'key', 'sha256') …: every
 # string constant among the call's arguments (nested calls too: crypt('pw', gen_salt('bf'))) is masked
@@ -251,7 +254,7 @@ def redact(text: str) -> str:
     if "%3" in text:
         text = _QUERY_PARAM_ENCODED.sub(_query_param, text)
     if "'" in text or "$" in text:
-        text = _SQL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+        text = _mask_sql_passwords(text)
     if ("'" in text or "$" in text) and any(w in low for w in _SQL_ROLE_WORDS):
         text = _mask_role_literals(text)
     if ("'" in text or "$" in text) and "(" in text and any(w in low for w in _SQL_CRYPTO_WORDS):
@@ -260,6 +263,23 @@ def redact(text: str) -> str:
         for rx in _PHP_FRAME_PASSWORD:
             text = rx.sub(lambda m: m.group("pre") + MASK + m.group("post"), text)
     return text
+
+
+def _mask_sql_passwords(text: str) -> str:
+    """Each PASSWORD's constant (:data:`_SQL_PASSWORD`) masked; a plain '…' one up to the farther of its ends with
+    and without backslash escapes (:data:`_SQL_PLAIN`): which one PostgreSQL took depends on a setting."""
+    out: list[str] = []
+    pos = 0
+    while (m := _SQL_PASSWORD.search(text, pos)) is not None:
+        end = m.end()
+        if m.group("pw")[:1] == "'":
+            plain = _SQL_PLAIN.match(text, m.start("pw"))
+            if plain is not None:
+                end = max(end, plain.end())
+        out.append(text[pos:m.start()] + m.group("pre") + MASK)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _mask_role_literals(text: str) -> str:

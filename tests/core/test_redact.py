@@ -292,6 +292,23 @@ def test_a_backslash_before_a_quote_in_a_plain_password_constant_ends_nothing(te
 
 
 @settings(max_examples=300, deadline=None)
+@given(password=st.text(alphabet="ab\\' ", min_size=1, max_size=12), scs=st.booleans(),
+       pre=st.sampled_from(["ALTER ROLE app PASSWORD ", "OPTIONS (user 'u', password "]),
+       tail=st.sampled_from(["", " LOGIN", "; SELECT 1", ")"]))
+@example(password="a\\' rest", scs=True, pre="ALTER ROLE app PASSWORD ", tail=" LOGIN")
+def test_a_plain_password_constant_is_masked_to_its_end_whether_a_backslash_escapes_or_not(
+        password: str, scs: bool, pre: str, tail: str) -> None:
+    """A plain '…' constant as standard_conforming_strings on (the default) writes it ('' for a quote, a backslash
+    an ordinary character: 'a\\'' rest' is the password a\\' rest) or off (\\' for a quote, \\\\ for a backslash):
+    masked to its end either way (at worst further), nothing of the password after the mask.  Read as escaping the
+    quote after it, the backslash of 'a\\'' rest' ended the constant early and ' rest' was left."""
+    lit = "'" + (password.replace("'", "''") if scs else password.replace("\\", "\\\\").replace("'", "\\'")) + "'"
+    out = redact(pre + lit + tail)
+    assert out.startswith(pre + "***"), out
+    assert tail.endswith(out[len(pre) + 3:]), out
+
+
+@settings(max_examples=300, deadline=None)
 @given(password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=30),
        form=st.sampled_from(["plain", "escape", "dollar", "tag"]), word=st.sampled_from(["PASSWRD", "ENCRYPTED PASWORD"]),
        tail=st.sampled_from(["", " LOGIN", "; SELECT 'kept'"]))
