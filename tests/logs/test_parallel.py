@@ -496,3 +496,29 @@ def test_the_helpers_leave_the_last_pieces_to_the_calling_process(
     mine = {int(start) for pid, start in scanned if int(pid) == os.getpid()}
     assert last <= mine, (sorted(last), sorted(mine))
     assert len({pid for pid, _s in scanned}) == 2  # (the helper scanned some)
+
+
+def test_the_helpers_look_at_what_is_left_without_a_stat_of_every_compressed_file_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed piece's size_hint is a stat of its file; the helpers look at the bytes left in the queue before
+    each piece they take (:data:`~upkeeper.logs.parallel.HELPERS_LEAVE`): summed again there, that was a stat of every
+    file left for each piece taken, under the queue's lock (3000 rotated .gz files: 3.2-3.9 s instead of 1.9-2.3)."""
+    n = 300
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"access.log.{i}.gz"
+        p.write_bytes(gzip.compress(b"".join(good(i * 1000 + k) for k in range(1000))))
+        paths.append(str(p))
+    stats: dict[str, int] = {}
+    getsize = os.path.getsize
+
+    def counted(path: Any) -> int:
+        stats[str(path)] = stats.get(str(path), 0) + 1
+        return getsize(path)
+
+    monkeypatch.setattr(os.path, "getsize", counted)
+    units = [parallel.Unit(p, 0, None, True, True, p, None) for p in paths]
+    partial, _ = parallel.scan("upkeeper.logs.access", ScanOptions(log_format=COMBINED_TIMED), units, workers=2,
+                               min_parallel=0)
+    assert partial.lines == n * 1000
+    assert sum(stats.get(p, 0) for p in paths) <= 8 * n, sum(stats.values())

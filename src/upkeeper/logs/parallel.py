@@ -26,6 +26,7 @@ import re
 import sys
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -443,6 +444,26 @@ def scan_unit(acc: Accumulator, u: Unit, continuation: bytes = b"", notes: list[
             budget.check(acc, u.label or u.path)
 
 
+class _Pieces(queue.Queue[Unit]):
+    """A scan's queue of pieces, which knows the bytes they hold (their ``size_hint``, taken once each as it is put
+    there: a compressed file's is a stat, and the helpers look at this sum before each piece they take)."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.hints: deque[int] = deque()
+        self.bytes = 0
+
+    def _put(self, item: Unit) -> None:
+        hint = item.size_hint
+        super()._put(item)
+        self.hints.append(hint)
+        self.bytes += hint
+
+    def _get(self) -> Unit:
+        self.bytes -= self.hints.popleft()
+        return super()._get()
+
+
 def queue_order(units: list[Unit]) -> list[Unit]:
     """The order in which a scan with helpers hands ``units`` out: the biggest first (balance); a helper started
     ahead reads them in this order before the scan begins (:mod:`upkeeper.logs.speculate`)."""
@@ -482,7 +503,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     helpers = min(workers - 1, len(units) - 1) if total >= min_parallel else 0
     if memory_limit > 0:  # each process at least MIN_SHARE of the limit
         helpers = min(helpers, max(0, memory_limit // MIN_SHARE - 1))
-    todo: queue.Queue[Unit] = queue.Queue()
+    todo: queue.Queue[Unit] = _Pieces()
     ordered = queue_order(units) if helpers > 0 else list(units)
     done_bytes = [0]
     gz_read: dict[str, int] = {}
@@ -867,7 +888,7 @@ def _drive(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Uni
             while True:
                 if lead > 0:
                     with todo.mutex:
-                        if sum(u.size_hint for u in todo.queue) <= lead:
+                        if (todo.bytes if isinstance(todo, _Pieces) else sum(u.size_hint for u in todo.queue)) <= lead:
                             break  # (the calling process takes what is left: it never stops before the queue is empty)
                 try:
                     u = todo.get_nowait()
