@@ -293,9 +293,10 @@ def _mask_role_literals(text: str) -> str:
         # past SET: the values of a setting (TO 'a', 'b'); a user mapping's options (SET password '…') are its credentials
         setting, mapping = False, _SQL_MAPPING.match(text, i) is not None
         while (lit := _SQL_ROLE_TOKEN.search(text, i)) is not None:
-            tok, before = lit.group(), text[i:lit.start()]
+            before = text[i:lit.start()]
             out.append(before)
-            i = lit.end()
+            i = _constant_end(text, lit)
+            tok = text[lit.start():i]
             if tok == ";":
                 out.append(tok)
                 break
@@ -314,6 +315,15 @@ def _mask_role_literals(text: str) -> str:
     return "".join(out)
 
 
+def _constant_end(text: str, lit: re.Match[str]) -> int:
+    """Where the token :data:`_SQL_ROLE_TOKEN` or :data:`_SQL_LITERAL` found ends: a plain '…' constant, read with
+    backslash escapes there, at the farther of that end and its end without them (:data:`_SQL_PLAIN`)."""
+    if lit.group()[:1] != "'":
+        return lit.end()
+    plain = _SQL_PLAIN.match(text, lit.start())
+    return max(lit.end(), plain.end()) if plain is not None else lit.end()
+
+
 def _mask_crypto_args(text: str) -> str:
     """The string constants among the arguments of each pgcrypto call that takes a password or key
     (:data:`_SQL_CRYPTO`), up to its closing parenthesis (or the end: an example cut short), masked."""
@@ -323,7 +333,7 @@ def _mask_crypto_args(text: str) -> str:
         out.append(text[pos:m.end()])
         depth, i = 1, m.end()
         while depth and (lit := _SQL_LITERAL.search(text, i)) is not None:
-            tok = lit.group()
+            tok = text[lit.start():_constant_end(text, lit)]
             out.append(text[i:lit.start()])
             if tok == "(":
                 depth += 1
@@ -335,7 +345,7 @@ def _mask_crypto_args(text: str) -> str:
                 out.append(tag + MASK + (tag if len(tok) >= 2 * len(tag) and tok.endswith(tag) else ""))
             else:
                 out.append(tok[:tok.index("'")] + "'" + MASK + ("'" if len(tok) > 1 and tok.endswith("'") else ""))
-            i = lit.end()
+            i = lit.start() + len(tok)
         if depth:  # cut short inside the call: no constant left (the last one ran to the end)
             out.append(text[i:])
             return "".join(out)

@@ -309,6 +309,23 @@ def test_a_plain_password_constant_is_masked_to_its_end_whether_a_backslash_esca
 
 
 @settings(max_examples=300, deadline=None)
+@given(password=st.text(alphabet="ab\\' ", min_size=1, max_size=12), scs=st.booleans(),
+       pre=st.sampled_from(["ALTER ROLE app PASSWRD ", "SELECT crypt("]), tail=st.sampled_from(["", ";", ", h);"]))
+@example(password="a\\' rest", scs=True, pre="SELECT crypt(", tail=", h);")
+@example(password="a\\' rest", scs=True, pre="ALTER ROLE app PASSWRD ", tail=";")
+def test_a_plain_constant_of_a_role_statement_or_crypto_call_is_masked_to_its_end_whether_a_backslash_escapes_or_not(
+        password: str, scs: bool, pre: str, tail: str) -> None:
+    """As for PASSWORD's constant: a misspelt role statement's or a pgcrypto call's plain '…' constant is masked to
+    the farther of its ends with and without backslash escapes; read with them alone, ' rest' of 'a\\'' rest' (the
+    password a\\' rest as standard_conforming_strings on reads it) was left."""
+    lit = "'" + (password.replace("'", "''") if scs else password.replace("\\", "\\\\").replace("'", "\\'")) + "'"
+    out = redact(pre + lit + tail)
+    assert out.startswith(pre + "'***"), out
+    rest = out[len(pre) + 4:]
+    assert tail.endswith(rest[1:] if rest.startswith("'") else rest), out
+
+
+@settings(max_examples=300, deadline=None)
 @given(password=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=30),
        form=st.sampled_from(["plain", "escape", "dollar", "tag"]), word=st.sampled_from(["PASSWRD", "ENCRYPTED PASWORD"]),
        tail=st.sampled_from(["", " LOGIN", "; SELECT 'kept'"]))
