@@ -135,9 +135,12 @@ def test_rsyslog_escapes_are_undone_as_pgbadger_does() -> None:
     assert pgsyslog.unescape(b"#015 #043") == b"#015 #043"  # (others are left as they are)
 
 
-def test_a_prefix_with_a_bracket_is_not_taken_for_the_sequence_number() -> None:
-    """log_line_prefix '[%p] ' and syslog_sequence_numbers = off: '[4001] LOG: …' is the prefix, not a chunk."""
-    j = pgsyslog.Joiner("[%p] %u@%d ", "postgres")
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("prefix", ["[%p] %u@%d ", "%q[%p] %u@%d "])
+def test_a_prefix_with_a_bracket_is_not_taken_for_the_sequence_number(prefix: str, native: bool) -> None:
+    """log_line_prefix '[%p] ' and syslog_sequence_numbers = off: '[4001] LOG: …' is the prefix, not a chunk.  So
+    with '%q[%p] ' (%q: a session's lines go on past it): the bracket was taken for chunk 4001 and dropped."""
+    j = pgsyslog.Joiner(prefix, "postgres", native=native)
     j.year = (2026, 12)
     j.source = "x"
     log = (b"Dec  7 08:00:01 db1 postgres[4001]: [4001] app@shop LOG:  duration: 1.0 ms  statement: SELECT 1\n"
@@ -646,3 +649,28 @@ def test_the_c_join_counts_another_programs_line_from_a_count_of_0_without_a_ref
         assert j.idents[b"kernel"] == 1
     assert j.native_lines >= 2000
     assert sys.getrefcount(1) - before < 500
+
+
+def test_a_q_pid_prefix_keeps_each_backends_statement_with_its_duration() -> None:
+    """log_line_prefix '%q[%p] %u@%d ' with log_statement and log_duration, two backends' lines interleaved: their
+    '[PID]' was taken for a chunk number and dropped, with it the lines' only pid (the prefix has %p: none is put in),
+    and half the durations were paired with the other backend's statement or none ('statement not in the log
+    window').  A [SEQ] that happens to equal the pid (sequence numbers on) is still the sequence number."""
+    lines = []
+    for i in range(5):
+        for pid in (4001, 4002):
+            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: [{pid}] app@shop LOG:  statement: "
+                         f"SELECT {pid - 4000}, {i}".encode())
+        for pid in (4002, 4001):
+            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: [{pid}] app@shop LOG:  duration: {pid - 4000}.0 ms"
+                         .encode())
+    lines.append(b"Dec  7 08:00:06 db1 postgres[4003]: [4003] [4003] app@shop LOG:  duration: 9.0 ms  statement: "
+                 b"SELECT 3")  # (sequence numbers on: [SEQ], here 4003, then the prefix)
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%q[%p] %u@%d ", ident="postgres"))
+    acc.start_unit("x", 0, None)
+    acc.feed(b"\n".join(lines) + b"\n", "x", 0)
+    rep = summarize(acc.partial())
+    assert rep["statements"]["count"] == 11 and rep["statements"]["total_ms"] == 24.0
+    assert [(q["fingerprint"], q["count"], q["total_ms"]) for q in rep["slowest_total"]] == [
+        ("select ?, ?", 10, 15.0), ("select ?", 1, 9.0)]
+    assert rep["unparsed"] == 0

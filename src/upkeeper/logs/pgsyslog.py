@@ -167,9 +167,12 @@ class Joiner:
         self.line_start = re.compile(rb"^" + pglog.compile_prefix(eff) + rb"(?P<lvl>" + pglog.LEVELS + rb"): ?(?: |$)")
         # a prefix starting with "[" (e.g. '[%p] ') is told from a bracket by what follows
         self.bracket_prefix = log_line_prefix.startswith("[")
+        # '%q[%p] ' (%q prints nothing: a session's lines go on past it): its bracket is told from a chunk number by
+        # the pid the syslog line gives (what follows it cannot tell: the part after %q may be missing)
+        self.pid_bracket = log_line_prefix.startswith("%q[%p]")
         #: the join of the plain lines in C (:meth:`_native_lines`), or None (not built, ``native=False``, or a
-        #: prefix starting with "[", which only a regex tells from a bracket): every line in Python
-        self.native = _syslog_join if native and not self.bracket_prefix else None
+        #: prefix starting with "[" or "%q[%p]", which only the Python tells from a bracket): every line in Python
+        self.native = _syslog_join if native and not (self.bracket_prefix or self.pid_bracket) else None
         self.native_lines = 0  # lines the C join took
         self.pending: dict[bytes, _Message] = {}
         #: a [SEQ-N] was seen: syslog_sequence_numbers is on, and a [SEQ] is a whole message of one line
@@ -332,7 +335,7 @@ class Joiner:
         if b"#011" in body:
             body = body.replace(b"#011", b"\t")
         early = offset < self.skip_before
-        b = self._bracket(body)
+        b = self._bracket(body, pid)
         cur = self.pending.get(pid)
         if b is None:  # a whole message (syslog_sequence_numbers = off)
             self._whole(pid, cur, body, ts, offset, early)
@@ -365,11 +368,14 @@ class Joiner:
             for old in list(itertools.islice(self.pending, len(self.pending) - MAX_PENDING // 2)):
                 self._emit(old)
 
-    def _bracket(self, body: bytes) -> re.Match[bytes] | None:
-        """PostgreSQL's [SEQ-N], [SEQ] or [N] at the start of ``body``, if it has one."""
+    def _bracket(self, body: bytes, pid: bytes) -> re.Match[bytes] | None:
+        """PostgreSQL's [SEQ-N], [SEQ] or [N] at the start of ``body`` (a line of backend ``pid``), if it has one."""
         b = _BRACKET.match(body)
         if b is not None and self.bracket_prefix and self._starts(body) and not self._starts(body[b.end():]):
             return None  # the prefix's bracket ('[%p] ', '[%l-1] '), not PostgreSQL's
+        if (b is not None and self.pid_bracket and b[2] is None and b[1] == pid
+                and not body.startswith(b"[" + pid + b"]", b.end())):
+            return None  # '%q[%p] ': the prefix's [PID] (a [SEQ] equal to the pid is followed by it)
         return b
 
     def _continues(self, cur: _Message, seq: bytes | None, n: int, text: bytes) -> bool:
@@ -393,7 +399,7 @@ class Joiner:
             cur = self.pending.get(pid)
             if cur is not None:
                 body = m["msg"].replace(b"#011", b"\t")
-                b = self._bracket(body)
+                b = self._bracket(body, pid)
                 if b is not None and (b[2] is not None or not self.seq_on):
                     text = body[b.end():]
                     n = int(b[2] or b[1])
