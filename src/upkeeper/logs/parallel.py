@@ -503,7 +503,7 @@ def scan(kind: str, opts: Any, units: list[Unit], *, workers: int = 0,
     helpers = min(workers - 1, len(units) - 1) if total >= min_parallel else 0
     if memory_limit > 0:  # each process at least MIN_SHARE of the limit
         helpers = min(helpers, max(0, memory_limit // MIN_SHARE - 1))
-    todo: queue.Queue[Unit] = _Pieces()
+    todo = _Pieces()
     ordered = queue_order(units) if helpers > 0 else list(units)
     done_bytes = [0]
     gz_read: dict[str, int] = {}
@@ -841,7 +841,7 @@ def _close(sp: Spawned) -> None:
     sp.__exit__(None, None, None)  # (killed if it did not end)
 
 
-def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
+def _drive_helper(kind: str, opts: Any, todo: _Pieces,
                   account: Callable[[Unit, int, list[ReadNote]], None],
                   partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
                   ready: Spawned | None = None, memory_limit: int = 0, board: Board | None = None,
@@ -864,7 +864,7 @@ def _drive_helper(kind: str, opts: Any, todo: queue.Queue[Unit],
             settled.set()
 
 
-def _drive(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Unit, int, list[ReadNote]], None],
+def _drive(kind: str, opts: Any, todo: _Pieces, account: Callable[[Unit, int, list[ReadNote]], None],
            partials: list[str], errors: list[Exception], lock: threading.Lock, continuation: bytes,
            ready: Spawned | None, memory_limit: int, board: Board | None, slot: int, taken: list[Unit] | None,
            settled: threading.Event | None = None, lead: int = 0) -> None:
@@ -888,7 +888,7 @@ def _drive(kind: str, opts: Any, todo: queue.Queue[Unit], account: Callable[[Uni
             while True:
                 if lead > 0:
                     with todo.mutex:
-                        if (todo.bytes if isinstance(todo, _Pieces) else sum(u.size_hint for u in todo.queue)) <= lead:
+                        if todo.bytes <= lead:
                             break  # (the calling process takes what is left: it never stops before the queue is empty)
                 try:
                     u = todo.get_nowait()
