@@ -150,6 +150,38 @@ def test_a_prefix_with_a_bracket_is_not_taken_for_the_sequence_number(prefix: st
                                           b"statement: SELECT 2\n")
 
 
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize(("prefix", "bracket", "pid"), [
+    ("%q[%p-%l] %u@%d ", "[4001-{n}]", ""), ("%q[%p-%l] ", "[4001-{n}]", ""),
+    ("%q[%l-%p] %u@%d ", "[{n}-4001]", ""), ("%q[%l] %u@%d ", "[{n}]", "[4001] "),
+])
+def test_other_q_brackets_are_not_taken_for_the_sequence_number(prefix: str, bracket: str, pid: str,
+                                                               native: bool) -> None:
+    """Brackets after %q that look like PostgreSQL's [SEQ-N] or [N] (syslog_sequence_numbers = off): '[4001-3]'
+    of '%q[%p-%l] ' was taken for chunk 3 of a message whose first chunks were missing, and each line was handed on
+    as the syslog line it was, unparsed; '[3]' of '%q[%l] %u@%d ' for chunk 3 and dropped.  With sequence numbers on,
+    the [SEQ-N] before the prefix is still PostgreSQL's, also when SEQ happens to equal the pid."""
+    j = pgsyslog.Joiner(prefix, "postgres", native=native)
+    j.year = (2026, 12)
+    j.source = "x"
+    session = prefix.endswith("%u@%d ")
+
+    def line(sec: int, head: str, n: int, ms: int) -> bytes:
+        return (f"Dec  7 08:00:0{sec} db1 postgres[4001]: {head}{bracket.format(n=n)} "
+                f"{'app@shop ' if session else ''}LOG:  duration: {ms}.0 ms  statement: SELECT {ms}\n").encode()
+
+    log = (line(1, "", 3, 1) + line(1, "", 4, 2) + b"Dec  7 08:00:02 db1 postgres[3999]: LOG:  checkpoint starting: time\n"
+           + line(3, "[4001-1] ", 5, 3) + line(3, "[17-1] ", 6, 4))
+
+    def want(sec: int, n: int, ms: int) -> bytes:
+        return (f"2026-12-07 08:00:0{sec} {pid}{bracket.format(n=n)} {'app@shop ' if session else ''}LOG:  "
+                f"duration: {ms}.0 ms  statement: SELECT {ms}\n").encode()
+
+    checkpoint = f"2026-12-07 08:00:02 {'[3999] ' if pid else ''}LOG:  checkpoint starting: time\n".encode()
+    assert j.feed(log, 0) + j.flush() == (want(1, 3, 1) + want(1, 4, 2) + checkpoint + want(3, 5, 3)
+                                          + want(3, 6, 4))
+
+
 def test_the_year_of_a_traditional_time_is_the_files_unless_its_month_is_later(tmp_path: Path) -> None:
     """Dec 31 lines in a file last written on Jan 1 2027 are of 2026; Jan 1 lines of 2027."""
     log = tmp_path / "postgresql.log"
@@ -651,22 +683,28 @@ def test_the_c_join_counts_another_programs_line_from_a_count_of_0_without_a_ref
     assert sys.getrefcount(1) - before < 500
 
 
-def test_a_q_pid_prefix_keeps_each_backends_statement_with_its_duration() -> None:
+@pytest.mark.parametrize("bracket", ["[%p]", "[%p-%l]"])
+def test_a_q_pid_prefix_keeps_each_backends_statement_with_its_duration(bracket: str) -> None:
     """log_line_prefix '%q[%p] %u@%d ' with log_statement and log_duration, two backends' lines interleaved: their
     '[PID]' was taken for a chunk number and dropped, with it the lines' only pid (the prefix has %p: none is put in),
     and half the durations were paired with the other backend's statement or none ('statement not in the log
-    window').  A [SEQ] that happens to equal the pid (sequence numbers on) is still the sequence number."""
+    window').  A [SEQ] that happens to equal the pid (sequence numbers on) is still the sequence number.  So with
+    '%q[%p-%l] ', whose lines were all handed on unparsed."""
     lines = []
     for i in range(5):
         for pid in (4001, 4002):
-            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: [{pid}] app@shop LOG:  statement: "
+            b = bracket.replace("%p", str(pid)).replace("%l", str(10 * i + 3))
+            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: {b} app@shop LOG:  statement: "
                          f"SELECT {pid - 4000}, {i}".encode())
         for pid in (4002, 4001):
-            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: [{pid}] app@shop LOG:  duration: {pid - 4000}.0 ms"
+            b = bracket.replace("%p", str(pid)).replace("%l", str(10 * i + 5))
+            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: {b} app@shop LOG:  duration: {pid - 4000}.0 ms"
                          .encode())
-    lines.append(b"Dec  7 08:00:06 db1 postgres[4003]: [4003] [4003] app@shop LOG:  duration: 9.0 ms  statement: "
-                 b"SELECT 3")  # (sequence numbers on: [SEQ], here 4003, then the prefix)
-    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%q[%p] %u@%d ", ident="postgres"))
+    seq = bracket.replace("%p", "4003").replace("%l", "1")  # (sequence numbers on: [SEQ] or [SEQ-1], here 4003)
+    lines.append(f"Dec  7 08:00:06 db1 postgres[4003]: {seq} {bracket.replace('%p', '4003').replace('%l', '7')} "
+                 f"app@shop LOG:  duration: 9.0 ms  statement: SELECT 3".encode())
+    prefix = f"%q{bracket} %u@%d "
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident="postgres"))
     acc.start_unit("x", 0, None)
     acc.feed(b"\n".join(lines) + b"\n", "x", 0)
     rep = summarize(acc.partial())

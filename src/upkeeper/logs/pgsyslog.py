@@ -165,14 +165,17 @@ class Joiner:
         # a line of a message (not a continuation line): the prefix and a severity, DETAIL, STATEMENT …
         # (write_syslog() may have cut the line after "DETAIL: ", its second space starting the next chunk)
         self.line_start = re.compile(rb"^" + pglog.compile_prefix(eff) + rb"(?P<lvl>" + pglog.LEVELS + rb"): ?(?: |$)")
-        # a prefix starting with "[" (e.g. '[%p] ') is told from a bracket by what follows
-        self.bracket_prefix = log_line_prefix.startswith("[")
-        # '%q[%p] ' (%q prints nothing: a session's lines go on past it): its bracket is told from a chunk number by
-        # the pid the syslog line gives (what follows it cannot tell: the part after %q may be missing)
-        self.pid_bracket = log_line_prefix.startswith("%q[%p]")
+        # a prefix starting with "[" (e.g. '[%p] ', '%q[%l] %u@%d ') is told from a bracket by what follows: the line
+        # is a line start with the bracket, and not without it
+        self.bracket_prefix = log_line_prefix.startswith(("[", "%q["))
+        # '%q[%p] ', '%q[%p-%l] ' (%q prints nothing: a session's lines go on past it): their bracket is also told
+        # from a chunk number by the pid the syslog line gives (what follows cannot tell when the prefix ends there)
+        self.pid_bracket: bytes | None = None
+        if log_line_prefix.startswith(("%q[%p]", "%q[%p-")):
+            self.pid_bracket = log_line_prefix[5:6].encode()  # what follows the pid: "]" or "-"
         #: the join of the plain lines in C (:meth:`_native_lines`), or None (not built, ``native=False``, or a
-        #: prefix starting with "[" or "%q[%p]", which only the Python tells from a bracket): every line in Python
-        self.native = _syslog_join if native and not (self.bracket_prefix or self.pid_bracket) else None
+        #: prefix starting with "[" or "%q[", which only the Python tells from a bracket): every line in Python
+        self.native = _syslog_join if native and not self.bracket_prefix else None
         self.native_lines = 0  # lines the C join took
         self.pending: dict[bytes, _Message] = {}
         #: a [SEQ-N] was seen: syslog_sequence_numbers is on, and a [SEQ] is a whole message of one line
@@ -373,9 +376,9 @@ class Joiner:
         b = _BRACKET.match(body)
         if b is not None and self.bracket_prefix and self._starts(body) and not self._starts(body[b.end():]):
             return None  # the prefix's bracket ('[%p] ', '[%l-1] '), not PostgreSQL's
-        if (b is not None and self.pid_bracket and b[2] is None and b[1] == pid
-                and not body.startswith(b"[" + pid + b"]", b.end())):
-            return None  # '%q[%p] ': the prefix's [PID] (a [SEQ] equal to the pid is followed by it)
+        if (b is not None and self.pid_bracket is not None and b[1] == pid and (b[2] is None) == (self.pid_bracket == b"]")
+                and not body.startswith(b"[" + pid + self.pid_bracket, b.end())):
+            return None  # the prefix's [PID] or [PID-N]: a [SEQ] or [SEQ-N] whose SEQ equals the pid is followed by it
         return b
 
     def _continues(self, cur: _Message, seq: bytes | None, n: int, text: bytes) -> bool:
@@ -430,7 +433,9 @@ class Joiner:
     def _starts(self, text: bytes, primary: bool = False, secondary: bool = False) -> bool:
         """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …;
         ``secondary``: one of those)."""
-        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00", b"1") + text)
+        # (the time with a zone: else the zone %t may have would take a first word, 'app@shop' of 'app@shop LOG:  …',
+        # and a '%q[%p] %u@%d ' line without its bracket would still be a line start)
+        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00 UTC", b"1") + text)
         if m is None:
             return False
         return not (primary and m["lvl"] in _SECONDARY) and not (secondary and m["lvl"] not in _SECONDARY)
