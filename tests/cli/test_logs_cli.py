@@ -324,6 +324,11 @@ def test_a_wrong_format_or_prefix_is_said_with_a_sample_and_how_to_fix_it(cli: A
     assert r.code == 0 and "Warning: 100.00 % of lines (19) do not start with the log_line_prefix '%t [%p]: '" \
         in err and "Try: --prefix with the server's log_line_prefix (SHOW log_line_prefix)" in err, r.output
     assert "Warning" not in cli(["logs", "postgres", str(pg)]).err
+    # an unknown escape is named in the prefix as written, and is wrong through syslog too: no hint to try it
+    # (it was "log_line_prefix '%t [%p] %Z '", the syslog line's time and pid put before it, with that hint)
+    r = cli(["logs", "postgres", str(pg), "--prefix", "%Z "])
+    err = " ".join(r.err.split())
+    assert r.code == 2 and "log_line_prefix '%Z ': unknown escape %Z" in err and "syslog" not in err, r.output
 
 
 def test_postgres_and_errors_find_their_files_as_nginx_does(cli: Any, tmp_path: Path) -> None:

@@ -309,15 +309,17 @@ def nginx_cmd(
         console.print(f"report: {html}", markup=False)
 
 
-def _prefix_error(prefix: str) -> str | None:
-    """What is wrong with ``prefix`` as a log_line_prefix (None: nothing)."""
-    from upkeeper.logs.pglog import PrefixError, compile_prefix
+def _syslog_prefix_ok(prefix: str) -> bool:
+    """Whether ``prefix`` is a log_line_prefix a syslog file's lines can be read with (their time and pid stand in
+    for the prefix's)."""
+    from upkeeper.logs import pgsyslog
+    from upkeeper.logs.pglog import PrefixError
 
     try:
-        compile_prefix(prefix)
-    except PrefixError as exc:
-        return exc.message
-    return None
+        pgsyslog.compile_syslog_prefix(prefix)
+    except PrefixError:
+        return False
+    return True
 
 
 @logs_app.command("postgres")
@@ -361,10 +363,10 @@ def postgres_cmd(
         raise UsageError(f"--format {fmt}: unknown format", "Try: --format stderr, csvlog, jsonlog or syslog")
     def check_prefix() -> None:
         try:  # (syslog, or auto before the files tell: the syslog line's time and pid stand in for the prefix's)
-            compile_prefix(pgsyslog.effective_prefix(prefix) if fmt in ("syslog", "auto") else prefix)
+            pgsyslog.compile_syslog_prefix(prefix) if fmt in ("syslog", "auto") else compile_prefix(prefix)
         except PrefixError as exc:
             hint = exc.hint
-            if given == "auto" and fmt == "stderr" and exc.message != _prefix_error(pgsyslog.effective_prefix(prefix)):
+            if given == "auto" and fmt == "stderr" and _syslog_prefix_ok(prefix):  # (what only a stderr log lacks)
                 hint = (f"{hint or ''} (or, if the server logs through syslog, --format syslog: the files' first "
                         "lines were not syslog lines)").strip()
             raise UsageError(exc.message, hint) from None

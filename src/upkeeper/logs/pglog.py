@@ -97,12 +97,14 @@ class PrefixError(UpkeeperError):
     """The log_line_prefix cannot be used."""
 
 
-def compile_prefix(prefix: str) -> bytes:
-    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch, tag.
+def compile_prefix(prefix: str, *, shown: str | None = None) -> bytes:
+    """A regex (bytes) for ``log_line_prefix``; named groups ts, pid, user, db, sqlstate, epoch, tag.  Its errors
+    name ``shown`` (default: ``prefix``), the log_line_prefix as the user wrote it.
 
     Padded escapes are understood as PostgreSQL writes them (``%-10u``, ``%5p``: the value, and spaces
     up to the width after it for a negative width, before it for a positive one; a longer value is not
     cut); as in PostgreSQL, a prefix that ends in a width ends there."""
+    written = repr(prefix if shown is None else shown)
     out: list[bytes] = []
     seen: set[str] = set()
     optional_from: int | None = None
@@ -136,7 +138,7 @@ def compile_prefix(prefix: str) -> bytes:
                 # or end with a space, so the field's own pattern stays unchanged)
                 out.append(b" *" + pat if width > 0 else pat + b" *" if width < 0 else pat)
             else:
-                raise PrefixError(f"log_line_prefix {prefix!r}: unknown escape %{e}",
+                raise PrefixError(f"log_line_prefix {written}: unknown escape %{e}",
                                   "Try: copy log_line_prefix from postgresql.conf (SHOW log_line_prefix)")
             continue
         out.append(re.escape(c.encode()))
@@ -144,11 +146,11 @@ def compile_prefix(prefix: str) -> bytes:
     if optional_from is not None:
         out = out[:optional_from] + [b"(?:" + b"".join(out[optional_from:]) + b")?"]
     if "pid" not in seen:
-        raise PrefixError(f"log_line_prefix {prefix!r} has no %p (process id) nor %c (session id)",
+        raise PrefixError(f"log_line_prefix {written} has no %p (process id) nor %c (session id)",
                           "Try: add [%p] to log_line_prefix in postgresql.conf; without it entries cannot be "
                           "paired with their statements")
     if "ts" not in seen and "epoch" not in seen:
-        raise PrefixError(f"log_line_prefix {prefix!r} has no time (%m, %t or %n)",
+        raise PrefixError(f"log_line_prefix {written} has no time (%m, %t or %n)",
                           "Try: log_line_prefix = '%m [%p] ' (PostgreSQL's default)")
     return b"".join(out)
 

@@ -137,6 +137,12 @@ def effective_prefix(prefix: str) -> str:
     return ("%t " if need_time else "") + ("[%p] " if need_pid else "") + prefix
 
 
+def compile_syslog_prefix(prefix: str) -> bytes:
+    """:func:`upkeeper.logs.pglog.compile_prefix` of :func:`effective_prefix`, its errors naming ``prefix`` as written
+    (an unknown escape in '%Z ' was said of '%t [%p] %Z ', a prefix the user never wrote)."""
+    return pglog.compile_prefix(effective_prefix(prefix), shown=prefix)
+
+
 @dataclass
 class _Message:
     seq: bytes | None  # SEQ of [SEQ-N]; None for [N] (sequence numbers off, or a one-line [SEQ] message)

@@ -273,7 +273,7 @@ class PostgresLogsOptions(TaskOptions):
     def _check_prefix(cls, v: str | None) -> str | None:
         if v is not None:
             try:  # (a syslog line's time and pid stand in for a prefix's: checked for the format below)
-                pglog.compile_prefix(pgsyslog.effective_prefix(v))
+                pgsyslog.compile_syslog_prefix(v)
             except pglog.PrefixError as exc:
                 raise ValueError(f"{exc.message}. {exc.hint or ''}".strip()) from None
         return v
@@ -365,7 +365,7 @@ class PostgresLogs(Task[PostgresLogsOptions]):
         ident = options.syslog_ident or server.get("syslog_ident") or "postgres"
         if fmt in ("stderr", "syslog"):
             try:  # (syslog: the syslog line's time and pid stand in for the prefix's)
-                pglog.compile_prefix(pgsyslog.effective_prefix(prefix) if fmt == "syslog" else prefix)
+                pgsyslog.compile_syslog_prefix(prefix) if fmt == "syslog" else pglog.compile_prefix(prefix)
             except pglog.PrefixError as exc:
                 if options.format == "auto" and fmt == "stderr":  # (the option's check left it to the file)
                     raise TaskError(f"{exc.message}, and {path} reads as a stderr log (format: auto)",
