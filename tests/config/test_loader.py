@@ -237,6 +237,13 @@ def test_first_users_mistakes_get_a_message_that_says_how_to_fix_them() -> None:
     # the value is never quoted back: it may be a secret (a URL with its password where a mapping belongs)
     [url] = problems("targets:\n  db: postgresql://app:hunter2@db/app\n")
     assert "hunter2" not in url and "got text" in url, url
+    # a number or a yes/no value is said in a config file's words ("got a int"), the value not quoted either
+    [num] = problems("targets:\n  db: {kind: postgres}\njobs:\n  v:\n    task: postgres.vacuum\n    target: db\n"
+                     "    options:\n      tables: 904512\n")
+    assert num.startswith("u.yaml:8: jobs -> v -> options -> tables: expected a list, got a number | ") and \
+        "904512" not in num, num
+    [flag] = problems("targets:\n  db: true\n")
+    assert "expected a mapping (its keys indented below it), got a yes/no value" in flag, flag
 
 
 def test_a_config_path_that_is_no_text_file_says_what_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -422,9 +422,7 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
         hint = f"Try: kind: one of {expected}"
     elif typ in ("model_type", "model_attributes_type", "dict_type"):  # not pydantic's "instance of JobConfig"
         got = _at(data, loc)  # its type only: the value itself is never in a message (a secret, perhaps)
-        what = ("nothing" if got is None else "a list" if isinstance(got, list | tuple)
-                else "text" if isinstance(got, str) else f"a {type(got).__name__}")
-        msg = f"expected a mapping (its keys indented below it), got {what}"
+        msg = f"expected a mapping (its keys indented below it), got {_yaml_kind(got)}"
         parent = _at(data, loc[:-1]) if loc else None
         entries = [k for k, v in parent.items() if isinstance(v, Mapping)] if isinstance(parent, Mapping) else []
         if got is None:
@@ -436,9 +434,7 @@ def _explain(err: Any, model: type[BaseModel], data: Any) -> tuple[Path_, str, s
             hint = "Try: write it as keys indented below it (see 'upkeeper config schema')"
     elif typ == "list_type":  # "input should be a valid list": what was there, and how a list is written
         got = _at(data, loc)  # its type only, as above
-        what = ("nothing" if got is None else "a mapping" if isinstance(got, Mapping)
-                else "text" if isinstance(got, str) else f"a {type(got).__name__}")
-        msg = f"expected a list, got {what}"
+        msg = f"expected a list, got {_yaml_kind(got)}"
         hint = (f"Try: a list, even of one item: {str(loc[-1]) + ': ' if loc else ''}[ITEM, …] on one line, or "
                 "'- ITEM' lines indented below it")
     elif typ == "literal_error":
@@ -505,6 +501,23 @@ def _step(tp: Any, node: Any, seg: str | int) -> tuple[Any, Any] | None:
     if origin in (list, tuple, Sequence):
         return typing.get_args(tp)[0], None
     return None
+
+
+def _yaml_kind(value: Any) -> str:
+    """What a YAML value is, in a config file's words ("a int" was said of ``login_paths: 5``); never the value."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "a yes/no value"
+    if isinstance(value, int | float):
+        return "a number"  # (not the value: it may be a secret given where a mapping belongs)
+    return f"a {type(value).__name__}"  # (a date: YAML reads 2026-12-07 as one)
 
 
 def _at(data: Any, path: Sequence[str | int]) -> Any:
