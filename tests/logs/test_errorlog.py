@@ -104,6 +104,31 @@ def test_json_loggers() -> None:
     assert a.levels["error"] == 4 and a.levels["warning"] == 1 and a.levels["info"] == 1
 
 
+def test_an_error_written_as_an_object_of_its_own_is_an_exception() -> None:
+    """An error object under ``err``/``error``/``exception`` with its stack but no type (an application's serializer,
+    ``{message, stack}``), or named otherwise than pino's and ECS's (``name``, ``kind``); Datadog's standard attributes
+    (``error.kind``, ``error.message``, ``error.stack``): each line an exception — they counted only as messages."""
+    node = "Error: card 4242 declined\n    at charge (/app/pay.js:3:9)\n    at main (/app/index.js:7:3)"
+    py = 'Traceback (most recent call last):\n  File "/app/pay.py", line 3, in charge\nValueError: card 4242 declined'
+    lines = [
+        json.dumps({"level": "error", "message": "charge failed", "err": {"message": "card 4242 declined",
+                                                                            "stack": node}}),
+        json.dumps({"level": "error", "message": "charge failed", "exception": {"stack_trace": py}}),
+        json.dumps({"level": "error", "message": "charge failed", "error": {"name": "PaymentDeclined",
+                                                                              "message": "card 4343 declined"}}),
+        json.dumps({"level": "error", "message": "charge failed", "error.kind": "stripe.error.CardError",
+                    "error.message": "card 4444 declined", "error.stack": py.replace("ValueError", "CardError")}),
+        json.dumps({"level": "error", "message": "charge failed", "error": {"kind": "stripe.error.CardError",
+                                                                              "message": "card 4545 declined"}}),
+        # an error object with neither a type nor a stack (an API's answer) is none
+        json.dumps({"level": "error", "message": "charge failed", "error": {"code": 402, "message": "declined"}}),
+    ]
+    a = feed_app("\n".join(lines) + "\n")
+    assert groups(a) == {("Error", "card <n> declined"): 1, ("ValueError", "card <n> declined"): 1,
+                         ("PaymentDeclined", "card <n> declined"): 1, ("stripe.error.CardError", "card <n> declined"): 2}
+    assert "    at charge (/app/pay.js:3:9)" in next(g for g in a.exceptions.values() if g.kind == "Error").example
+
+
 def test_jvm_node_ruby_traces() -> None:
     text = (
         "2024-03-01 10:00:00 ERROR [main] request failed\n"

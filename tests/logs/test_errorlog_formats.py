@@ -39,7 +39,9 @@ CASES = [
          {"info": 3, "warning": 3, "error": 8, "critical": 1},
          {("TypeError", "Cannot read properties of undefined (reading 'id') for order <n>"): 4,
           ("DbError", "connect ECONNREFUSED <ip>"): 2, ("Error", "out of memory"): 1,
-          ("DbError", ""): 1},  # bunyan without its serializers writes the error's name only
+          # bunyan without its serializers writes the error's name only (``err``), and so does winston without
+          # format.errors() (``error``: the error's own properties)
+          ("DbError", ""): 2},
          {("TypeError", "Cannot read properties of undefined (reading 'id') for order <n>"):
           ("TypeError: Cannot read properties of undefined (reading 'id') for order 17",
            "    at fail (/tmp/jl/node/gen.js:4:31)")},
@@ -557,6 +559,51 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
+    # .NET: Serilog's compact and JSON formats, Microsoft.Extensions.Logging's JSON console, Serilog's text file and the
+    # simple console; an inner exception (`` ---> …``) is the chain's root cause, a code after the type (``(98)``,
+    # ``(0x80004005)``) no part of it
+    Case("dotnet-serilog-json.jsonl", {"info": 3, "warning": 1, "error": 6, "critical": 1},
+         {("System.InvalidOperationException", "Sequence contains no elements"): 5,
+          ("Npgsql.PostgresException", '<n>: duplicate key value violates unique constraint "users_email_key"'): 1,
+          ("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."): 1},
+         {("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."):
+          (" ---> System.Net.Sockets.SocketException (98): Address already in use",
+           "   --- End of inner exception stack trace ---")},
+         json_lines=11,
+         messages={("warning", "Slow request {Path} took {Elapsed} ms"): 1,
+                   ("error", "Failed to process order {OrderId}"): 3, ("error", "Saving user {Email} failed"): 1,
+                   ("critical", "Host terminated unexpectedly"): 1, ("error", "Failed to process order <n>"): 1,
+                   ("error", "An unhandled exception has occurred while executing the request."): 1},
+         causes={("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."):
+                 "System.Net.Sockets.SocketException"}),
+    Case("dotnet-serilog-text.log", {"info": 1, "warning": 1, "error": 3, "critical": 1, "debug": 1},
+         {("System.InvalidOperationException", "Sequence contains no elements"): 2,
+          ("Npgsql.PostgresException", '<n>: duplicate key value violates unique constraint "users_email_key"'): 1,
+          ("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."): 1},
+         {("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."):
+          ("System.IO.IOException: Failed to bind to address http://127.0.0.1:5000: address already in use.",
+           " ---> Microsoft.AspNetCore.Connections.AddressInUseException: Address already in use",
+           "   --- End of inner exception stack trace ---")},
+         messages={("warning", 'Slow request "…" took <n> ms'): 1, ("error", "Failed to process order <n>"): 2,
+                   ("error", 'Saving user "…" failed'): 1, ("critical", "Host terminated unexpectedly"): 1},
+         causes={("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."):
+                 "System.Net.Sockets.SocketException"}),
+    Case("dotnet-console.log", {"info": 1, "warning": 1, "error": 1, "critical": 1, "debug": 1},
+         {("System.InvalidOperationException", "Sequence contains no elements"): 1,
+          ("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."): 1},
+         causes={("System.IO.IOException", "Failed to bind to address http://<ip>: address already in use."):
+                 "System.Net.Sockets.SocketException"}),
+    # logback's own JsonEncoder (1.3.8+): the exception in ``throwable``, its frames in ``stepArray``, its cause nested
+    Case("logback13-jsonencoder.jsonl", {"info": 1, "warning": 1, "error": 3},
+         {("java.lang.IllegalStateException", "order <n> has no lines"): 2,
+          ("java.util.ConcurrentModificationException", ""): 1},
+         {("java.lang.IllegalStateException", "order <n> has no lines"):
+          ("java.lang.IllegalStateException: order 42 has no lines",
+           "\tat com.shop.OrderService.total(OrderService.java:31)",
+           "Caused by: java.sql.SQLException: connection reset by 10.0.0.5", "\tat com.shop.Db.query(Db.java:9)",
+           "\t... 2 more")},
+         json_lines=5,
+         causes={("java.lang.IllegalStateException", "order <n> has no lines"): "java.sql.SQLException"}),
     Case("uvicorn.log", {"info": 10, "error": 2},
          {("ValueError", "bad path /x/<n>"): 2},
          {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1")}),

@@ -14,7 +14,10 @@
     ``err.message``/``err.stack`` (pino, bunyan; pino's message with its causes' appended: the stack's own;
     causes as objects, ``err.cause``, written after the stack as ``Caused by:``),
     log4j2's ``JsonLayout`` ``thrown`` object, ``exception``/``stack``/``traceback``
-    text, structlog's ``dict_tracebacks`` list) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
+    text, structlog's ``dict_tracebacks`` list, logback's ``JsonEncoder`` ``throwable``, Datadog's ``error.kind``, an
+    error object under ``err``/``error``/``exception`` with its type or only its stack; .NET's Serilog (``@l``,
+    ``@mt``, ``@x``; ``Level``, ``MessageTemplate``, ``Exception``) and Microsoft.Extensions.Logging (``LogLevel``,
+    ``Message``, ``Exception``)) — one adapter per way of writing it, ``_JSON_EXC_ADAPTERS``;
     a traceback inside a message of several lines (Google Cloud) is the exception too;
     a Go error string (``error``, zap, logrus) at level error or worse is an exception of type ``error``;
   - logfmt lines (``level=error msg="…" error="…"``: logrus's text format, Go's slog) are read as these fields;
@@ -26,7 +29,8 @@
     type ``Uncaught``; an uncaught Error without its stack, ``[TypeError: …]``; V8's ``FATAL ERROR: …``; an unhandled
     rejection Node warned of, ``(node:1234) UnhandledPromiseRejectionWarning: …``),
     Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
-    serving …``),
+    serving …``), .NET (``System.InvalidOperationException: …`` then ``   at …``; an inner exception after
+    `` ---> ``, the innermost the root cause; Serilog's ``[WRN]``, the simple console's ``fail:``),
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
     Rails' ``Class (message):``, then the backtrace), PHP (``PHP Fatal error:  Uncaught PDOException: … in
     /app/db.php:22`` then ``Stack trace:``);
@@ -374,12 +378,19 @@ LEVEL_WORDS = {
     "critical": "critical", "crit": "critical", "fatal": "critical", "alert": "critical", "emerg": "critical",
     "emergency": "critical", "panic": "critical", "dpanic": "critical",
     "deprecated": "warning",  # PHP's E_DEPRECATED ("PHP Deprecated:  …"), a warning as Sentry's PHP SDK has it
+    # .NET: Serilog's levels (Verbose … Fatal; ``[VRB]`` … ``[FTL]`` in its text output's ``{Level:u3}``) and those of
+    # Microsoft.Extensions.Logging's simple console format (``trce:`` … ``fail:``, ``crit:``)
+    "verbose": "debug", "vrb": "debug", "dbg": "debug", "inf": "info", "wrn": "warning", "ftl": "critical",
+    "trce": "debug", "dbug": "debug", "fail": "error",
 }  # fmt: skip
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 #: a level word: not part of a word or a path (``/error/``), but Celery's ``ERROR/MainProcess``,
 #: ``WARNING/ForkPoolWorker-1`` is one (a slash then a capital letter)
+#: Serilog's three letters are levels in brackets only (``[WRN]``, its text output's ``[{Level:u3}]``), and the simple
+#: console format's ``fail:`` at the start of a line only
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
-                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED)(?!\w)(?!/(?-i:[^A-Z]))", re.I)
+                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED|(?<=\[)(?-i:VRB|DBG|INF|WRN|FTL)(?=\])|"
+                         r"^(?-i:trce|dbug|fail)(?=: ))(?!\w)(?!/(?-i:[^A-Z]))", re.I)
 #: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
 _LEVEL_PROCESS = re.compile(r"^/[\w-]+")
 _PY_TRACEBACK = "Traceback (most recent call last):"
@@ -395,7 +406,10 @@ _EXC_SUFFIX = r"(?:Error|Exception|Exit|Interrupt|Warning|Fault|Throwable|Failur
 #: ``SystemError [ERR_SYSTEM_ERROR]: …``), and an error whose ``name`` is not its class's carries the name
 #: (``DOMException [AbortError]: …``, ``class Timeout extends Error`` prints ``Timeout [Error]: …``): the type is
 #: the class, as for Node's JSON loggers (pino's ``err.type``) and a ``[cause]:``
+#: .NET writes some exceptions' error code after the type (``System.Net.Sockets.SocketException (111): Connection
+#: refused``, ``Npgsql.PostgresException (0x80004005): 23505: …``): no part of the type or the message
 _EXC_LINE = re.compile(rf"^((?:[A-Za-z_$][\w$]*\.)*(?:[A-Za-z_$][\w$]*)?{_EXC_SUFFIX})(?: \[[A-Za-z_$][\w$]*\])?"
+                       r"(?: \((?:0x[0-9A-Fa-f]{8}|-?\d{1,10})\))?"
                        r"(?:: ?(.*))?$")
 _BARE_EXC = re.compile(_EXC_SUFFIX)
 #: an exception after a message on the same line, as ``console.error('payment failed', err)`` prints it (util.format:
@@ -479,8 +493,9 @@ def _embedded_exc(s: str) -> re.Match[str] | None:
 
 
 _AT_FRAME = re.compile(r"^\s+at \S")
-#: a link of a chain, inside a trace: read outside one (the trace cut before it), no exception of its own
-_CHAIN_LINK = re.compile(r"^(?:Caused by|Suppressed|\[cause\]|Wrapped by): ")
+#: a link of a chain, inside a trace: read outside one (the trace cut before it), no exception of its own (.NET's
+#: inner exception: ``---> …``, see ``_DOTNET_INNER``)
+_CHAIN_LINK = re.compile(r"^(?:(?:Caused by|Suppressed|\[cause\]|Wrapped by): |---> [A-Za-z_])")
 #: a JVM trace printed root cause first (logback's ``%rootException``, logstash-logback-encoder's ``rootCauseFirst``):
 #: each exception that wrapped the one before, ``Wrapped by: java.lang.RuntimeException: …``, the last one outermost
 _WRAPPED = re.compile(r"^Wrapped by: ((?:[\w$]+\.)*[\w$]+)(?:: (.*))?$", re.M)
@@ -673,7 +688,7 @@ _MONOLOG_EXC = re.compile(r' \{.*?"exception":"\[object\] \(([\w\\]+)\(code: [^)
 _MONOLOG_FRAME = re.compile(r'^(?:\[stacktrace\]$|#\d+ |\[previous exception\] |"[},]|\s*$)')  # "}, or ",… more context
 _PHP_NEXT = re.compile(r"^Next ([A-Za-z_\\][\w\\]*): (.*?)(?: in \S+?:\d+)?$")
 _STACK_FRAME = re.compile(r"^(?:\s+at |Emitted '[\w-]+' event |\s+File \"|\t|\s{2,}\S|Caused by: |Wrapped by: |"
-                          r"\s*\.\.\. \d+ more)")
+                          r"\s*\.\.\. \d+ more| ---> [A-Za-z_])")
 
 
 def _named_exc(s: str) -> str | None:
@@ -1297,7 +1312,7 @@ class AppLogStats:
         """A record of fields (a JSON line, a logfmt line): its level, message and exception."""
         level = _json_level(obj)
         # a record with no message (zerolog's log.Error().Err(err).Send()) is classed by its error
-        msg = _first_str(obj, ("message", "msg", "event", "@message", "text")) or _go_error(obj) or ""
+        msg = _first_str(obj, _JSON_MESSAGE) or _go_error(obj) or ""
         at = _trace_in_message(msg)
         trace, msg = (msg[at:], msg[:at].rstrip() or msg[at:].split("\n", 1)[0]) if at >= 0 else ("", msg)
         if level:
@@ -1329,6 +1344,8 @@ class AppLogStats:
         # a message of several lines (a JVM's, Python's, a JSON field's): grouped by its first line, as
         # the text formats print it before the frames or after the exception's type
         message = message.strip().split("\n", 1)[0]
+        if " ---> " in message and _DOTNET_INNER.search(message):  # .NET before Core 3.0: the inner exception after it
+            message = message[:message.index(" ---> ")]
         if message == "null" and _JVM_CLASS.fullmatch(kind):
             # logback and log4j2 print an exception without a message as ``…Exception: null`` (its getMessage()), the
             # JVM as the class alone (uncaught, printStackTrace()): one group
@@ -1346,6 +1363,14 @@ class AppLogStats:
         g.count += 1
         if source:
             g.sources.add(source)
+
+
+#: the fields a record's message is in: .NET's too — Serilog's compact format (CLEF: ``@mt``, the message template, the
+#: class every rendering of it belongs to; ``@m``, the rendered message, when there is no template), its
+#: ``JsonFormatter`` (``MessageTemplate``, ``RenderedMessage``) and Microsoft.Extensions.Logging's JSON console
+#: format (``Message``)
+_JSON_MESSAGE = ("message", "msg", "event", "@message", "text", "@mt", "@m", "MessageTemplate", "RenderedMessage",
+                 "Message")
 
 
 def _first_str(obj: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -1387,7 +1412,9 @@ def _get(obj: Any, path: str) -> Any:
 
 
 def _json_level(obj: dict[str, Any]) -> str | None:
-    for k in ("level", "levelname", "severity", "log.level", "loglevel", "lvl", "@level"):
+    # .NET: Serilog's compact format (``@l``), its JsonFormatter (``Level``), Microsoft.Extensions.Logging's JSON
+    # console format (``LogLevel``)
+    for k in ("level", "levelname", "severity", "log.level", "loglevel", "lvl", "@level", "@l", "Level", "LogLevel"):
         v = _get(obj, k)
         if isinstance(v, bool):
             continue
@@ -1395,6 +1422,8 @@ def _json_level(obj: dict[str, Any]) -> str | None:
             return _PINO_LEVELS.get(v - v % 10 if v >= 10 else v)
         if isinstance(v, str) and v:
             return LEVEL_WORDS.get(v.lower())
+    if "@t" in obj and ("@mt" in obj or "@m" in obj):  # Serilog's compact format leaves out Information, its default
+        return "info"
     return None
 
 
@@ -1407,10 +1436,13 @@ _JSON_EXC_FIELDS = (
     # log4j2 JsonTemplateLayout's LogstashJsonEventLayoutV1 template
     ("exception.exception_class", "exception.exception_message", "exception.stacktrace"),
     ("exc_type", "exc_message", "exc_info"),
+    ("error.kind", "error.message", "error.stack"),  # Datadog's standard attributes
 )
 #: fields holding a stack trace or traceback as text (python-json-logger's exc_info, structlog's
-#: format_exc_info, winston's stack, logstash-logback-encoder's stack_trace)
-_JSON_EXC_TEXT = ("exc_info", "exception", "stack", "stack_trace", "stacktrace", "traceback", "error")
+#: format_exc_info, winston's stack, logstash-logback-encoder's stack_trace; .NET's ``Exception.ToString()``:
+#: Serilog's compact ``@x``, its JsonFormatter's and Microsoft.Extensions.Logging's ``Exception``)
+_JSON_EXC_TEXT = ("exc_info", "exception", "stack", "stack_trace", "stacktrace", "traceback", "error", "@x",
+                  "Exception")
 
 _Exc = tuple[str, str, str]  # (type, message, stack text or "")
 
@@ -1482,6 +1514,54 @@ def _exc_log4j2_thrown(obj: dict[str, Any]) -> _Exc | None:
                              f"{fr.get('line', '?')})")
         cur = cur.get("cause")
     return kind, msg if isinstance(msg, str) else "", "\n".join(parts)
+
+
+def _exc_logback_throwable(obj: dict[str, Any]) -> _Exc | None:
+    """logback's own ``JsonEncoder`` (1.3.8 and later): ``throwable`` is ``{className, message, stepArray: [{className,
+    methodName, fileName, lineNumber}], commonFramesCount, cause: {…}, suppressed: […]}``; the example is the text the
+    JVM prints, the frames and causes (``Caused by: …``, ``... N more``) written as it does."""
+    thrown = obj.get("throwable")
+    kind = thrown.get("className") if isinstance(thrown, dict) else None
+    if not isinstance(thrown, dict) or not isinstance(kind, str) or not kind:
+        return None
+    msg = thrown.get("message")
+    parts: list[str] = []
+    cur: Any = thrown
+    while isinstance(cur, dict) and len(parts) < MAX_TRACE_LINES:
+        name, m = cur.get("className", "?"), cur.get("message")
+        parts.append(("Caused by: " if parts else "") + (f"{name}: {m}" if isinstance(m, str) else str(name)))
+        frames = cur.get("stepArray")
+        for fr in frames if isinstance(frames, list) else ():
+            if isinstance(fr, dict):
+                parts.append(f"\tat {fr.get('className', '?')}.{fr.get('methodName', '?')}({fr.get('fileName', '?')}:"
+                             f"{fr.get('lineNumber', '?')})")
+        common = cur.get("commonFramesCount")
+        if type(common) is int and common > 0:
+            parts.append(f"\t... {common} more")
+        cur = cur.get("cause")
+    return kind, msg if isinstance(msg, str) else "", "\n".join(parts)
+
+
+def _exc_error_object(obj: dict[str, Any]) -> _Exc | None:
+    """An error written as an object under a name of its own (``error``, ``err``, ``exception``, ``exc``) — a logger
+    configured so (pino's ``errorKey``), an application's serializer — with its type (``type``, ``name``, ``kind``,
+    ``class``) and message, or only a stack trace as text (``stack``, ``stack_trace``, ``stacktrace``, ``backtrace``,
+    ``trace``) to read them from; its causes (``cause``) read as pino's are."""
+    for key in ("error", "err", "exception", "exc"):
+        err = obj.get(key)
+        if not isinstance(err, dict):
+            continue
+        stack = next((v for k in ("stack", "stack_trace", "stacktrace", "backtrace", "trace")
+                      if isinstance(v := err.get(k), str) and v.strip()), "").rstrip()
+        kind = next((v for k in ("type", "name", "kind", "class") if isinstance(v := err.get(k), str)
+                     and _TYPE_NAME.fullmatch(v)), "")
+        msg = next((v for k in ("message", "msg") if isinstance(v := err.get(k), str)), "")
+        if not kind and stack:
+            kind, own = _exception_from_text(stack)
+            msg = msg or own
+        if kind:
+            return kind, msg, _with_causes(stack, err)
+    return None
 
 
 def _exc_structlog_dicts(obj: dict[str, Any]) -> _Exc | None:
@@ -1562,8 +1642,8 @@ def _exc_error_string(obj: dict[str, Any]) -> _Exc | None:
 
 
 #: adapters from a JSON log record to its exception, tried in turn: one per way loggers write exceptions
-_JSON_EXC_ADAPTERS = (_exc_fields, _exc_log4j2_thrown, _exc_structlog_dicts, _exc_go_panic, _exc_text,
-                      _exc_error_string)
+_JSON_EXC_ADAPTERS = (_exc_fields, _exc_log4j2_thrown, _exc_logback_throwable, _exc_structlog_dicts, _exc_go_panic,
+                      _exc_text, _exc_error_object, _exc_error_string)
 
 
 def _json_exception(obj: dict[str, Any]) -> _Exc | None:
@@ -1674,6 +1754,12 @@ _NODE_CAUSE = re.compile(r"^( *)\[cause\]: \[?([A-Za-z_$][\w$.]*)(?::|\]| \{| \[
 _NODE_ERRORS = "  [errors]: ["
 _NODE_ERRORS_FIRST = re.compile(r"^    \[?([A-Za-z_$][\w$.]*)(?::|\]| \{|,?$)")
 _MONOLOG_PREVIOUS = re.compile(r"\[previous exception\] \[object\] \(([\w\\]+)\(code: ")
+#: .NET's ``Exception.ToString()`` of an exception with an inner one: ``Class: message``, then the inner exception's
+#: after `` ---> `` (on a line of its own since .NET Core 3.0, on the same line before), its inner one's the same
+#: way, all before the first frame (``   at …``; each inner exception's frames end with ``   --- End of inner
+#: exception stack trace ---``); an ``AggregateException``'s others are ``---> (Inner Exception #1) …``
+_DOTNET_INNER = re.compile(r"(?:^| )---> ((?:[A-Za-z_][\w`]*\.)*[A-Za-z_][\w`]*)(?: \((?:0x[0-9A-Fa-f]{8}|-?\d{1,10})\))?"
+                           r"(?::|$)")
 
 
 def _chain_root(lines: list[str], kind: str) -> str:
@@ -1696,7 +1782,19 @@ def _chain_root(lines: list[str], kind: str) -> str:
         elif "[previous exception]" in ln:
             for p in _MONOLOG_PREVIOUS.findall(ln):
                 root = p.replace("\\\\", "\\")  # a JSON string's escaped backslashes
-    return root or _py_chain_root(lines)
+    return root or _dotnet_chain_root(lines) or _py_chain_root(lines)
+
+
+def _dotnet_chain_root(lines: list[str]) -> str:
+    """The type of the innermost exception of a .NET exception's text (see ``_DOTNET_INNER``), "" for none."""
+    root = ""
+    for ln in lines:
+        if _AT_FRAME.match(ln):
+            break
+        if "---> " in ln:
+            found = _DOTNET_INNER.findall(ln)
+            root = found[-1] if found else root
+    return root
 
 
 def _py_chain_root(lines: list[str]) -> str:
