@@ -129,6 +129,22 @@ def test_an_error_written_as_an_object_of_its_own_is_an_exception() -> None:
     assert "    at charge (/app/pay.js:3:9)" in next(g for g in a.exceptions.values() if g.kind == "Error").example
 
 
+def test_a_byte_order_mark_at_a_file_s_start_loses_no_record() -> None:
+    """A log written with a byte order mark (.NET's UTF-8 with BOM, PowerShell's): its first record is read as the
+    others are — a JSON line's exception was lost, its line counted as text."""
+    exc = "System.InvalidOperationException: order {} failed\n   at Shop.Orders.Process()"
+    jsonl = "".join(json.dumps({"@t": "2026-12-07T10:00:00Z", "@mt": "boom", "@l": "Error", "@x": exc.format(i)}) + "\n"
+                    for i in (1, 2))
+    text = "".join(f"2026-12-07 10:00:0{i} ERROR app: boom\n" + exc.format(i) + "\n" for i in (1, 2))
+    for log, json_lines in ((jsonl, 2), (text, 0)):
+        a = AppLogStats()
+        a.feed(b"\xef\xbb\xbf" + log.encode(), "app.log")
+        a.finish()
+        assert groups(a) == {("System.InvalidOperationException", "order <n> failed"): 2}, log
+        assert a.json_lines == json_lines and a.levels == {"error": 2}
+        assert all("\ufeff" not in k[1] for k in a.messages), a.messages
+
+
 def test_jvm_node_ruby_traces() -> None:
     text = (
         "2024-03-01 10:00:00 ERROR [main] request failed\n"

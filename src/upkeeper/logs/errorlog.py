@@ -877,6 +877,8 @@ class AppLogStats:
         proc.json_lines = 0
 
     def _line(self, line: str, source: str) -> None:
+        if line[:1] == "\ufeff":  # the byte order mark a file starts with (.NET's, PowerShell's UTF-8): no part of it
+            line = line[1:]
         if "\x1b" in line:
             colored = _COMPOSE_COLORED.match(line)
             line = _ANSI.sub("", line[colored.end():] if colored else line)
