@@ -145,6 +145,21 @@ def test_a_byte_order_mark_at_a_file_s_start_loses_no_record() -> None:
         assert all("\ufeff" not in k[1] for k in a.messages), a.messages
 
 
+def test_a_dotnet_framework_inner_exception_on_the_exception_s_line_is_its_root_cause() -> None:
+    """.NET Framework (log4net's, NLog's text) writes the inner exception after `` ---> `` on the exception's own line:
+    grouped by the outer exception's message, the innermost type its cause, as .NET Core's own line for it is."""
+    log = "".join(
+        f"2026-12-07 10:00:0{i} ERROR Shop.Orders - order {i} failed\n"
+        f"System.InvalidOperationException: Order {i} could not be saved ---> System.Data.SqlClient.SqlException: "
+        f"Timeout expired.  The timeout period elapsed prior to completion of the operation (order {i}).\n"
+        "   at System.Data.SqlClient.SqlConnection.OnError(SqlException exception, Boolean breakConnection)\n"
+        "   --- End of inner exception stack trace ---\n"
+        "   at Shop.Orders.Save(Order o) in C:\\src\\Shop\\Orders.cs:line 42\n" for i in (1, 2))
+    a = feed_app(log)
+    assert {(g.kind, g.message, g.cause): g.count for g in a.exceptions.values()} == \
+        {("System.InvalidOperationException", "Order <n> could not be saved", "System.Data.SqlClient.SqlException"): 2}
+
+
 def test_jvm_node_ruby_traces() -> None:
     text = (
         "2024-03-01 10:00:00 ERROR [main] request failed\n"
