@@ -559,6 +559,11 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
+    # winston's colorize() before json(): the level in its colours inside the JSON string (no level was counted)
+    Case("winston-colorize.jsonl", {"info": 1, "warning": 1, "error": 3},
+         {("TypeError", "order <n> has no total"): 2, ("error", "card declined"): 1}, json_lines=5,
+         messages={("warning", "slow request <n> ms"): 1, ("error", "order <n> has no total"): 2,
+                   ("error", "charge failed"): 1}),
     # .NET: Serilog's compact and JSON formats, Microsoft.Extensions.Logging's JSON console, Serilog's text file and the
     # simple console; an inner exception (`` ---> …``) is the chain's root cause, a code after the type (``(98)``,
     # ``(0x80004005)``) no part of it

@@ -1423,7 +1423,8 @@ def _json_level(obj: dict[str, Any]) -> str | None:
         if isinstance(v, int):
             return _PINO_LEVELS.get(v - v % 10 if v >= 10 else v)
         if isinstance(v, str) and v:
-            return LEVEL_WORDS.get(v.lower())
+            # winston's colorize() before json() writes the level in its terminal colours: "\x1b[31merror\x1b[39m"
+            return LEVEL_WORDS.get((_ANSI.sub("", v) if "\x1b" in v else v).lower())
     if "@t" in obj and ("@mt" in obj or "@m" in obj):  # Serilog's compact format leaves out Information, its default
         return "info"
     return None
