@@ -114,6 +114,19 @@ def test_errors_reads_a_big_application_log_in_pieces_without_cutting_a_trace(cl
                                               "example": trace.rstrip("\n"), "sources": [str(app)]}]  # the whole trace
 
 
+def test_errors_reads_a_trace_cut_by_rotation_whole(cli: Any, tmp_path: Path) -> None:
+    """A traceback whose head is at the end of app.log.1 and whose end starts app.log is one exception with its
+    frames, as the logs.errors task reads it (each file was read on its own: the exception line alone)."""
+    (tmp_path / "app.log.1").write_text('2026-12-07 10:00:00 ERROR payment failed\nTraceback (most recent call last):\n'
+                                        '  File "/srv/app/app.py", line 3, in handler\n    pay()\n')
+    (tmp_path / "app.log").write_text("ValueError: card 5 declined\n2026-12-07 10:00:01 INFO ok\n")
+    r = cli(["logs", "errors", str(tmp_path / "app.log"), "--json"])
+    assert r.code == 0, r.output
+    [exc] = r.json()["app"]["exceptions"]
+    assert (exc["type"], exc["count"], exc["sources"]) == ("ValueError", 1, [str(tmp_path / "app.log.1")])
+    assert exc["example"].startswith("Traceback (most recent call last):") and "    pay()" in exc["example"]
+
+
 def test_upstream_time_of_retried_requests_adds_up(cli: Any, tmp_path: Path) -> None:
     """nginx writes one $upstream_response_time per upstream tried ("0.010, 0.020"; " : " across internal
     redirects): the request waited for all of them, so they count as their sum, not as no sample."""

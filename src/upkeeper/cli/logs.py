@@ -506,10 +506,15 @@ def errors_cmd(
                         "upstream": ng.upstream,
                         "classes": [{"level": lv, "class": c, "count": n} for (lv, c), n in ng.classes.most_common(20)]}
     if app_logs:
+        from upkeeper.logs.sources import live_log
+
         app_stats = AppLogStats()
-        for lf in app_files:
+        for i, lf in enumerate(app_files):
             _feed_file(lf, app_stats.feed, notes)  # streamed: an application log can be gigabytes
-            app_stats.finish()
+            # a log's files (oldest first, the live one last) are read as one, as the task reads them: a trace that
+            # goes on from app.log.1 into app.log is read whole
+            if i + 1 == len(app_files) or live_log(app_files[i + 1].path) != live_log(lf.path):
+                app_stats.finish()
     if ng is not None:
         # PHP-FPM's uncaught exceptions relayed into nginx's error log are exception groups, as the task counts them
         app_stats = ng.php_into(app_stats)
