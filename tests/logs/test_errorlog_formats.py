@@ -559,6 +559,23 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
+    # loguru's file sink (blank lines between frames, "> File" where it was caught: each exception of a chain was
+    # counted on its own, its cause none) and its JSON (serialize=True: no level, no exception was read)
+    Case("loguru.log", {"error": 3, "warning": 1, "info": 1},
+         {("RuntimeError", "payment for order <n> failed"): 2, ("ZeroDivisionError", "division by zero"): 1},
+         {("RuntimeError", "payment for order <n> failed"):
+          ("KeyError: 17", "The above exception was the direct cause of the following exception:",
+           '> File "/work/wt-h37/tests/logs/applogs/generators/python_loguru.py", line 27, in <module>',
+           "RuntimeError: payment for order 17 failed")},
+         causes={("RuntimeError", "payment for order <n> failed"): "KeyError"}),
+    Case("loguru.jsonl", {"error": 3, "warning": 1, "info": 1},
+         {("RuntimeError", "payment for order <n> failed"): 2, ("ZeroDivisionError", "division by zero"): 1},
+         {("RuntimeError", "payment for order <n> failed"):
+          ("KeyError: 17", "RuntimeError: payment for order 17 failed")},
+         json_lines=5, messages={("error", "checkout failed"): 2, ("warning", "slow request <n> ms"): 1,
+                                 ("error", "An error has been caught in function '…', process 'MainProcess' (<n>), "
+                                           "thread 'MainThread' (<n>):"): 1},
+         causes={("RuntimeError", "payment for order <n> failed"): "KeyError"}),
     # winston's colorize() before json(): the level in its colours inside the JSON string (no level was counted)
     Case("winston-colorize.jsonl", {"info": 1, "warning": 1, "error": 3},
          {("TypeError", "order <n> has no total"): 2, ("error", "card declined"): 1}, json_lines=5,

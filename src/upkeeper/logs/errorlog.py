@@ -394,6 +394,9 @@ _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR
 #: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
 _LEVEL_PROCESS = re.compile(r"^/[\w-]+")
 _PY_TRACEBACK = "Traceback (most recent call last):"
+#: loguru's mark of the frame where the exception was caught, in the tracebacks it writes (``backtrace=True``, its
+#: default for a file): ``> File "/app/x.py", line 15, in <module>``; it puts a blank line between frames too
+_LOGURU_CAUGHT = '> File "'
 _PY_GROUP_TRACEBACK = "Exception Group Traceback (most recent call last):"  # printed as "  + Exception Group …"
 #: the sentences that join the tracebacks of a chained exception (``raise … from …``, or raised while handling)
 _PY_CHAIN = ("During handling of the above exception, another exception occurred:",
@@ -1015,7 +1018,8 @@ class AppLogStats:
             elif not self._pending_py:
                 if self._trace_line(line):
                     return
-            elif _STACK_FRAME.match(line) or line.startswith(" "):
+            elif _STACK_FRAME.match(line) or line.startswith(" ") or not line or line.startswith(_LOGURU_CAUGHT):
+                # (loguru's traceback: a blank line between its frames, "> File …" where the exception was caught)
                 self._keep(line)
                 return
             elif _py_exception(line.strip()):
@@ -1312,6 +1316,7 @@ class AppLogStats:
 
     def _structured(self, obj: dict[str, Any], s: str, source: str) -> None:
         """A record of fields (a JSON line, a logfmt line): its level, message and exception."""
+        obj = _loguru_record(obj) or obj
         level = _json_level(obj)
         # a record with no message (zerolog's log.Error().Err(err).Send()) is classed by its error
         msg = _first_str(obj, _JSON_MESSAGE) or _go_error(obj) or ""
@@ -1373,6 +1378,24 @@ class AppLogStats:
 #: format (``Message``)
 _JSON_MESSAGE = ("message", "msg", "event", "@message", "text", "@mt", "@m", "MessageTemplate", "RenderedMessage",
                  "Message")
+
+
+def _loguru_record(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """loguru's JSON (``serialize=True``): ``{"text": the line as its text sink writes it, traceback and all,
+    "record": {"level": {"name": …}, "message": …, "exception": {"type", "value", "traceback"} or null, …}}``, as
+    the fields the other loggers write (``level``, ``message``, ``exc_type``/``exc_message``/``exc_info``: the
+    traceback, from ``text``); None for any other record."""
+    rec, text = obj.get("record"), obj.get("text")
+    if not isinstance(rec, dict) or not isinstance(text, str):
+        return None
+    level = rec.get("level")
+    out: dict[str, Any] = {"level": level.get("name") if isinstance(level, dict) else level,
+                           "message": rec.get("message")}
+    exc = rec.get("exception")
+    if isinstance(exc, dict) and isinstance(exc.get("type"), str) and exc["type"]:
+        at = text.find(_PY_TRACEBACK)
+        out.update(exc_type=exc["type"], exc_message=exc.get("value"), exc_info=text[at:] if at >= 0 else "")
+    return out
 
 
 def _first_str(obj: dict[str, Any], keys: tuple[str, ...]) -> str:
@@ -1713,7 +1736,7 @@ def _py_final(lines: list[str]) -> tuple[tuple[str, str] | None, int]:
         return None, -1
     # the first line after the frames (its message, and a note, may go on over further lines)
     for i, ln in enumerate(seg[1:], start + 1):
-        if ln.strip() and not ln[0].isspace() and ln.strip() not in _PY_CHAIN:
+        if ln.strip() and not ln[0].isspace() and ln.strip() not in _PY_CHAIN and not ln.startswith(_LOGURU_CAUGHT):
             return _py_exception(ln.strip()), i
     return None, -1
 
