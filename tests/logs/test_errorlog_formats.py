@@ -559,6 +559,17 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
+    # the same program with Monolog's JsonFormatter (Laravel's and Symfony's JSON logging): its numeric level (400)
+    # was taken for no level, and the exception in context.exception was not read
+    Case("monolog-json.jsonl", {"info": 2, "error": 2, "critical": 2, "warning": 2},
+         {("RuntimeException", "cannot load order <n>"): 2, ("DivisionByZeroError", "Division by zero"): 2},
+         {("RuntimeException", "cannot load order <n>"):
+          ("[previous exception] [object] (PDOException(code: 0): SQLSTATE[08006] [7] connection to server at "
+           '"10.0.0.1", port 5432 failed: Connection refused at '
+           "/work/wt-h37/tests/logs/applogs/generators/monolog_json.php:23)",)},
+         json_lines=8, causes={("RuntimeException", "cannot load order <n>"): "PDOException"},
+         messages={("error", "cannot load order <n>"): 2, ("critical", "Division by zero"): 2,
+                   ("warning", "slow request <n> ms"): 2}),
     # loguru's file sink (blank lines between frames, "> File" where it was caught: each exception of a chain was
     # counted on its own, its cause none) and its JSON (serialize=True: no level, no exception was read)
     Case("loguru.log", {"error": 3, "warning": 1, "info": 1},

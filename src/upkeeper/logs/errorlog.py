@@ -1439,12 +1439,17 @@ def _get(obj: Any, path: str) -> Any:
 def _json_level(obj: dict[str, Any]) -> str | None:
     # .NET: Serilog's compact format (``@l``), its JsonFormatter (``Level``), Microsoft.Extensions.Logging's JSON
     # console format (``LogLevel``)
-    for k in ("level", "levelname", "severity", "log.level", "loglevel", "lvl", "@level", "@l", "Level", "LogLevel"):
+    # (Monolog's JSON: ``level`` a number of its own, 400 for ERROR, its name in ``level_name``)
+    for k in ("level", "levelname", "severity", "log.level", "loglevel", "lvl", "@level", "@l", "Level", "LogLevel",
+              "level_name"):
         v = _get(obj, k)
         if isinstance(v, bool):
             continue
         if isinstance(v, int):
-            return _PINO_LEVELS.get(v - v % 10 if v >= 10 else v)
+            pino = _PINO_LEVELS.get(v - v % 10 if v >= 10 else v)
+            if pino:
+                return pino
+            continue
         if isinstance(v, str) and v:
             # winston's colorize() before json() writes the level in its terminal colours: "\x1b[31merror\x1b[39m"
             return LEVEL_WORDS.get((_ANSI.sub("", v) if "\x1b" in v else v).lower())
@@ -1590,6 +1595,30 @@ def _exc_error_object(obj: dict[str, Any]) -> _Exc | None:
     return None
 
 
+def _exc_monolog(obj: dict[str, Any]) -> _Exc | None:
+    """Monolog's ``JsonFormatter`` (Laravel, Symfony): the exception logged as ``context.exception``, ``{class,
+    message, code, file, trace: ["file:line", …], previous: {…}}``; the example written as its ``LineFormatter``
+    writes it (``[object] (Class(code: 0): message at file:line)``, ``[stacktrace]``, ``#0 …``, ``[previous
+    exception] …``), the last previous exception the chain's root."""
+    ctx = obj.get("context")
+    exc = ctx.get("exception") if isinstance(ctx, dict) else None
+    kind = exc.get("class") if isinstance(exc, dict) else None
+    if not isinstance(exc, dict) or not isinstance(kind, str) or not kind:
+        return None
+    msg = exc.get("message")
+    parts: list[str] = []
+    cur: Any = exc
+    while isinstance(cur, dict) and len(parts) < MAX_TRACE_LINES:
+        parts.append(("[previous exception] " if parts else "")
+                     + f"[object] ({cur.get('class', '?')}(code: {cur.get('code', 0)}): {cur.get('message', '')} at "
+                       f"{cur.get('file', '?')})")
+        trace = cur.get("trace")
+        if isinstance(trace, list) and trace:
+            parts += ["[stacktrace]", *(f"#{i} {fr}" for i, fr in enumerate(trace) if isinstance(fr, str))]
+        cur = cur.get("previous")
+    return kind, msg if isinstance(msg, str) else "", "\n".join(parts)
+
+
 def _exc_structlog_dicts(obj: dict[str, Any]) -> _Exc | None:
     """structlog's ``dict_tracebacks``: ``exception`` is a list of ``{exc_type, exc_value, frames}``, the
     exception raised first and its causes after it; the example is the traceback Python would print."""
@@ -1668,8 +1697,8 @@ def _exc_error_string(obj: dict[str, Any]) -> _Exc | None:
 
 
 #: adapters from a JSON log record to its exception, tried in turn: one per way loggers write exceptions
-_JSON_EXC_ADAPTERS = (_exc_fields, _exc_log4j2_thrown, _exc_logback_throwable, _exc_structlog_dicts, _exc_go_panic,
-                      _exc_text, _exc_error_object, _exc_error_string)
+_JSON_EXC_ADAPTERS = (_exc_fields, _exc_log4j2_thrown, _exc_logback_throwable, _exc_monolog, _exc_structlog_dicts,
+                      _exc_go_panic, _exc_text, _exc_error_object, _exc_error_string)
 
 
 def _json_exception(obj: dict[str, Any]) -> _Exc | None:
