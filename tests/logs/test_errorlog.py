@@ -160,6 +160,21 @@ def test_a_dotnet_framework_inner_exception_on_the_exception_s_line_is_its_root_
         {("System.InvalidOperationException", "Order <n> could not be saved", "System.Data.SqlClient.SqlException"): 2}
 
 
+def test_an_http_status_tells_failures_apart() -> None:
+    """axios' ``Request failed with status code 401`` (the API key stopped working) and ``… 503`` (the service is
+    down) are two groups — the status was ``<n>``, so a new 401 after known 503s was no new exception; other
+    numbers stay ``<n>``."""
+    stack = "    at settle (/app/node_modules/axios/lib/core/settle.js:19:12)\n"
+    log = "".join(f"AxiosError: Request failed with status code {code}\n{stack}" for code in (503, 503, 401))
+    log += "".join(f"2026-12-07 10:00:0{i} ERROR app: GET /orders/{i} status={code} in {i}00 ms\n"
+                   for i, code in ((1, 500), (2, 500), (3, 404)))
+    a = feed_app(log)
+    assert groups(a) == {("AxiosError", "Request failed with status code 503"): 2,
+                         ("AxiosError", "Request failed with status code 401"): 1}
+    assert dict(a.messages) == {("error", "app: GET /orders/<n> status=500 in <n> ms"): 2,
+                                ("error", "app: GET /orders/<n> status=404 in <n> ms"): 1}
+
+
 def test_jvm_node_ruby_traces() -> None:
     text = (
         "2024-03-01 10:00:00 ERROR [main] request failed\n"

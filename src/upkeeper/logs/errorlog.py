@@ -119,6 +119,20 @@ def _opaque(m: re.Match[str]) -> str:
     return v
 
 
+#: the words before an HTTP status in a message (axios' ``Request failed with status code 503``, Go's ``unexpected
+#: status code: 401``, ``status=404``)
+_STATUS_BEFORE = re.compile(r"(?i)\b(?:status(?:[ _-]?code)?|response code)\s*[:=]?\s*$")
+
+
+def _number(m: re.Match[str]) -> str:
+    """A number is ``<n>``, but an HTTP status after words naming it (``status code 401``): a 401 (the credentials
+    stopped working) and a 503 (the service is down) are two failures, not one group."""
+    v = m.group(0)
+    if len(v) == 3 and v[0] in "12345" and _STATUS_BEFORE.search(m.string, max(0, m.start() - 24), m.start()):
+        return v
+    return "<n>"
+
+
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _MONTH_HINT = re.compile(_MONTH)
 
@@ -179,7 +193,7 @@ _NORM: tuple[tuple[re.Pattern[str], Any, Any], ...] = (
     # quotes that open and close outside a word: the apostrophes of "couldn't … it's" are not quotes
     (re.compile(r"(?<!\w)(\")([^\"]{0,300})\"(?!\w)"), _quoted, lambda m: '"' in m),
     (re.compile(r"(?<!\w)(')([^']{0,300})'(?!\w)"), _quoted, lambda m: "'" in m),
-    (re.compile(r"(?<![\w.])\d+(?:\.\d+)?"), "<n>", _always),
+    (re.compile(r"(?<![\w.])\d+(?:\.\d+)?"), _number, _always),
     (re.compile(r"\s+"), " ", _always),
 )
 
