@@ -175,6 +175,25 @@ def test_an_http_status_tells_failures_apart() -> None:
                                 ("error", "app: GET /orders/<n> status=404 in <n> ms"): 1}
 
 
+def test_a_container_log_cut_by_rotation_inside_a_trace_or_a_split_line_is_read_whole() -> None:
+    """Docker's json-file and the CRI format (see applogs/README.md): a traceback whose head is in the rotated file
+    and whose end is in the live one, and a line split by the runtime across the two, are read whole."""
+    logs = Path(__file__).parent / "applogs"
+    for name, marker in (("docker-json-file.log", b"Traceback"), ("cri-containerd.log", b"Traceback")):
+        data = (logs / name).read_bytes()
+        at = data.index(b"\n", data.index(marker)) + 1  # after the traceback's first line
+        split = data.index(b"\n", data.rindex(b"AAAA", 0, len(data) - 20000)) + 1  # between two parts of a line
+        whole = AppLogStats()
+        whole.feed(data, "app.log")
+        whole.finish()
+        for cut in (at, split):
+            rotated = AppLogStats()
+            rotated.feed(data[:cut], "app.log.1")
+            rotated.feed(data[cut:], "app.log")
+            rotated.finish()
+            assert groups(rotated) == groups(whole) and rotated.messages == whole.messages, (name, cut)
+
+
 def test_jvm_node_ruby_traces() -> None:
     text = (
         "2024-03-01 10:00:00 ERROR [main] request failed\n"

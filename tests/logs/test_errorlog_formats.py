@@ -559,6 +559,19 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
+    # a container runtime's log of two programs' output (uvicorn on stderr, structlog on stdout, line by line
+    # alternating, a line split in three): Docker's json-file and the CRI format of containerd — nothing was read
+    # in the first, no exception in the second
+    *(Case(name, {"info": 11, "error": 5, "warning": 2},
+           {("ValueError", "bad path /x/<n>"): 2, ("RuntimeError", "lookup failed for user <n> at <hex>"): 2,
+            ("ValueError", "invalid literal for int() with base <n>: '…'"): 1},
+           {("ValueError", "bad path /x/<n>"): ("Traceback (most recent call last):", "ValueError: bad path /x/1"),
+            ("RuntimeError", "lookup failed for user <n> at <hex>"):
+            ("KeyError: 'user-1'", "RuntimeError: lookup failed for user 1 at 0x7f3a2b1c")},
+           causes={("RuntimeError", "lookup failed for user <n> at <hex>"): "KeyError"},
+           messages={("error", "Exception in ASGI application"): 2, ("error", "request failed"): 2,
+                     ("error", "bad input"): 1, ("warning", "slow query"): 1, ("warning", "payload too large: <hex>"): 1})
+      for name in ("docker-json-file.log", "cri-containerd.log")),
     # the same program with Monolog's JsonFormatter (Laravel's and Symfony's JSON logging): its numeric level (400)
     # was taken for no level, and the exception in context.exception was not read
     Case("monolog-json.jsonl", {"info": 2, "error": 2, "critical": 2, "warning": 2},

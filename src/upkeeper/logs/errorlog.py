@@ -34,6 +34,8 @@
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
     Rails' ``Class (message):``, then the backtrace), PHP (``PHP Fatal error:  Uncaught PDOException: … in
     /app/db.php:22`` then ``Stack trace:``);
+  - a container runtime's log of the program's output (Docker's json-file ``{"log":"…","stream":"stderr",…}``, the
+    CRI format's ``2024-03-01T10:00:00.123Z stderr F …``) is read as that output, per stream, split lines joined;
   - a process manager's time stamp before every line (PM2's ``2024-03-01T10:00:00: ``) is taken off first;
     lines whose prefix names their process (syslog's ``app[1234]: ``, ``pm2 logs``' ``0|api | ``, ``docker compose
     logs``' ``web-1  | ``) are read per process, so that processes writing one file line by line do not cut each
@@ -658,6 +660,13 @@ _DOCKER_STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(?:Z|[+-]\d\d
 #: prefixes): no part of a message
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _MAX_PROCS = 256
+#: a container runtime's own log file holds the program's output one line a record: Docker's json-file driver
+#: (``{"log":"…\n","stream":"stderr","time":"…"}``, /var/lib/docker/containers/ID/ID-json.log) and the CRI format of
+#: containerd and CRI-O (``2026-12-07T10:00:00.123456789Z stderr F …``, Kubernetes' /var/log/containers/*.log: ``F``
+#: a whole line, ``P`` a part of one the runtime split, as Docker's record without its newline is); the lines are read
+#: per stream (stdout and stderr interleave), a split line joined (up to this many characters)
+_CRI_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d) (stdout|stderr) ([FP])(?: (.*))?$")
+_MAX_PARTIAL = 1 << 20
 #: the first two lines of Node's report of an uncaught exception: where it was thrown (``/app/server.js:12``,
 #: ``node:internal/process/promises:389``, ``file:///app/server.mjs:3``, ``<anonymous_script>:1``), then the
 #: source line there, then a line of carets under it
@@ -808,6 +817,8 @@ class AppLogStats:
     #: lines that name the process that wrote them (see ``_PROC_PREFIX``) are read by a reader of their own per
     #: (source, process), counting into this one's groups: one process's trace is not cut by another's lines
     _procs: dict[str, AppLogStats] = field(default_factory=dict)
+    #: the part of a line a container runtime split (see ``_CRI_LINE``) read so far, per stream: (source, text)
+    _partial: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -821,6 +832,9 @@ class AppLogStats:
             self._line(line.rstrip("\r"), source)
 
     def finish(self) -> None:
+        for key, (source, text) in list(self._partial.items()):  # the log ends inside a split line: what there is
+            del self._partial[key]
+            self._to_proc(key, text, source)
         for proc in self._procs.values():
             proc.finish()
             self.json_lines += proc.json_lines
@@ -896,6 +910,13 @@ class AppLogStats:
     def _line(self, line: str, source: str) -> None:
         if line[:1] == "\ufeff":  # the byte order mark a file starts with (.NET's, PowerShell's UTF-8): no part of it
             line = line[1:]
+        if line[:8] == '{"log":"' and self._docker_json(line, source):
+            return
+        if line[:1].isdigit() and line[19:20] in (".", "Z", "+", "-"):
+            cri = _CRI_LINE.match(line)
+            if cri:
+                self._container(f"container {cri.group(1)}", cri.group(3) or "", cri.group(2) == "P", source)
+                return
         if "\x1b" in line:
             colored = _COMPOSE_COLORED.match(line)
             line = _ANSI.sub("", line[colored.end():] if colored else line)
@@ -936,6 +957,31 @@ class AppLogStats:
         if self._after_place:
             self._place = line
         self._read_line(line, source)
+
+    def _docker_json(self, line: str, source: str) -> bool:
+        """Read a record of Docker's json-file log (see ``_CRI_LINE``): the line of the program's output in it; True
+        then (False for a JSON line of any other shape, read as the line it is)."""
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(obj, dict) or not isinstance(obj.get("log"), str) or not isinstance(obj.get("stream"), str):
+            return False
+        text: str = obj["log"]
+        whole = text.endswith("\n")
+        self._container(f"container {obj['stream']}", text[:-1].rstrip("\r") if whole else text, not whole, source)
+        return True
+
+    def _container(self, key: str, text: str, partial: bool, source: str) -> None:
+        """Read a line of a program's output that a container runtime logged, with the reader of its stream: a part of
+        a line (``partial``) is held until the rest comes."""
+        held = self._partial.pop(key, None)
+        if held is not None:
+            text = held[1] + text
+        if partial and len(text) < _MAX_PARTIAL:
+            self._partial[key] = (held[0] if held else source, text)
+            return
+        self._to_proc(key, text, held[0] if held else source)
 
     def _thrown_value(self, line: str, source: str, excerpt: list[str]) -> bool:
         """Start the block of a value that is no Error thrown and not caught (``line``, right under the caret of
