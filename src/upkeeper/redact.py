@@ -94,6 +94,19 @@ _SQL_ROLE_WORDS = ("role", "user", "group")
 _AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P<pw>[0-9A-Za-z]+)")
 _PEM_PRIVATE = re.compile(r"(?P<pre>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?P<pw>[\s\S]*?)"
                           r"(?P<post>-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)")
+# tokens known by their shape wherever they stand (an exception's message: "jwt malformed: eyJ…", a command line, a
+# path): a JWT (its header and claims are base64 of JSON objects, "eyJ"), GitHub's, GitLab's and Slack's tokens,
+# Stripe's secret, restricted and webhook keys, Google's API keys, npm's tokens, OpenAI's and Anthropic's keys (the
+# vendor's prefix stays, to tell what leaked), and an AWS access key id
+_KNOWN_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:(?P<jwt>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
+    r"|(?P<pre>gh[pousr]_|github_pat_|glpat-|xox[abposr]-|(?:sk|rk)_(?:live|test)_|whsec_|AIza|npm_"
+    r"|sk-(?:proj-|ant-(?:api\d\d-)?)?)(?P<pw>[A-Za-z0-9_-]{16,})"
+    r"|(?P<aws>(?:AKIA|ASIA)[0-9A-Z]{16})(?![A-Za-z0-9]))")
+_TOKEN_HINTS = ("eyJ", "gh", "glpat-", "xox", "_live_", "_test_", "whsec_", "AIza", "npm_", "sk-", "AKIA", "ASIA")
+# a command line's credential option followed by its value (``--password hunter2``; ``--password=…`` is a pair)
+_CLI_PASSWORD = re.compile(r"(?P<pre>(?<![\w-])--(?:[a-z]+-)*(?:password|passwd|token|secret|api-key|apikey)\s+)"
+                           r"(?P<pw>(?!-)[^\s'\"]+|'[^']*'|\"[^\"]*\")", re.IGNORECASE)
 # a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
 # the same inside a percent-encoded URL (a redirect target: ?next=%2Freset%3Ftoken%3D…)
@@ -222,7 +235,8 @@ def redact(text: str) -> str:
     query parameters (``?access_token=…``, ``&sig=…``) and cookies (``sessionid=…``), HTTP credentials
     (``Basic …``, ``Bearer …``, Digest responses, ``Authorization: …``), SQL ``PASSWORD '…'`` literals, the password
     argument of a PHP stack frame (``PDO->__construct('mysql:…', 'app', '…')``), age
-    identities (``AGE-SECRET-KEY-1…``) and PEM private keys in ``text``; the other constants of a role statement
+    identities (``AGE-SECRET-KEY-1…``), PEM private keys, tokens of a known shape (a JWT, ``ghp_…``, ``sk_live_…``,
+    ``AKIA…``: see :data:`_KNOWN_TOKEN`) and ``--password VALUE`` in ``text``; the other constants of a role statement
     (``ALTER ROLE app PASSWRD '…'``) and the arguments of pgcrypto's password and key functions too."""
     if not text:
         return text
@@ -245,6 +259,10 @@ def redact(text: str) -> str:
         text = _AUTH_TOKEN.sub(_token, text)
         text = _AUTH_HEADER.sub(lambda m: m.group("pre") + MASK, text)
     text = _KV_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+    if any(h in text for h in _TOKEN_HINTS):
+        text = _KNOWN_TOKEN.sub(_known_token, text)
+    if "--" in text:
+        text = _CLI_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
     if "\"" in text or "'" in text or "]" in text:
         text = _KEY_QUOTED.sub(_key_quoted, text)
     if "=" in text:
@@ -405,6 +423,20 @@ def _token_like(value: str) -> bool:
 
 def _token(m: re.Match[str]) -> str:
     return m.group("pre") + MASK if _token_like(m.group("pw")) else m.group(0)
+
+
+def _known_token(m: re.Match[str]) -> str:
+    """A token of a known shape (:data:`_KNOWN_TOKEN`) masked, its vendor's prefix kept; after the looser prefixes
+    (``sk-``, ``npm_``, ``AIza``) only a value with both letters and digits, as keys are (``sk-learn-style-words``
+    are words)."""
+    if m.group("jwt") or m.group("aws"):
+        return MASK
+    pre, value = m.group("pre"), m.group("pw")
+    if pre in ("sk-", "npm_", "AIza") and not (any(c.isdigit() for c in value) and any(c.isalpha() for c in value)):
+        return m.group(0)
+    if pre == "npm_" and not value.isalnum():  # npm's tokens are letters and digits (npm_config_… is a setting)
+        return m.group(0)
+    return pre + MASK
 
 
 def _cookie_pair(m: re.Match[str]) -> str:

@@ -159,6 +159,35 @@ def test_leaves_alone(text: str) -> None:
     assert redact(text) == text
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("jwt malformed: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcDEF123_-xyz", "jwt malformed: ***"),
+    ("GET /reset/eyJhbGciOiJIUzI1NiJ9.eyJ1aWQiOjQyfQ.c2lnbmF0dXJlMTIz HTTP/1.1", "GET /reset/*** HTTP/1.1"),
+    ("clone with ghp_16C7e42F292c6912E7710c838347Ae178B4a failed", "clone with ghp_*** failed"),
+    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuv", "github_pat_***"),
+    ("gitlab refused glpat-Ab12Cd34Ef56Gh78Ij90 (expired)", "gitlab refused glpat-*** (expired)"),
+    ("Invalid API Key provided: sk_live_51HabcdefGhijkLmnop", "Invalid API Key provided: sk_live_***"),
+    ("rk_test_51Habcdefghijklmnop2 and whsec_abcdefghijklmnop1234", "rk_test_*** and whsec_***"),
+    ("slack xoxb-1234567890-abcdefghij rejected", "slack xoxb-*** rejected"),
+    ("key AIzaSyA1234567890abcdefghijklmnopqrstu denied", "key AIza*** denied"),
+    ("openai sk-proj-abc123DEF456ghi789JKL 429", "openai sk-proj-*** 429"),
+    ("npm_abcdefghij0123456789ABCDEFGHIJabcdef", "npm_***"),
+    ("The security token for AKIAIOSFODNN7EXAMPLE is invalid", "The security token for *** is invalid"),
+    ("mysqldump --password hunter2 --user root shop", "mysqldump --password *** --user root shop"),
+    ("pg_dump --db-password 'two words' x", "pg_dump --db-password *** x"),
+])
+def test_masks_tokens_of_a_known_shape(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "pip install scikit-learn", "sk-learn-something-long-words", "ASIA_PACIFIC_SOUTHEAST_REGION_1",
+    "pk_live_51Habcdefghijklmnop is publishable", "eyJfoo", "ghost_protocol_manager_thing",
+    "--password-file /etc/app/pw", "--password --user root", "AKIAIOSFODNN7EXAMPLEX", "npm_config_cache_v2_dir",
+])
+def test_leaves_alone_what_only_looks_like_a_token(text: str) -> None:
+    assert redact(text) == text
+
+
 @pytest.mark.parametrize(("name", "sensitive"), [
     ("token", True), ("access_token", True), ("refreshToken", True), ("api_key", True), ("APIKEY", True),
     ("sessionKey", True), ("PHPSESSID", True), ("X-Goog-Signature", True), ("pwd", True), ("key[]", True),

@@ -286,6 +286,43 @@ def test_credentials_under_a_key_in_application_logs_stay_out(cli: Any, make_con
     res = cli(["logs", "errors", str(log), "--json"])
     assert res.code == 0 and not [s for s in KEYED_SECRETS if s in res.output], res.output
 
+SHAPED_SECRETS = ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJleHAiOjE3OTY2OTA0MDB9.Sgn4tUrEx9QkP2ZbF0mVcRyW",
+                  "ghp_Tk9x4Qz2Lm8Rv6Wp3Ys1Nb7Hc5Jd0Fg2Ka4M", "sk_live_51HqTkx9Zy8Wv7Ut6Sr5Qp4On",
+                  "AKIAZQ3DRSX4EXAMPLE7", "CliPassword9"]
+
+
+def test_tokens_of_a_known_shape_stay_out(cli: Any, make_config: Any, tmp_path: Path) -> None:
+    """An exception's message with a bare token in it — jsonwebtoken's ``jwt malformed``-style messages, a URL
+    path, a client's error quoting its key, a command line's ``--password VALUE`` — no ``token=`` or
+    ``password:`` before it: they reached the examples of the reports, the run's --json and the history whole."""
+    jwt, ghp, stripe, aws, cli_pw = SHAPED_SECRETS
+    log = tmp_path / "app.log"
+    log.write_text(
+        f'{{"level":50,"msg":"auth failed","err":{{"type":"JsonWebTokenError","message":"invalid signature",'
+        f'"stack":"JsonWebTokenError: invalid signature for {jwt}\\n    at verify (/app/auth.js:9:11)"}}}}\n'
+        "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n"
+        f"RuntimeError: GET https://api.github.com/repos/x with {ghp} returned 401\n"
+        "Traceback (most recent call last):\n  File \"b.py\", line 2, in g\n"
+        f"stripe.error.AuthenticationError: Invalid API Key provided: {stripe}\n"
+        "Traceback (most recent call last):\n  File \"c.py\", line 3, in h\n"
+        f"botocore.exceptions.ClientError: The security token for {aws} is invalid\n"
+        "Traceback (most recent call last):\n  File \"d.py\", line 4, in i\n"
+        f"subprocess.CalledProcessError: Command 'mysqldump --password {cli_pw} shop' returned non-zero exit "
+        "status 2.\n")
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(tmp_path / "none.log")}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
+                           "error_log": str(log), "app_logs": [str(log)], "report_dir": str(tmp_path / "reports")}}}})
+    r, out = run(cli, cfg, "errors")
+    data, jtext, html = reports(r)
+    assert_hidden(SHAPED_SECRETS, json_report=jtext, html_report=html, run_json=out,
+                  history=history_text(tmp_path / "history.db"))
+    assert len(data["app"]["exception_groups"]) == 5
+    examples = "\n".join(g["example"] for g in data["app"]["exception_groups"])
+    assert "with ghp_*** returned 401" in examples and "Invalid API Key provided: sk_live_***" in examples
+    res = cli(["logs", "errors", str(log), "--json"])
+    assert res.code == 0 and not [s for s in SHAPED_SECRETS if s in res.output], res.output
+
+
 # -- logs.postgres -----------------------------------------------------------------------------
 
 PG_SECRETS = ["PgCreatePw", "PgAlterPw", "PgErrorPw", "PgDsnPw", "PgTypoPw"]
