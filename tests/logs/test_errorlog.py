@@ -194,6 +194,18 @@ def test_a_container_log_cut_by_rotation_inside_a_trace_or_a_split_line_is_read_
             assert groups(rotated) == groups(whole) and rotated.messages == whole.messages, (name, cut)
 
 
+def test_a_rust_panic_before_1_73_is_an_exception_with_its_message_on_the_line() -> None:
+    """Rust before 1.73 wrote a panic's message on its line, in quotes before the place: a panic (it was an error
+    message, "Err" taken for its level), the place no part of the group."""
+    log = "".join(f"thread 'tokio-runtime-worker' panicked at 'called `Result::unwrap()` on an `Err` value: Os {{ code: "
+                  f'2, kind: NotFound, message: "No such file or directory" }}\', src/config.rs:{n}:40\n'
+                  "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n" for n in (12, 13))
+    a = feed_app(log)
+    assert groups(a) == {("panic", 'called `Result::unwrap()` on an `Err` value: Os { code: <n>, kind: NotFound, '
+                                   'message: "…" }'): 2}
+    assert a.levels == {"critical": 2}
+
+
 def test_jvm_node_ruby_traces() -> None:
     text = (
         "2024-03-01 10:00:00 ERROR [main] request failed\n"

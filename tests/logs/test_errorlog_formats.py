@@ -559,6 +559,20 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
+    # Rust 1.95's panics (stderr): no exception was read, a backtrace's "core::panicking::panic" frame counted as
+    # a critical message
+    Case("rust-panics.txt", {"info": 9, "critical": 9},
+         {("panic", "called `Option::unwrap()` on a `None` value"): 3,
+          ("panic", "order id must be a number: ParseIntError { kind: InvalidDigit }"): 2,
+          ("panic", "index out of bounds: the len is <n> but the index is <n>"): 2,
+          ("panic", "order <n> has no lines"): 2},
+         {("panic", "order <n> has no lines"): ("order 1 has no lines",
+                                                 "note: run with `RUST_BACKTRACE=1` environment variable to display "
+                                                 "a backtrace")},
+         messages={("critical", "called `Option::unwrap()` on a `None` value"): 3,
+                   ("critical", "order id must be a number: ParseIntError { kind: InvalidDigit }"): 2,
+                   ("critical", "index out of bounds: the len is <n> but the index is <n>"): 2,
+                   ("critical", "order <n> has no lines"): 2}),
     # a container runtime's log of two programs' output (uvicorn on stderr, structlog on stdout, line by line
     # alternating, a line split in three): Docker's json-file and the CRI format of containerd — nothing was read
     # in the first, no exception in the second

@@ -29,7 +29,8 @@
     type ``Uncaught``; an uncaught Error without its stack, ``[TypeError: …]``; V8's ``FATAL ERROR: …``; an unhandled
     rejection Node warned of, ``(node:1234) UnhandledPromiseRejectionWarning: …``),
     Go crashes (``panic: …``/``fatal error: …`` then ``goroutine 1 [running]:``; net/http's ``http: panic
-    serving …``), .NET (``System.InvalidOperationException: …`` then ``   at …``; an inner exception after
+    serving …``), Rust panics (``thread 'main' panicked at src/main.rs:5:10:`` then the message), .NET
+    (``System.InvalidOperationException: …`` then ``   at …``; an inner exception after
     `` ---> ``, the innermost the root cause; Serilog's ``[WRN]``, the simple console's ``fail:``),
     Ruby (``…:in `m': message (NoMethodError)``; Logger's ``E, [… #1234] ERROR -- : message (Class)`` and
     Rails' ``Class (message):``, then the backtrace), PHP (``PHP Fatal error:  Uncaught PDOException: … in
@@ -602,6 +603,16 @@ def _ruby_chain_end(block: list[str]) -> int:
     return len(block)
 
 
+def _rust_continues(block: list[str], line: str) -> bool:
+    """Whether ``line`` goes on a Rust panic's report (see ``_RUST_PANIC``): its message's lines (after a head line that
+    ends with the place), its backtrace, the ``note: …`` that ends it."""
+    if line.startswith("note: ") or _RUST_FRAME.match(line):
+        return True
+    if not block[0].endswith(":") or any(_RUST_FRAME.match(ln) for ln in block[1:]):
+        return False
+    return len(block) == 1 or (len(block) <= _MAX_MESSAGE_LINES and bool(line.strip()) and _continues_message(line))
+
+
 def _rails_open(block: list[str]) -> bool:
     """Whether a Rails exception line's message (see ``_RAILS_OPEN``) is still open: its further lines follow."""
     return (len(block) < _RAILS_OPEN_LINES and not any(ln.endswith("):") for ln in block)
@@ -629,6 +640,12 @@ _GO_PANIC = re.compile(r"^(?:(panic|fatal error): |.*?\bhttp: (panic) serving \S
 #: (``main.main()``, ``net/http.(*conn).serve(0xc000…)``) and file (tab-indented), ``created by …``, blank
 #: lines between goroutines, ``exit status 2`` (go run)
 _GO_STACK = re.compile(r"^(?:\s*$|\[signal |goroutine \d+ |\t|created by |exit status \d+$|[\w./*()\[\]{}-]+\(.*\)$)")
+#: a Rust panic as the standard library prints it: ``thread 'main' panicked at src/main.rs:5:10:`` then the message
+#: (Rust 1.73 and later; 1.83+ writes the thread's id too, ``thread 'main' (1234) panicked …``), or before 1.73 the
+#: message on the line, ``thread 'main' panicked at 'called `Option::unwrap()` on a `None` value', src/main.rs:5:10``;
+#: then ``stack backtrace:`` and its frames (``RUST_BACKTRACE=1``), and a ``note: …`` line that ends it
+_RUST_PANIC = re.compile(r"^thread '[^']*'(?: \(\d+\))? panicked at (?:'(.*)', \S+:\d+:\d+|\S+:\d+:\d+:)$")
+_RUST_FRAME = re.compile(r"^(?:stack backtrace:$|\s+\d+: \S|\s+at \S)")
 #: the time stamp a process manager writes before every line of a program's output, a colon after it: PM2's
 #: ``--time`` (``2024-03-01T10:00:00: ``) and ``--log-date-format`` (``2024-03-01 10:00:00.123 +00:00: ``);
 #: the line after it is the program's own
@@ -1012,6 +1029,12 @@ class AppLogStats:
                 if _GO_STACK.match(line) or line == self._pending[-1] == self._pending[0]:
                     self._keep(line)
                     return
+            elif self._pending_kind == "rust":
+                if _rust_continues(self._pending, line):
+                    self._keep(line)
+                    if line.startswith("note: "):  # the last line of Rust's report
+                        self._flush()
+                    return
             elif self._pending_kind == "ruby":
                 if _RUBY_FRAME.match(line) or _ruby_highlight(self._pending, line) or _rails_open(self._pending):
                     self._keep(line)
@@ -1123,6 +1146,9 @@ class AppLogStats:
             self._pending = [header]
             self._pending_source = source
             self._pending_py = 1
+            return
+        if line[:8] == "thread '" and _RUST_PANIC.match(line):
+            self._pending, self._pending_source, self._pending_kind = [line], source, "rust"
             return
         rb = _RUBY.search(line) or (_RUBY_LOGGED.match(line) if line.endswith(")") or line.endswith("):") else None)
         go = _GO_PANIC.match(line) if "panic" in line or line.startswith("fatal error: ") else None
@@ -1289,6 +1315,9 @@ class AppLogStats:
             msg = " ".join(ln.strip() for ln in value) if value[0].rstrip().endswith(("{", "[")) else value[0]
             self._exception("Uncaught", msg, "\n".join(block), self._pending_source)
             return
+        if kind == "rust":
+            self._rust_panic(block)
+            return
         if kind == "go":
             while block and not block[-1].strip():
                 block.pop()
@@ -1317,6 +1346,22 @@ class AppLogStats:
         if em and (len(block) > 1 or (em.group(2) is not None and not _BARE_EXC.fullmatch(em.group(1)))):
             kind, msg = em.group(1), em.group(2) or ""
             self._exception(kind, msg, "\n".join(block), self._pending_source, _chain_root(block, kind))
+
+    def _rust_panic(self, block: list[str]) -> None:
+        """A Rust panic (see ``_RUST_PANIC``): an exception of type ``panic``, as a Go program's is, grouped by its
+        message; a line at level critical, its message class the panic's message."""
+        m = _RUST_PANIC.match(block[0])
+        if m is None:
+            return
+        if m.group(1) is not None:
+            msg = m.group(1)
+        else:
+            end = next((i for i, ln in enumerate(block[1:], 1) if _RUST_FRAME.match(ln) or ln.startswith("note: ")),
+                       len(block))
+            msg = "\n".join(block[1:end])
+        self.levels["critical"] += 1
+        self._count_message("critical", msg.split("\n", 1)[0], "\n".join(block)[:500])
+        self._exception("panic", msg, "\n".join(block), self._pending_source)
 
     def _rejection(self, block: list[str]) -> None:
         """An unhandled rejection Node warned of (see ``_NODE_WARN_REJECTION``): an error with its frames is of the
