@@ -206,6 +206,21 @@ def test_a_rust_panic_before_1_73_is_an_exception_with_its_message_on_the_line()
     assert a.levels == {"critical": 2}
 
 
+def test_a_ruby_handler_s_exception_over_two_records_is_paired_by_thread() -> None:
+    """Sidekiq's threads log a job's exception as ``Class: message`` then its backtrace, each a record: another
+    thread's records between the two change nothing; a ``Class: message`` not followed by a frame is no exception."""
+    def rec(tid: str, msg: str) -> str:
+        return f"2026-12-07T10:00:00.000Z pid=7 tid={tid} class=ChargeJob jid=ab12 WARN: {msg}\n"
+    log = (rec("t1", "Stripe::CardError: card 17 declined") + rec("t2", "Net::ReadTimeout: timed out after 5s")
+           + rec("t1", "app/jobs/charge_job.rb:5:in `perform'") + "lib/sidekiq/processor.rb:196:in `execute_job'\n"
+           + rec("t2", "app/jobs/sync_job.rb:9:in `perform'")
+           + rec("t3", "Retrying: 3 attempts left") + rec("t3", "done"))
+    a = feed_app(log)
+    assert groups(a) == {("Stripe::CardError", "card <n> declined"): 1, ("Net::ReadTimeout", "timed out after <n>s"): 1}
+    example = next(g.example for g in a.exceptions.values() if g.kind == "Stripe::CardError").split("\n")
+    assert example[-1] == "lib/sidekiq/processor.rb:196:in `execute_job'" and len(example) == 3
+
+
 def test_jvm_node_ruby_traces() -> None:
     text = (
         "2024-03-01 10:00:00 ERROR [main] request failed\n"

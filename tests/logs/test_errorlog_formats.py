@@ -559,6 +559,13 @@ CASES = [
                    "strlen(): Passing null to parameter #<n> ($string) of type string is deprecated")},
                ("critical", "payment <n> failed in /tmp/h-applangs-gen/php/www/app.php on line <n>"): 2})
       for name in ("php-fpm-workers.log", "php-fpm-workers-raw.log")],
+    # Sidekiq's default error handler (text and JSON): a job's exception logged as "Class: message" and, in the
+    # thread's next record, its backtrace — only three warnings were counted, no exception
+    *(Case(name, {"info": 5, "warning": 6},
+           {("PaymentGateway::Declined", "card for order <n> declined"): 2},
+           {("PaymentGateway::Declined", "card for order <n> declined"): ("sidekiq_jobs.rb:19:in `perform'",)},
+           json_lines=json_lines)
+      for name, json_lines in (("sidekiq.log", None), ("sidekiq.jsonl", 11))),
     # Rust 1.95's panics (stderr): no exception was read, a backtrace's "core::panicking::panic" frame counted as
     # a critical message
     Case("rust-panics.txt", {"info": 9, "critical": 9},

@@ -565,6 +565,16 @@ _RUBY_FRAME = re.compile(rf"^{_RUBY_TAGS}(?:\s*$|\s*(?:from )?\S+:\d+:in )")
 _RUBY_PLACE = re.compile(r"^(?:\[[^\]]*\] )*\s*(?:from )?(\S+:\d+:in [`'][^']*')")
 
 
+#: an exception logged in two records by a Ruby program's error handler (Sidekiq's, whose default logs a job's failure
+#: as ``WARN: PaymentGateway::Declined: card declined`` and then ``WARN: app/jobs/charge_job.rb:5:in `perform'`` and
+#: the rest of the backtrace): a warning or worse whose message is ``Class: message`` followed, in the same thread's
+#: next record (``tid=…``), by one whose message is a frame
+_RUBY_EXC_MSG = re.compile(rf"^({_RUBY_CLASS}): (.*)$")
+_RUBY_FRAME_MSG = re.compile(r"^\S+:\d+:in [`']")
+_RECORD_TID = re.compile(r" tid=(\S+) ")
+_MAX_RUBY_CANDIDATES = 256
+
+
 def _ruby_head(line: str) -> bool:
     """An uncaught exception's line (``app.rb:12:in `m': message (Class)``), not a frame."""
     s = line.lstrip()
@@ -834,6 +844,11 @@ class AppLogStats:
     #: lines that name the process that wrote them (see ``_PROC_PREFIX``) are read by a reader of their own per
     #: (source, process), counting into this one's groups: one process's trace is not cut by another's lines
     _procs: dict[str, AppLogStats] = field(default_factory=dict)
+    #: per (source, thread): a record whose message may be an exception's ``Class: message`` (see ``_RUBY_EXC_MSG``):
+    #: (class, message, its line)
+    _ruby_cands: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: the class and message of the pending "rubytrace" block's exception
+    _ruby_exc: tuple[str, str] = ("", "")
     #: the part of a line a container runtime split (see ``_CRI_LINE``) read so far, per stream: (source, text)
     _partial: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -1029,6 +1044,10 @@ class AppLogStats:
                 if _GO_STACK.match(line) or line == self._pending[-1] == self._pending[0]:
                     self._keep(line)
                     return
+            elif self._pending_kind == "rubytrace":
+                if _RUBY_FRAME.match(line) and line.strip():
+                    self._keep(line)
+                    return
             elif self._pending_kind == "rust":
                 if _rust_continues(self._pending, line):
                     self._keep(line)
@@ -1196,6 +1215,12 @@ class AppLogStats:
                     self._tags_only = (level, line, line[ruby.end():], source)
                 else:
                     key, own = self._count_message(level, _message_class_text(msg), line)
+                    tid = _RECORD_TID.search(line, 0, 200) if stamped else None
+                    head = self._ruby_record(msg, source, tid.group(1) if tid else "", line) if stamped else None
+                    if head is not None:  # the backtrace of the exception the record before was
+                        self._ruby_exc = (head[0], head[1])
+                        self._pending, self._pending_source, self._pending_kind = [head[2], line], source, "rubytrace"
+                        return
         if stamped:
             self._record = (source, key, own)
             if not (em and exc) and not (go or rb or php or mono or v8) and _RUBY_HEAD_LINE.match(line):
@@ -1209,6 +1234,22 @@ class AppLogStats:
             self._pending, self._pending_source, self._pending_kind = [s], source, "embedded"
         else:
             self._prev = s
+
+    def _ruby_record(self, msg: str, source: str, tid: str, example: str) -> tuple[str, str, str] | None:
+        """A warning-or-worse record's part in an exception a Ruby error handler logs in two records (see
+        ``_RUBY_EXC_MSG``): when its message is the backtrace's first frame after the same thread's ``Class:
+        message``, that record's (class, message, example); a ``Class: message`` is kept for the thread's next one
+        (``example``: what this record shows)."""
+        key = f"{source}\0{tid}"
+        cand = self._ruby_cands.pop(key, None)
+        if cand is not None and _RUBY_FRAME_MSG.match(msg):
+            return cand
+        exc = _RUBY_EXC_MSG.match(msg) if ": " in msg else None
+        if exc is not None:
+            if len(self._ruby_cands) >= _MAX_RUBY_CANDIDATES:
+                self._ruby_cands.pop(next(iter(self._ruby_cands)))
+            self._ruby_cands[key] = (exc.group(1), exc.group(2), example)
+        return None
 
     def _node_warning(self, line: str, source: str) -> bool:
         """Start the block of an unhandled rejection Node warned of (see ``_NODE_WARN_REJECTION``); Node's hint after a
@@ -1317,6 +1358,9 @@ class AppLogStats:
             return
         if kind == "rust":
             self._rust_panic(block)
+            return
+        if kind == "rubytrace":
+            self._exception(*self._ruby_exc, "\n".join(block), self._pending_source)
             return
         if kind == "go":
             while block and not block[-1].strip():
@@ -1433,6 +1477,11 @@ class AppLogStats:
                 key = (level, normalize(msg))
                 self.messages[key] += 1
                 self.message_examples.setdefault(key, s[:500])
+                tid = obj.get("tid")
+                head = self._ruby_record(msg, source, tid if isinstance(tid, str) else "", f"{msg}")
+                if head is not None:  # the backtrace of the exception the record before was
+                    self._exception(head[0], head[1], f"{head[2]}\n{msg}", source)
+                    return
         exc = _json_exception(obj)
         if exc is None and trace:
             kind, emsg = _exception_from_text(trace)
