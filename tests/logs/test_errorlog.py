@@ -160,6 +160,18 @@ def test_a_dotnet_framework_inner_exception_on_the_exception_s_line_is_its_root_
         {("System.InvalidOperationException", "Order <n> could not be saved", "System.Data.SqlClient.SqlException"): 2}
 
 
+def test_serilog_s_console_template_gives_its_levels() -> None:
+    """Serilog's console sink writes ``[{Timestamp:HH:mm:ss} {Level:u3}] {Message:lj}``: its three letters end the
+    bracket after the time (the file sink's own bracket was read, not this one)."""
+    a = feed_app("[10:00:00 INF] Now listening on: http://[::]:8080\n[10:00:01 WRN] Slow request took 1234 ms\n"
+                 "[10:00:02 ERR] Failed to process order 42\n"
+                 "System.InvalidOperationException: Sequence contains no elements\n"
+                 "   at Shop.Orders.OrderService.Process(Int32 orderId) in /src/Shop/Orders/OrderService.cs:line 42\n"
+                 "[10:00:03 FTL] Host terminated unexpectedly\n")
+    assert a.levels == {"info": 1, "warning": 1, "error": 1, "critical": 1}, a.levels
+    assert groups(a) == {("System.InvalidOperationException", "Sequence contains no elements"): 1}
+
+
 def test_an_http_status_tells_failures_apart() -> None:
     """axios' ``Request failed with status code 401`` (the API key stopped working) and ``… 503`` (the service is
     down) are two groups — the status was ``<n>``, so a new 401 after known 503s was no new exception; other
@@ -741,7 +753,7 @@ def test_what_follows_node_s_caret_or_a_v8_fatal_error_never_crashes_nor_swallow
 _THREAD = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="]\n\r\x85\u2028\u2029"),
                   min_size=1, max_size=40).filter(lambda t: t.strip().lower() not in _LEVEL_WORDS)
 _LEVEL_WORDS = {"trace", "debug", "info", "notice", "warn", "warning", "error", "err", "severe", "crit", "critical",
-                "fatal"}
+                "fatal", "vrb", "dbg", "inf", "wrn", "ftl"}  # (Serilog's in brackets: a thread named 'INF' is one)
 
 
 @settings(max_examples=150, deadline=None)

@@ -403,10 +403,11 @@ LEVEL_WORDS = {
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 #: a level word: not part of a word or a path (``/error/``), but Celery's ``ERROR/MainProcess``,
 #: ``WARNING/ForkPoolWorker-1`` is one (a slash then a capital letter)
-#: Serilog's three letters are levels in brackets only (``[WRN]``, its text output's ``[{Level:u3}]``), and the simple
-#: console format's ``fail:`` at the start of a line only
+#: Serilog's three letters are levels at a bracket's end only (``[WRN]``, its file sink's ``[{Level:u3}]``; ``[10:00:00
+#: WRN]``, its console sink's ``[{Timestamp:HH:mm:ss} {Level:u3}]``), and the simple console format's ``fail:`` at the
+#: start of a line only
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
-                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED|(?<=\[)(?-i:VRB|DBG|INF|WRN|FTL)(?=\])|"
+                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED|(?<=[\[ ])(?-i:VRB|DBG|INF|WRN|FTL)(?=\])|"
                          r"^(?-i:trce|dbug|fail)(?=: ))(?!\w)(?!/(?-i:[^A-Z]))", re.I)
 #: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
 _LEVEL_PROCESS = re.compile(r"^/[\w-]+")
