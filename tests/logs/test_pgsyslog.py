@@ -713,3 +713,46 @@ def test_a_q_pid_prefix_keeps_each_backends_statement_with_its_duration(bracket:
     assert [(q["fingerprint"], q["count"], q["total_ms"]) for q in rep["slowest_total"]] == [
         ("select ?, ?", 10, 15.0), ("select ?", 1, 9.0)]
     assert rep["unparsed"] == 0
+
+
+@pytest.mark.parametrize("prefix", ["%q%p ", "%q%p-%l "])
+def test_the_syslog_time_has_no_zone_to_take_a_pid_for(prefix: str) -> None:
+    """log_line_prefix '%q%p ' (a pid, no time: the syslog line's stands in) with log_statement and log_duration, two
+    backends' lines interleaved: the joiner writes the header's time without a zone, '2026-12-07 08:00:01 4001 LOG:  …',
+    and the parser's %t took the pid for that zone (%q: what follows may be missing) — the lines had no pid, and
+    each duration was paired with the last statement of either backend."""
+    lines = []
+    for i in range(5):
+        for pid in (4001, 4002):
+            b = prefix.replace("%q", "").replace("%p", str(pid)).replace("%l", str(i + 1))
+            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: [{2 * i + 1}-1] {b}LOG:  statement: "
+                         f"SELECT {pid - 4000}, {i}".encode())
+        for pid in (4002, 4001):
+            b = prefix.replace("%q", "").replace("%p", str(pid)).replace("%l", str(i + 2))
+            lines.append(f"Dec  7 08:00:0{i} db1 postgres[{pid}]: [{2 * i + 2}-1] {b}LOG:  duration: {pid - 4000}.0 ms"
+                         .encode())
+    lines.append(b"Dec  7 08:00:06 db1 postgres[3999]: [1-1] LOG:  checkpoint starting: time")
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident="postgres"))
+    acc.start_unit("x", 0, None)
+    acc.feed(b"\n".join(lines) + b"\n", "x", 0)
+    rep = summarize(acc.partial())
+    assert rep["statements"]["count"] == 10 and rep["statements"]["total_ms"] == 15.0
+    assert [(q["fingerprint"], q["count"], q["total_ms"]) for q in rep["slowest_total"]] == [("select ?, ?", 10, 15.0)]
+    assert rep["unparsed"] == 0
+
+
+def test_the_syslog_times_escape_is_upkeepers_own() -> None:
+    """The zoneless time the joiner writes has an escape of its own (pglog.SYSLOG_TIME, first in the effective prefix
+    only): a user's prefix holding it is refused, and a message about the effective prefix shows it as the %t it is."""
+    from upkeeper.logs import pglog
+    from upkeeper.tasks.logs.postgres import PostgresLogsOptions
+
+    for fmt in ("stderr", "syslog", "auto"):
+        with pytest.raises(ValueError, match="NUL"):
+            PostgresLogsOptions.model_validate({"format": fmt, "log_line_prefix": "%\0 [%p] "})
+    with pytest.raises(pglog.PrefixError, match="unknown escape"):
+        pglog.compile_prefix("[%p] %\0 ")
+    with pytest.raises(pglog.PrefixError, match=r"^log_line_prefix '%t \[%p\] %Z ': unknown escape %Z$"):
+        pglog.compile_prefix(pgsyslog.effective_prefix("%Z "))
+    m = re.fullmatch(pglog.compile_prefix(pgsyslog.effective_prefix("%q%p ")), b"2026-12-07 08:00:01 4001 ")
+    assert m is not None and m["pid"] == b"4001" and m["ts"] == b"2026-12-07 08:00:01"

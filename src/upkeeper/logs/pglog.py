@@ -87,6 +87,13 @@ _ESCAPES: dict[str, bytes] = {
 #: %c (the session id: start time and pid, in hex) as the backend's key, in a prefix without %p
 _SESSION_PID = rb"(?P<pid>[0-9a-f]+\.[0-9a-f]+)"
 
+#: the syslog line's time that :mod:`upkeeper.logs.pgsyslog` writes before a message whose log_line_prefix has
+#: none (its ``effective_prefix``): %t without the zone PostgreSQL's %t writes — read as %t, that zone took a first
+#: word after it, the pid of '%q%p ' (%q: what follows may be missing).  An escape of upkeeper's own, understood at
+#: the start of a prefix only; no log_line_prefix holds it (PostgreSQL's cannot hold a NUL)
+SYSLOG_TIME = "%\0"
+_SYSLOG_TS = rb"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)"
+
 
 # a padded escape (PostgreSQL's process_log_prefix_padding): "%-10u" pads the user name with spaces on the
 # right to 10 characters, "%5p" the pid on the left; "%-u" is no padding at all
@@ -104,7 +111,7 @@ def compile_prefix(prefix: str, *, shown: str | None = None) -> bytes:
     Padded escapes are understood as PostgreSQL writes them (``%-10u``, ``%5p``: the value, and spaces
     up to the width after it for a negative width, before it for a positive one; a longer value is not
     cut); as in PostgreSQL, a prefix that ends in a width ends there."""
-    written = repr(prefix if shown is None else shown)
+    written = repr(prefix.replace(SYSLOG_TIME, "%t") if shown is None else shown)
     out: list[bytes] = []
     seen: set[str] = set()
     optional_from: int | None = None
@@ -125,6 +132,9 @@ def compile_prefix(prefix: str, *, shown: str | None = None) -> bytes:
             i = end + 1
             if e == "%":
                 out.append(b"%")
+            elif e == "\0" and i == 2:
+                out.append(_SYSLOG_TS)
+                seen.add("ts")
             elif e == "q":
                 optional_from = len(out)  # non-session processes stop printing here
             elif e in _ESCAPES:

@@ -131,10 +131,11 @@ def synthesized(prefix: str) -> tuple[bool, bool]:
 
 
 def effective_prefix(prefix: str) -> str:
-    """The log_line_prefix of the lines :class:`Joiner` writes: ``prefix`` after the syslog header's time (as %t)
-    and pid (as [%p]) when it has none of its own."""
+    """The log_line_prefix of the lines :class:`Joiner` writes: ``prefix`` after the syslog header's time (as %t
+    writes it, without a zone: :data:`upkeeper.logs.pglog.SYSLOG_TIME`) and pid (as [%p]) when it has none of its
+    own."""
     need_time, need_pid = synthesized(prefix)
-    return ("%t " if need_time else "") + ("[%p] " if need_pid else "") + prefix
+    return (pglog.SYSLOG_TIME + " " if need_time else "") + ("[%p] " if need_pid else "") + prefix
 
 
 def compile_syslog_prefix(prefix: str) -> bytes:
@@ -439,9 +440,9 @@ class Joiner:
     def _starts(self, text: bytes, primary: bool = False, secondary: bool = False) -> bool:
         """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …;
         ``secondary``: one of those)."""
-        # (the time with a zone: else the zone %t may have would take a first word, 'app@shop' of 'app@shop LOG:  …',
-        # and a '%q[%p] %u@%d ' line without its bracket would still be a line start)
-        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00 UTC", b"1") + text)
+        # (the time as it is written, without a zone: the prefix's has none for a first word to be taken for,
+        # 'app@shop' of 'app@shop LOG:  …' — a '%q[%p] %u@%d ' line without its bracket is no line start)
+        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00", b"1") + text)
         if m is None:
             return False
         return not (primary and m["lvl"] in _SECONDARY) and not (secondary and m["lvl"] not in _SECONDARY)

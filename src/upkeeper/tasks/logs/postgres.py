@@ -272,6 +272,9 @@ class PostgresLogsOptions(TaskOptions):
     @classmethod
     def _check_prefix(cls, v: str | None) -> str | None:
         if v is not None:
+            if "\0" in v:  # (what PostgreSQL's cannot hold; "%\0" is upkeeper's own escape, pglog.SYSLOG_TIME)
+                raise ValueError(f"log_line_prefix {v!r} holds a NUL character, which no PostgreSQL's can. Try: copy "
+                                 "log_line_prefix from postgresql.conf (SHOW log_line_prefix)")
             try:  # (a syslog line's time and pid stand in for a prefix's: checked for the format below)
                 pgsyslog.compile_syslog_prefix(v)
             except pglog.PrefixError as exc:
