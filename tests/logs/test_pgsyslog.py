@@ -153,7 +153,7 @@ def test_a_prefix_with_a_bracket_is_not_taken_for_the_sequence_number(prefix: st
 @pytest.mark.parametrize("native", [True, False])
 @pytest.mark.parametrize(("prefix", "bracket", "pid"), [
     ("%q[%p-%l] %u@%d ", "[4001-{n}]", ""), ("%q[%p-%l] ", "[4001-{n}]", ""),
-    ("%q[%l-%p] %u@%d ", "[{n}-4001]", ""), ("%q[%l] %u@%d ", "[{n}]", "[4001] "),
+    ("%q[%l-%p] %u@%d ", "[{n}-4001]", ""), ("%q[%l-%p] ", "[{n}-4001]", ""), ("%q[%l] %u@%d ", "[{n}]", "[4001] "),
 ])
 def test_other_q_brackets_are_not_taken_for_the_sequence_number(prefix: str, bracket: str, pid: str,
                                                                native: bool) -> None:
@@ -756,3 +756,30 @@ def test_the_syslog_times_escape_is_upkeepers_own() -> None:
         pglog.compile_prefix(pgsyslog.effective_prefix("%Z "))
     m = re.fullmatch(pglog.compile_prefix(pgsyslog.effective_prefix("%q%p ")), b"2026-12-07 08:00:01 4001 ")
     assert m is not None and m["pid"] == b"4001" and m["ts"] == b"2026-12-07 08:00:01"
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("seq", [True, False])
+@pytest.mark.parametrize(("prefix", "bracket"), [("%q[%p-%l] ", "[3-{n}] "), ("%q[%p-%l] %u@%d ", "[3-{n}] app@shop "),
+                                                 ("%q[%l-%p] ", "[{n}-3] "), ("%q[%p] ", "[3] ")])
+def test_a_chunk_whose_number_equals_the_pid_is_still_a_chunk(prefix: str, bracket: str, seq: bool,
+                                                              native: bool) -> None:
+    """A backend's message number SEQ of [SEQ-N] (or a chunk number N) that happens to equal its pid — a pooled
+    connection logging every statement reaches it — is PostgreSQL's, also on the chunks after the first, which no
+    prefix follows: '[3-2] #011FROM t' (sequence numbers off: '[3] #011WHERE b = 1') of backend 3 was taken for the
+    prefix's bracket, the statement cut there and its next lines handed on as messages of their own (unparsed).
+    The prefix's bracket starts a line of a message."""
+    head = b"Dec  7 08:00:01 db1 postgres[3]: "
+    p, q = bracket.format(n=9).encode(), bracket.format(n=10).encode()
+
+    def pg(s: int, n: int) -> bytes:
+        return head + (b"[%d-%d] " % (s, n) if seq else b"[%d] " % n)
+
+    log = (pg(3, 1) + p + b"LOG:  statement: SELECT a\n" + pg(3, 2) + b"#011FROM t\n" + pg(3, 3)
+           + b"#011WHERE b = 1\n" + pg(4, 1) + q + b"LOG:  duration: 1.0 ms\n" + pg(5, 1) + b"LOG:  x\n"
+           + pg(5, 2) + b"#011y\n" + pg(5, 3) + b"#011z\n")
+    j = pgsyslog.Joiner(prefix, "postgres", native=native)
+    j.year, j.source = (2026, 12), "x"
+    assert j.feed(log, 0) + j.flush() == (
+        b"2026-12-07 08:00:01 " + p + b"LOG:  statement: SELECT a\n\tFROM t\n\tWHERE b = 1\n2026-12-07 08:00:01 "
+        + q + b"LOG:  duration: 1.0 ms\n2026-12-07 08:00:01 LOG:  x\n\ty\n\tz\n")

@@ -175,11 +175,14 @@ class Joiner:
         # a prefix starting with "[" (e.g. '[%p] ', '%q[%l] %u@%d ') is told from a bracket by what follows: the line
         # is a line start with the bracket, and not without it
         self.bracket_prefix = log_line_prefix.startswith(("[", "%q["))
-        # '%q[%p] ', '%q[%p-%l] ' (%q prints nothing: a session's lines go on past it): their bracket is also told
-        # from a chunk number by the pid the syslog line gives (what follows cannot tell when the prefix ends there)
-        self.pid_bracket: bytes | None = None
+        # '%q[%p] ', '%q[%p-%l] ', '%q[%l-%p] ' (%q prints nothing: a session's lines go on past it): their bracket
+        # is also told from a chunk number by the pid the syslog line gives (what follows cannot tell when the
+        # prefix ends there): (which of its numbers is the pid, whether it has two)
+        self.pid_bracket: tuple[int, bool] | None = None
         if log_line_prefix.startswith(("%q[%p]", "%q[%p-")):
-            self.pid_bracket = log_line_prefix[5:6].encode()  # what follows the pid: "]" or "-"
+            self.pid_bracket = (1, log_line_prefix[5] == "-")
+        elif re.match(r"%q\[%[a-zA-Z]-%p\]", log_line_prefix):
+            self.pid_bracket = (2, True)
         #: the join of the plain lines in C (:meth:`_native_lines`), or None (not built, ``native=False``, or a
         #: prefix starting with "[" or "%q[", which only the Python tells from a bracket): every line in Python
         self.native = _syslog_join if native and not self.bracket_prefix else None
@@ -381,11 +384,18 @@ class Joiner:
     def _bracket(self, body: bytes, pid: bytes) -> re.Match[bytes] | None:
         """PostgreSQL's [SEQ-N], [SEQ] or [N] at the start of ``body`` (a line of backend ``pid``), if it has one."""
         b = _BRACKET.match(body)
-        if b is not None and self.bracket_prefix and self._starts(body) and not self._starts(body[b.end():]):
+        if b is None or not self.bracket_prefix or not self._starts(body):
+            return b  # (the prefix's bracket starts a line of a message)
+        if not self._starts(body[b.end():]):
             return None  # the prefix's bracket ('[%p] ', '[%l-1] '), not PostgreSQL's
-        if (b is not None and self.pid_bracket is not None and b[1] == pid and (b[2] is None) == (self.pid_bracket == b"]")
-                and not body.startswith(b"[" + pid + self.pid_bracket, b.end())):
-            return None  # the prefix's [PID] or [PID-N]: a [SEQ] or [SEQ-N] whose SEQ equals the pid is followed by it
+        if self.pid_bracket is not None:
+            k, pair = self.pid_bracket
+            if b[k] == pid and (b[2] is not None) == pair:
+                # the prefix's [PID], [PID-N] or [N-PID]: PostgreSQL's [SEQ], [SEQ-N] whose number equals the pid is
+                # followed by it (its chunks after the first, by none: no line start)
+                nb = _BRACKET.match(body, b.end())
+                if nb is None or nb[k] != pid or (nb[2] is not None) != pair:
+                    return None
         return b
 
     def _continues(self, cur: _Message, seq: bytes | None, n: int, text: bytes) -> bool:
