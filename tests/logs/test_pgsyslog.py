@@ -783,3 +783,28 @@ def test_a_chunk_whose_number_equals_the_pid_is_still_a_chunk(prefix: str, brack
     assert j.feed(log, 0) + j.flush() == (
         b"2026-12-07 08:00:01 " + p + b"LOG:  statement: SELECT a\n\tFROM t\n\tWHERE b = 1\n2026-12-07 08:00:01 "
         + q + b"LOG:  duration: 1.0 ms\n2026-12-07 08:00:01 LOG:  x\n\ty\n\tz\n")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_whole_message_of_no_session_is_told_from_the_next_line_of_the_one_before(native: bool) -> None:
+    """syslog_split_messages = off, Debian's log_line_prefix '%m [%p] %q%u@%d ': a logical replication worker (no
+    session: nothing after %q) logs a conflict whose DETAIL holds an '@'.  Its [SEQ] (2, after the worker's [1]:
+    read as [N] until a message cut into chunks says sequence numbers are on) was taken for the next chunk of the
+    worker's message before — its first line no message's start: the prefix's %u@%d reached over the escaped
+    newline into the DETAIL line ('ERROR:  … (ann' @ 'example.com) … [4001] ' DETAIL) — and the error was glued to
+    it, not counted."""
+    h = b"Dec  7 08:00:01 db1 postgres[4001]: "
+    p = b"2026-12-07 08:00:01.000 UTC [4001] "
+    err = (p + b'ERROR:  duplicate key value violates unique constraint "users_email_key"\n' + p
+           + b"DETAIL:  Key (email)=(ann@example.com) already exists.\n" + p
+           + b'CONTEXT:  processing remote data for replication origin "pg_16395" during message type "INSERT" for '
+             b'replication target relation "public.users" in transaction 740, finished at 0/1575A70\n')
+    started = p + b'LOG:  logical replication apply worker for subscription "sub" has started\n'
+    log = (h + b"[1] " + started.replace(b"\n", b"#012") + b"\n" + h + b"[2] " + err.replace(b"\n", b"#012") + b"\n")
+    j = pgsyslog.Joiner("%m [%p] %q%u@%d ", "postgres", native=native)
+    j.year, j.source = (2026, 12), "x"
+    assert j.feed(log, 0) + j.flush() == started + err
+    acc = pgsyslog.make_accumulator(pgsyslog.PgSyslogOptions(log_line_prefix="%m [%p] %q%u@%d ", ident="postgres"))
+    acc.start_unit("x", 0, None)
+    acc.feed(log, "x", 0)
+    assert summarize(acc.partial())["errors"]["by_sqlstate"] == {"23505": 1}
