@@ -468,13 +468,14 @@ def test_a_live_file_with_a_line_of_no_real_time_is_read_not_a_traceback(tmp_pat
 @given(messages=st.lists(st.tuples(st.integers(min_value=1, max_value=4), statement,
                                    st.one_of(st.none(), statement)), min_size=2, max_size=10),
        sequence_numbers=st.booleans(), order=st.randoms(use_true_random=False),
-       cuts=st.lists(st.floats(min_value=0.05, max_value=0.95), min_size=1, max_size=3))
+       cuts=st.lists(st.floats(min_value=0.05, max_value=0.95), min_size=1, max_size=3),
+       prefix=st.sampled_from(("%u@%d ", "%u@%d ", "%q[%p-%l] %u@%d ", "%q[%p] ", "%q%p ")))
 def test_pieces_cut_anywhere_a_message_starts_give_the_whole_files_report(
         messages: list[tuple[int, str, str | None]], sequence_numbers: bool, order: object,
-        cuts: list[float]) -> None:
+        cuts: list[float], prefix: str) -> None:
     """Interleaved backends' messages cut into pieces at lines where a message may start (as parallel.split_units
     cuts), each piece read by an accumulator of its own (as by another process): merged, the same statements
-    and lines as one read of the file."""
+    and lines as one read of the file (also with a prefix's bracket, where a [SEQ-N] may equal the pid)."""
     import random
     import tempfile
 
@@ -486,12 +487,12 @@ def test_pieces_cut_anywhere_a_message_starts_give_the_whole_files_report(
     for pid, sql, detail in messages:
         seqs[pid] = seqs.get(pid, 0) + 1
         queues.setdefault(pid, []).extend(rsyslog_escape(c) for c in write_syslog(
-            stderr_form(b"app@shop ", sql, detail), seqs[pid], sequence_numbers))
+            stderr_form(_prefix_values(prefix, True, pid, seqs[pid]), sql, detail), seqs[pid], sequence_numbers))
     log = interleave(queues, order)
     with tempfile.NamedTemporaryFile(suffix=".log") as fh:
         fh.write(log)
         fh.flush()
-        opts = pgsyslog.PgSyslogOptions(log_line_prefix="%u@%d ", ident="postgres")
+        opts = pgsyslog.PgSyslogOptions(log_line_prefix=prefix, ident="postgres")
 
         def report(bounds: list[int]) -> dict[str, object]:
             parts = []
@@ -783,6 +784,86 @@ def test_a_chunk_whose_number_equals_the_pid_is_still_a_chunk(prefix: str, brack
     assert j.feed(log, 0) + j.flush() == (
         b"2026-12-07 08:00:01 " + p + b"LOG:  statement: SELECT a\n\tFROM t\n\tWHERE b = 1\n2026-12-07 08:00:01 "
         + q + b"LOG:  duration: 1.0 ms\n2026-12-07 08:00:01 LOG:  x\n\ty\n\tz\n")
+
+
+def _prefix_values(prefix: str, session: bool, pid: int, line: int) -> bytes:
+    """What PostgreSQL's log_line_prefix() writes for ``prefix`` (the escapes of _JOIN_PREFIXES; %q: a process of
+    no session stops there)."""
+    values = {"p": str(pid), "l": str(line), "u": "app", "d": "shop", "m": "2026-12-07 08:00:01.000 UTC"}
+    out = ""
+    for lit, esc in re.findall(r"([^%]*)(?:%(.))?", prefix):
+        out += lit
+        if esc == "q" and not session:
+            break
+        out += values.get(esc, "")
+    return out.encode()
+
+
+def _interleaves(out: bytes, expected: dict[int, list[bytes]]) -> bool:
+    """``out`` is each backend's messages in its order, the backends' interleaved."""
+    queues = list(expected.values())
+    tried: set[tuple[int, ...]] = set()
+
+    def rest(taken: tuple[int, ...], pos: int) -> bool:  # (taken: how many of each backend's messages are out)
+        if pos == len(out):
+            return all(n == len(q) for n, q in zip(taken, queues, strict=True))
+        if taken in tried:
+            return False
+        tried.add(taken)
+        return any(n < len(q) and out.startswith(q[n], pos)
+                   and rest((*taken[:i], n + 1, *taken[i + 1:]), pos + len(q[n]))
+                   for i, (n, q) in enumerate(zip(taken, queues, strict=True)))
+
+    return rest((0,) * len(queues), 0)
+
+
+#: statements with words like a bracket of PostgreSQL's or a prefix's
+bracketed = st.lists(st.one_of(sql_line, st.sampled_from(("[4001]", "[3] x", "[4001-2]", "[1-4001] app@shop", "a@b"))),
+                     min_size=1, max_size=4).map(lambda ws: " ".join(ws) if len(ws) % 2 else "\n".join(ws))
+_JOIN_PREFIXES = ("%u@%d ", "%m [%p] %q%u@%d ", "[%p] %u@%d ", "%q[%p] ", "%q[%p] %u@%d ", "%q[%p-%l] ",
+                  "%q[%p-%l] %u@%d ", "%q[%l-%p] ", "%q[%l-%p] %u@%d ", "%q[%l] %u@%d ", "%q%p ", "%q%p-%l ", "%p ",
+                  "%q%u@%d %p ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(prefix=st.sampled_from(_JOIN_PREFIXES),
+       messages=st.lists(st.tuples(st.sampled_from((4001, 4002, 4003)), st.booleans(), bracketed,
+                                   st.one_of(st.none(), bracketed)), min_size=1, max_size=8),
+       sequence_numbers=st.booleans(), split=st.booleans(), order=st.randoms(use_true_random=False),
+       native=st.booleans())
+def test_every_prefix_is_joined_back_and_read_with_its_backends_pid(
+        prefix: str, messages: list[tuple[int, bool, str, str | None]], sequence_numbers: bool, split: bool,
+        order: object, native: bool) -> None:
+    """Prefixes of every kind (with and without %p and a time, starting with '[' or '%q[', with %q: processes of no
+    session write only what comes before it), sequence numbers on or off, messages cut or sent whole: each
+    backend's messages come back as the server writes them to stderr (the syslog line's time and pid before each
+    line of a prefix without them), and the stderr parser reads each line with its backend's pid and the time."""
+    from upkeeper.logs import pglog
+
+    per_pid: dict[int, list[bytes]] = {}
+    expected: dict[int, list[bytes]] = {}
+    seqs: dict[int, int] = {}
+    need_time, need_pid = pgsyslog.synthesized(prefix)
+    line = re.compile(rb"^" + pglog.compile_prefix(pgsyslog.effective_prefix(prefix)) + rb"(?:LOG|DETAIL):  ")
+    for pid, session, sql, detail in messages:
+        seqs[pid] = seqs.get(pid, 0) + 1
+        text = stderr_form(_prefix_values(prefix, session, pid, seqs[pid]), sql, detail)
+        synth = (b"2026-12-07 08:00:01 " if need_time else b"") + (b"[%d] " % pid if need_pid else b"")
+        expected.setdefault(pid, []).append(b"".join(
+            ln if ln.startswith(b"\t") else synth + ln for ln in text.splitlines(keepends=True)))
+        per_pid.setdefault(pid, []).extend(rsyslog_escape(c) for c in
+                                           write_syslog(text, seqs[pid], sequence_numbers, split))
+        # the stderr parser reads each line's time and pid (none: a process of no session, whose only %p is after %q)
+        for ln in expected[pid][-1].splitlines():
+            if not ln.startswith(b"\t"):
+                m = line.match(ln)
+                assert m is not None and m["ts"] == b"2026-12-07 08:00:01", ln
+                has_pid = session or need_pid or "%q" not in prefix.split("%p")[0]
+                assert m["pid"] == (b"%d" % pid if has_pid else None), ln
+    j = pgsyslog.Joiner(prefix, "postgres", native=native)
+    j.year, j.source = (2026, 12), "x"
+    out = j.feed(interleave(per_pid, order), 0) + j.flush()
+    assert _interleaves(out, expected), out
 
 
 @pytest.mark.parametrize("native", [True, False])
