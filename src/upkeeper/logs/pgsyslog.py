@@ -4,11 +4,13 @@ PostgreSQL's ``write_syslog()`` (src/backend/utils/error/elog.c) sends each mess
 would write to stderr for one report: its log_line_prefix, ``LOG:  …``, and the DETAIL, HINT, CONTEXT and STATEMENT
 lines with theirs — as one or more ``syslog()`` calls:
 
-* ``[SEQ] message`` for a message of one line of at most ``PG_SYSLOG_LIMIT`` (900) bytes, SEQ counting the
-  backend's messages (``syslog_sequence_numbers = on``, the default; off: no bracket at all);
-* ``[SEQ-N] chunk`` for a longer one: cut at each newline (the newline dropped, empty lines skipped) and a line
-  longer than 900 bytes at its last whitespace before that (the whitespace starts the next chunk; a word too long
-  is cut where it is); ``[N] chunk`` with ``syslog_sequence_numbers = off``.
+* ``[SEQ-N] chunk``, SEQ counting the backend's messages (``syslog_sequence_numbers = on``, the default): the
+  message cut at each newline (the newline dropped, empty lines skipped) and a line longer than ``PG_SYSLOG_LIMIT``
+  (900) bytes at its last whitespace before that (the whitespace starts the next chunk; a word too long is cut
+  where it is); ``[N] chunk`` with ``syslog_sequence_numbers = off``.  Every message is cut so — its text ends with
+  a newline: one of a short line is ``[SEQ-1] message``;
+* ``[SEQ] message`` with ``syslog_split_messages = off``: the message whole, its newlines in it (``message`` alone
+  with ``syslog_sequence_numbers = off``).
 
 A syslog daemon writes each call as a line of its own after its time, the host and ``ident[pid]:``
 (``Dec  7 08:00:00 db1 postgres[4001]: [12-1] …``, or an RFC 3339 time: ``2026-12-07T08:00:00.123+01:00``), other
