@@ -889,3 +889,16 @@ def test_a_whole_message_of_no_session_is_told_from_the_next_line_of_the_one_bef
     acc.start_unit("x", 0, None)
     acc.feed(log, "x", 0)
     assert summarize(acc.partial())["errors"]["by_sqlstate"] == {"23505": 1}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_prefix_value_holding_an_escaped_newline_still_starts_a_message(native: bool) -> None:
+    """A message sent whole is told from the next line of the message before by its first line — but a client's
+    application_name may hold '#012' itself (rsyslog leaves a '#' as it is): where the first line up to it starts
+    no message, the whole text is looked at, as before (else the backend's messages were glued together)."""
+    h = b"Dec  7 08:00:01 db1 postgres[4001]: "
+    p = b"2026-12-07 08:00:01.000 UTC [4001] etl#012job "
+    log = (h + b"[1] " + p + b"LOG:  statement: SELECT 1#012\n" + h + b"[2] " + p + b"LOG:  duration: 1.0 ms#012\n")
+    j = pgsyslog.Joiner("%m [%p] %a ", "postgres", native=native)
+    j.year, j.source = (2026, 12), "x"
+    assert j.feed(log, 0) + j.flush() == p + b"LOG:  statement: SELECT 1\n" + p + b"LOG:  duration: 1.0 ms\n"

@@ -452,12 +452,16 @@ class Joiner:
     def _starts(self, text: bytes, primary: bool = False, secondary: bool = False) -> bool:
         """``text`` starts a line of a message (``primary``: a message itself, not its DETAIL, STATEMENT …;
         ``secondary``: one of those)."""
-        # (its first line only, to the first escaped newline of a message sent whole: the prefix's text fields after
-        # %q, absent in a process of no session, would reach into the next line for a severity — %u@%d, its '@' a
-        # DETAIL's, to the DETAIL line's; and the time as it is written, without a zone: the prefix's has none for a
-        # first word to be taken for, 'app@shop' of 'app@shop LOG:  …' — '%q[%p] %u@%d ' without its bracket)
+        # (its first line, to the first escaped newline of a message sent whole: the prefix's text fields after %q,
+        # absent in a process of no session, would reach into the next line for a severity — %u@%d, its '@' a
+        # DETAIL's, to the DETAIL line's — unless that line starts none: then a "#012" of a prefix's value, a
+        # client's application_name, was cut; and the time as it is written, without a zone: the prefix's has none
+        # for a first word to be taken for, 'app@shop' of 'app@shop LOG:  …' — '%q[%p] %u@%d ' without its bracket)
+        synth = self._synth(b"1970-01-01 00:00:00", b"1")
         nl = text.find(b"#012")
-        m = self.line_start.match(self._synth(b"1970-01-01 00:00:00", b"1") + (text if nl < 0 else text[:nl]))
+        m = self.line_start.match(synth + (text if nl < 0 else text[:nl]))
+        if m is None and nl >= 0:
+            m = self.line_start.match(synth + text)
         if m is None:
             return False
         return not (primary and m["lvl"] in _SECONDARY) and not (secondary and m["lvl"] not in _SECONDARY)
