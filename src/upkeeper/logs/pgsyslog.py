@@ -186,8 +186,11 @@ class Joiner:
         elif re.match(r"%q\[%[a-zA-Z]-%p\]", log_line_prefix):
             self.pid_bracket = (2, True)
         #: the join of the plain lines in C (:meth:`_native_lines`), or None (not built, ``native=False``, or a
-        #: prefix starting with "[" or "%q[", which only the Python tells from a bracket): every line in Python
-        self.native = _syslog_join if native and not self.bracket_prefix else None
+        #: prefix starting with "[" or "%q[", which only the Python tells from a bracket): every line in Python —
+        #: but for a bracket of one number, '[%p] ', '%q[%l] ' …: the C join takes none but PostgreSQL's [SEQ-N],
+        #: which such a bracket never looks like (nor does the Python take a [SEQ-N] for it)
+        one = re.match(r"(?:%q)?\[%[pl]\] ", log_line_prefix) is not None
+        self.native = _syslog_join if native and (one or not self.bracket_prefix) else None
         self.native_lines = 0  # lines the C join took
         self.pending: dict[bytes, _Message] = {}
         #: a [SEQ-N] was seen: syslog_sequence_numbers is on, and a [SEQ] is a whole message of one line
