@@ -443,3 +443,41 @@ def test_a_busy_servers_log_read_in_pieces_gives_the_one_process_report(services
     pieces = summarize(partial, top_n=1000)
     assert pieces["unparsed"] == 0, pieces["unparsed_samples"]
     assert figures(pieces) == figures(one)
+
+
+def test_a_pid_only_prefix_keeps_each_backends_statement_with_its_duration(services_dir: Path, syslogd: Syslogd,
+                                                                         tmp_path: Path) -> None:
+    """log_line_prefix '%q%p ' (a pid and no time: the syslog line's stands in), log_statement = 'all' and
+    log_duration = on, a slow statement of one backend around another backend's: the joiner writes the syslog
+    line's time without a zone ('2026-12-07 08:00:01 4001 LOG:  …'), and the parser's %t took the pid for that zone
+    — the lines had no pid, and the slow statement's duration was paired with the other backend's statement."""
+    import threading
+
+    ident = f"upk{uuid.uuid4().hex[:8]}"
+    prefix = "%q%p "
+    conf = (f"log_destination = 'syslog'\nsyslog_ident = '{ident}'\nlog_line_prefix = '{prefix}'\n"
+            "log_statement = 'all'\nlog_duration = on\nlog_min_duration_statement = -1\n")
+    cluster = PostgresCluster(services_dir / f"pg-{ident}", extra_conf=conf)
+    cluster.start()
+    try:
+        with cluster.connect() as slow, cluster.connect() as quick:
+            for _ in range(3):
+                t = threading.Thread(target=slow.execute, args=("SELECT pg_sleep(0.4) AS slow",))
+                t.start()
+                time.sleep(0.15)  # (its statement logged: the quick one comes within the slow one's sleep)
+                quick.execute("SELECT 1 AS quick")
+                t.join()
+        finish(cluster, syslogd, ident)
+    finally:
+        cluster.stop()
+    log = tmp_path / "postgresql.log"
+    shutil.copy(syslogd.file(ident), log)
+    text = log.read_text()
+    assert re.search(r"LOG:  statement: SELECT pg_sleep.*\n.*LOG:  statement: SELECT 1 AS quick.*\n.*LOG:  duration",
+                     text), "the backends' lines did not interleave as the test needs"
+    for mine in (ours(log, prefix, ident), ours(syslogd.file(ident, iso=True), prefix, ident)):
+        assert mine["unparsed"] == 0, mine["unparsed_samples"]
+        fps = {q["fingerprint"]: q for q in mine["most_frequent"]}
+        assert fps["select pg_sleep(?) as slow"]["count"] == 3 and fps["select ? as quick"]["count"] == 3, fps
+        assert fps["select pg_sleep(?) as slow"]["total_ms"] >= 1200 and fps["select ? as quick"]["max_ms"] < 400, fps
+        assert "(statement not in the log window)" not in fps, fps
