@@ -841,10 +841,10 @@ _JOIN_PREFIXES = ("%u@%d ", "%m [%p] %q%u@%d ", "[%p] %u@%d ", "%q[%p] ", "%q[%p
        messages=st.lists(st.tuples(st.sampled_from((4001, 4002, 4003)), st.booleans(), bracketed,
                                    st.one_of(st.none(), bracketed)), min_size=1, max_size=8),
        sequence_numbers=st.booleans(), split=st.booleans(), order=st.randoms(use_true_random=False),
-       native=st.booleans())
+       native=st.booleans(), rfc5424=st.booleans())
 def test_every_prefix_is_joined_back_and_read_with_its_backends_pid(
         prefix: str, messages: list[tuple[int, bool, str, str | None]], sequence_numbers: bool, split: bool,
-        order: object, native: bool) -> None:
+        order: object, native: bool, rfc5424: bool) -> None:
     """Prefixes of every kind (with and without %p and a time, starting with '[' or '%q[', with %q: processes of no
     session write only what comes before it), sequence numbers on or off, messages cut or sent whole: each
     backend's messages come back as the server writes them to stderr (the syslog line's time and pid before each
@@ -873,7 +873,12 @@ def test_every_prefix_is_joined_back_and_read_with_its_backends_pid(
                 assert m["pid"] == (b"%d" % pid if has_pid else None), ln
     j = pgsyslog.Joiner(prefix, "postgres", native=native)
     j.year, j.source = (2026, 12), "x"
-    out = j.feed(interleave(per_pid, order), 0) + j.flush()
+    log = interleave(per_pid, order)
+    if rfc5424:  # (rsyslog's RSYSLOG_SyslogProtocol23Format)
+        log = re.sub(rb"(?m)^Dec  7 (08:00:01) db1 postgres\[(\d+)\]: ", rb"<134>1 2026-12-07T\1.5+01:00 db1 postgres \2 - - ",
+                     log)
+        assert log.startswith(b"<134>1 ")
+    out = j.feed(log, 0) + j.flush()
     assert _interleaves(out, expected), out
 
 
