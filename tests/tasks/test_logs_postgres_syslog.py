@@ -3,6 +3,7 @@ rsyslogd writing its messages (tests/services.py: syslogd), the real CLI; agreem
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -66,6 +67,19 @@ def finish(cluster: PostgresCluster, syslogd: Syslogd, ident: str) -> None:
         c.execute(f"SELECT '{marker}'")
     for path in (syslogd.file(ident), syslogd.file(ident, iso=True), syslogd.all):
         syslogd.wait_for(path, marker)
+
+
+@contextlib.contextmanager
+def logged(cluster: PostgresCluster, syslogd: Syslogd, ident: str, log: Path) -> Iterator[None]:
+    """``cluster`` started for the block, then stopped, its syslog file (once rsyslogd wrote all of it) copied to
+    ``log``."""
+    cluster.start()
+    try:
+        yield
+        finish(cluster, syslogd, ident)
+    finally:
+        cluster.stop()
+    shutil.copy(syslogd.file(ident), log)
 
 
 def badger(log: Path, prefix: str, ident: str, tmp_path: Path, fmt: str = "syslog") -> dict[str, Any]:
@@ -307,8 +321,8 @@ def test_a_client_cannot_forge_messages_through_the_syslog_transform(services_di
     ident = f"upk{uuid.uuid4().hex[:8]}"
     prefix = "%q%u@%d "
     cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
-    cluster.start()
-    try:
+    log = tmp_path / "postgresql.log"
+    with logged(cluster, syslogd, ident, log):
         fake_error = "postgres@postgres ERROR:  forged error"
         fake_slow = "postgres@postgres LOG:  duration: 99999.000 ms  statement: SELECT forged"
         with cluster.connect() as c:
@@ -317,11 +331,6 @@ def test_a_client_cannot_forge_messages_through_the_syslog_transform(services_di
             # the third chunk starts with the client's text
             c.execute("SELECT '" + "x" * 898 + fake_error + "' AS in_a_word")
             c.execute("SELECT 1 AS after")
-        finish(cluster, syslogd, ident)
-    finally:
-        cluster.stop()
-    log = tmp_path / "postgresql.log"
-    shutil.copy(syslogd.file(ident), log)
     text = log.read_text()
     assert f"#012{fake_error}" in text
     assert re.search(rf"\]: \[\d+-3\] {re.escape(fake_error)}'", text), "the word was not cut where the test needs"
@@ -415,8 +424,8 @@ def test_a_busy_servers_log_read_in_pieces_gives_the_one_process_report(services
     ident = f"upk{uuid.uuid4().hex[:8]}"
     prefix = "%q%u@%d "
     cluster = syslog_cluster(services_dir / f"pg-{ident}", prefix, ident)
-    cluster.start()
-    try:
+    log = tmp_path / "postgresql.log"
+    with logged(cluster, syslogd, ident, log):
         def client(k: int) -> None:
             with cluster.connect() as c:
                 for i in range(600):
@@ -427,11 +436,6 @@ def test_a_busy_servers_log_read_in_pieces_gives_the_one_process_report(services
             t.start()
         for t in clients:
             t.join()
-        finish(cluster, syslogd, ident)
-    finally:
-        cluster.stop()
-    log = tmp_path / "postgresql.log"
-    shutil.copy(syslogd.file(ident), log)
     one = ours(log, prefix, ident)
     assert one["unparsed"] == 0 and one["statements"]["count"] >= 7200
     units = parallel.split_units(str(log), 0, log.stat().st_size, final=True, unit=32 << 10,
@@ -458,20 +462,14 @@ def test_a_pid_only_prefix_keeps_each_backends_statement_with_its_duration(servi
     conf = (f"log_destination = 'syslog'\nsyslog_ident = '{ident}'\nlog_line_prefix = '{prefix}'\n"
             "log_statement = 'all'\nlog_duration = on\nlog_min_duration_statement = -1\n")
     cluster = PostgresCluster(services_dir / f"pg-{ident}", extra_conf=conf)
-    cluster.start()
-    try:
-        with cluster.connect() as slow, cluster.connect() as quick:
-            for _ in range(3):
-                t = threading.Thread(target=slow.execute, args=("SELECT pg_sleep(0.4) AS slow",))
-                t.start()
-                time.sleep(0.15)  # (its statement logged: the quick one comes within the slow one's sleep)
-                quick.execute("SELECT 1 AS quick")
-                t.join()
-        finish(cluster, syslogd, ident)
-    finally:
-        cluster.stop()
     log = tmp_path / "postgresql.log"
-    shutil.copy(syslogd.file(ident), log)
+    with logged(cluster, syslogd, ident, log), cluster.connect() as slow, cluster.connect() as quick:
+        for _ in range(3):
+            t = threading.Thread(target=slow.execute, args=("SELECT pg_sleep(0.4) AS slow",))
+            t.start()
+            time.sleep(0.15)  # (its statement logged: the quick one comes within the slow one's sleep)
+            quick.execute("SELECT 1 AS quick")
+            t.join()
     text = log.read_text()
     assert re.search(r"LOG:  statement: SELECT pg_sleep.*\n.*LOG:  statement: SELECT 1 AS quick.*\n.*LOG:  duration",
                      text), "the backends' lines did not interleave as the test needs"

@@ -54,6 +54,17 @@ def history_text(db: Path) -> str:
         con.close()
 
 
+def run_app_log(cli: Any, make_config: Any, tmp_path: Path, log: Path) -> tuple[dict[str, Any], str, str, str]:
+    """A logs.errors job over application log ``log`` run: its JSON report (read and as text), HTML report and the
+    run's --json output."""
+    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(tmp_path / "none.log")}},
+                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
+                           "error_log": str(log), "app_logs": [str(log)], "report_dir": str(tmp_path / "reports")}}}})
+    r, out = run(cli, cfg, "errors")
+    data, jtext, html = reports(r)
+    return data, jtext, html, out
+
+
 def assert_hidden(secrets: list[str], **places: str) -> None:
     leaks = [(s, where) for s in secrets for where, text in places.items() if s in text]
     assert not leaks, f"secret values written out: {leaks}"
@@ -274,11 +285,7 @@ def test_credentials_under_a_key_in_application_logs_stay_out(cli: Any, make_con
         "ValueError: bad payload {'client_secret': 'DictClientSec2', 'api_key': 'DictApiKey3'}\n"
         "2026-12-06 10:00:00,000 ERROR boto: upload failed\nTraceback (most recent call last):\n"
         "  File \"b.py\", line 2, in g\nRuntimeError: signing with aws_secret_access_key=AwsSecretKey4 failed\n")
-    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(tmp_path / "none.log")}},
-                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
-                           "error_log": str(log), "app_logs": [str(log)], "report_dir": str(tmp_path / "reports")}}}})
-    r, out = run(cli, cfg, "errors")
-    data, jtext, html = reports(r)
+    data, jtext, html, out = run_app_log(cli, make_config, tmp_path, log)
     assert_hidden(KEYED_SECRETS, json_report=jtext, html_report=html, run_json=out,
                   history=history_text(tmp_path / "history.db"))
     messages = {g["message"] for g in data["app"]["exception_groups"]}
@@ -309,11 +316,7 @@ def test_tokens_of_a_known_shape_stay_out(cli: Any, make_config: Any, tmp_path: 
         "Traceback (most recent call last):\n  File \"d.py\", line 4, in i\n"
         f"subprocess.CalledProcessError: Command 'mysqldump --password {cli_pw} shop' returned non-zero exit "
         "status 2.\n")
-    cfg = make_config({"targets": {"web": {"kind": "nginx", "error_log": str(tmp_path / "none.log")}},
-                       "jobs": {"errors": {"task": "logs.errors", "target": "web", "options": {
-                           "error_log": str(log), "app_logs": [str(log)], "report_dir": str(tmp_path / "reports")}}}})
-    r, out = run(cli, cfg, "errors")
-    data, jtext, html = reports(r)
+    data, jtext, html, out = run_app_log(cli, make_config, tmp_path, log)
     assert_hidden(SHAPED_SECRETS, json_report=jtext, html_report=html, run_json=out,
                   history=history_text(tmp_path / "history.db"))
     assert len(data["app"]["exception_groups"]) == 5
