@@ -95,17 +95,26 @@ _AGE_IDENTITY = re.compile(r"(?P<pre>\bAGE-(?:SECRET-KEY|PLUGIN-[A-Z0-9]+)-1)(?P
 _PEM_PRIVATE = re.compile(r"(?P<pre>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?P<pw>[\s\S]*?)"
                           r"(?P<post>-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)")
 # tokens known by their shape wherever they stand (an exception's message: "jwt malformed: eyJ…", a command line, a
-# path): a JWT (its header and claims are base64 of JSON objects, "eyJ"), GitHub's, GitLab's and Slack's tokens,
+# path): a JWT (its header and claims are base64 of JSON objects, "eyJ"; an unsigned one, "alg": "none", ends with
+# its dot), GitHub's, GitLab's and Slack's tokens,
 # Stripe's secret, restricted and webhook keys, Google's API keys, npm's tokens, OpenAI's and Anthropic's keys (the
 # vendor's prefix stays, to tell what leaked), and an AWS access key id
 _KNOWN_TOKEN = re.compile(
-    r"(?<![A-Za-z0-9_-])(?:(?P<jwt>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"
-    r"|(?P<pre>gh[pousr]_|github_pat_|glpat-|xox[abposr]-|(?:sk|rk)_(?:live|test)_|whsec_|AIza|npm_"
+    r"(?<![A-Za-z0-9_-])(?:(?P<jwt>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
+    r"|(?P<pre>gh[pousr]_|github_pat_|glpat-|xox[abposre]-|xapp-|(?:sk|rk)_(?:live|test)_|whsec_|AIza|npm_"
     r"|sk-(?:proj-|ant-(?:api\d\d-)?)?)(?P<pw>[A-Za-z0-9_-]{16,})"
     r"|(?P<aws>(?:AKIA|ASIA)[0-9A-Z]{16})(?![A-Za-z0-9]))")
-_TOKEN_HINTS = ("eyJ", "gh", "glpat-", "xox", "_live_", "_test_", "whsec_", "AIza", "npm_", "sk-", "AKIA", "ASIA")
-# a command line's credential option followed by its value (``--password hunter2``; ``--password=…`` is a pair)
-_CLI_PASSWORD = re.compile(r"(?P<pre>(?<![\w-])--(?:[a-z]+-)*(?:password|passwd|token|secret|api-key|apikey)\s+)"
+_TOKEN_HINTS = ("eyJ", "gh", "glpat-", "xox", "xapp-", "_live_", "_test_", "whsec_", "AIza", "npm_", "sk-", "AKIA",
+                "ASIA")
+# the prefixes whose tokens are letters and digits only
+_ALNUM_TOKENS = frozenset(("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "sk_live_", "sk_test_", "rk_live_",
+                           "rk_test_", "whsec_"))
+# a command line's credential option followed by its value on the same line (``--password hunter2``,
+# ``--client_secret x``; ``--password=…`` is a pair); a flag that takes no value (``pg_dump --no-password mydb``,
+# ``--ask-vault-password site.yml``, ``--skip-password``) is followed by an argument of its own
+_CLI_PASSWORD = re.compile(r"(?P<pre>(?<![\w-])--(?!(?:no|skip|without|with|ask|prompt|disable|enable|ignore|allow"
+                           r"|require|use|show|print)[-_])(?:[a-z]+[-_])*"
+                           r"(?:password|passwd|token|secret|api[-_]?key)[ \t]+)"
                            r"(?P<pw>(?!-)[^\s'\"]+|'[^']*'|\"[^\"]*\")", re.IGNORECASE)
 # a URL's query parameter whose name looks like a credential: ?access_token=…, &X-Amz-Signature=…
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;](?P<name>[A-Za-z0-9_.\-\[\]]{1,80})=)(?P<pw>[^&#\s\"'<>;]+)")
@@ -428,13 +437,17 @@ def _token(m: re.Match[str]) -> str:
 def _known_token(m: re.Match[str]) -> str:
     """A token of a known shape (:data:`_KNOWN_TOKEN`) masked, its vendor's prefix kept; after the looser prefixes
     (``sk-``, ``npm_``, ``AIza``) only a value with both letters and digits, as keys are (``sk-learn-style-words``
-    are words)."""
+    are words); GitHub's ``gh?_``, Stripe's and npm's tokens are letters and digits only (``sk_test_suite_of_x`` is
+    a name); after a bare ``sk-`` a value with ``-`` or ``_`` in it is a key only from 32 characters on (OpenAI's
+    ``sk-svcacct-…``; a host ``sk-prod-db01-replica-2`` stays)."""
     if m.group("jwt") or m.group("aws"):
         return MASK
     pre, value = m.group("pre"), m.group("pw")
     if pre in ("sk-", "npm_", "AIza") and not (any(c.isdigit() for c in value) and any(c.isalpha() for c in value)):
         return m.group(0)
-    if pre == "npm_" and not value.isalnum():  # npm's tokens are letters and digits (npm_config_… is a setting)
+    if pre in _ALNUM_TOKENS and not value.isalnum():  # npm_config_… is a setting, sk_test_… or ghs_… a name
+        return m.group(0)
+    if pre == "sk-" and len(value) < 32 and not value.isalnum():
         return m.group(0)
     return pre + MASK
 

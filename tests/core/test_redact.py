@@ -188,6 +188,31 @@ def test_leaves_alone_what_only_looks_like_a_token(text: str) -> None:
     assert redact(text) == text
 
 
+@pytest.mark.parametrize("text", [
+    # upkeeper's own command lines (backup/postgres.py, restore.py): the flag takes no value, what follows is the
+    # database or the dump, which an error message must keep
+    "pg_dump --snapshot=00000003-1 --no-password shop", "pg_restore --jobs=2 --no-password /backups/shop.dump",
+    "ansible-playbook --ask-vault-password site.yml", "mysql --skip-password shop",
+    # a tool's error names the option at a line's end: the next line is not its value
+    "error: option --password\nrequires a value",
+    # names and hosts shaped like a prefix and a word
+    "sk_test_suite_for_integration_checks", "ghs_abc_def_ghi_jkl_mno", "ssh sk-prod-db01-replica-2 failed",
+])
+def test_leaves_alone_value_less_flags_and_names(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9. rejected", "*** rejected"),  # unsigned (alg none)
+    ("refresh xoxe-1-My0xLTEyMzQ1Njc4OTAtYWJj failed", "refresh xoxe-*** failed"),
+    ("socket mode xapp-1-A0123456789-1234567890-abcdef0123", "socket mode xapp-***"),
+    ("tool --client_secret s3cr3t --api_key k3y", "tool --client_secret *** --api_key ***"),
+    ("sk-svcacct-abcdefghijklmnop_qrstuvwxyz0123456789 denied", "sk-*** denied"),
+])
+def test_masks_more_variants_of_known_tokens(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
 @pytest.mark.parametrize(("name", "sensitive"), [
     ("token", True), ("access_token", True), ("refreshToken", True), ("api_key", True), ("APIKEY", True),
     ("sessionKey", True), ("PHPSESSID", True), ("X-Goog-Signature", True), ("pwd", True), ("key[]", True),
