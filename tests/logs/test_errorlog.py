@@ -172,6 +172,31 @@ def test_serilog_s_console_template_gives_its_levels() -> None:
     assert groups(a) == {("System.InvalidOperationException", "Sequence contains no elements"): 1}
 
 
+def test_dotnet_level_words_are_read_only_in_their_own_places() -> None:
+    """Serilog's three letters and the simple console's ``fail:`` are levels where .NET writes them only: an
+    application's text with ``fail:`` at a line's start (a check's output) or a list ending in ``FTL]``/``WRN]`` is
+    no error, critical or warning message (each was one since the .NET commit)."""
+    a = feed_app("fail: 3 of 10 checks\nthe codes seen are [A, B, FTL]\ncolumns: x, y, WRN]\n"
+                 "fail: Microsoft.AspNetCore.Diagnostics.ExceptionHandlerMiddleware[1]\n"
+                 "      An unhandled exception has occurred while executing the request.\n"
+                 "[10:00:03 FTL] Host terminated unexpectedly\n")
+    assert a.levels == {"error": 1, "critical": 1}, a.levels
+    assert {k[0] for k in a.messages} == {"error", "critical"}
+
+
+def test_an_error_object_with_only_a_name_is_a_result_not_an_exception() -> None:
+    """An application's own ``error`` object with a ``name`` or ``kind`` but neither a message nor a stack (a lookup's
+    result, a job's state) is no exception; a name that is a class's (``TimeoutError``) is one, alone too."""
+    lines = [
+        {"level": "info", "msg": "cache lookup", "error": {"code": 404, "name": "NotFound"}},
+        {"level": "info", "msg": "job state", "err": {"kind": "user", "id": 7}},
+        {"level": "info", "msg": "graphql", "error": {"class": "partial", "path": ["user"]}},
+        {"level": "error", "msg": "upstream", "error": {"name": "TimeoutError"}},
+    ]
+    a = feed_app("".join(json.dumps(x) + "\n" for x in lines))
+    assert groups(a) == {("TimeoutError", ""): 1}
+
+
 def test_an_http_status_tells_failures_apart() -> None:
     """axios' ``Request failed with status code 401`` (the API key stopped working) and ``… 503`` (the service is
     down) are two groups — the status was ``<n>``, so a new 401 after known 503s was no new exception; other

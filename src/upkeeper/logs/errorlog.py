@@ -404,11 +404,12 @@ _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error"
 #: a level word: not part of a word or a path (``/error/``), but Celery's ``ERROR/MainProcess``,
 #: ``WARNING/ForkPoolWorker-1`` is one (a slash then a capital letter)
 #: Serilog's three letters are levels at a bracket's end only (``[WRN]``, its file sink's ``[{Level:u3}]``; ``[10:00:00
-#: WRN]``, its console sink's ``[{Timestamp:HH:mm:ss} {Level:u3}]``), and the simple console format's ``fail:`` at the
-#: start of a line only
+#: WRN]``, its console sink's ``[{Timestamp:HH:mm:ss} {Level:u3}]``: after a time's digit; ``[A, B, FTL]`` is a
+#: list), and the simple console format's ``fail:`` at the start of a line before its category and event id only
+#: (``fail: Microsoft.AspNetCore.Diagnostics[1]``; ``fail: 3 of 10 checks`` is text)
 _TEXT_LEVEL = re.compile(r"(?<![\w/])(TRACE|DEBUG|INFO|NOTICE|WARN(?:ING)?|ERROR|ERR|SEVERE|CRIT(?:ICAL)?|FATAL|"
-                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED|(?<=[\[ ])(?-i:VRB|DBG|INF|WRN|FTL)(?=\])|"
-                         r"^(?-i:trce|dbug|fail)(?=: ))(?!\w)(?!/(?-i:[^A-Z]))", re.I)
+                         r"ALERT|EMERG|PANIC|(?<=PHP )DEPRECATED|(?:(?<=\[)|(?<=\d ))(?-i:VRB|DBG|INF|WRN|FTL)(?=\])|"
+                         r"^(?-i:trce|dbug|fail)(?=: \S+\[\d+\]))(?!\w)(?!/(?-i:[^A-Z]))", re.I)
 #: what follows the level word in Celery's ``[… ERROR/ForkPoolWorker-1] message``: the process, no part of the message
 _LEVEL_PROCESS = re.compile(r"^/[\w-]+")
 _PY_TRACEBACK = "Traceback (most recent call last):"
@@ -1728,11 +1729,17 @@ def _exc_logback_throwable(obj: dict[str, Any]) -> _Exc | None:
     return kind, msg if isinstance(msg, str) else "", "\n".join(parts)
 
 
+#: a type that names an exception's class by itself (an error object with no message nor stack is one only so)
+_CLASS_LIKE = re.compile(r"(?:Error|Exception|Exc|Fault|Failure|Panic)$")
+
+
 def _exc_error_object(obj: dict[str, Any]) -> _Exc | None:
     """An error written as an object under a name of its own (``error``, ``err``, ``exception``, ``exc``) — a logger
     configured so (pino's ``errorKey``), an application's serializer — with its type (``type``, ``name``, ``kind``,
     ``class``) and message, or only a stack trace as text (``stack``, ``stack_trace``, ``stacktrace``, ``backtrace``,
-    ``trace``) to read them from; its causes (``cause``) read as pino's are."""
+    ``trace``) to read them from; its causes (``cause``) read as pino's are. A type with neither a message nor a
+    stack is an exception only when it reads as a class's name (``TimeoutError``): ``{"name": "NotFound", "code":
+    404}``, a validation's ``{"type": "required", "field": "email"}`` are an application's results."""
     for key in ("error", "err", "exception", "exc"):
         err = obj.get(key)
         if not isinstance(err, dict):
@@ -1745,6 +1752,8 @@ def _exc_error_object(obj: dict[str, Any]) -> _Exc | None:
         if not kind and stack:
             kind, own = _exception_from_text(stack)
             msg = msg or own
+        if kind and not msg and not stack and not _CLASS_LIKE.search(kind):
+            continue  # {"error": {"name": "NotFound", "code": 404}}, {"type": "required", "field": "email"}: a result
         if kind:
             return kind, msg, _with_causes(stack, err)
     return None
