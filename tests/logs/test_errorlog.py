@@ -197,6 +197,31 @@ def test_an_error_object_with_only_a_name_is_a_result_not_an_exception() -> None
     assert groups(a) == {("TimeoutError", ""): 1}
 
 
+def test_a_line_a_container_runtime_cut_into_many_parts_is_joined_in_linear_time() -> None:
+    """The CRI format's ``P`` parts of one line (and Docker's records without a newline) are joined once, not part by
+    part: 200,000 small parts took ~2.5 times as long as as many whole lines (the held text copied at each part,
+    quadratic up to the 1 MiB a split line is held for), now less than these."""
+    import time
+
+    n = 200_000
+    stamp = b"2026-12-07T10:00:00.123456789Z stderr "
+
+    def took(flag: bytes) -> tuple[float, AppLogStats]:
+        data = stamp + flag + b" ERROR boom\n" + b"".join(stamp + flag + b" abcd\n" for _ in range(n)) + stamp + b"F end\n"
+        best, a = 1e9, AppLogStats()
+        for _ in range(2):
+            a = AppLogStats()
+            t = time.perf_counter()
+            a.feed(data, "c.log")
+            a.finish()
+            best = min(best, time.perf_counter() - t)
+        return best, a
+
+    (parts, joined), (whole, _) = took(b"P"), took(b"F")
+    assert joined.lines == n + 2 and joined.levels == {"error": 1}, (joined.lines, joined.levels)
+    assert parts < 1.2 * whole + 0.05, (parts, whole)
+
+
 def test_an_http_status_tells_failures_apart() -> None:
     """axios' ``Request failed with status code 401`` (the API key stopped working) and ``… 503`` (the service is
     down) are two groups — the status was ``<n>``, so a new 401 after known 503s was no new exception; other

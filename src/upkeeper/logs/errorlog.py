@@ -852,7 +852,8 @@ class AppLogStats:
     #: the class and message of the pending "rubytrace" block's exception
     _ruby_exc: tuple[str, str] = ("", "")
     #: the part of a line a container runtime split (see ``_CRI_LINE``) read so far, per stream: (source, text)
-    _partial: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: (parts are kept in a list, joined once: a line cut into many small parts is read in linear time)
+    _partial: dict[str, tuple[str, list[str], int]] = field(default_factory=dict)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -866,9 +867,9 @@ class AppLogStats:
             self._line(line.rstrip("\r"), source)
 
     def finish(self) -> None:
-        for key, (source, text) in list(self._partial.items()):  # the log ends inside a split line: what there is
+        for key, (source, parts, _n) in list(self._partial.items()):  # the log ends inside a split line: what there is
             del self._partial[key]
-            self._to_proc(key, text, source)
+            self._to_proc(key, "".join(parts), source)
         for proc in self._procs.values():
             proc.finish()
             self.json_lines += proc.json_lines
@@ -1009,13 +1010,21 @@ class AppLogStats:
     def _container(self, key: str, text: str, partial: bool, source: str) -> None:
         """Read a line of a program's output that a container runtime logged, with the reader of its stream: a part of
         a line (``partial``) is held until the rest comes."""
-        held = self._partial.pop(key, None)
-        if held is not None:
-            text = held[1] + text
-        if partial and len(text) < _MAX_PARTIAL:
-            self._partial[key] = (held[0] if held else source, text)
+        held = self._partial.get(key)
+        if held is None:
+            if partial and len(text) < _MAX_PARTIAL:
+                self._partial[key] = (source, [text], len(text))
+            else:
+                self._to_proc(key, text, source)
             return
-        self._to_proc(key, text, held[0] if held else source)
+        first, parts, n = held
+        parts.append(text)
+        n += len(text)
+        if partial and n < _MAX_PARTIAL:
+            self._partial[key] = (first, parts, n)
+            return
+        del self._partial[key]
+        self._to_proc(key, "".join(parts), first)
 
     def _thrown_value(self, line: str, source: str, excerpt: list[str]) -> bool:
         """Start the block of a value that is no Error thrown and not caught (``line``, right under the caret of
