@@ -222,6 +222,14 @@ def test_a_line_a_container_runtime_cut_into_many_parts_is_joined_in_linear_time
     assert parts < 1.2 * whole + 0.05, (parts, whole)
 
 
+def test_an_application_s_record_and_text_fields_are_not_loguru_s() -> None:
+    """An application's JSON with fields of its own named ``record`` and ``text`` (an import's row and raw line) is
+    read by its own level and message: it was taken for loguru's and read as nothing."""
+    line = {"level": "error", "message": "import failed", "record": {"id": 5, "sku": "A-1"}, "text": "5;A-1;;"}
+    a = feed_app(json.dumps(line) + "\n")
+    assert a.levels == {"error": 1} and dict(a.messages) == {("error", "import failed"): 1}
+
+
 def test_an_http_status_tells_failures_apart() -> None:
     """axios' ``Request failed with status code 401`` (the API key stopped working) and ``… 503`` (the service is
     down) are two groups — the status was ``<n>``, so a new 401 after known 503s was no new exception; other

@@ -1549,13 +1549,16 @@ def _loguru_record(obj: dict[str, Any]) -> dict[str, Any] | None:
     """loguru's JSON (``serialize=True``): ``{"text": the line as its text sink writes it, traceback and all,
     "record": {"level": {"name": …}, "message": …, "exception": {"type", "value", "traceback"} or null, …}}``, as
     the fields the other loggers write (``level``, ``message``, ``exc_type``/``exc_message``/``exc_info``: the
-    traceback, from ``text``); None for any other record."""
+    traceback, from ``text``); None for any other record — an application's own with a ``record`` and a ``text``
+    (``{"level": "error", "message": …, "record": {"id": 5}, "text": …}``): loguru's level is an object with its
+    ``name``."""
     rec, text = obj.get("record"), obj.get("text")
     if not isinstance(rec, dict) or not isinstance(text, str):
         return None
     level = rec.get("level")
-    out: dict[str, Any] = {"level": level.get("name") if isinstance(level, dict) else level,
-                           "message": rec.get("message")}
+    if not isinstance(level, dict) or not isinstance(level.get("name"), str):
+        return None
+    out: dict[str, Any] = {"level": level["name"], "message": rec.get("message")}
     exc = rec.get("exception")
     if isinstance(exc, dict) and isinstance(exc.get("type"), str) and exc["type"]:
         at = text.find(_PY_TRACEBACK)
