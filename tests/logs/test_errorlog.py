@@ -188,13 +188,14 @@ def test_an_error_object_with_only_a_name_is_a_result_not_an_exception() -> None
     """An application's own ``error`` object with a ``name`` or ``kind`` but neither a message nor a stack (a lookup's
     result, a job's state) is no exception; a name that is a class's (``TimeoutError``) is one, alone too."""
     lines = [
-        {"level": "info", "msg": "cache lookup", "error": {"code": 404, "name": "NotFound"}},
+        {"level": "info", "msg": "cache lookup", "error": {"code": 404, "name": "not_found"}},
         {"level": "info", "msg": "job state", "err": {"kind": "user", "id": 7}},
         {"level": "info", "msg": "graphql", "error": {"class": "partial", "path": ["user"]}},
         {"level": "error", "msg": "upstream", "error": {"name": "TimeoutError"}},
     ]
+    lines.append({"level": "error", "msg": "lookup", "error": {"kind": "RecordNotFound"}})
     a = feed_app("".join(json.dumps(x) + "\n" for x in lines))
-    assert groups(a) == {("TimeoutError", ""): 1}
+    assert groups(a) == {("TimeoutError", ""): 1, ("RecordNotFound", ""): 1}
 
 
 def test_a_line_a_container_runtime_cut_into_many_parts_is_joined_in_linear_time() -> None:

@@ -1742,7 +1742,7 @@ def _exc_logback_throwable(obj: dict[str, Any]) -> _Exc | None:
 
 
 #: a type that names an exception's class by itself (an error object with no message nor stack is one only so)
-_CLASS_LIKE = re.compile(r"(?:Error|Exception|Exc|Fault|Failure|Panic)$")
+_CLASS_LIKE = re.compile(_EXC_SUFFIX + "$")
 
 
 def _exc_error_object(obj: dict[str, Any]) -> _Exc | None:
@@ -1750,8 +1750,8 @@ def _exc_error_object(obj: dict[str, Any]) -> _Exc | None:
     configured so (pino's ``errorKey``), an application's serializer — with its type (``type``, ``name``, ``kind``,
     ``class``) and message, or only a stack trace as text (``stack``, ``stack_trace``, ``stacktrace``, ``backtrace``,
     ``trace``) to read them from; its causes (``cause``) read as pino's are. A type with neither a message nor a
-    stack is an exception only when it reads as a class's name (``TimeoutError``): ``{"name": "NotFound", "code":
-    404}``, a validation's ``{"type": "required", "field": "email"}`` are an application's results."""
+    stack is an exception only when it reads as a class's name (``TimeoutError``, ``RecordNotFound``): ``{"name":
+    "not_found", "code": 404}``, a job's ``{"kind": "user", "id": 7}`` are an application's results."""
     for key in ("error", "err", "exception", "exc"):
         err = obj.get(key)
         if not isinstance(err, dict):
@@ -1765,7 +1765,7 @@ def _exc_error_object(obj: dict[str, Any]) -> _Exc | None:
             kind, own = _exception_from_text(stack)
             msg = msg or own
         if kind and not msg and not stack and not _CLASS_LIKE.search(kind):
-            continue  # {"error": {"name": "NotFound", "code": 404}}, {"type": "required", "field": "email"}: a result
+            continue  # {"error": {"name": "not_found", "code": 404}}, {"err": {"kind": "user"}}: a result
         if kind:
             return kind, msg, _with_causes(stack, err)
     return None
