@@ -2,14 +2,18 @@
 // Monolog 2.9 (Debian's php-monolog) configured as Laravel 9/10 configures its "single"/"daily" channel:
 // a StreamHandler with LineFormatter(null, null, true, true) and includeStacktraces(); Laravel logs an
 // exception as error($e->getMessage(), ['exception' => $e]). Usage: php monolog_laravel.php N >> FILE
+// With "json" after N: Monolog's JsonFormatter with includeStacktraces(), as Laravel's and Symfony's JSON logging (a
+// container's stdout) configure it: one JSON object a line, the exception normalized in context.exception (class,
+// message, code, file, trace, previous). Usage: php monolog_laravel.php N json >> FILE
 require '/usr/share/php/Monolog/autoload.php';
 
+use Monolog\Formatter\JsonFormatter;
 use Monolog\Formatter\LineFormatter;
 use Monolog\Handler\StreamHandler;
 use Monolog\Logger;
 
 $handler = new StreamHandler('php://stdout', Logger::DEBUG);
-$formatter = new LineFormatter(null, 'Y-m-d H:i:s', true, true);
+$formatter = ($argv[2] ?? '') === 'json' ? new JsonFormatter() : new LineFormatter(null, 'Y-m-d H:i:s', true, true);
 $formatter->includeStacktraces();
 $handler->setFormatter($formatter);
 $log = new Logger('production', [$handler]);
