@@ -8,6 +8,7 @@ import traceback
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -403,11 +404,17 @@ def test_upstream_errors_are_failures_at_error_level_or_worse() -> None:
              b"no live upstreams while connecting to upstream",
              b"upstream prematurely closed connection while reading response header from upstream",
              b"upstream sent invalid header while reading response header from upstream",
-             b"recv() failed (104: Connection reset by peer) while reading response header from upstream"]
+             b"recv() failed (104: Connection reset by peer) while reading response header from upstream",
+             b"upstream SSL certificate verify error: (10:certificate has expired) while SSL handshaking to upstream",
+             b"upstream closed prematurely FastCGI stdout while reading response header from upstream",
+             b"upstream sent unexpected FastCGI record: 3 while reading response header from upstream"]
     harmless = [b"[warn] 12#12: *9 an upstream response is buffered to a temporary file /var/cache/1/00/0000000001",
                 b"[warn] 12#12: *9 upstream server temporarily disabled while connecting to upstream",
                 b"[info] 12#12: *9 client closed connection while waiting for request",
-                b"[error] 12#12: *9 open() \"/srv/www/upstream.html\" failed (2: No such file or directory)"]
+                b"[error] 12#12: *9 open() \"/srv/www/upstream.html\" failed (2: No such file or directory)",
+                # (PHP's warnings, relayed: the answer may be a 200)
+                b'[error] 12#12: *9 FastCGI sent in stderr: "PHP message: PHP Warning:  Undefined variable $x in '
+                b'/srv/a.php on line 3" while reading response header from upstream, client: 10.0.0.3, server: x']
     log = b"".join(b"2024/03/01 10:00:00 [error] 12#12: *5 " + f + ctx for f in fails)
     log += b"".join(b"2024/03/01 10:00:00 " + h + b"\n" for h in harmless)
     s = NginxErrorStats()
@@ -948,3 +955,56 @@ def test_opaque_ids_and_named_dates_do_not_make_a_group_per_occurrence() -> None
     for name in ("sha256sum", "x86_64", "ubuntu2204", "getUTF8String()", "G1YoungGen", "Uint8ClampedArray",
                  "AES256GCM"):
         assert normalize(f"unsupported {name}") == f"unsupported {name}"
+
+
+def test_an_upstream_answering_in_a_way_nginx_refuses_is_an_upstream_failure(services_dir: Path) -> None:
+    """A real nginx in front of upstreams that answer but break HTTP: a header bigger than proxy_buffer_size ("upstream
+    sent too big header"), a status line that is no HTTP ("upstream sent no valid HTTP/1.0 header"). The client gets a
+    502 either way; neither counted as an upstream failure (only "invalid", "timed out", "refused" … did)."""
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from upkeeper.sandbox.nginx import NginxServer
+
+    answers = {b"/big": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 16_000 + b"\r\nContent-Length: 0\r\n\r\n",
+               b"/junk": b"this is no HTTP answer\r\n\r\n"}
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(65536)
+                path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+                conn.sendall(answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+
+    threading.Thread(target=serve, daemon=True).start()
+    import uuid
+
+    nginx = NginxServer(services_dir / f"nginx-upstreams-{uuid.uuid4().hex[:8]}", server_extra=f"location /u/ {{ proxy_pass http://127.0.0.1:{port}/; "
+                                                         "proxy_buffer_size 1k; }")
+    nginx.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as got:
+            urllib.request.urlopen(nginx.url + "/u/big", timeout=10)
+        got.value.close()
+        assert got.value.code == 502
+        # (nginx hands on an answer without a status line as HTTP/0.9, after logging it at [error])
+        with socket.create_connection(("127.0.0.1", nginx.port), timeout=10) as c:
+            c.sendall(b"GET /u/junk HTTP/1.0\r\nHost: x\r\n\r\n")
+            assert b"this is no HTTP answer" in c.recv(65536)
+    finally:
+        nginx.stop()
+        listener.close()
+    s = NginxErrorStats()
+    s.feed(nginx.error_log.read_bytes(), "error.log")
+    classes = {c for _, c in s.classes}
+    assert any(c.startswith("upstream sent too big header") for c in classes), classes
+    assert any(c.startswith("upstream sent no valid HTTP/<n> header") for c in classes), classes
+    assert s.upstream == 2, s.classes

@@ -226,10 +226,13 @@ _NGINX_LINE = re.compile(
     rb"^(\d{4}/\d\d/\d\d) (\d\d):\d\d:\d\d \[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*)$", re.M)
 _NGINX_CONTEXT = re.compile(r", (?:client|server|request|upstream|host|referrer|subrequest): ")
 #: an upstream failure (the application behind nginx refused, timed out, crashed or sent garbage), at
-#: level error or worse; "an upstream response is buffered to a temporary file" [warn] is none
-_UPSTREAM = re.compile(r"\bupstream\b.*(?:timed out|failed|refused|no live upstreams|prematurely closed|invalid|"
-                       r"reset by peer)|(?:timed out|failed|refused|no live upstreams|prematurely closed|"
-                       r"invalid|reset by peer).*\bupstream\b")
+#: level error or worse; "an upstream response is buffered to a temporary file" [warn] is none.  Whatever nginx says
+#: the upstream sent at that level is garbage to it ("upstream sent too big header", "… no valid HTTP/1.0 header",
+#: "… unexpected FastCGI record", "… duplicate header line"), as are its TLS certificate ("upstream SSL certificate
+#: verify error", "… does not match") and a FastCGI stream cut short ("upstream closed prematurely FastCGI stdout")
+_UPSTREAM = re.compile(r"\bupstream\b.*(?:timed out|failed|refused|no live upstreams|prematurely closed|"
+                       r"closed prematurely|invalid|reset by peer)|(?:timed out|failed|refused|no live upstreams|"
+                       r"prematurely closed|invalid|reset by peer).*\bupstream\b|\bupstream (?:sent|SSL certificate) ")
 _UPSTREAM_LEVELS = frozenset(("error", "crit", "alert", "emerg"))
 #: what an upstream wrote, quoted: ``FastCGI sent in stderr: "PHP message: …"``, ``upstream sent invalid
 #: header: "…"``; the class keeps the text normalized instead of one "…" for every PHP error
