@@ -1008,3 +1008,35 @@ def test_an_upstream_answering_in_a_way_nginx_refuses_is_an_upstream_failure(ser
     assert any(c.startswith("upstream sent too big header") for c in classes), classes
     assert any(c.startswith("upstream sent no valid HTTP/<n> header") for c in classes), classes
     assert s.upstream == 2, s.classes
+
+
+def test_modsecurity_lines_are_classed_by_their_action_and_rule() -> None:
+    """libmodsecurity 3's nginx connector writes each rule that matched as an [error] line whose bracketed fields
+    ([id "…"], [msg "…"], [uri "…"], [unique_id "…"]) all normalized to "…": every rule's lines were one class, a
+    new rule blocking requests no new class. Now the action and the rule (its id and message) are the class."""
+    def line(n: int, action: str, rule: str, msg: str, value: str) -> bytes:
+        return (f'2024/03/01 10:00:0{n} [error] 12#12: *{n} [client 10.0.0.{n}] ModSecurity: {action}. Matched '
+                f'"Operator `Rx\' with parameter `x\' against variable `ARGS:q\' (Value: `{value}\' ) [file '
+                f'"/etc/nginx/modsec/coreruleset/rules/REQUEST-9.conf"] [line "{n}0"] [id "{rule}"] [rev ""] [msg '
+                f'"{msg}"] [data "Matched Data: {value} found within ARGS:q"] [severity "2"] [ver "OWASP_CRS/3.3.2"] '
+                f'[hostname "10.0.0.1"] [uri "/p{n}"] [unique_id "17123{n}"] [ref ""], client: 10.0.0.{n}, server: x, '
+                f'request: "GET /p{n}?q=1 HTTP/1.1", host: "x"\n').encode()
+
+    log = (line(1, "Access denied with code 403 (phase 2)", "949110", "Inbound Anomaly Score Exceeded (Total Score: 5)",
+                "5")
+           + line(2, "Access denied with code 403 (phase 2)", "949110",
+                  "Inbound Anomaly Score Exceeded (Total Score: 10)", "10")
+           + line(3, "Warning", "942100", "SQL Injection Attack Detected via libinjection", "1 union select")
+           + line(4, "Warning", "941100", "XSS Attack Detected via libinjection", '[id "1"] [msg "forged"]')
+           + b'2024/03/01 10:00:05 [error] 12#12: *5 [client 10.0.0.5] ModSecurity: Warning. detected XSS using '
+             b'libinjection. [file "/r/REQUEST-941.conf"] [line "37"] [id "941100"] [msg "XSS Attack Detected via '
+             b'libinjection"] [uri "/"], client: 10.0.0.5, server: x, request: "GET /?a=1 HTTP/1.1", host: "x"\n')
+    s = NginxErrorStats()
+    s.feed(log, "error.log")
+    assert dict(s.classes) == {
+        ("error", 'ModSecurity: Access denied with code <n> (phase <n>) [id "949110"] [msg "Inbound Anomaly Score '
+                  'Exceeded (Total Score: <n>)"]'): 2,
+        ("error", 'ModSecurity: Warning [id "942100"] [msg "SQL Injection Attack Detected via libinjection"]'): 1,
+        ("error", 'ModSecurity: Warning [id "941100"] [msg "XSS Attack Detected via libinjection"]'): 2,
+    }, s.classes
+    assert s.upstream == 0 and s.unparsed == 0

@@ -244,8 +244,30 @@ _NGINX_PAYLOAD_CLOSE = re.compile(rb'"(?:$| while |, (?:client|server|request|up
 _PHP_MESSAGE_SPLIT = re.compile(r"(?:^|; )PHP message: ")
 
 
+#: ModSecurity's (libmodsecurity 3's nginx connector) line: ``[client IP] ModSecurity: Access denied with code 403
+#: (phase 2). Matched "…" [file "…"] [line "80"] [id "949110"] [rev ""] [msg "Inbound Anomaly Score Exceeded (Total
+#: Score: 5)"] … [uri "/x"] [unique_id "…"] [ref ""]``: its class is the action and the rule (id and message) — every
+#: rule's lines were one class, their bracketed values all "…"
+_MODSEC = re.compile(r"ModSecurity: (?P<action>[^.\[]*)")
+#: the rule's fields, in the order ModSecurity writes them: a client's value quoted before them (``Matched "… (Value:
+#: `…' )"``) or after them (``[data "…"]``) is no rule of its own unless it forges this whole sequence
+_MODSEC_RULE = re.compile(r'\[file "[^"]*"\] \[line "\d+"\] \[id "(?P<id>\d+)"\](?: \[rev "[^"]*"\])?'
+                          r'(?: \[msg "(?P<msg>[^"]*)"\])?')
+
+
+def _modsec_class(core: str) -> str | None:
+    m = _MODSEC.search(core)
+    rule = _MODSEC_RULE.search(core, m.end()) if m is not None else None
+    if m is None or rule is None:
+        return None
+    return (f'ModSecurity: {normalize(m["action"])} [id "{rule["id"]}"]'
+            + (f' [msg "{normalize(rule["msg"], 160)}"]' if rule["msg"] else ""))
+
+
 def _nginx_class(core: str) -> tuple[str, str, bool]:
     """(class, the class without the upstream's own text, whether the quoted text goes on in the next lines)."""
+    if "ModSecurity: " in core and (c := _modsec_class(core)) is not None:
+        return c, c, False
     m = _NGINX_PAYLOAD.match(core) if "sent " in core else None
     if not m:
         c = normalize(core)
